@@ -1,0 +1,75 @@
+"""The one error shape: {"error": {"code", "message", "details", "request_id"}} from every route."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.request_context import current_request_id
+from app.services.errors import ApiError
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}, "request_id": current_request_id()}}
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None, retry_after: float | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    if exc.status >= 500:
+        log.warning("request_failed", code=exc.code, status=exc.status, details=exc.details)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.retry_after)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"location": [str(part) for part in error["loc"]], "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return error_response(422, "VALIDATION_ERROR", "The request is not valid.", {"errors": problems})
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_exception", exc_type=type(exc).__name__)
+    return error_response(500, "INTERNAL_ERROR", "Internal server error.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,83 @@
+"""POST /detect/{session_id}: read the frame, hand it to the detection service, shape the answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+
+from app.request_context import current_request_id
+from app.schemas import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
+from app.services.detection import DetectionService
+from app.services.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from app.services.inference.engine import DetectOptions
+from app.settings import Settings
+
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+
+
+def _media_type(request: Request) -> str:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "multipart/form-data" and media_type not in IMAGE_TYPES:
+        raise UnsupportedMediaType(details={"content_type": media_type or None, "accepted": sorted(IMAGE_TYPES)})
+    return media_type
+
+
+async def _read_frame(request: Request, media_type: str, max_bytes: int) -> bytes:
+    if media_type != "multipart/form-data":
+        return await request.body()  # the body-size middleware stops it at the limit
+    form = await request.form(max_files=1, max_fields=8)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidImage("Send the image in a multipart field named 'file'.", details={"field": "file"})
+    if upload.content_type and upload.content_type.lower() not in IMAGE_TYPES | {"application/octet-stream"}:
+        raise UnsupportedMediaType(details={"content_type": upload.content_type, "accepted": sorted(IMAGE_TYPES)})
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(details={"max_bytes": max_bytes})
+    return data
+
+
+def create_detect_router(detection: DetectionService, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["detect"])
+
+    @router.post("/detect/{session_id}")
+    async def detect(
+        request: Request,
+        session_id: str,
+        conf: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_confidence,
+        iou: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_iou,
+        max_det: Annotated[int, Query(ge=1, le=1000)] = settings.default_max_detections,
+    ) -> DetectResponse:
+        deadline = time.monotonic() + settings.request_timeout_seconds
+        media_type = _media_type(request)
+        admission = await detection.admit(session_id)
+        data = await _read_frame(request, media_type, settings.max_image_bytes)
+        request_id = current_request_id() or ""
+        frame = await detection.detect_frame(
+            session_id, request_id, data, admission, DetectOptions(conf, iou, max_det), deadline
+        )
+        result, info = frame.result, frame.engine.info
+        return DetectResponse(
+            request_id=request_id,
+            session_id=session_id,
+            detections=[
+                DetectionOut(
+                    label=d.label,
+                    class_id=d.class_id,
+                    confidence=d.confidence,
+                    box=Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
+                )
+                for d in result.detections
+            ],
+            image=ImageSize(width=result.width, height=result.height),
+            model=ModelRef(name=info.name, version=info.version),
+            session=SessionCheck(
+                verified=admission.verified, degraded=admission.degraded, frame_count=admission.frame_count
+            ),
+            timings_ms=result.timings_ms,
+        )
+
+    return router

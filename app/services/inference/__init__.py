@@ -1,0 +1,1 @@
+"""OpenVINO detection engine: model loading, preprocessing, the infer-request pool, postprocessing."""

@@ -1,0 +1,333 @@
+"""Redis session store: create/get/end sessions, admit frames, keep a capped detection history.
+
+Keys per session (all share one TTL): `session:{id}` (hash), `session:{id}:history` (list, newest first),
+`session:{id}:uploads` (hash request_id -> URL). `sessions:expiry` (zset id -> expires_at) counts live ones.
+Every multi-step change is one Lua script, so concurrent frames of a session never race.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as redis
+import structlog
+from redis.typing import EncodableT, FieldT
+
+from app.services.breakers import AsyncBreaker, BreakerOpen
+from app.services.errors import RateLimited, SessionEnded, SessionNotFound, SessionStoreUnavailable, ValidationFailed
+from app.services.redis_client import REDIS_FAILURES
+
+STORE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, BreakerOpen)
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+EXPIRY_INDEX = "sessions:expiry"
+
+_ADMIT_FRAME = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'ttl_seconds', 'tokens', 'refilled_at')
+if not f[1] then return {'missing'} end
+if f[1] == 'ended' then return {'ended'} end
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens = tonumber(f[3]) or burst
+local refilled = tonumber(f[4]) or now
+tokens = math.min(burst, tokens + math.max(0, now - refilled) * rate)
+if tokens < 1 then return {'limited', tostring((1 - tokens) / rate)} end
+local ttl = tonumber(f[2])
+local expires = now + ttl
+redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[1], 'expires_at', tostring(expires),
+  'tokens', tostring(tokens - 1), 'refilled_at', ARGV[1])
+local frames = redis.call('HINCRBY', KEYS[1], 'frame_count', 1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+redis.call('ZADD', KEYS[4], expires, ARGV[4])
+return {'ok', tostring(frames)}
+"""
+
+# Appends one history entry with the session's remaining TTL; ARGV[4] = '1' also counts a frame that was
+# served while Redis was down (replay of degraded mode).
+_RECORD_DETECTION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+if ARGV[4] == '1' then
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds'))
+  redis.call('HINCRBY', KEYS[1], 'frame_count', 1)
+  if redis.call('HGET', KEYS[1], 'status') ~= 'ended' then
+    local now = tonumber(ARGV[3])
+    redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[3], 'expires_at', tostring(now + ttl))
+    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+    redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
+    return 1
+  end
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+return 1
+"""
+
+_END_SESSION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'ended' then
+  local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+  redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1], 'expires_at', tostring(now + grace))
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], grace) end
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str
+    status: str
+    metadata: dict[str, Any]
+    created_at: float
+    last_activity: float
+    expires_at: float
+    ttl_seconds: int
+    frame_count: int
+
+
+@dataclass(frozen=True)
+class FrameAdmission:
+    """Whether a frame's session was checked against Redis; unverified frames run in degraded mode."""
+
+    verified: bool
+    frame_count: int | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return not self.verified
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    session_id: str
+    entry: str
+    counts_frame: bool
+    at: float
+
+
+def _keys(session_id: str) -> list[str]:
+    base = f"session:{session_id}"
+    return [base, f"{base}:history", f"{base}:uploads", EXPIRY_INDEX]
+
+
+def _session_from_hash(session_id: str, fields: dict[str, str]) -> Session:
+    return Session(
+        session_id=session_id,
+        status=fields["status"],
+        metadata=json.loads(fields.get("metadata", "{}")),
+        created_at=float(fields["created_at"]),
+        last_activity=float(fields["last_activity"]),
+        expires_at=float(fields["expires_at"]),
+        ttl_seconds=int(fields["ttl_seconds"]),
+        frame_count=int(fields.get("frame_count", 0)),
+    )
+
+
+class SessionStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        breaker: AsyncBreaker,
+        *,
+        default_ttl: int,
+        max_ttl: int,
+        ended_grace: int,
+        history_limit: int,
+        rate_per_second: float,
+        rate_burst: int,
+        fail_open: bool,
+        pending_limit: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = client
+        self.breaker = breaker
+        self._default_ttl, self._max_ttl, self._ended_grace = default_ttl, max_ttl, ended_grace
+        self._history_limit = history_limit
+        self._rate, self._burst = rate_per_second, rate_burst
+        self._fail_open = fail_open
+        self._clock = clock
+        self._pending: deque[PendingWrite] = deque(maxlen=pending_limit)
+        self.pending_dropped = 0
+        self.replayed = 0
+        self._admit = client.register_script(_ADMIT_FRAME)
+        self._record = client.register_script(_RECORD_DETECTION)
+        self._end = client.register_script(_END_SESSION)
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._pending)
+
+    async def _guarded(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await self.breaker.call(operation)
+        except STORE_FAILURES as exc:
+            raise SessionStoreUnavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
+
+    async def ping(self) -> float:
+        """Round trip to Redis in seconds (through the breaker)."""
+        started = time.perf_counter()
+        await self._guarded(self._redis.ping)
+        return time.perf_counter() - started
+
+    async def create(self, metadata: dict[str, Any], ttl_seconds: int | None) -> Session:
+        ttl = self._default_ttl if ttl_seconds is None else ttl_seconds
+        if not 1 <= ttl <= self._max_ttl:
+            raise ValidationFailed(
+                "ttl_seconds is out of range.", details={"ttl_seconds": ttl, "min": 1, "max": self._max_ttl}
+            )
+        now = self._clock()
+        session = Session(secrets.token_urlsafe(24), "created", metadata, now, now, now + ttl, ttl, 0)
+        key, _, _, index = _keys(session.session_id)
+        fields: dict[FieldT, EncodableT] = {
+            "status": session.status,
+            "metadata": json.dumps(metadata),
+            "created_at": repr(now),
+            "last_activity": repr(now),
+            "expires_at": repr(session.expires_at),
+            "ttl_seconds": str(ttl),
+            "frame_count": "0",
+        }
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, ttl)
+                pipe.zadd(index, {session.session_id: session.expires_at})
+                await pipe.execute()
+
+        await self._guarded(write)
+        return session
+
+    async def get(self, session_id: str) -> Session:
+        key = _keys(session_id)[0]
+        fields = cast(dict[str, str], await self._guarded(lambda: self._redis.hgetall(key)))
+        if not fields:
+            raise SessionNotFound(details={"session_id": session_id})
+        return _session_from_hash(session_id, fields)
+
+    async def end(self, session_id: str) -> Session:
+        now = self._clock()
+        found = await self._guarded(
+            lambda: self._end(keys=_keys(session_id), args=[repr(now), self._ended_grace, session_id])
+        )
+        if not found:
+            raise SessionNotFound(details={"session_id": session_id})
+        return await self.get(session_id)
+
+    async def admit_frame(self, session_id: str) -> FrameAdmission:
+        """One round trip: the session exists, is open and within its rate limit; its TTL slides; the frame counts."""
+        now = self._clock()
+        try:
+            reply = await self._guarded(
+                lambda: self._admit(keys=_keys(session_id), args=[repr(now), self._rate, self._burst, session_id])
+            )
+        except SessionStoreUnavailable:
+            if not self._fail_open:
+                raise
+            return FrameAdmission(verified=False)
+        outcome = reply[0]
+        if outcome == "missing":
+            raise SessionNotFound(details={"session_id": session_id})
+        if outcome == "ended":
+            raise SessionEnded(details={"session_id": session_id})
+        if outcome == "limited":
+            retry_after = float(reply[1])
+            raise RateLimited(details={"session_id": session_id}, retry_after=max(retry_after, 0.001))
+        return FrameAdmission(verified=True, frame_count=int(reply[1]))
+
+    async def record_detection(self, session_id: str, entry: dict[str, Any], admission: FrameAdmission) -> bool:
+        """Append to the session's history; if Redis is down, keep the write for replay. True if written now."""
+        write = PendingWrite(session_id, json.dumps(entry), counts_frame=admission.degraded, at=self._clock())
+        try:
+            await self._guarded(lambda: self._apply(write))
+        except SessionStoreUnavailable:
+            self._keep(write)
+            return False
+        return True
+
+    async def _apply(self, write: PendingWrite) -> int:
+        counts_frame = "1" if write.counts_frame else "0"
+        args: list[str | int | float] = [
+            write.entry,
+            self._history_limit,
+            repr(write.at),
+            counts_frame,
+            write.session_id,
+        ]
+        return int(await self._record(keys=_keys(write.session_id), args=args))
+
+    def _keep(self, write: PendingWrite) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.pending_dropped += 1
+            log.warning("pending_write_dropped", session_id=self._pending[0].session_id, reason="buffer full")
+        self._pending.append(write)
+
+    async def replay_pending(self) -> int:
+        """Write what degraded mode kept, oldest first; stops at the first failure. Returns how many were written."""
+        written = 0
+        while self._pending:
+            write = self._pending[0]
+            try:
+                applied = await self._guarded(lambda: self._apply(write))  # noqa: B023 - awaited before next loop
+            except SessionStoreUnavailable:
+                break
+            self._pending.popleft()
+            written += 1
+            if not applied:
+                log.warning("pending_write_discarded", session_id=write.session_id, reason="session not found")
+        self.replayed += written
+        return written
+
+    async def history(self, session_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Most recent first, with each entry's upload URL filled in once known."""
+        await self.get(session_id)
+        _, history_key, uploads_key, _ = _keys(session_id)
+
+        async def read() -> tuple[list[str], int, dict[str, str]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.lrange(history_key, offset, offset + limit - 1)
+                pipe.llen(history_key)
+                pipe.hgetall(uploads_key)
+                items, total, uploads = await pipe.execute()
+            return items, total, uploads
+
+        raw_items, total, uploads = await self._guarded(read)
+        items = [json.loads(raw) for raw in raw_items]
+        for item in items:
+            if item.get("request_id") in uploads:
+                item["upload"] = {"status": "uploaded", "url": uploads[item["request_id"]]}
+        return items, total
+
+    async def set_upload_url(self, session_id: str, request_id: str, url: str) -> None:
+        key, _, uploads_key, _ = _keys(session_id)
+
+        async def write() -> None:
+            ttl = await self._redis.ttl(key)
+            if ttl > 0:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(uploads_key, request_id, url)
+                    pipe.expire(uploads_key, ttl)
+                    await pipe.execute()
+
+        await self._guarded(write)
+
+    async def count_active(self) -> int:
+        now = self._clock()
+
+        async def count() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(EXPIRY_INDEX, "-inf", now)
+                pipe.zcard(EXPIRY_INDEX)
+                _, active = await pipe.execute()
+            return int(active)
+
+        return await self._guarded(count)

@@ -1,0 +1,96 @@
+"""Shared fixtures: a private redis-server, settings pointing at it, and a started app with an HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.settings import Settings
+from tests.support.redis_process import RedisProcess
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "best0408_openvino_model"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def make_settings(redis_server: RedisProcess, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test: the suite's Redis (a fresh logical db each time is not needed: ids are random)."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "model_dir": MODEL_DIR,
+            "redis_url": redis_server.url,
+            "storage_dir": tmp_path / "uploads",
+            "spool_dir": tmp_path / "spool",
+            "log_json": True,
+            "log_level": "WARNING",
+            "model_warmup_requests": 1,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+async def wait_until_ready(client: httpx.AsyncClient, within_seconds: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while asyncio.get_running_loop().time() < deadline:
+        response = await client.get("/health/ready")
+        if response.status_code == 200:
+            return
+        if response.json().get("phase") == "model_failed":
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("app did not become ready")
+
+
+class RunningApp:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+    async def new_session(self, **body: Any) -> str:
+        response = await self.client.post("/sessions", json=body or None)
+        assert response.status_code == 201, response.text
+        return str(response.json()["session_id"])
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[Callable[[Settings], Any]]:
+    """Starts apps (lifespan included) and stops them at the end of the test."""
+    stacks: list[tuple[FastAPI, Any]] = []
+
+    async def start(settings: Settings, wait_ready: bool = True) -> RunningApp:
+        app = create_app(settings)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        stacks.append((app, lifespan))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+        if wait_ready:
+            await wait_until_ready(client)
+        return RunningApp(app, client)
+
+    yield start
+    for _, lifespan in reversed(stacks):
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def api(start_app: Callable[[Settings], Any], make_settings: Callable[..., Settings]) -> RunningApp:
+    """The app with default test settings, ready to serve."""
+    return await start_app(make_settings())  # type: ignore[no-any-return]
