@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint system-deps model eval bench clean
+.PHONY: run test lint system-deps model eval bench clean up down status logs restart-web
 
 $(STAMP): pyproject.toml
 	./scripts/ensure-system-deps.sh
@@ -39,7 +39,24 @@ model:
 	PYTHONPATH=scripts .venv-train/bin/python scripts/build_model.py
 
 eval: $(STAMP)
-	$(PY) scripts/evaluate.py
+	PYTHONPATH=scripts $(PY) scripts/evaluate.py
 
 clean:
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache
+
+# Operator stack (scripts/stack.sh): Redis if none answers, the API in the background (var/run/api.pid,
+# var/log/api.log). `down` stops the API with SIGTERM and only a Redis that `up` started.
+up: $(STAMP) system-deps
+	HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) ./scripts/stack.sh up
+
+down:
+	HOST=$(HOST) PORT=$(PORT) ./scripts/stack.sh down
+
+status:
+	HOST=$(HOST) PORT=$(PORT) ./scripts/stack.sh status
+
+logs:
+	./scripts/stack.sh logs
+
+restart-web: $(STAMP)
+	HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) ./scripts/stack.sh restart-web

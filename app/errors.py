@@ -37,6 +37,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 def error_response(
     status: int, code: str, message: str, details: dict[str, Any] | None = None, retry_after: float | None = None
 ) -> JSONResponse:
+    structlog.contextvars.bind_contextvars(code=code)  # the access line then says which error was sent
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 

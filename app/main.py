@@ -13,9 +13,9 @@ from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers.detect import create_detect_router
 from app.routers.health import create_health_router
+from app.routers.media import create_media_router
 from app.routers.metrics import create_metrics_router
 from app.routers.sessions import create_sessions_router
-from app.services.detection import DetectionService
 from app.services.health import HealthChecks
 from app.services.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -44,13 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    detection = DetectionService(
-        runtime.sessions, runtime.uploads, runtime.metrics, lambda: runtime.engine, settings.upload_min_confidence
-    )
     app.include_router(create_sessions_router(runtime.sessions, settings.session_history_limit))
-    app.include_router(create_detect_router(detection, settings))
+    app.include_router(create_detect_router(runtime.detection, settings))
     app.include_router(create_health_router(HealthChecks(runtime)))
     app.include_router(create_metrics_router(runtime))
+    app.include_router(create_media_router(settings.storage_dir))
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,

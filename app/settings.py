@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     upload_queue_size: int = Field(64, ge=1)
     upload_retry_base_seconds: float = Field(1.0, gt=0)
     upload_retry_max_seconds: float = Field(60.0, gt=0)
+    # Most uploads kept on disk for retry; beyond it new failures are dropped (counted), old ones are kept.
+    spool_max_files: int = Field(1000, ge=1)
+    # At shutdown, how long queued uploads may still try to land before they are left in the spool.
+    upload_flush_seconds: float = Field(5.0, ge=0)
 
     # Shutdown
     shutdown_drain_seconds: float = Field(10.0, ge=0)

@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 from app.request_context import current_request_id
 from app.schemas import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
 from app.services.detection import DetectionService
-from app.services.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from app.services.errors import ImageTooLarge, UnsupportedMediaType, ValidationFailed
 from app.services.inference.engine import DetectOptions
 from app.settings import Settings
 
@@ -31,7 +31,7 @@ async def _read_frame(request: Request, media_type: str, max_bytes: int) -> byte
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
-        raise InvalidImage("Send the image in a multipart field named 'file'.", details={"field": "file"})
+        raise ValidationFailed("Send the image in a multipart field named 'file'.", details={"field": "file"})
     if upload.content_type and upload.content_type.lower() not in IMAGE_TYPES | {"application/octet-stream"}:
         raise UnsupportedMediaType(details={"content_type": upload.content_type, "accepted": sorted(IMAGE_TYPES)})
     data = await upload.read(max_bytes + 1)
@@ -53,11 +53,13 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
     ) -> DetectResponse:
         deadline = time.monotonic() + settings.request_timeout_seconds
         media_type = _media_type(request)
-        admission = await detection.admit(session_id)
-        data = await _read_frame(request, media_type, settings.max_image_bytes)
         request_id = current_request_id() or ""
-        frame = await detection.detect_frame(
-            session_id, request_id, data, admission, DetectOptions(conf, iou, max_det), deadline
+        frame = await detection.serve_frame(
+            session_id,
+            request_id,
+            lambda: _read_frame(request, media_type, settings.max_image_bytes),
+            DetectOptions(conf, iou, max_det),
+            deadline,
         )
         result, info = frame.result, frame.engine.info
         return DetectResponse(
@@ -75,7 +77,9 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
             image=ImageSize(width=result.width, height=result.height),
             model=ModelRef(name=info.name, version=info.version),
             session=SessionCheck(
-                verified=admission.verified, degraded=admission.degraded, frame_count=admission.frame_count
+                verified=frame.admission.verified,
+                degraded=frame.admission.degraded,
+                frame_count=frame.admission.frame_count,
             ),
             timings_ms=result.timings_ms,
         )

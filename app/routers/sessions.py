@@ -1,6 +1,5 @@
 """Session lifecycle routes."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

@@ -1,14 +1,17 @@
-"""One frame through the service: admit to its session -> detect -> record in history -> queue the upload."""
+"""One frame through the service: admit to its session -> read -> detect -> record in history -> queue the upload."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.services.errors import ModelNotReady
+import structlog
+
+from app.services.errors import ModelNotReady, ShuttingDown
 from app.services.inference.engine import DetectionEngine, DetectionResult, DetectOptions
 from app.services.metrics import Metrics
 from app.services.sessions import FrameAdmission, SessionStore
@@ -42,45 +45,75 @@ class DetectionService:
         sessions: SessionStore,
         uploads: UploadService,
         metrics: Metrics,
-        engine_ref: Callable[[], DetectionEngine | None],
+        current_engine: Callable[[], DetectionEngine | None],
         upload_min_confidence: float,
     ) -> None:
         self._sessions = sessions
         self._uploads = uploads
         self._metrics = metrics
-        self._engine_ref = engine_ref
+        self._current_engine = current_engine
         self._upload_min_confidence = upload_min_confidence
+        self._in_flight = 0
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    def engine(self) -> DetectionEngine:
-        engine = self._engine_ref()
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def refuse_new_frames(self) -> None:
+        self._closing = True
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait for frames already accepted to finish; False if some were still running after `seconds`."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _engine(self) -> DetectionEngine:
+        engine = self._current_engine()
         if engine is None:
             raise ModelNotReady()
         return engine
 
-    async def admit(self, session_id: str) -> FrameAdmission:
-        self.engine()  # refuse before touching the session when no model can serve the frame
-        return await self._sessions.admit_frame(session_id)
-
-    async def detect_frame(
+    async def serve_frame(
         self,
         session_id: str,
         request_id: str,
-        data: bytes,
-        admission: FrameAdmission,
+        read_frame: Callable[[], Awaitable[bytes]],
         options: DetectOptions,
         deadline: float,
     ) -> FrameResult:
-        engine = self.engine()
-        result = await engine.detect(data, options, deadline)
+        if self._closing:
+            raise ShuttingDown(retry_after=1)
+        engine = self._engine()  # refuse before touching the session when no model can serve the frame
+        structlog.contextvars.bind_contextvars(session_id=session_id)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            admission = await self._sessions.admit_frame(session_id)
+            frame = await read_frame()
+            result = await engine.detect(frame, options, deadline)
+            upload_status = self._queue_upload(UploadJob(session_id, request_id, frame, result.detections))
+            entry = history_entry(request_id, result, admission, upload_status)
+            await self._sessions.record_detection(session_id, entry, admission)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
         self._observe(result, admission)
-        upload_status = "none"
-        if any(d.confidence >= self._upload_min_confidence for d in result.detections):
-            queued = self._uploads.submit(UploadJob(session_id, request_id, data, result.detections))
-            upload_status = "pending" if queued else "shed"
-        await self._sessions.record_detection(
-            session_id, history_entry(request_id, result, admission, upload_status), admission
-        )
+        structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
         return FrameResult(request_id, session_id, result, admission, engine)
+
+    def _queue_upload(self, job: UploadJob) -> str:
+        """Frames with a confident hazard go to the background uploader; never waits."""
+        if not any(d.confidence >= self._upload_min_confidence for d in job.detections):
+            return "none"
+        return "pending" if self._uploads.submit(job) else "shed"
 
     def _observe(self, result: DetectionResult, admission: FrameAdmission) -> None:
         for stage, milliseconds in result.timings_ms.items():

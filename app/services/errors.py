@@ -44,3 +44,4 @@ SessionStoreUnavailable = _error("SESSION_STORE_UNAVAILABLE", 503, "The session 
 DeadlineExceeded = _error("DEADLINE_EXCEEDED", 504, "The request could not be served before its deadline.")
 ShuttingDown = _error("SHUTTING_DOWN", 503, "The service is shutting down.")
 ValidationFailed = _error("VALIDATION_ERROR", 422, "The request is not valid.")
+MediaNotFound = _error("MEDIA_NOT_FOUND", 404, "No such media file.")

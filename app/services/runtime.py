@@ -15,6 +15,7 @@ from enum import StrEnum
 import structlog
 
 from app.services.breakers import AsyncBreaker
+from app.services.detection import DetectionService
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import ModelLoadError, load_model
 from app.services.metrics import Metrics
@@ -62,7 +63,10 @@ class Runtime:
             fail_open=settings.session_store_fail_open,
             pending_limit=settings.pending_writes_limit,
         )
-        self.uploads = UploadService()
+        self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
+        self.detection = DetectionService(
+            self.sessions, self.uploads, self.metrics, lambda: self.engine, settings.upload_min_confidence
+        )
         self.metrics.watch_pool(lambda: self.engine.stats() if self.engine else None)
         self._background: list[asyncio.Task[None]] = []
         self.started_at = time.time()
@@ -89,6 +93,7 @@ class Runtime:
         )
         self.metrics.model_ready.set(1)
         self._background.append(asyncio.create_task(self._replay_loop(), name="replay-pending-writes"))
+        await self.uploads.start()
         self.phase = Phase.READY
         log.info("service_ready", model=info.name, version=info.version, pool_size=self.engine.pool.size)
 
@@ -130,15 +135,19 @@ class Runtime:
         await self.stop()
 
     async def stop(self) -> None:
+        if self.phase is Phase.SHUTTING_DOWN:
+            return
         self.phase = Phase.SHUTTING_DOWN
-        if self.engine is not None:
-            await self._drain(self.settings.shutdown_drain_seconds)
+        self.detection.refuse_new_frames()
+        if not await self.detection.wait_idle(self.settings.shutdown_drain_seconds):
+            log.warning("drain_timed_out", in_flight=self.detection.in_flight)
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(Exception):
             await self.sessions.replay_pending()
+        await self.uploads.stop(self.settings.upload_flush_seconds)
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self.started_at, 1),
@@ -146,19 +155,10 @@ class Runtime:
             pending_writes_left=self.sessions.pending_writes,
             pending_writes_dropped=self.sessions.pending_dropped,
             replayed=self.sessions.replayed,
+            uploads=self.uploads.stats(),
         )
         self.engine = None
         await self.redis.aclose()
-
-    async def _drain(self, seconds: float) -> None:
-        assert self.engine is not None
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            stats = self.engine.stats()
-            if stats.queued == 0 and stats.in_flight == 0:
-                return
-            await asyncio.sleep(0.02)
-        log.warning("drain_timed_out", pool=asdict(self.engine.stats()))
 
 
 def _redact(url: str) -> str:

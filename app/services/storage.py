@@ -1,13 +1,40 @@
-"""Annotated uploads of frames with hazards: Cloudinary, or a local directory; spooled and retried.
+"""Annotated uploads of frames with hazards, off the request path.
 
-(Interface in place; the worker, spool and Cloudinary client are being built for issue 4.)
+submit (never waits; sheds when the queue is full) -> worker: annotate in a thread -> upload through the
+breaker -> record the URL in the session. What cannot land now goes to the spool on disk and is retried
+with capped exponential backoff whenever the breaker lets a call through; the spool is read again at start.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
+import structlog
+
+from app.services.annotate import annotate
+from app.services.breakers import AsyncBreaker
+from app.services.image_stores import image_store
 from app.services.inference.engine import Detection
+from app.services.metrics import Metrics
+from app.services.spool import Spool, SpoolEntry
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+RecordUrl = Callable[[str, str, str], Awaitable[None]]  # (session_id, request_id, url); may raise when Redis is down
+# Session and request ids become path segments and public ids: no separators, no leading dot.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}$")
+RETRY_POLL_MAX_SECONDS = 1.0
+SHED_LOG_INTERVAL_SECONDS = 1.0  # a flood sheds thousands: one log line per interval, with the count
+MAX_BACKOFF_DOUBLINGS = 30
 
 
 @dataclass(frozen=True)
@@ -18,10 +45,308 @@ class UploadJob:
     detections: list[Detection]
 
 
+class Outcome(StrEnum):
+    """The `outcome` label of the uploads counter."""
+
+    UPLOADED = "uploaded"  # landed in the store (first try or a retry)
+    SPOOLED = "spooled"  # could not land now; kept on disk for retry
+    SHED = "shed"  # the queue was full (or the service stopping); never annotated
+    DROPPED = "dropped"  # the spool was full or its copy unreadable
+    FAILED = "failed"  # could not be annotated, or its ids are unsafe as file names
+
+
+@dataclass(frozen=True)
+class _Try:
+    url: str | None = None
+    refused: bool = False  # the breaker said no: nothing was attempted
+
+
+def labels_of(detections: Sequence[Detection]) -> list[str]:
+    return sorted({detection.label for detection in detections})
+
+
 class UploadService:
-    async def check(self) -> dict[str, object]:
-        return {"ok": True}
+    def __init__(self, settings: Settings, metrics: Metrics, record_url: RecordUrl) -> None:
+        self._store = image_store(settings.storage_dir, settings.cloudinary_url, settings.cloudinary_timeout_seconds)
+        self._metrics = metrics
+        self._record_url = record_url
+        self.breaker = AsyncBreaker(
+            self._store.name,
+            fail_max=settings.breaker_fail_max,
+            reset_seconds=settings.breaker_reset_seconds,
+            failures=self._store.failures,
+            on_change=metrics.set_breaker_state,
+        )
+        metrics.set_breaker_state(self._store.name, "closed")
+        for outcome in Outcome:
+            metrics.uploads.labels(outcome.value)  # every outcome is exported from the start, at 0
+        self._spool = Spool(settings.spool_dir, settings.spool_max_files)
+        self._queue: asyncio.Queue[UploadJob] = asyncio.Queue(maxsize=settings.upload_queue_size)
+        self._retry_base = settings.upload_retry_base_seconds
+        self._retry_max = settings.upload_retry_max_seconds
+        self._poll_seconds = min(settings.upload_retry_base_seconds, RETRY_POLL_MAX_SECONDS)
+        self._worker: asyncio.Task[None] | None = None
+        self._retrier: asyncio.Task[None] | None = None
+        self._current: UploadJob | None = None
+        self._accepting = True
+        self._last_landed_at = 0.0
+        self._sheds_not_logged = 0
+        self._shed_logged_at = 0.0
+        self.outcomes: Counter[str] = Counter()
+
+    @property
+    def store_name(self) -> str:
+        return self._store.name
+
+    @property
+    def spooled(self) -> int:
+        return len(self._spool)
 
     def submit(self, job: UploadJob) -> bool:
         """Queue without waiting; False when the queue is full and the upload is shed."""
-        return False
+        if not (_SAFE_NAME.match(job.session_id) and _SAFE_NAME.match(job.request_id)):
+            self._count(Outcome.FAILED)
+            log.warning("upload_refused", reason="unsafe id", request_id=job.request_id[:64])
+            return False
+        if not self._accepting:
+            self._shed(job)
+            return False
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._shed(job)
+            return False
+        return True
+
+    async def start(self) -> None:
+        """Recover the spool a previous run left, then start the worker and the retry loop."""
+        try:
+            recovered = await asyncio.to_thread(self._spool.load)
+        except OSError as exc:  # uploads still run; what fails now is dropped (and counted) instead of spooled
+            log.error("upload_spool_unavailable", directory=str(self._spool.directory), error=str(exc))
+            recovered = []
+        now = time.time()
+        for entry in recovered:
+            entry.next_attempt_at = now  # a new process knows nothing of the store's state: try each once
+        self._spool_changed()
+        if recovered:
+            log.info("upload_spool_recovered", entries=len(recovered), store=self._store.name)
+        self._worker = asyncio.create_task(self._run_worker(), name="upload-worker")
+        self._retrier = asyncio.create_task(self._run_retries(), name="upload-retries")
+
+    async def stop(self, flush_seconds: float) -> None:
+        """Stop taking uploads, give queued ones `flush_seconds` to land, and leave the rest in the spool."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        await _cancel(self._retrier)
+        if self._worker is not None:
+            try:
+                async with asyncio.timeout(flush_seconds):
+                    await self._queue.join()
+            except TimeoutError:
+                log.warning("upload_flush_timed_out", queued=self._queue.qsize(), flush_seconds=flush_seconds)
+        leftovers = [self._current] if self._current is not None else []
+        await _cancel(self._worker)
+        while not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+            self._queue.task_done()
+        if leftovers:
+            for outcome in await asyncio.to_thread(self._spool_leftovers, leftovers):
+                self._count(outcome)
+        self._spool_changed()
+        log.info("uploads_stopped", **self.stats())
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "store": self._store.name,
+            "breaker": self.breaker.state,
+            "queued": self._queue.qsize(),
+            "spooled": len(self._spool),
+            "outcomes": dict(self.outcomes),
+        }
+
+    async def check(self) -> dict[str, object]:
+        """Whether the store is reachable (Cloudinary ping) or writable (local), plus queue and spool depth."""
+        report = await self._store.check()
+        return {**report, "breaker": self.breaker.state, "queued": self._queue.qsize(), "spooled": len(self._spool)}
+
+    # The worker: new jobs, one at a time.
+
+    async def _run_worker(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._current = job
+            try:
+                await self._deliver(job)
+            except Exception:
+                log.exception("upload_worker_error", session_id=job.session_id, request_id=job.request_id)
+            finally:
+                self._current = None
+                self._queue.task_done()
+
+    async def _deliver(self, job: UploadJob) -> None:
+        try:
+            image = await asyncio.to_thread(annotate, job.image, job.detections)
+        except Exception as exc:  # Pillow raises many types for a frame it cannot read back
+            self._count(Outcome.FAILED)
+            log.warning("upload_annotate_failed", request_id=job.request_id, error=type(exc).__name__)
+            return
+        entry = SpoolEntry(job.session_id, job.request_id, labels_of(job.detections), spooled_at=time.time())
+        attempt = await self._try_upload(entry, image)
+        if attempt.url is None:
+            await self._keep(entry, image)
+        else:
+            await self._record(entry, attempt.url, spooled=False)
+
+    # The retry loop: spooled entries whose time has come, while the breaker lets calls through.
+
+    async def _run_retries(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            try:
+                await self._retry_due()
+            except Exception:
+                log.exception("upload_retry_error")
+
+    async def _retry_due(self) -> None:
+        for entry in self._spool.entries():
+            if self._is_due(entry) and not await self._retry(entry):
+                return  # the breaker refused: wait until it lets a trial call through
+
+    def _is_due(self, entry: SpoolEntry) -> bool:
+        # An upload that landed after this entry last failed means the store is back: skip the rest of its backoff.
+        return entry.next_attempt_at <= time.time() or entry.last_attempt_at < self._last_landed_at
+
+    async def _retry(self, entry: SpoolEntry) -> bool:
+        """One more try for a spooled entry; False when the breaker refused it."""
+        url = entry.url
+        if url is None:
+            try:
+                image = await asyncio.to_thread(self._spool.read_image, entry)
+            except OSError as exc:
+                log.error("spool_entry_lost", request_id=entry.request_id, error=type(exc).__name__)
+                await self._forget(entry)
+                self._count(Outcome.DROPPED)
+                return True
+            attempt = await self._try_upload(entry, image)
+            if attempt.refused:
+                return False
+            if attempt.url is None:
+                await asyncio.to_thread(self._spool.update, entry)
+                return True
+            url = attempt.url
+        await self._record(entry, url, spooled=True)
+        return True
+
+    # Steps shared by both.
+
+    async def _try_upload(self, entry: SpoolEntry, image: bytes) -> _Try:
+        attempted = False
+
+        async def save() -> str:
+            nonlocal attempted
+            attempted = True
+            return await self._store.save(entry.session_id, entry.request_id, entry.labels, image)
+
+        try:
+            url = await self.breaker.call(save)
+        except Exception as exc:
+            if not attempted:
+                return _Try(refused=True)
+            self._back_off(entry)
+            log.warning(
+                "upload_failed",
+                session_id=entry.session_id,
+                request_id=entry.request_id,
+                attempts=entry.attempts,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                breaker=self.breaker.state,
+            )
+            return _Try()
+        self._last_landed_at = time.time()
+        self._count(Outcome.UPLOADED)
+        return _Try(url=url)
+
+    def _back_off(self, entry: SpoolEntry) -> None:
+        entry.attempts += 1
+        entry.last_attempt_at = now = time.time()
+        delay = min(self._retry_max, self._retry_base * 2 ** min(entry.attempts - 1, MAX_BACKOFF_DOUBLINGS))
+        entry.next_attempt_at = now + random.uniform(delay / 2, delay)  # jitter: spooled entries spread out
+
+    async def _record(self, entry: SpoolEntry, url: str, *, spooled: bool) -> None:
+        """Give the session its URL; while the session store is down the URL waits in the spool."""
+        try:
+            await self._record_url(entry.session_id, entry.request_id, url)
+        except Exception as exc:
+            entry.url = url
+            self._back_off(entry)
+            log.warning("upload_url_not_recorded", request_id=entry.request_id, error=type(exc).__name__)
+            if spooled:
+                await asyncio.to_thread(self._spool.update, entry)
+            else:
+                await self._keep(entry, None)
+            return
+        if spooled:
+            await self._forget(entry)
+        log.info("upload_landed", session_id=entry.session_id, request_id=entry.request_id, url=url)
+
+    async def _keep(self, entry: SpoolEntry, image: bytes | None) -> None:
+        """Spool an entry: its frame, or (`image` None) only the URL that still has to be recorded."""
+        try:
+            kept = await asyncio.to_thread(self._spool.put, entry, image)
+            reason = "spool full"
+        except OSError as exc:
+            kept, reason = False, type(exc).__name__
+        self._spool_changed()
+        if image is not None:
+            self._count(Outcome.SPOOLED if kept else Outcome.DROPPED)
+        if not kept:
+            log.error("upload_dropped", request_id=entry.request_id, reason=reason, spooled=len(self._spool))
+
+    async def _forget(self, entry: SpoolEntry) -> None:
+        await asyncio.to_thread(self._spool.remove, entry)
+        self._spool_changed()
+
+    def _spool_leftovers(self, jobs: list[UploadJob]) -> list[Outcome]:
+        """At shutdown, in a thread: annotate and spool what never got its turn."""
+        outcomes = []
+        for job in jobs:
+            try:
+                image = annotate(job.image, job.detections)
+                entry = SpoolEntry(job.session_id, job.request_id, labels_of(job.detections), spooled_at=time.time())
+                outcomes.append(Outcome.SPOOLED if self._spool.put(entry, image) else Outcome.DROPPED)
+            except Exception as exc:
+                log.error("upload_lost_at_shutdown", request_id=job.request_id, error=type(exc).__name__)
+                outcomes.append(Outcome.FAILED)
+        return outcomes
+
+    def _shed(self, job: UploadJob) -> None:
+        self._count(Outcome.SHED)
+        self._sheds_not_logged += 1
+        now = time.monotonic()
+        if now - self._shed_logged_at >= SHED_LOG_INTERVAL_SECONDS:
+            log.warning(
+                "uploads_shed",
+                shed=self._sheds_not_logged,
+                queue_size=self._queue.maxsize,
+                accepting=self._accepting,
+                last_request_id=job.request_id,
+            )
+            self._sheds_not_logged, self._shed_logged_at = 0, now
+
+    def _count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.value] += 1
+        self._metrics.uploads.labels(outcome.value).inc()
+
+    def _spool_changed(self) -> None:
+        self._metrics.upload_spool.set(len(self._spool))
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

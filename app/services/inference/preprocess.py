@@ -35,8 +35,8 @@ class Letterbox:
         out = np.empty_like(boxes)
         out[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_x) / self.scale_x
         out[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_y) / self.scale_y
-        np.clip(out[:, [0, 2]], 0, self.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.height, out=out[:, [1, 3]])
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, self.width)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, self.height)
         return out
 
 
@@ -49,8 +49,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLarge("The image has too many pixels.", details={"max_pixels": max_pixels}) from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImage(details={"reason": str(exc)}) from exc
+    except Exception as exc:  # untrusted bytes: Pillow's parsers raise many types (OSError, struct.error, ...)
+        raise InvalidImage(details={"reason": str(exc) or type(exc).__name__}) from exc
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -71,19 +71,21 @@ class DecodedImage:
 def decode(data: bytes, input_height: int, input_width: int, max_pixels: int) -> DecodedImage:
     """Decode at the smallest scale that still fills the model input, honouring EXIF orientation."""
     image = _open(data, max_pixels)
+    try:
+        return _decode_oriented(image, input_height, input_width)
+    except Exception as exc:  # truncated or corrupt data shows up only now, as any of several types
+        raise InvalidImage(details={"reason": str(exc) or type(exc).__name__}) from exc
+
+
+def _decode_oriented(image: Image.Image, input_height: int, input_width: int) -> DecodedImage:
     raw_width, raw_height = image.size
     transposed = image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS
     width, height = (raw_height, raw_width) if transposed else (raw_width, raw_height)
     ratio = min(input_width / width, input_height / height)
     if image.format == "JPEG" and ratio < 1:
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly: less work for big frames.
-        target = (ceil(raw_width * ratio), ceil(raw_height * ratio))
-        image.draft("RGB", target)
-    try:
-        oriented = ImageOps.exif_transpose(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data shows up here
-        raise InvalidImage(details={"reason": str(exc)}) from exc
-    return DecodedImage(oriented, width, height)
+        image.draft("RGB", (ceil(raw_width * ratio), ceil(raw_height * ratio)))
+    return DecodedImage(ImageOps.exif_transpose(image.convert("RGB")), width, height)
 
 
 def letterbox(decoded: DecodedImage, input_height: int, input_width: int) -> tuple[npt.NDArray[np.uint8], Letterbox]:

@@ -1,0 +1,23 @@
+"""Annotated frames stored in the local directory (no Cloudinary configured), served read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from app.services.image_stores import MEDIA_PREFIX, media_file
+
+# A stored frame never changes under its name (session id + request id).
+MEDIA_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+
+
+def create_media_router(storage_dir: Path) -> APIRouter:
+    router = APIRouter(prefix=MEDIA_PREFIX, tags=["media"])
+
+    @router.api_route("/{path:path}", methods=["GET", "HEAD"], response_class=FileResponse)
+    async def media(path: str) -> FileResponse:
+        return FileResponse(media_file(storage_dir, path), media_type="image/jpeg", headers=MEDIA_HEADERS)
+
+    return router

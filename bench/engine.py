@@ -1,0 +1,115 @@
+"""The engine alone vs. OpenVINO's benchmark_app on the same IR, in the same run.
+
+    .venv/bin/python -m bench.engine --seconds 15
+
+Prints latency at concurrency 1 and throughput at saturation, for benchmark_app and for the engine
+(pool only: a preprocessed batch through our async infer-request pool; and the full engine: JPEG
+decode + letterbox + infer + NMS), with their ratios; writes bench/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.services.inference.engine import DetectionEngine, DetectOptions
+from app.services.inference.model import load_model
+from bench.common import MODEL_DIR, benchmark_app, percentiles, road_frame
+
+
+async def sequential_latency(engine: DetectionEngine, frame: bytes, seconds: float) -> dict[str, dict[str, float]]:
+    batch = np.full((1, engine.info.input_height, engine.info.input_width, 3), 114, np.uint8)
+    pool_ms, full_ms = [], []
+    for samples, run in (
+        (pool_ms, lambda: engine.pool.infer(batch, time.monotonic() + 10)),
+        (full_ms, lambda: engine.detect(frame, DetectOptions(), time.monotonic() + 10)),
+    ):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            await run()
+            samples.append((time.perf_counter() - started) * 1000)
+    return {"pool": percentiles(pool_ms), "full": percentiles(full_ms)}
+
+
+async def saturated_throughput(engine: DetectionEngine, frame: bytes | None, seconds: float, concurrency: int) -> float:
+    batch = np.full((1, engine.info.input_height, engine.info.input_width, 3), 114, np.uint8)
+    done = 0
+    end = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < end:
+            if frame is None:
+                await engine.pool.infer(batch, time.monotonic() + 10)
+            else:
+                await engine.detect(frame, DetectOptions(), time.monotonic() + 10)
+            done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.monotonic() - started)
+
+
+async def measure(seconds: float) -> dict[str, object]:
+    frame = road_frame()
+    latency_model = load_model(MODEL_DIR, performance_hint="LATENCY")
+    latency_engine = DetectionEngine(latency_model, latency_model.optimal_requests, 256, 40_000_000)
+    await latency_engine.warm_up(10)
+    ours_latency = await sequential_latency(latency_engine, frame, seconds)
+    served_fps = await saturated_throughput(latency_engine, frame, seconds, 4 * latency_engine.pool.size)
+    throughput_model = load_model(MODEL_DIR, performance_hint="THROUGHPUT")
+    size = throughput_model.optimal_requests
+    throughput_engine = DetectionEngine(throughput_model, size, 256, 40_000_000)
+    await throughput_engine.warm_up(10)
+    pool_fps = await saturated_throughput(throughput_engine, None, seconds, 2 * size)
+    full_fps = await saturated_throughput(throughput_engine, frame, seconds, 2 * size)
+    return {
+        "latency_pool_size": latency_engine.pool.size,
+        "throughput_pool_size": size,
+        "latency_ms": ours_latency,
+        "throughput_fps": {
+            "pool": round(pool_fps, 1),
+            "full": round(full_fps, 1),
+            "served_config_full": round(served_fps, 1),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/engine.json"))
+    args = parser.parse_args()
+    xml = next(MODEL_DIR.glob("*.xml"))
+    reference_latency = benchmark_app(xml, "latency", args.seconds)
+    ours = asyncio.run(measure(args.seconds))
+    reference_throughput = benchmark_app(xml, "throughput", args.seconds)
+    latency, fps = ours["latency_ms"], ours["throughput_fps"]
+    assert isinstance(latency, dict) and isinstance(fps, dict)
+    report = {
+        "benchmark_app": {
+            "latency_hint_median_ms": reference_latency.median_latency_ms,
+            "latency_hint_fps": reference_latency.throughput_fps,
+            "throughput_hint_fps": reference_throughput.throughput_fps,
+        },
+        "engine": ours,
+        "ratios": {
+            "pool_latency_p50_vs_benchmark_app": round(latency["pool"]["p50"] / reference_latency.median_latency_ms, 3),
+            "full_latency_p50_vs_benchmark_app": round(latency["full"]["p50"] / reference_latency.median_latency_ms, 3),
+            "pool_throughput_vs_benchmark_app": round(fps["pool"] / reference_throughput.throughput_fps, 3),
+            "full_throughput_vs_benchmark_app": round(fps["full"] / reference_throughput.throughput_fps, 3),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""POST /detect/{session_id}: every accepted input form, and every documented error, through HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from collections.abc import AsyncIterator
+
+import pytest
+from PIL import Image
+
+from tests.conftest import RunningApp
+from tests.support.images import encode, scene_with_hazards
+
+SCENE, FRAME = scene_with_hazards(seed=5, size=(1280, 720))
+ERROR_FIELDS = {"code", "message", "details", "request_id"}
+
+
+def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_FIELDS
+    assert body["error"]["code"] == code
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+async def test_multipart_frame_is_answered_with_the_documented_shape(api: RunningApp) -> None:
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", files={"file": ("frame.jpg", FRAME, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"request_id", "session_id", "detections", "image", "model", "session", "timings_ms"}
+    assert body["session_id"] == session_id and body["request_id"] == response.headers["x-request-id"]
+    assert body["image"] == {"width": 1280, "height": 720}
+    assert body["model"]["name"] == "best0408" and body["model"]["version"]
+    assert body["session"] == {"verified": True, "degraded": False, "frame_count": 1}
+    assert set(body["timings_ms"]) == {"decode", "preprocess", "queue_wait", "infer", "postprocess"}
+    labels = {d["label"] for d in body["detections"]}
+    assert {h.label for h in SCENE.hazards} & labels, "the scene's hazards should be found"
+    for detection in body["detections"]:
+        assert set(detection) == {"label", "class_id", "confidence", "box"}
+        box = detection["box"]
+        assert 0 <= box["x1"] < box["x2"] <= 1280 and 0 <= box["y1"] < box["y2"] <= 720
+
+
+@pytest.mark.parametrize(("fmt", "media_type"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")])
+async def test_raw_image_bodies_are_accepted(api: RunningApp, fmt: str, media_type: str) -> None:
+    session_id = await api.new_session()
+    body = encode(SCENE.image, fmt)
+    response = await api.client.post(f"/detect/{session_id}", content=body, headers={"content-type": media_type})
+    assert response.status_code == 200, response.text
+    assert response.json()["image"] == {"width": 1280, "height": 720}
+
+
+async def test_query_parameters_shape_the_answer(api: RunningApp) -> None:
+    session_id = await api.new_session()
+    url = f"/detect/{session_id}"
+    few = await api.client.post(
+        url, params={"max_det": 1, "conf": 0.01}, content=FRAME, headers={"content-type": "image/jpeg"}
+    )
+    assert len(few.json()["detections"]) == 1
+    none = await api.client.post(url, params={"conf": 1.0}, content=FRAME, headers={"content-type": "image/jpeg"})
+    assert none.json()["detections"] == []
+
+
+@pytest.mark.parametrize("params", [{"conf": 1.5}, {"conf": "high"}, {"iou": -0.1}, {"max_det": 0}, {"max_det": 5000}])
+async def test_out_of_range_query_parameters_are_422(api: RunningApp, params: dict) -> None:  # type: ignore[type-arg]
+    session_id = await api.new_session()
+    response = await api.client.post(
+        f"/detect/{session_id}", params=params, content=FRAME, headers={"content-type": "image/jpeg"}
+    )
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["details"]["errors"][0]["location"][0] == "query"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"not an image at all", 400, "INVALID_IMAGE"),
+        (b"", 400, "INVALID_IMAGE"),
+        (FRAME[: len(FRAME) // 3], 400, "INVALID_IMAGE"),
+        (encode(Image.new("RGB", (32, 32)), "GIF"), 400, "INVALID_IMAGE"),
+        (png_bomb(60_000, 60_000), 413, "IMAGE_TOO_LARGE"),
+    ],
+    ids=["garbage", "empty", "truncated", "gif-as-jpeg", "decompression-bomb"],
+)
+async def test_bad_images_get_their_error_code(api: RunningApp, body: bytes, status: int, code: str) -> None:
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", content=body, headers={"content-type": "image/jpeg"})
+    assert_error(response, status, code)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "image/gif", ""])
+async def test_unsupported_content_types_are_415(api: RunningApp, content_type: str) -> None:
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": content_type})
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+async def test_multipart_without_a_file_field_is_422(api: RunningApp) -> None:
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", files={"image": ("f.jpg", FRAME, "image/jpeg")})
+    assert_error(response, 422, "VALIDATION_ERROR")
+
+
+async def test_oversized_body_is_413_from_content_length(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(max_image_bytes=4096))
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert_error(response, 413, "IMAGE_TOO_LARGE")
+
+
+async def test_oversized_chunked_body_is_413_while_streaming(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(max_image_bytes=4096))
+    session_id = await api.new_session()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(FRAME), 1024):
+            yield FRAME[start : start + 1024]
+
+    response = await api.client.post(f"/detect/{session_id}", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "IMAGE_TOO_LARGE")
+
+
+async def test_unknown_session_is_404_and_ended_session_is_409(api: RunningApp) -> None:
+    unknown = await api.client.post("/detect/no-such-session", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert_error(unknown, 404, "SESSION_NOT_FOUND")
+    session_id = await api.new_session()
+    await api.client.post(f"/sessions/{session_id}/end")
+    ended = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert_error(ended, 409, "SESSION_ENDED")
+
+
+async def test_full_queue_is_503_overloaded_with_retry_after(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(max_request_queue_size=1, model_max_concurrent=1))
+    session_id = await api.new_session()
+    responses = await asyncio.gather(
+        *(
+            api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+            for _ in range(12)
+        )
+    )
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses
+    for response in (r for r in responses if r.status_code == 503):
+        assert_error(response, 503, "OVERLOADED")
+        assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_deadline_passed_is_504(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(request_timeout_seconds=0.0001))
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert_error(response, 504, "DEADLINE_EXCEEDED")
+
+
+async def test_request_id_is_propagated_or_assigned(api: RunningApp) -> None:
+    given = await api.client.get("/health/live", headers={"x-request-id": "field-app-42"})
+    assert given.headers["x-request-id"] == "field-app-42"
+    assigned = await api.client.get("/health/live")
+    assert len(assigned.headers["x-request-id"]) == 32
+    hostile = await api.client.get("/health/live", headers={"x-request-id": "bad id\twith spaces"})
+    assert hostile.headers["x-request-id"] != "bad id\twith spaces"
+
+
+async def test_unknown_routes_and_methods_use_the_error_shape(api: RunningApp) -> None:
+    assert_error(await api.client.get("/nope"), 404, "NOT_FOUND")
+    assert_error(await api.client.get("/detect/abc"), 405, "METHOD_NOT_ALLOWED")
+    assert_error(
+        await api.client.post("/sessions", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "VALIDATION_ERROR",
+    )
+
+
+async def test_unexpected_exception_is_a_bare_500_in_the_error_shape(api: RunningApp) -> None:
+    async def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    api.app.add_api_route("/explode", explode)
+    response = await api.client.get("/explode")
+    error = assert_error(response, 500, "INTERNAL_ERROR")
+    assert "secret internals" not in response.text and error["details"] == {}

@@ -1,0 +1,79 @@
+"""Probe semantics in each state: starting, ready, Redis down, model broken, shutting down."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.conftest import RunningApp, wait_until_ready
+from tests.support.images import scene_with_hazards
+from tests.support.redis_process import free_port
+
+_, FRAME = scene_with_hazards(seed=7, size=(640, 360))
+
+
+async def test_ready_app_answers_every_probe(api: RunningApp) -> None:
+    assert (await api.client.get("/health/live")).json() == {"status": "alive"}
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["phase"] == "ready" and ready.json()["reasons"] == []
+    deep = await api.client.get("/health/deep")
+    assert deep.status_code == 200, deep.text
+    checks = deep.json()["checks"]
+    assert checks["inference"]["ok"] and set(checks["inference"]["expected_labels"]) <= set(
+        checks["inference"]["found_labels"]
+    )
+    assert checks["redis"]["ok"] and checks["redis"]["latency_ms"] >= 0
+    assert checks["storage"]["ok"]
+
+
+async def test_starting_app_is_live_but_not_ready(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(model_warmup_requests=200), wait_ready=False)
+    assert (await api.client.get("/health/live")).status_code == 200
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["phase"] == "starting"
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "MODEL_NOT_READY"
+    await wait_until_ready(api.client)
+    assert (await api.client.get("/health/ready")).status_code == 200
+
+
+async def test_broken_model_keeps_liveness_and_explains_readiness(start_app, make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nothing_here_openvino_model"
+    api = await start_app(make_settings(model_dir=missing))
+    assert (await api.client.get("/health/live")).status_code == 200
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["phase"] == "model_failed"
+    assert str(missing) in ready.json()["reasons"][0]
+    assert (await api.client.get("/health/deep")).status_code == 503
+
+
+async def test_redis_down_is_degraded_but_ready_when_fail_open(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    api = await start_app(make_settings(redis_url=dead_redis))
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["degraded"] is True
+    assert ready.json()["checks"]["redis"]["ok"] is False
+    deep = await api.client.get("/health/deep")
+    assert deep.status_code == 503 and deep.json()["checks"]["redis"]["ok"] is False
+
+
+async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(model_max_concurrent=1, request_timeout_seconds=30))
+    session_id = await api.new_session()
+    in_flight = [
+        asyncio.create_task(
+            api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+        )
+        for _ in range(8)
+    ]
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(api.app.state.runtime.stop())
+    await asyncio.sleep(0)
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 503 and "shutting down" in ready.json()["reasons"]
+    responses = await asyncio.gather(*in_flight)
+    await stopping
+    assert [r.status_code for r in responses] == [200] * 8

@@ -1,0 +1,75 @@
+"""/metrics after real traffic: the numbers move the way the traffic says they should."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import RunningApp
+from tests.support.images import scene_with_hazards
+
+SCENE, FRAME = scene_with_hazards(seed=17, size=(1280, 720))
+
+
+async def scrape(api: RunningApp) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)  # type: ignore[no-any-return]
+
+
+async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
+    before = await scrape(api)
+    session_id = await api.new_session()
+    detections = []
+    for _ in range(3):
+        response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+        detections += response.json()["detections"]
+    await api.client.post("/detect/unknown", content=FRAME, headers={"content-type": "image/jpeg"})
+    after = await scrape(api)
+
+    route = {"route": "/detect/{session_id}", "method": "POST"}
+    assert (
+        value(after, "hazard_http_request_duration_seconds_count", **route, status="200")
+        - value(before, "hazard_http_request_duration_seconds_count", **route, status="200")
+        == 3
+    )
+    assert value(after, "hazard_http_request_duration_seconds_count", **route, status="404") >= 1
+    for stage in ("decode", "preprocess", "queue_wait", "infer", "postprocess"):
+        assert (
+            value(after, "hazard_detect_stage_duration_seconds_count", stage=stage)
+            - value(before, "hazard_detect_stage_duration_seconds_count", stage=stage)
+            == 3
+        )
+    assert value(after, "hazard_detect_stage_duration_seconds_sum", stage="infer") > 0
+    for label in {d["label"] for d in detections}:
+        moved = value(after, "hazard_detections_total", label=label) - value(
+            before, "hazard_detections_total", label=label
+        )
+        assert moved == sum(d["label"] == label for d in detections)
+    assert (
+        value(after, "hazard_frames_total", mode="verified") - value(before, "hazard_frames_total", mode="verified")
+        == 3
+    )
+    assert value(after, "hazard_inference_completed_total") - value(before, "hazard_inference_completed_total") == 3
+    assert value(after, "hazard_inference_queue_depth") == 0 and value(after, "hazard_inference_in_flight") == 0
+    assert value(after, "hazard_active_sessions") >= 1
+    assert value(after, "hazard_breaker_state", dependency="redis") == 0
+    assert value(after, "hazard_model_ready") == 1
+    info = [key for key in after if key[0] == "hazard_model_info"]
+    assert info and dict(info[0][1])["name"] == "best0408"
+
+
+async def test_latency_histogram_buckets_bracket_the_150ms_target(api: RunningApp) -> None:
+    text = (await api.client.get("/metrics")).text
+    buckets = set(re.findall(r'hazard_http_request_duration_seconds_bucket\{[^}]*le="([^"]+)"', text))
+    assert {"0.1", "0.125", "0.15", "0.2"} <= buckets

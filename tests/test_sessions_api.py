@@ -1,0 +1,141 @@
+"""Session lifecycle through HTTP, checked against what is really in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from tests.conftest import RunningApp
+from tests.support.images import scene_with_hazards
+from tests.support.redis_process import RedisProcess
+
+SESSION_FIELDS = {
+    "session_id",
+    "status",
+    "metadata",
+    "created_at",
+    "last_activity",
+    "expires_at",
+    "ttl_seconds",
+    "frame_count",
+}
+_, FRAME = scene_with_hazards(seed=3, size=(640, 360))
+
+
+def timestamp(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+async def post_frame(api: RunningApp, session_id: str) -> dict:  # type: ignore[type-arg]
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_created_session_has_the_session_shape_and_lives_in_redis(
+    api: RunningApp, redis_server: RedisProcess
+) -> None:
+    response = await api.client.post("/sessions", json={"metadata": {"vehicle": "van-7"}, "ttl_seconds": 120})
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == SESSION_FIELDS
+    assert body["status"] == "created" and body["metadata"] == {"vehicle": "van-7"} and body["frame_count"] == 0
+    assert len(body["session_id"]) >= 32  # 24 random bytes, URL-safe: well over 128 bits
+    stored = redis_server.client().hgetall(f"session:{body['session_id']}")
+    assert stored["status"] == "created"
+    assert float(stored["expires_at"]) == pytest.approx(timestamp(body["expires_at"]), abs=0.01)
+    assert 118 <= redis_server.client().ttl(f"session:{body['session_id']}") <= 120
+
+
+async def test_session_ids_are_unique(api: RunningApp) -> None:
+    ids = await asyncio.gather(*(api.new_session() for _ in range(20)))
+    assert len(set(ids)) == 20
+
+
+async def test_ttl_override_above_the_maximum_is_refused(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(session_max_ttl_seconds=600, session_ttl_seconds=60))
+    response = await api.client.post("/sessions", json={"ttl_seconds": 601})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert (await api.client.post("/sessions", json={"ttl_seconds": 600})).status_code == 201
+
+
+async def test_detection_slides_the_ttl_and_expiry_removes_the_session(
+    api: RunningApp, redis_server: RedisProcess
+) -> None:
+    session_id = await api.new_session(ttl_seconds=2)
+    await asyncio.sleep(1.2)
+    await post_frame(api, session_id)
+    ttl_ms = redis_server.client().pttl(f"session:{session_id}")
+    assert ttl_ms > 1500, "the frame should have pushed the expiry back to a full TTL"
+    session = (await api.client.get(f"/sessions/{session_id}")).json()
+    assert session["status"] == "active" and session["frame_count"] == 1
+    assert timestamp(session["expires_at"]) - timestamp(session["last_activity"]) == pytest.approx(2, abs=0.01)
+    await asyncio.sleep(2.2)
+    assert redis_server.client().exists(f"session:{session_id}", f"session:{session_id}:history") == 0
+    response = await api.client.get(f"/sessions/{session_id}")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "SESSION_NOT_FOUND"
+    detect = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert detect.status_code == 404 and detect.json()["error"]["code"] == "SESSION_NOT_FOUND"
+
+
+async def test_ended_session_is_readable_for_the_grace_period_then_gone(
+    start_app, make_settings, redis_server: RedisProcess
+) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(session_ended_grace_seconds=1))
+    session_id = await api.new_session()
+    await post_frame(api, session_id)
+    ended = await api.client.post(f"/sessions/{session_id}/end")
+    assert ended.status_code == 200 and ended.json()["status"] == "ended"
+    assert redis_server.client().hget(f"session:{session_id}", "status") == "ended"
+    assert 0 < redis_server.client().pttl(f"session:{session_id}:history") <= 1000
+    detect = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert detect.status_code == 409 and detect.json()["error"]["code"] == "SESSION_ENDED"
+    again = await api.client.post(f"/sessions/{session_id}/end")
+    assert again.status_code == 200 and again.json()["expires_at"] == ended.json()["expires_at"]
+    assert (await api.client.get(f"/sessions/{session_id}/detections")).json()["total"] == 1
+    await asyncio.sleep(1.2)
+    assert (await api.client.get(f"/sessions/{session_id}")).status_code == 404
+
+
+async def test_fifty_concurrent_frames_count_exactly(start_app, make_settings, redis_server: RedisProcess) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(request_timeout_seconds=60, max_request_queue_size=100))
+    session_id = await api.new_session()
+    answers = await asyncio.gather(*(post_frame(api, session_id) for _ in range(50)))
+    assert sorted(a["session"]["frame_count"] for a in answers) == list(range(1, 51))
+    session = (await api.client.get(f"/sessions/{session_id}")).json()
+    assert session["frame_count"] == 50
+    history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 200})).json()
+    assert history["total"] == 50
+    assert {item["request_id"] for item in history["items"]} == {a["request_id"] for a in answers}
+    assert redis_server.client().llen(f"session:{session_id}:history") == 50
+
+
+async def test_history_is_newest_first_capped_and_paginated(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(session_history_limit=3))
+    session_id = await api.new_session()
+    request_ids = [(await post_frame(api, session_id))["request_id"] for _ in range(5)]
+    page = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 2})).json()
+    assert page["total"] == 3
+    assert [item["request_id"] for item in page["items"]] == request_ids[::-1][:2]
+    rest = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 2, "offset": 2})).json()
+    assert [item["request_id"] for item in rest["items"]] == [request_ids[2]]
+    item = page["items"][0]
+    assert set(item) >= {"request_id", "at", "hazard_counts", "detections", "image", "upload"}
+    too_many = await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 4})
+    assert too_many.status_code == 422
+
+
+async def test_frames_over_the_rate_limit_get_429_with_retry_after(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(session_rate_limit_per_second=0.5, session_rate_limit_burst=2))
+    session_id = await api.new_session()
+    await post_frame(api, session_id)
+    await post_frame(api, session_id)
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "RATE_LIMITED"
+    assert 1 <= int(response.headers["retry-after"]) <= 2
+    other = await api.new_session()
+    await post_frame(api, other)  # the limit is per session
