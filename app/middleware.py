@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 
@@ -12,10 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import error_response
 from app.request_context import set_request_id
 from app.services.errors import ApiError, ImageTooLarge
+from app.services.ids import SAFE_ID
 from app.services.metrics import Metrics
 
 access_log = structlog.get_logger("access")
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
@@ -32,7 +31,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if SAFE_ID.match(incoming) else uuid.uuid4().hex
         set_request_id(request_id)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

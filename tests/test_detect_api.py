@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import struct
-import zlib
 from collections.abc import AsyncIterator
 
 import pytest
 from PIL import Image
 
 from tests.conftest import RunningApp
-from tests.support.images import encode, scene_with_hazards
+from tests.support.images import encode, png_bomb, scene_with_hazards
 
 SCENE, FRAME = scene_with_hazards(seed=5, size=(1280, 720))
 ERROR_FIELDS = {"code", "message", "details", "request_id"}
@@ -25,16 +23,6 @@ def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-u
     assert body["error"]["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
     return body["error"]  # type: ignore[no-any-return]
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 async def test_multipart_frame_is_answered_with_the_documented_shape(api: RunningApp) -> None:

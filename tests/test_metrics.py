@@ -60,6 +60,12 @@ async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
         value(after, "hazard_frames_total", mode="verified") - value(before, "hazard_frames_total", mode="verified")
         == 3
     )
+    redis_admits = {"operation": "admit_frame", "outcome": "ok"}
+    assert (
+        value(after, "hazard_redis_command_duration_seconds_count", **redis_admits)
+        - value(before, "hazard_redis_command_duration_seconds_count", **redis_admits)
+        == 4
+    )  # three frames and the unknown session: each one round trip
     assert value(after, "hazard_inference_completed_total") - value(before, "hazard_inference_completed_total") == 3
     assert value(after, "hazard_inference_queue_depth") == 0 and value(after, "hazard_inference_in_flight") == 0
     assert value(after, "hazard_active_sessions") >= 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from PIL import Image
 
 from app.services.errors import ImageTooLarge, InvalidImage
 from app.services.inference.preprocess import LETTERBOX_FILL, decode, letterbox
-from tests.support.images import encode
+from tests.support.images import encode, png_bomb
 
 INPUT = 320
 MAX_PIXELS = 40_000_000
@@ -75,18 +73,6 @@ def test_large_jpeg_is_decoded_at_reduced_scale() -> None:
     assert decoded.image.size[0] < 2560 and decoded.image.size[0] >= 320
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a huge canvas: the classic decompression bomb shape."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -95,8 +81,8 @@ def _png_header_only(width: int, height: int) -> bytes:
         (encode(Image.new("RGB", (640, 480)), quality=90)[:300], InvalidImage),
         (encode(Image.new("RGB", (64, 64)), "GIF"), InvalidImage),
         (b"\xff\xd8\xff\xe0" + b"\0" * 100, InvalidImage),
-        (_png_header_only(100_000, 100_000), ImageTooLarge),
-        (_png_header_only(7_000, 7_000), ImageTooLarge),
+        (png_bomb(100_000, 100_000), ImageTooLarge),
+        (png_bomb(7_000, 7_000), ImageTooLarge),
     ],
     ids=["empty", "garbage", "truncated-jpeg", "gif", "jpeg-magic-only", "png-bomb", "over-pixel-limit"],
 )

@@ -1,6 +1,5 @@
 """Session lifecycle routes."""
 
-
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status

@@ -62,6 +62,7 @@ class Runtime:
             rate_burst=settings.session_rate_limit_burst,
             fail_open=settings.session_store_fail_open,
             pending_limit=settings.pending_writes_limit,
+            observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
         self.detection = DetectionService(
@@ -74,13 +75,23 @@ class Runtime:
     async def start(self) -> None:
         """Bring everything up; a model that fails to load is reported, not raised (liveness stays up)."""
         await self._check_redis()
+        model_loaded = await self._start_model()
+        # Kept writes and spooled uploads are flushed whether or not this process can detect.
+        self._background.append(asyncio.create_task(self._replay_loop(), name="replay-pending-writes"))
+        await self.uploads.start()
+        if model_loaded and self.engine is not None:
+            self.phase = Phase.READY
+            info = self.engine.info
+            log.info("service_ready", model=info.name, version=info.version, pool_size=self.engine.pool.size)
+
+    async def _start_model(self) -> bool:
         try:
             self.engine = await asyncio.to_thread(self._load_engine)
             await self.engine.warm_up(self.settings.model_warmup_requests)
         except ModelLoadError as exc:
             self.phase, self.model_error = Phase.MODEL_FAILED, str(exc)
             log.error("model_load_failed", reason=str(exc))
-            return
+            return False
         info = self.engine.info
         self.metrics.model_info.info(
             {
@@ -92,10 +103,7 @@ class Runtime:
             }
         )
         self.metrics.model_ready.set(1)
-        self._background.append(asyncio.create_task(self._replay_loop(), name="replay-pending-writes"))
-        await self.uploads.start()
-        self.phase = Phase.READY
-        log.info("service_ready", model=info.name, version=info.version, pool_size=self.engine.pool.size)
+        return True
 
     def _load_engine(self) -> DetectionEngine:
         s = self.settings

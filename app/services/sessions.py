@@ -26,6 +26,7 @@ from app.services.redis_client import REDIS_FAILURES
 STORE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, BreakerOpen)
 
 T = TypeVar("T")
+RedisObserver = Callable[[str, str, float], None]  # (operation, outcome, seconds)
 log = structlog.get_logger(__name__)
 EXPIRY_INDEX = "sessions:expiry"
 
@@ -147,6 +148,7 @@ class SessionStore:
         fail_open: bool,
         pending_limit: int,
         clock: Callable[[], float] = time.time,
+        observe: RedisObserver | None = None,
     ) -> None:
         self._redis = client
         self.breaker = breaker
@@ -155,6 +157,7 @@ class SessionStore:
         self._rate, self._burst = rate_per_second, rate_burst
         self._fail_open = fail_open
         self._clock = clock
+        self._observe = observe
         self._pending: deque[PendingWrite] = deque(maxlen=pending_limit)
         self.pending_dropped = 0
         self.replayed = 0
@@ -166,16 +169,24 @@ class SessionStore:
     def pending_writes(self) -> int:
         return len(self._pending)
 
-    async def _guarded(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Through the breaker, timed; any way Redis can fail becomes SessionStoreUnavailable."""
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await self.breaker.call(operation)
+            result = await self.breaker.call(operation)
+            outcome = "ok"
+            return result
         except STORE_FAILURES as exc:
             raise SessionStoreUnavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(name, outcome, time.perf_counter() - started)
 
     async def ping(self) -> float:
         """Round trip to Redis in seconds (through the breaker)."""
         started = time.perf_counter()
-        await self._guarded(self._redis.ping)
+        await self._guarded("ping", self._redis.ping)
         return time.perf_counter() - started
 
     async def create(self, metadata: dict[str, Any], ttl_seconds: int | None) -> Session:
@@ -204,12 +215,12 @@ class SessionStore:
                 pipe.zadd(index, {session.session_id: session.expires_at})
                 await pipe.execute()
 
-        await self._guarded(write)
+        await self._guarded("create", write)
         return session
 
     async def get(self, session_id: str) -> Session:
         key = _keys(session_id)[0]
-        fields = cast(dict[str, str], await self._guarded(lambda: self._redis.hgetall(key)))
+        fields = cast(dict[str, str], await self._guarded("get", lambda: self._redis.hgetall(key)))
         if not fields:
             raise SessionNotFound(details={"session_id": session_id})
         return _session_from_hash(session_id, fields)
@@ -217,7 +228,7 @@ class SessionStore:
     async def end(self, session_id: str) -> Session:
         now = self._clock()
         found = await self._guarded(
-            lambda: self._end(keys=_keys(session_id), args=[repr(now), self._ended_grace, session_id])
+            "end", lambda: self._end(keys=_keys(session_id), args=[repr(now), self._ended_grace, session_id])
         )
         if not found:
             raise SessionNotFound(details={"session_id": session_id})
@@ -228,7 +239,8 @@ class SessionStore:
         now = self._clock()
         try:
             reply = await self._guarded(
-                lambda: self._admit(keys=_keys(session_id), args=[repr(now), self._rate, self._burst, session_id])
+                "admit_frame",
+                lambda: self._admit(keys=_keys(session_id), args=[repr(now), self._rate, self._burst, session_id]),
             )
         except SessionStoreUnavailable:
             if not self._fail_open:
@@ -248,7 +260,7 @@ class SessionStore:
         """Append to the session's history; if Redis is down, keep the write for replay. True if written now."""
         write = PendingWrite(session_id, json.dumps(entry), counts_frame=admission.degraded, at=self._clock())
         try:
-            await self._guarded(lambda: self._apply(write))
+            await self._guarded("record_detection", lambda: self._apply(write))
         except SessionStoreUnavailable:
             self._keep(write)
             return False
@@ -277,7 +289,7 @@ class SessionStore:
         while self._pending:
             write = self._pending[0]
             try:
-                applied = await self._guarded(lambda: self._apply(write))  # noqa: B023 - awaited before next loop
+                applied = await self._guarded("replay", lambda: self._apply(write))  # noqa: B023 - awaited before next loop
             except SessionStoreUnavailable:
                 break
             self._pending.popleft()
@@ -300,7 +312,7 @@ class SessionStore:
                 items, total, uploads = await pipe.execute()
             return items, total, uploads
 
-        raw_items, total, uploads = await self._guarded(read)
+        raw_items, total, uploads = await self._guarded("history", read)
         items = [json.loads(raw) for raw in raw_items]
         for item in items:
             if item.get("request_id") in uploads:
@@ -318,7 +330,7 @@ class SessionStore:
                     pipe.expire(uploads_key, ttl)
                     await pipe.execute()
 
-        await self._guarded(write)
+        await self._guarded("set_upload_url", write)
 
     async def count_active(self) -> int:
         now = self._clock()
@@ -330,4 +342,4 @@ class SessionStore:
                 _, active = await pipe.execute()
             return int(active)
 
-        return await self._guarded(count)
+        return await self._guarded("count_active", count)

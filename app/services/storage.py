@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +20,7 @@ import structlog
 
 from app.services.annotate import annotate
 from app.services.breakers import AsyncBreaker
+from app.services.ids import SAFE_ID
 from app.services.image_stores import image_store
 from app.services.inference.engine import Detection
 from app.services.metrics import Metrics
@@ -30,8 +30,6 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 RecordUrl = Callable[[str, str, str], Awaitable[None]]  # (session_id, request_id, url); may raise when Redis is down
-# Session and request ids become path segments and public ids: no separators, no leading dot.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}$")
 RETRY_POLL_MAX_SECONDS = 1.0
 SHED_LOG_INTERVAL_SECONDS = 1.0  # a flood sheds thousands: one log line per interval, with the count
 MAX_BACKOFF_DOUBLINGS = 30
@@ -104,7 +102,7 @@ class UploadService:
 
     def submit(self, job: UploadJob) -> bool:
         """Queue without waiting; False when the queue is full and the upload is shed."""
-        if not (_SAFE_NAME.match(job.session_id) and _SAFE_NAME.match(job.request_id)):
+        if not (SAFE_ID.match(job.session_id) and SAFE_ID.match(job.request_id)):
             self._count(Outcome.FAILED)
             log.warning("upload_refused", reason="unsafe id", request_id=job.request_id[:64])
             return False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -26,3 +28,15 @@ def scene_with_hazards(seed: int = 1, size: tuple[int, int] = (1280, 720)) -> tu
         candidate = generate_scene(rng, size)
         if candidate.hazards:
             return candidate, encode(candidate.image, quality=90)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge canvas: the classic decompression bomb shape."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
