@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     model_max_concurrent: int | None = Field(None, ge=1, description="infer requests; default: OpenVINO's optimum")
     model_inference_threads: int | None = Field(None, ge=1, description="CPU threads for OpenVINO; default: all cores")
     max_request_queue_size: int = Field(100, ge=1)
-    request_timeout_seconds: float = Field(2.0, gt=0)
+    request_timeout_seconds: float = Field(1.0, gt=0)  # a live frame older than this is no longer worth an answer
     default_confidence: float = Field(0.25, ge=0, le=1)
     default_iou: float = Field(0.45, ge=0, le=1)
     default_max_detections: int = Field(100, ge=1, le=1000)
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     spool_dir: Path = Path("var/spool")
     upload_min_confidence: float = Field(0.5, ge=0, le=1)
     upload_queue_size: int = Field(64, ge=1)
+    # A camera at 15 fps sees the same pothole in many frames: one annotated upload per session per interval.
+    upload_min_interval_seconds: float = Field(1.0, ge=0)
     upload_retry_base_seconds: float = Field(1.0, gt=0)
     upload_retry_max_seconds: float = Field(60.0, gt=0)
     # Most uploads kept on disk for retry; beyond it new failures are dropped (counted), old ones are kept.

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from bench.common import percentiles, road_frame
+from bench.common import MODEL_DIR, benchmark_app, percentiles, road_frame
 
 FRAMES_PER_SESSION_PER_SECOND = 20  # stays under the default per-session rate limit (30/s)
 
@@ -77,18 +77,32 @@ def main() -> None:
     parser.add_argument("--rate", type=float, action="append", help="frames per second; repeat for several runs")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--out", type=Path, default=Path("bench/results/load.json"))
+    parser.add_argument(
+        "--compare-benchmark-app",
+        action="store_true",
+        help="first run OpenVINO's benchmark_app -hint latency on the served IR and report P50 ratios against it",
+    )
     args = parser.parse_args()
     host = urlparse(args.url).hostname or ""
     if not (host.startswith("127.") or host in {"localhost", "::1"}):
         parser.error("load tests target loopback only")
     frame = road_frame()
+    reference_ms = None
+    if args.compare_benchmark_app:
+        reference_ms = benchmark_app(next(MODEL_DIR.glob("*.xml")), "latency", 10).median_latency_ms
+        print(json.dumps({"benchmark_app_latency_median_ms": reference_ms}))
     results = []
     for rate in args.rate or [10.0]:
         result = asyncio.run(run_load(args.url, rate, args.seconds, frame))
+        if reference_ms is not None:
+            latency = result["latency_ms"]
+            assert isinstance(latency, dict)
+            result["p50_vs_benchmark_app"] = round(latency["p50"] / reference_ms, 2)
         print(json.dumps(result))
         results.append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    report = {"benchmark_app_latency_median_ms": reference_ms, "frame_bytes": len(frame), "runs": results}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def make_settings(redis_server: RedisProcess, tmp_path: Path) -> Callable[..., S
             "log_json": True,
             "log_level": "WARNING",
             "model_warmup_requests": 1,
+            "upload_min_interval_seconds": 0,  # tests that count uploads want every frame considered
         }
         values.update(overrides)
         return Settings(**values)

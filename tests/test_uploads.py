@@ -516,3 +516,19 @@ async def test_app_restart_with_a_non_empty_spool_uploads_it_and_links_it_in_his
     asset = fake_cloudinary.assets[f"hazards/{session_id}/{request_id}"]
     assert url == fake_cloudinary.asset_json(asset, False)["secure_url"]
     assert spool_files(settings) == []
+
+
+async def test_uploads_are_throttled_per_session(make_settings: MakeSettings, start_app: Any) -> None:
+    settings = make_settings(upload_min_confidence=0.3, upload_min_interval_seconds=60)
+    running: RunningApp = await start_app(settings)
+    first_session, second_session = await running.new_session(), await running.new_session()
+    jpeg = upload_worthy_frame()
+
+    first = (await detect(running, first_session, jpeg)).json()["request_id"]
+    throttled = (await detect(running, first_session, jpeg)).json()["request_id"]
+    other = (await detect(running, second_session, jpeg)).json()["request_id"]
+
+    assert (await upload_of(running, first_session, throttled))["status"] == "skipped"
+    assert await eventually_uploaded(running, first_session, first)
+    assert await eventually_uploaded(running, second_session, other)
+    assert sorted(p.name for p in settings.storage_dir.rglob("*.jpg")) == sorted([f"{first}.jpg", f"{other}.jpg"])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from app.services.inference.engine import DetectionEngine, DetectionResult, Dete
 from app.services.metrics import Metrics
 from app.services.sessions import FrameAdmission, SessionStore
 from app.services.storage import UploadJob, UploadService
+
+UPLOAD_THROTTLE_SESSIONS = 100_000  # sessions remembered for upload throttling; the oldest is forgotten first
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,15 @@ class DetectionService:
         metrics: Metrics,
         current_engine: Callable[[], DetectionEngine | None],
         upload_min_confidence: float,
+        upload_min_interval: float = 0.0,
     ) -> None:
         self._sessions = sessions
         self._uploads = uploads
         self._metrics = metrics
         self._current_engine = current_engine
         self._upload_min_confidence = upload_min_confidence
+        self._upload_min_interval = upload_min_interval
+        self._last_upload_at: OrderedDict[str, float] = OrderedDict()  # session id -> monotonic time, LRU-bounded
         self._in_flight = 0
         self._closing = False
         self._idle = asyncio.Event()
@@ -113,7 +119,17 @@ class DetectionService:
         """Frames with a confident hazard go to the background uploader; never waits."""
         if not any(d.confidence >= self._upload_min_confidence for d in job.detections):
             return "none"
-        return "pending" if self._uploads.submit(job) else "shed"
+        now = time.monotonic()
+        last = self._last_upload_at.get(job.session_id)
+        if last is not None and now - last < self._upload_min_interval:
+            return "skipped"
+        if not self._uploads.submit(job):
+            return "shed"
+        self._last_upload_at[job.session_id] = now
+        self._last_upload_at.move_to_end(job.session_id)
+        if len(self._last_upload_at) > UPLOAD_THROTTLE_SESSIONS:
+            self._last_upload_at.popitem(last=False)
+        return "pending"
 
     def _observe(self, result: DetectionResult, admission: FrameAdmission) -> None:
         for stage, milliseconds in result.timings_ms.items():

@@ -66,7 +66,12 @@ class Runtime:
         )
         self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
         self.detection = DetectionService(
-            self.sessions, self.uploads, self.metrics, lambda: self.engine, settings.upload_min_confidence
+            self.sessions,
+            self.uploads,
+            self.metrics,
+            lambda: self.engine,
+            settings.upload_min_confidence,
+            settings.upload_min_interval_seconds,
         )
         self.metrics.watch_pool(lambda: self.engine.stats() if self.engine else None)
         self._background: list[asyncio.Task[None]] = []
