@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs when they are missing: redis-server, python3-venv.
+# Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v curl >/dev/null 2>&1 || missing+=(curl)  # scripts/stack.sh probes the API with it
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

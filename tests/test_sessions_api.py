@@ -139,3 +139,38 @@ async def test_frames_over_the_rate_limit_get_429_with_retry_after(start_app, ma
     assert 1 <= int(response.headers["retry-after"]) <= 2
     other = await api.new_session()
     await post_frame(api, other)  # the limit is per session
+
+
+async def test_api_view_matches_redis_through_the_whole_lifecycle(
+    start_app, make_settings, redis_server: RedisProcess
+) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(session_ended_grace_seconds=1))
+    redis = redis_server.client()
+    session_id = await api.new_session(ttl_seconds=30, metadata={"route": "A7"})
+    key = f"session:{session_id}"
+
+    async def assert_same() -> dict:  # type: ignore[type-arg]
+        view = (await api.client.get(f"/sessions/{session_id}")).json()
+        stored = redis.hgetall(key)
+        assert view["status"] == stored["status"]
+        assert view["frame_count"] == int(stored["frame_count"])
+        assert view["metadata"] == {"route": "A7"}
+        assert timestamp(view["expires_at"]) == pytest.approx(float(stored["expires_at"]), abs=0.01)
+        assert timestamp(view["expires_at"]) - redis_now() == pytest.approx(redis.pttl(key) / 1000, abs=1.0)
+        history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 200})).json()
+        assert history["total"] == redis.llen(f"{key}:history")
+        return view  # type: ignore[no-any-return]
+
+    def redis_now() -> float:
+        seconds, micros = redis.time()
+        return seconds + micros / 1e6
+
+    assert (await assert_same())["status"] == "created"
+    for _ in range(3):
+        await post_frame(api, session_id)
+    assert (await assert_same())["frame_count"] == 3
+    await api.client.post(f"/sessions/{session_id}/end")
+    assert (await assert_same())["status"] == "ended"
+    await asyncio.sleep(1.2)
+    assert redis.exists(key, f"{key}:history") == 0
+    assert (await api.client.get(f"/sessions/{session_id}")).status_code == 404
