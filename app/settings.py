@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         if self.session_ttl_seconds > self.session_max_ttl_seconds:
             raise ValueError("SESSION_TTL_SECONDS must not exceed SESSION_MAX_TTL_SECONDS")
+        if self.environment == "production" and "redis_url" not in self.model_fields_set:
+            # The local default would make every replica keep sessions in a Redis of its own.
+            raise ValueError("REDIS_URL must be set explicitly when ENVIRONMENT=production")
         return self
 
 
