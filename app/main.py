@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
-        prefix_limits={"/detect/": settings.max_image_bytes + MULTIPART_OVERHEAD},
+        image_prefix="/detect/",
+        image_limit=settings.max_image_bytes + MULTIPART_OVERHEAD,
     )
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
     return app

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_response
 from app.request_context import set_request_id
-from app.services.errors import ApiError, ImageTooLarge
+from app.services.errors import ApiError, ImageTooLarge, PayloadTooLarge
 from app.services.ids import SAFE_ID
 from app.services.metrics import Metrics
 
@@ -71,27 +71,33 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses bodies over the limit from Content-Length at once, and while streaming when it is absent or lies."""
+    """Refuses bodies over the limit from Content-Length at once, and while streaming when it is absent or lies.
 
-    def __init__(self, app: ASGIApp, default_limit: int, prefix_limits: dict[str, int]) -> None:
+    Paths under `image_prefix` carry frames and get `image_limit` (413 IMAGE_TOO_LARGE); every other
+    route takes small JSON bodies and gets `default_limit` (413 PAYLOAD_TOO_LARGE).
+    """
+
+    def __init__(self, app: ASGIApp, default_limit: int, image_prefix: str, image_limit: int) -> None:
         self.app = app
         self.default_limit = default_limit
-        self.prefix_limits = prefix_limits
+        self.image_prefix = image_prefix
+        self.image_limit = image_limit
 
-    def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.prefix_limits.items():
-            if path.startswith(prefix):
-                return limit
-        return self.default_limit
+    def _too_large(self, path: str) -> ApiError:
+        if path.startswith(self.image_prefix):
+            return ImageTooLarge("The request body exceeds the size limit.", details={"max_bytes": self.image_limit})
+        return PayloadTooLarge(details={"max_bytes": self.default_limit})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        path = scope["path"]
+        limit = self.image_limit if path.startswith(self.image_prefix) else self.default_limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(limit, scope, receive, send)
+            error = self._too_large(path)
+            await error_response(error.status, error.code, error.message, error.details)(scope, receive, send)
             return
         received = 0
 
@@ -100,16 +106,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
-                raise _too_large(limit)
+                raise self._too_large(path)
             return message
 
         await self.app(scope, counting_receive, send)
-
-    @staticmethod
-    async def _reject(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        error = _too_large(limit)
-        await error_response(error.status, error.code, error.message, error.details)(scope, receive, send)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ImageTooLarge("The request body exceeds the size limit.", details={"max_bytes": limit})

@@ -183,3 +183,9 @@ async def test_unexpected_exception_is_a_bare_500_in_the_error_shape(api: Runnin
     response = await api.client.get("/explode")
     error = assert_error(response, 500, "INTERNAL_ERROR")
     assert "secret internals" not in response.text and error["details"] == {}
+
+
+async def test_oversized_json_body_is_413_payload_too_large(api: RunningApp) -> None:
+    metadata = {"notes": "x" * 70_000}
+    response = await api.client.post("/sessions", json={"metadata": metadata})
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")

@@ -32,6 +32,7 @@ def _error(code: str, status: int, message: str) -> type[ApiError]:
 
 InvalidImage = _error("INVALID_IMAGE", 400, "The body is not a decodable JPEG, PNG or WebP image.")
 ImageTooLarge = _error("IMAGE_TOO_LARGE", 413, "The image exceeds the size limit.")
+PayloadTooLarge = _error("PAYLOAD_TOO_LARGE", 413, "The request body exceeds the size limit.")
 UnsupportedMediaType = _error(
     "UNSUPPORTED_MEDIA_TYPE", 415, "Send multipart/form-data or image/jpeg, image/png, image/webp."
 )
