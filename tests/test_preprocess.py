@@ -47,8 +47,8 @@ def test_letterbox_pads_with_the_training_fill_and_centres_the_image() -> None:
         decode(encode(Image.new("RGB", (640, 320), (0, 0, 0)), "PNG"), INPUT, INPUT, MAX_PIXELS), INPUT, INPUT
     )
     assert (transform.pad_x, transform.pad_y) == (0, 80)
-    assert tuple(batch[0, 0, 0]) == LETTERBOX_FILL
-    assert tuple(batch[0, INPUT - 1, INPUT - 1]) == LETTERBOX_FILL
+    assert tuple(batch[0, 0, 0]) == (LETTERBOX_FILL,) * 3
+    assert tuple(batch[0, INPUT - 1, INPUT - 1]) == (LETTERBOX_FILL,) * 3
     assert tuple(batch[0, INPUT // 2, INPUT // 2]) == (0, 0, 0)
 
 

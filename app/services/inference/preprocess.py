@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from app.services.errors import ImageTooLarge, InvalidImage
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
-LETTERBOX_FILL = (114, 114, 114)  # Ultralytics' pad colour; the model was trained with it
+LETTERBOX_FILL = 114  # Ultralytics' pad grey (114, 114, 114); the model was trained with it
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 
@@ -79,13 +79,20 @@ def decode(data: bytes, input_height: int, input_width: int, max_pixels: int) ->
 
 def _decode_oriented(image: Image.Image, input_height: int, input_width: int) -> DecodedImage:
     raw_width, raw_height = image.size
-    transposed = image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    transposed = orientation in _TRANSPOSED_ORIENTATIONS
     width, height = (raw_height, raw_width) if transposed else (raw_width, raw_height)
     ratio = min(input_width / width, input_height / height)
     if image.format == "JPEG" and ratio < 1:
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly: less work for big frames.
         image.draft("RGB", (ceil(raw_width * ratio), ceil(raw_height * ratio)))
-    return DecodedImage(ImageOps.exif_transpose(image.convert("RGB")), width, height)
+    # convert() and exif_transpose() each copy the pixels even when there is nothing to do: only call them if needed.
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    image.load()
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    return DecodedImage(image, width, height)
 
 
 def letterbox(decoded: DecodedImage, input_height: int, input_width: int) -> tuple[npt.NDArray[np.uint8], Letterbox]:
@@ -98,8 +105,7 @@ def letterbox(decoded: DecodedImage, input_height: int, input_width: int) -> tup
         image = image.resize((resized_width, resized_height), Image.Resampling.BILINEAR)
     pad_x = round((input_width - resized_width) / 2 - 0.1)
     pad_y = round((input_height - resized_height) / 2 - 0.1)
-    batch = np.empty((1, input_height, input_width, 3), np.uint8)
-    batch[:] = LETTERBOX_FILL
+    batch = np.full((1, input_height, input_width, 3), LETTERBOX_FILL, np.uint8)
     batch[0, pad_y : pad_y + resized_height, pad_x : pad_x + resized_width] = np.asarray(image)
     transform = Letterbox(
         resized_width / decoded.width, resized_height / decoded.height, pad_x, pad_y, decoded.width, decoded.height
