@@ -15,6 +15,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.support.redis_process import RedisProcess
 
+STOP_WITHIN_SECONDS = 30  # a shutdown that hangs must fail the test, not stall the suite
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "best0408_openvino_model"
 
 
@@ -88,7 +89,12 @@ async def start_app() -> AsyncIterator[Callable[[Settings], Any]]:
 
     yield start
     for _, lifespan in reversed(stacks):
-        await lifespan.__aexit__(None, None, None)
+        try:
+            async with asyncio.timeout(STOP_WITHIN_SECONDS):
+                await lifespan.__aexit__(None, None, None)
+        except TimeoutError:
+            stuck = [task.get_stack() for task in asyncio.all_tasks() if not task.done()]
+            raise AssertionError(f"app did not stop within {STOP_WITHIN_SECONDS} s; tasks: {stuck}") from None
 
 
 @pytest.fixture

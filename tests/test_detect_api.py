@@ -189,3 +189,15 @@ async def test_oversized_json_body_is_413_payload_too_large(api: RunningApp) -> 
     metadata = {"notes": "x" * 70_000}
     response = await api.client.post("/sessions", json={"metadata": metadata})
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_openapi_schema_documents_every_route(api: RunningApp) -> None:
+    schema = (await api.client.get("/openapi.json")).json()
+    assert {
+        "/sessions",
+        "/sessions/{session_id}",
+        "/sessions/{session_id}/end",
+        "/sessions/{session_id}/detections",
+    } <= set(schema["paths"])
+    detect = schema["paths"]["/detect/{session_id}"]["post"]
+    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det"}
