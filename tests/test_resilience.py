@@ -95,3 +95,32 @@ async def test_fail_closed_mode_refuses_frames_while_redis_is_down(start_app, ma
         assert created.status_code == 503 and created.json()["error"]["code"] == "SESSION_STORE_UNAVAILABLE"
     finally:
         redis.kill()
+
+
+async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
+    start_app, make_settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    redis = RedisProcess(tmp_path / "redis-data", persistent=True)
+    redis.start()
+    try:
+        api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=1, breaker_reset_seconds=0.2))
+        sessions = api.app.state.runtime.sessions
+        poisoned, healthy = await api.new_session(), await api.new_session()
+        redis.kill()
+        for session_id in (poisoned, healthy):
+            status, body, _ = await post_frame(api, session_id)
+            assert status == 200 and body["session"]["degraded"]
+        assert sessions.pending_writes == 2
+        redis.start()
+        redis.client().set(f"session:{poisoned}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
+
+        await wait_for(lambda: _no_pending(sessions))
+        assert redis.client().get(f"session:{poisoned}:history") == "not a list"
+        assert redis.client().llen(f"session:{healthy}:history") == 1
+        assert redis.client().hget(f"session:{healthy}", "frame_count") == "1"
+    finally:
+        redis.kill()
+
+
+async def _no_pending(sessions) -> bool:  # type: ignore[no-untyped-def]
+    return sessions.pending_writes == 0  # type: ignore[no-any-return]

@@ -8,8 +8,15 @@ from redis.backoff import NoBackoff
 
 from app.settings import Settings
 
-# Only these mean "Redis is unreachable"; anything else is a bug or bad data and must not trip a breaker.
-REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Only these mean "Redis cannot serve us now" (down, unreachable, a read-only replica after failover, out of
+# memory); anything else is a bug or bad data and must not trip a breaker.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    redis.OutOfMemoryError,
+    OSError,
+)
 
 
 def create_redis(settings: Settings) -> redis.Redis:

@@ -133,11 +133,17 @@ class Runtime:
     async def _replay_loop(self) -> None:
         while True:
             await asyncio.sleep(REPLAY_INTERVAL_SECONDS)
-            if self.sessions.pending_writes:
-                written = await self.sessions.replay_pending()
-                if written:
-                    log.info("pending_writes_replayed", written=written, left=self.sessions.pending_writes)
-            self.metrics.pending_writes.set(self.sessions.pending_writes)
+            try:
+                await self._replay_once()
+            except Exception:  # one bad write must not end replay for the life of the process
+                log.exception("pending_writes_replay_failed")
+
+    async def _replay_once(self) -> None:
+        if self.sessions.pending_writes:
+            written = await self.sessions.replay_pending()
+            if written:
+                log.info("pending_writes_replayed", written=written, left=self.sessions.pending_writes)
+        self.metrics.pending_writes.set(self.sessions.pending_writes)
 
     async def stop_after(self, starting: asyncio.Task[None]) -> None:
         """Stop, first cancelling a start that is still under way (shutdown during warm-up)."""

@@ -284,7 +284,7 @@ class SessionStore:
         self._pending.append(write)
 
     async def replay_pending(self) -> int:
-        """Write what degraded mode kept, oldest first; stops at the first failure. Returns how many were written."""
+        """Write what degraded mode kept, oldest first, until Redis fails again. Returns how many were written."""
         written = 0
         while self._pending:
             write = self._pending[0]
@@ -292,10 +292,14 @@ class SessionStore:
                 applied = await self._guarded("replay", lambda: self._apply(write))  # noqa: B023 - awaited before next loop
             except SessionStoreUnavailable:
                 break
+            except redis.RedisError as exc:  # refused for good (not "down"): it must not block the writes behind it
+                applied, reason = 0, f"refused: {type(exc).__name__}"
+            else:
+                reason = "session not found"
             self._pending.popleft()
-            written += 1
+            written += int(bool(applied))
             if not applied:
-                log.warning("pending_write_discarded", session_id=write.session_id, reason="session not found")
+                log.warning("pending_write_discarded", session_id=write.session_id, reason=reason)
         self.replayed += written
         return written
 
