@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import RunningApp
 from tests.support.images import scene_with_hazards
@@ -12,6 +15,15 @@ from tests.support.redis_process import RedisProcess
 
 _, FRAME = scene_with_hazards(seed=11, size=(640, 360))
 ANSWER_BOUND_SECONDS = 2.0  # socket timeout is 0.5 s; once the breaker is open there is no wait at all
+
+
+@pytest.fixture
+def killable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, persistent like a production one, so it can be killed and restarted."""
+    server = RedisProcess(tmp_path / "redis-data", persistent=True)
+    server.start()
+    yield server
+    server.kill()
 
 
 async def post_frame(api: RunningApp, session_id: str) -> tuple[int, dict, float]:  # type: ignore[type-arg]
@@ -30,96 +42,82 @@ async def wait_for(condition, within: float = 15.0) -> None:  # type: ignore[no-
 
 
 async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
-    start_app, make_settings, tmp_path: Path
+    start_app, make_settings, killable_redis: RedisProcess
 ) -> None:  # type: ignore[no-untyped-def]
-    redis = RedisProcess(tmp_path / "redis-data", persistent=True)
+    redis = killable_redis
+    api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=2, breaker_reset_seconds=0.3))
+    runtime = api.app.state.runtime
+    session_id = await api.new_session()
+    for _ in range(3):
+        status, body, _ = await post_frame(api, session_id)
+        assert status == 200 and body["session"]["verified"]
+
+    redis.kill()
+    outage = [await post_frame(api, session_id) for _ in range(12)]
+    assert [status for status, _, _ in outage] == [200] * 12
+    assert all(body["session"] == {"verified": False, "degraded": True, "frame_count": None} for _, body, _ in outage)
+    assert max(elapsed for _, _, elapsed in outage) < ANSWER_BOUND_SECONDS
+    assert runtime.redis_breaker.state == "open"
+    assert runtime.sessions.pending_writes == 12
+    ready = (await api.client.get("/health/ready")).json()
+    assert ready["ready"] and ready["degraded"]  # fail-open: still serving
+    metrics = (await api.client.get("/metrics")).text
+    assert 'hazard_breaker_state{dependency="redis"} 2.0' in metrics
+
     redis.start()
-    try:
-        api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=2, breaker_reset_seconds=0.3))
-        runtime = api.app.state.runtime
-        session_id = await api.new_session()
-        for _ in range(3):
-            status, body, _ = await post_frame(api, session_id)
-            assert status == 200 and body["session"]["verified"]
 
-        redis.kill()
-        outage = [await post_frame(api, session_id) for _ in range(12)]
-        assert [status for status, _, _ in outage] == [200] * 12
-        assert all(
-            body["session"] == {"verified": False, "degraded": True, "frame_count": None} for _, body, _ in outage
-        )
-        assert max(elapsed for _, _, elapsed in outage) < ANSWER_BOUND_SECONDS
-        assert runtime.redis_breaker.state == "open"
-        assert runtime.sessions.pending_writes == 12
-        ready = (await api.client.get("/health/ready")).json()
-        assert ready["ready"] and ready["degraded"]  # fail-open: still serving
-        metrics = (await api.client.get("/metrics")).text
-        assert 'hazard_breaker_state{dependency="redis"} 2.0' in metrics
+    async def all_replayed() -> bool:
+        response = await api.client.get(f"/sessions/{session_id}")
+        return response.status_code == 200 and response.json()["frame_count"] == 15
 
-        redis.start()
-
-        async def all_replayed() -> bool:
-            response = await api.client.get(f"/sessions/{session_id}")
-            return response.status_code == 200 and response.json()["frame_count"] == 15
-
-        await wait_for(all_replayed)
-        assert runtime.sessions.pending_writes == 0
-        assert runtime.redis_breaker.state == "closed"
-        history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 50})).json()
-        assert history["total"] == 15
-        assert sum(item["degraded"] for item in history["items"]) == 12
-        assert redis.client().llen(f"session:{session_id}:history") == 15
-    finally:
-        redis.kill()
+    await wait_for(all_replayed)
+    assert runtime.sessions.pending_writes == 0
+    assert runtime.redis_breaker.state == "closed"
+    history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 50})).json()
+    assert history["total"] == 15
+    assert sum(item["degraded"] for item in history["items"]) == 12
+    assert redis.client().llen(f"session:{session_id}:history") == 15
 
 
-async def test_fail_closed_mode_refuses_frames_while_redis_is_down(start_app, make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    redis = RedisProcess(tmp_path / "redis-data")
-    redis.start()
-    try:
-        api = await start_app(make_settings(redis_url=redis.url, session_store_fail_open=False, breaker_fail_max=1))
-        session_id = await api.new_session()
-        redis.kill()
-        for _ in range(3):
-            started = time.monotonic()
-            response = await api.client.post(
-                f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"}
-            )
-            assert time.monotonic() - started < ANSWER_BOUND_SECONDS
-            assert response.status_code == 503
-            assert response.json()["error"]["code"] == "SESSION_STORE_UNAVAILABLE"
-            assert "retry-after" in response.headers
-        ready = await api.client.get("/health/ready")
-        assert ready.status_code == 503 and any(r.startswith("redis") for r in ready.json()["reasons"])
-        created = await api.client.post("/sessions")
-        assert created.status_code == 503 and created.json()["error"]["code"] == "SESSION_STORE_UNAVAILABLE"
-    finally:
-        redis.kill()
+async def test_fail_closed_mode_refuses_frames_while_redis_is_down(
+    start_app, make_settings, killable_redis: RedisProcess
+) -> None:  # type: ignore[no-untyped-def]
+    redis = killable_redis
+    api = await start_app(make_settings(redis_url=redis.url, session_store_fail_open=False, breaker_fail_max=1))
+    session_id = await api.new_session()
+    redis.kill()
+    for _ in range(3):
+        started = time.monotonic()
+        response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+        assert time.monotonic() - started < ANSWER_BOUND_SECONDS
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "SESSION_STORE_UNAVAILABLE"
+        assert "retry-after" in response.headers
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 503 and any(r.startswith("redis") for r in ready.json()["reasons"])
+    created = await api.client.post("/sessions")
+    assert created.status_code == 503 and created.json()["error"]["code"] == "SESSION_STORE_UNAVAILABLE"
 
 
 async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
-    start_app, make_settings, tmp_path: Path
+    start_app, make_settings, killable_redis: RedisProcess
 ) -> None:  # type: ignore[no-untyped-def]
-    redis = RedisProcess(tmp_path / "redis-data", persistent=True)
+    redis = killable_redis
+    api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=1, breaker_reset_seconds=0.2))
+    sessions = api.app.state.runtime.sessions
+    poisoned, healthy = await api.new_session(), await api.new_session()
+    redis.kill()
+    for session_id in (poisoned, healthy):
+        status, body, _ = await post_frame(api, session_id)
+        assert status == 200 and body["session"]["degraded"]
+    assert sessions.pending_writes == 2
     redis.start()
-    try:
-        api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=1, breaker_reset_seconds=0.2))
-        sessions = api.app.state.runtime.sessions
-        poisoned, healthy = await api.new_session(), await api.new_session()
-        redis.kill()
-        for session_id in (poisoned, healthy):
-            status, body, _ = await post_frame(api, session_id)
-            assert status == 200 and body["session"]["degraded"]
-        assert sessions.pending_writes == 2
-        redis.start()
-        redis.client().set(f"session:{poisoned}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
+    redis.client().set(f"session:{poisoned}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
 
-        await wait_for(lambda: _no_pending(sessions))
-        assert redis.client().get(f"session:{poisoned}:history") == "not a list"
-        assert redis.client().llen(f"session:{healthy}:history") == 1
-        assert redis.client().hget(f"session:{healthy}", "frame_count") == "1"
-    finally:
-        redis.kill()
+    await wait_for(lambda: _no_pending(sessions))
+    assert redis.client().get(f"session:{poisoned}:history") == "not a list"
+    assert redis.client().llen(f"session:{healthy}:history") == 1
+    assert redis.client().hget(f"session:{healthy}", "frame_count") == "1"
 
 
 async def _no_pending(sessions) -> bool:  # type: ignore[no-untyped-def]
