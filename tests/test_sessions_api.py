@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 
+from app.services.sessions import FrameAdmission
 from tests.conftest import RunningApp
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
@@ -174,3 +175,17 @@ async def test_api_view_matches_redis_through_the_whole_lifecycle(
     await asyncio.sleep(1.2)
     assert redis.exists(key, f"{key}:history") == 0
     assert (await api.client.get(f"/sessions/{session_id}")).status_code == 404
+
+
+async def test_replaying_a_write_redis_already_applied_changes_nothing(
+    api: RunningApp, redis_server: RedisProcess
+) -> None:
+    """A timeout after Redis applied a write keeps it for replay; the replay must not count the frame twice."""
+    sessions = api.app.state.runtime.sessions
+    session_id = await api.new_session()
+    entry = {"request_id": "req-1", "hazard_counts": {"pothole": 1}}
+    unverified = FrameAdmission(verified=False)
+    assert await sessions.record_detection(session_id, entry, unverified)
+    assert await sessions.record_detection(session_id, entry, unverified)  # the same write, replayed
+    assert redis_server.client().llen(f"session:{session_id}:history") == 1
+    assert redis_server.client().hget(f"session:{session_id}", "frame_count") == "1"

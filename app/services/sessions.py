@@ -50,9 +50,11 @@ return {'ok', tostring(frames)}
 """
 
 # Appends one history entry with the session's remaining TTL; ARGV[4] = '1' also counts a frame that was
-# served while Redis was down (replay of degraded mode).
+# served while Redis was down (replay of degraded mode). A write whose reply was lost (a timeout after Redis
+# applied it) is kept and replayed: finding the identical entry already there makes the replay a no-op.
 _RECORD_DETECTION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('LPOS', KEYS[2], ARGV[1]) then return 1 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
 if ARGV[4] == '1' then
