@@ -87,12 +87,19 @@ class AsyncBreaker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._breaker.call(_reraise, exc)  # records the failure and raises it (BreakerOpen if it trips)
+            if not self._opened_meanwhile():
+                self._breaker.call(_reraise, exc)  # records the failure and raises it (BreakerOpen if it trips)
             raise
         finally:
             if trial:
                 self._trial_in_flight = False
+        if self._opened_meanwhile():
+            return result  # a concurrent call tripped the breaker; this one still succeeded and must say so
         return self._breaker.call(lambda: result)
+
+    def _opened_meanwhile(self) -> bool:
+        """Open and still waiting: reporting an outcome through pybreaker now would raise instead of record."""
+        return self.state == pybreaker.STATE_OPEN and self._still_open()
 
 
 def _reraise(exc: Exception) -> None:
