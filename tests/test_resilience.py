@@ -122,3 +122,40 @@ async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
 
 async def _no_pending(sessions) -> bool:  # type: ignore[no-untyped-def]
     return sessions.pending_writes == 0  # type: ignore[no-any-return]
+
+
+async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
+    start_app, make_settings, killable_redis: RedisProcess
+) -> None:  # type: ignore[no-untyped-def]
+    redis = killable_redis
+    api = await start_app(
+        make_settings(redis_url=redis.url, breaker_fail_max=2, breaker_reset_seconds=0.3, request_timeout_seconds=10)
+    )
+    session_id = await api.new_session()
+
+    async def frame_at(delay: float) -> tuple[int, dict, float]:  # type: ignore[type-arg]
+        await asyncio.sleep(delay)
+        return await post_frame(api, session_id)
+
+    burst = [asyncio.create_task(frame_at(index * 0.005)) for index in range(40)]
+    await asyncio.sleep(0.05)
+    redis.kill()  # mid-burst: some frames are admitted, some in flight, the rest arrive after
+    answers = await asyncio.gather(*burst)
+    assert [status for status, _, _ in answers] == [200] * 40
+    assert max(elapsed for _, _, elapsed in answers) < ANSWER_BOUND_SECONDS
+    degraded = sum(body["session"]["degraded"] for _, body, _ in answers)
+    assert degraded >= 1
+
+    redis.start()
+
+    async def history_complete() -> bool:
+        response = await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 100})
+        return response.status_code == 200 and response.json()["total"] == 40
+
+    await wait_for(history_complete)
+    await wait_for(lambda: _no_pending(api.app.state.runtime.sessions))
+    items = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 100})).json()["items"]
+    assert sorted(item["request_id"] for item in items) == sorted(body["request_id"] for _, body, _ in answers)
+    assert sum(item["degraded"] for item in items) == degraded
+    # A frame Redis admitted just before dying, without replying, is counted again on replay: at least once.
+    assert 40 <= int(redis.client().hget(f"session:{session_id}", "frame_count")) <= 40 + 2
