@@ -1,4 +1,8 @@
-"""structlog configuration: JSON lines to stdout in production, a readable console in development."""
+"""structlog configuration: JSON lines to stdout in production, a readable console in development.
+
+Everything (our events, uvicorn's, redis-py's) goes through one stdlib handler, so each line is written
+whole under one lock: two writers on stdout interleave their lines.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,24 @@ import structlog
 def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    rendering: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if json_lines
+        else [structlog.dev.ConsoleRenderer()]
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer] if json_lines else [*shared, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    # Library loggers (uvicorn, redis) go through the same renderer, so stdout stays one format.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
             foreign_pre_chain=shared,
         )
     )
