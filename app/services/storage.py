@@ -85,6 +85,7 @@ class UploadService:
         self._poll_seconds = min(settings.upload_retry_base_seconds, RETRY_POLL_MAX_SECONDS)
         self._worker: asyncio.Task[None] | None = None
         self._retrier: asyncio.Task[None] | None = None
+        self._retry_pass: asyncio.Task[None] | None = None
         self._current: UploadJob | None = None
         self._accepting = True
         self._last_landed_at = 0.0
@@ -137,7 +138,8 @@ class UploadService:
         if not self._accepting:
             return
         self._accepting = False
-        await _cancel(self._retrier)
+        await _cancel(self._retrier)  # between passes it only sleeps; a pass under way is let finish below
+        await _finish(self._retry_pass, flush_seconds)
         if self._worker is not None:
             try:
                 async with asyncio.timeout(flush_seconds):
@@ -200,15 +202,18 @@ class UploadService:
     # The retry loop: spooled entries whose time has come, while the breaker lets calls through.
 
     async def _run_retries(self) -> None:
-        while True:
+        while self._accepting:
             await asyncio.sleep(self._poll_seconds)
+            self._retry_pass = asyncio.create_task(self._retry_due(), name="upload-retry-pass")
             try:
-                await self._retry_due()
+                await asyncio.shield(self._retry_pass)
             except Exception:
                 log.exception("upload_retry_error")
 
     async def _retry_due(self) -> None:
         for entry in self._spool.entries():
+            if not self._accepting:
+                return  # stopping: whatever is left stays in the spool for the next start
             if self._is_due(entry) and not await self._retry(entry):
                 return  # the breaker refused: wait until it lets a trial call through
 
@@ -340,6 +345,16 @@ class UploadService:
 
     def _spool_changed(self) -> None:
         self._metrics.upload_spool.set(len(self._spool))
+
+
+async def _finish(task: asyncio.Task[None] | None, seconds: float) -> None:
+    """Give a task `seconds` to end on its own (spool bookkeeping stays whole), then cancel it."""
+    if task is None or task.done():
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(task)
+    await _cancel(task)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
