@@ -64,13 +64,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled_exception", exc_type=type(exc).__name__)
-    return error_response(500, "INTERNAL_ERROR", "Internal server error.")
-
-
 def install_error_handlers(app: FastAPI) -> None:
+    """Unexpected exceptions are shaped by RequestContextMiddleware, inside which the request id header is kept."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -50,7 +50,7 @@ class DetectionService:
         metrics: Metrics,
         current_engine: Callable[[], DetectionEngine | None],
         upload_min_confidence: float,
-        upload_min_interval: float = 0.0,
+        upload_min_interval: float,
     ) -> None:
         self._sessions = sessions
         self._uploads = uploads

@@ -94,10 +94,6 @@ class UploadService:
         self.outcomes: Counter[str] = Counter()
 
     @property
-    def store_name(self) -> str:
-        return self._store.name
-
-    @property
     def spooled(self) -> int:
         return len(self._spool)
 

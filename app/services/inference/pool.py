@@ -100,6 +100,3 @@ class InferencePool:
         self._slots.release()
         if not future.done():
             future.set_result(output)
-
-    def wait_idle(self) -> None:
-        self._requests.wait_all()
