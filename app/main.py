@@ -16,8 +16,7 @@ from app.routers.health import create_health_router
 from app.routers.media import create_media_router
 from app.routers.metrics import create_metrics_router
 from app.routers.sessions import create_sessions_router
-from app.services.health import HealthChecks
-from app.services.runtime import Runtime
+from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
 JSON_BODY_LIMIT = 64 * 1024
@@ -46,8 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(create_sessions_router(runtime.sessions, settings.session_history_limit))
     app.include_router(create_detect_router(runtime.detection, settings))
-    app.include_router(create_health_router(HealthChecks(runtime)))
-    app.include_router(create_metrics_router(runtime))
+    app.include_router(create_health_router(runtime.health))
+    app.include_router(create_metrics_router(runtime.metrics, runtime.sessions))
     app.include_router(create_media_router(settings.storage_dir))
     app.add_middleware(
         BodySizeLimitMiddleware,

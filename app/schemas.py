@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.services.sessions import Session
+from app.services.sessions.store import Session
 
 
 def _iso(timestamp: float) -> datetime:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.services.inference.engine import DetectionEngine, DetectOptions
+from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
+from app.services.inference.types import DetectOptions
 from bench.common import MODEL_DIR, benchmark_app, percentiles, road_frame
 
 

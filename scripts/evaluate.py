@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from scenes import CLASS_NAMES, Scene, generate_scene
 
-from app.services.inference.engine import DetectionEngine, DetectOptions
+from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
+from app.services.inference.types import DetectOptions
 
 HELD_OUT_SEED = 777
 IOU_MATCH = 0.5

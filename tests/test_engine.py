@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from app.services.errors import DeadlineExceeded, Overloaded
-from app.services.inference.engine import DetectionEngine, DetectOptions
+from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
+from app.services.inference.types import DetectOptions
 from tests.conftest import MODEL_DIR
 from tests.support.images import encode
 

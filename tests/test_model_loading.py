@@ -13,8 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from app.services.inference.engine import DetectionEngine, DetectOptions
-from app.services.inference.model import ModelLoadError, OutputFormat, load_model
+from app.services.inference.engine import DetectionEngine
+from app.services.inference.model import load_model
+from app.services.inference.types import DetectOptions, ModelLoadError, OutputFormat
 from tests.conftest import MODEL_DIR
 from tests.support.images import encode
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.services.inference.model import OutputFormat
 from app.services.inference.postprocess import decode_output, nms
+from app.services.inference.types import OutputFormat
 
 
 def boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from app.services.sessions import FrameAdmission
+from app.services.sessions.store import FrameAdmission
 from tests.conftest import RunningApp
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess

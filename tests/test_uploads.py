@@ -21,10 +21,10 @@ from app.errors import install_error_handlers
 from app.main import create_app
 from app.routers.media import create_media_router
 from app.services.errors import SessionStoreUnavailable
-from app.services.inference.engine import Detection
+from app.services.inference.types import Detection
 from app.services.metrics import Metrics
-from app.services.spool import Spool, SpoolEntry
-from app.services.storage import UploadJob, UploadService
+from app.services.uploads.service import UploadJob, UploadService
+from app.services.uploads.spool import Spool, SpoolEntry
 from app.settings import Settings
 from tests.conftest import RunningApp, wait_until_ready
 from tests.support.fake_cloudinary import FakeCloudinary, Mode

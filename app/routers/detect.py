@@ -12,7 +12,7 @@ from app.request_context import current_request_id
 from app.schemas import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
 from app.services.detection import DetectionService
 from app.services.errors import ImageTooLarge, UnsupportedMediaType, ValidationFailed
-from app.services.inference.engine import DetectOptions
+from app.services.inference.types import DetectOptions
 from app.settings import Settings
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
@@ -61,7 +61,7 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
             DetectOptions(conf, iou, max_det),
             deadline,
         )
-        result, info = frame.result, frame.engine.info
+        result, info = frame.result, frame.model
         return DetectResponse(
             request_id=request_id,
             session_id=session_id,

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.services.image_stores import MEDIA_PREFIX, media_file
+from app.services.uploads.stores import MEDIA_PREFIX, media_file
 
 # A stored frame never changes under its name (session id + request id).
 MEDIA_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}

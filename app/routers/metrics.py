@@ -8,18 +8,19 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.services.errors import SessionStoreUnavailable
-from app.services.runtime import Runtime
+from app.services.metrics import Metrics
+from app.services.sessions.store import SessionStore
 
 
-def create_metrics_router(runtime: Runtime) -> APIRouter:
+def create_metrics_router(metrics: Metrics, sessions: SessionStore) -> APIRouter:
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def scrape() -> Response:
         # Redis down: keep the last known value; the breaker gauge says why.
         with contextlib.suppress(SessionStoreUnavailable):
-            runtime.metrics.active_sessions.set(await runtime.sessions.count_active())
-        runtime.metrics.pending_writes.set(runtime.sessions.pending_writes)
-        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+            metrics.active_sessions.set(await sessions.count_active())
+        metrics.pending_writes.set(len(sessions.pending))
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router

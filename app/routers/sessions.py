@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, status
 
 from app.schemas import HistoryPage, SessionCreate, SessionOut
-from app.services.sessions import SessionStore
+from app.services.sessions.store import SessionStore
 
 
 def create_sessions_router(sessions: SessionStore, history_limit: int) -> APIRouter:

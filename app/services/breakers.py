@@ -16,9 +16,9 @@ import pybreaker
 import structlog
 
 from app.services.errors import ApiError
+from app.types import BreakerListener
 
 T = TypeVar("T")
-StateListener = Callable[[str, str], None]  # (breaker name, new state)
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ BreakerOpen = pybreaker.CircuitBreakerError
 
 
 class _StateLogger(pybreaker.CircuitBreakerListener):
-    def __init__(self, on_change: StateListener | None) -> None:
+    def __init__(self, on_change: BreakerListener | None) -> None:
         self._on_change = on_change
 
     def state_change(
@@ -52,7 +52,7 @@ class AsyncBreaker:
         fail_max: int,
         reset_seconds: float,
         failures: tuple[type[BaseException], ...],
-        on_change: StateListener | None = None,
+        on_change: BreakerListener | None = None,
     ) -> None:
         self.name = name
         # Only the dependency's own failures trip the breaker; a bad request or an ApiError never does.

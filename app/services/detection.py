@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from app.services.errors import ModelNotReady, ShuttingDown
-from app.services.inference.engine import DetectionEngine, DetectionResult, DetectOptions
+from app.services.inference.types import Detection, DetectionResult, DetectOptions, ModelInfo
 from app.services.metrics import Metrics
-from app.services.sessions import FrameAdmission, SessionStore
-from app.services.storage import UploadJob, UploadService
+from app.services.serving import ServingState
+from app.services.sessions.store import FrameAdmission, SessionStore
+from app.services.uploads.policy import UploadPolicy
+from app.services.uploads.service import UploadJob
+from app.services.uploads.status import UploadStatus
 
-UPLOAD_THROTTLE_SESSIONS = 100_000  # sessions remembered for upload throttling; the oldest is forgotten first
+if TYPE_CHECKING:  # the engine imports OpenVINO
+    from app.services.inference.engine import DetectionEngine
 
 
 @dataclass(frozen=True)
@@ -27,18 +30,31 @@ class FrameResult:
     session_id: str
     result: DetectionResult
     admission: FrameAdmission
-    engine: DetectionEngine
+    model: ModelInfo
 
 
-def history_entry(request_id: str, result: DetectionResult, admission: FrameAdmission, upload: str) -> dict[str, Any]:
+def detection_json(detection: Detection) -> dict[str, Any]:
+    """One detection as every answer and history entry shows it: the box nested, like the API's schema."""
+    d = detection
+    return {
+        "label": d.label,
+        "class_id": d.class_id,
+        "confidence": d.confidence,
+        "box": {"x1": d.x1, "y1": d.y1, "x2": d.x2, "y2": d.y2},
+    }
+
+
+def history_entry(
+    request_id: str, result: DetectionResult, admission: FrameAdmission, upload: UploadStatus
+) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "at": datetime.now(UTC).isoformat(),
         "hazard_counts": dict(Counter(d.label for d in result.detections)),
-        "detections": [asdict(d) for d in result.detections],
+        "detections": [detection_json(d) for d in result.detections],
         "image": {"width": result.width, "height": result.height},
         "degraded": admission.degraded,
-        "upload": {"status": upload},
+        "upload": {"status": upload.value},
     }
 
 
@@ -46,19 +62,14 @@ class DetectionService:
     def __init__(
         self,
         sessions: SessionStore,
-        uploads: UploadService,
+        upload_policy: UploadPolicy,
         metrics: Metrics,
-        current_engine: Callable[[], DetectionEngine | None],
-        upload_min_confidence: float,
-        upload_min_interval: float,
+        state: ServingState,
     ) -> None:
         self._sessions = sessions
-        self._uploads = uploads
+        self._upload_policy = upload_policy
         self._metrics = metrics
-        self._current_engine = current_engine
-        self._upload_min_confidence = upload_min_confidence
-        self._upload_min_interval = upload_min_interval
-        self._last_upload_at: OrderedDict[str, float] = OrderedDict()  # session id -> monotonic time, LRU-bounded
+        self._state = state
         self._in_flight = 0
         self._closing = False
         self._idle = asyncio.Event()
@@ -81,7 +92,7 @@ class DetectionService:
         return True
 
     def _engine(self) -> DetectionEngine:
-        engine = self._current_engine()
+        engine = self._state.engine
         if engine is None:
             raise ModelNotReady()
         return engine
@@ -104,7 +115,7 @@ class DetectionService:
             admission = await self._sessions.admit_frame(session_id)
             frame = await read_frame()
             result = await engine.detect(frame, options, deadline)
-            upload_status = self._queue_upload(UploadJob(session_id, request_id, frame, result.detections))
+            upload_status = self._upload_policy.offer(UploadJob(session_id, request_id, frame, result.detections))
             entry = history_entry(request_id, result, admission, upload_status)
             await self._sessions.record_detection(session_id, entry, admission)
         finally:
@@ -113,23 +124,7 @@ class DetectionService:
                 self._idle.set()
         self._observe(result, admission)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
-        return FrameResult(request_id, session_id, result, admission, engine)
-
-    def _queue_upload(self, job: UploadJob) -> str:
-        """Frames with a confident hazard go to the background uploader; never waits."""
-        if not any(d.confidence >= self._upload_min_confidence for d in job.detections):
-            return "none"
-        now = time.monotonic()
-        last = self._last_upload_at.get(job.session_id)
-        if last is not None and now - last < self._upload_min_interval:
-            return "skipped"
-        if not self._uploads.submit(job):
-            return "shed"
-        self._last_upload_at[job.session_id] = now
-        self._last_upload_at.move_to_end(job.session_id)
-        if len(self._last_upload_at) > UPLOAD_THROTTLE_SESSIONS:
-            self._last_upload_at.popitem(last=False)
-        return "pending"
+        return FrameResult(request_id, session_id, result, admission, engine.info)
 
     def _observe(self, result: DetectionResult, admission: FrameAdmission) -> None:
         for stage, milliseconds in result.timings_ms.items():

@@ -26,23 +26,85 @@ class ApiError(Exception):
         super().__init__(self.message)
 
 
-def _error(code: str, status: int, message: str) -> type[ApiError]:
-    return type(code.title().replace("_", ""), (ApiError,), {"code": code, "status": status, "message": message})
+class InvalidImage(ApiError):
+    code = "INVALID_IMAGE"
+    status = 400
+    message = "The body is not a decodable JPEG, PNG or WebP image."
 
 
-InvalidImage = _error("INVALID_IMAGE", 400, "The body is not a decodable JPEG, PNG or WebP image.")
-ImageTooLarge = _error("IMAGE_TOO_LARGE", 413, "The image exceeds the size limit.")
-PayloadTooLarge = _error("PAYLOAD_TOO_LARGE", 413, "The request body exceeds the size limit.")
-UnsupportedMediaType = _error(
-    "UNSUPPORTED_MEDIA_TYPE", 415, "Send multipart/form-data or image/jpeg, image/png, image/webp."
-)
-SessionNotFound = _error("SESSION_NOT_FOUND", 404, "No such session, or it has expired.")
-SessionEnded = _error("SESSION_ENDED", 409, "The session has ended.")
-RateLimited = _error("RATE_LIMITED", 429, "Too many frames for this session; slow down.")
-Overloaded = _error("OVERLOADED", 503, "The detector is at capacity; retry shortly.")
-ModelNotReady = _error("MODEL_NOT_READY", 503, "The model is not loaded yet or failed to load.")
-SessionStoreUnavailable = _error("SESSION_STORE_UNAVAILABLE", 503, "The session store is unavailable.")
-DeadlineExceeded = _error("DEADLINE_EXCEEDED", 504, "The request could not be served before its deadline.")
-ShuttingDown = _error("SHUTTING_DOWN", 503, "The service is shutting down.")
-ValidationFailed = _error("VALIDATION_ERROR", 422, "The request is not valid.")
-MediaNotFound = _error("MEDIA_NOT_FOUND", 404, "No such media file.")
+class ImageTooLarge(ApiError):
+    code = "IMAGE_TOO_LARGE"
+    status = 413
+    message = "The image exceeds the size limit."
+
+
+class PayloadTooLarge(ApiError):
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+    message = "The request body exceeds the size limit."
+
+
+class UnsupportedMediaType(ApiError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    status = 415
+    message = "Send multipart/form-data or image/jpeg, image/png, image/webp."
+
+
+class SessionNotFound(ApiError):
+    code = "SESSION_NOT_FOUND"
+    status = 404
+    message = "No such session, or it has expired."
+
+
+class SessionEnded(ApiError):
+    code = "SESSION_ENDED"
+    status = 409
+    message = "The session has ended."
+
+
+class RateLimited(ApiError):
+    code = "RATE_LIMITED"
+    status = 429
+    message = "Too many frames for this session; slow down."
+
+
+class Overloaded(ApiError):
+    code = "OVERLOADED"
+    status = 503
+    message = "The detector is at capacity; retry shortly."
+
+
+class ModelNotReady(ApiError):
+    code = "MODEL_NOT_READY"
+    status = 503
+    message = "The model is not loaded yet or failed to load."
+
+
+class SessionStoreUnavailable(ApiError):
+    code = "SESSION_STORE_UNAVAILABLE"
+    status = 503
+    message = "The session store is unavailable."
+
+
+class DeadlineExceeded(ApiError):
+    code = "DEADLINE_EXCEEDED"
+    status = 504
+    message = "The request could not be served before its deadline."
+
+
+class ShuttingDown(ApiError):
+    code = "SHUTTING_DOWN"
+    status = 503
+    message = "The service is shutting down."
+
+
+class ValidationFailed(ApiError):
+    code = "VALIDATION_ERROR"
+    status = 422
+    message = "The request is not valid."
+
+
+class MediaNotFound(ApiError):
+    code = "MEDIA_NOT_FOUND"
+    status = 404
+    message = "No such media file."

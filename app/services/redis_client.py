@@ -32,3 +32,11 @@ def create_redis(settings: Settings) -> redis.Redis:
         decode_responses=True,
     )
     return redis.Redis(connection_pool=pool)
+
+
+def redact_url(url: str) -> str:
+    """Drop credentials from a URL before it is logged."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"  # the last @ ends the credentials

@@ -4,44 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.services.inference.model import LoadedModel, ModelInfo
-from app.services.inference.pool import InferencePool, PoolStats
+from app.services.inference.model import LoadedModel
+from app.services.inference.pool import InferencePool
 from app.services.inference.postprocess import decode_output
 from app.services.inference.preprocess import Letterbox, decode, letterbox
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    class_id: int
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-@dataclass(frozen=True)
-class DetectionResult:
-    detections: list[Detection]
-    width: int
-    height: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DetectOptions:
-    conf: float = 0.25
-    iou: float = 0.45
-    max_det: int = 100
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
+from app.services.inference.types import Detection, DetectionResult, DetectOptions, ModelInfo, PoolStats
+from app.services.timing import ms
 
 
 class DetectionEngine:
@@ -81,10 +52,10 @@ class DetectionEngine:
             for b, s, c in zip(boxes, scores, class_ids, strict=True)
         ]
         timings = {
-            "decode": _ms(decode_s),
-            "preprocess": _ms(preprocess_s),
-            "queue_wait": _ms(queue_s),
-            "infer": _ms(infer_s),
-            "postprocess": _ms(time.perf_counter() - started),
+            "decode": ms(decode_s),
+            "preprocess": ms(preprocess_s),
+            "queue_wait": ms(queue_s),
+            "infer": ms(infer_s),
+            "postprocess": ms(time.perf_counter() - started),
         }
         return DetectionResult(detections, transform.width, transform.height, timings)

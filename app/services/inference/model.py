@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +11,7 @@ import openvino as ov
 import yaml
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-
-class ModelLoadError(Exception):
-    """The model folder is missing, incomplete or not a detection export; the message names the file."""
-
-
-class OutputFormat(StrEnum):
-    RAW = "raw"  # [1, 4 + nc, N]: cx, cy, w, h, then per-class scores (YOLOv8 / YOLO11)
-    END_TO_END = "end_to_end"  # [1, N, 6]: x1, y1, x2, y2, score, class, NMS already applied (YOLO26 / v10)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    class_names: tuple[str, ...]
-    input_height: int
-    input_width: int
-    stride: int
-    output_format: OutputFormat
-    device: str
+from app.services.inference.types import ModelInfo, ModelLoadError, OutputFormat
 
 
 @dataclass(frozen=True)

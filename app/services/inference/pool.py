@@ -11,25 +11,15 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import openvino as ov
 
 from app.services.errors import DeadlineExceeded, Overloaded
+from app.services.inference.types import PoolStats
 
 Output = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    size: int
-    queued: int
-    in_flight: int
-    rejected: int
-    expired: int
-    completed: int
 
 
 class InferencePool:

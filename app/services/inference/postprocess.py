@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from app.services.inference.model import OutputFormat
+from app.services.inference.types import OutputFormat
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.intp]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
+
+from app.services.files import write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -112,8 +112,8 @@ class Spool:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             if image is not None:
-                self._write(self._path(entry, ".jpg"), image)
-            self._write(self._path(entry, ".json"), entry.to_json().encode())
+                write_atomic(self._path(entry, ".jpg"), image)
+            write_atomic(self._path(entry, ".json"), entry.to_json().encode())
         except OSError:
             with self._lock:
                 self._entries.pop(entry.key, None)
@@ -122,7 +122,7 @@ class Spool:
 
     def update(self, entry: SpoolEntry) -> None:
         """Persist a new schedule, or the URL of an entry whose frame has landed (the frame file goes)."""
-        self._write(self._path(entry, ".json"), entry.to_json().encode())
+        write_atomic(self._path(entry, ".json"), entry.to_json().encode())
         if entry.url is not None:
             self._path(entry, ".jpg").unlink(missing_ok=True)
 
@@ -137,13 +137,3 @@ class Spool:
 
     def _path(self, entry: SpoolEntry, suffix: str) -> Path:
         return self.directory / f"{entry.key}{suffix}"
-
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        # A unique name: a shutdown may spool the very frame a cancelled worker thread is still writing.
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with temporary.open("wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)

@@ -7,7 +7,6 @@ and name the failures that should trip the breaker in front of them.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ import cloudinary.uploader
 from pydantic import SecretStr
 
 from app.services.errors import MediaNotFound
+from app.services.files import write_atomic
+from app.services.timing import ms_since
 
 MEDIA_PREFIX = "/media"
 CLOUDINARY_FOLDER = "hazards"
@@ -35,10 +36,6 @@ class ImageStore(Protocol):
     async def save(self, session_id: str, request_id: str, labels: Sequence[str], image: bytes) -> str: ...
 
     async def check(self) -> dict[str, object]: ...
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
 
 
 class LocalStore:
@@ -57,9 +54,7 @@ class LocalStore:
     @staticmethod
     def _write(path: Path, image: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # the media route never serves dot files
-        temporary.write_bytes(image)
-        os.replace(temporary, path)
+        write_atomic(path, image)  # a dot-named temporary: the media route never serves dot files
 
     async def check(self) -> dict[str, object]:
         started = time.perf_counter()
@@ -67,14 +62,16 @@ class LocalStore:
             await asyncio.to_thread(self._write_probe)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            return {"ok": False, "store": "local", "reason": reason, "latency_ms": _ms_since(started)}
-        return {"ok": True, "store": "local", "latency_ms": _ms_since(started)}
+            return {"ok": False, "store": "local", "reason": reason, "latency_ms": ms_since(started)}
+        return {"ok": True, "store": "local", "latency_ms": ms_since(started)}
 
     def _write_probe(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / f".probe-{uuid.uuid4().hex}.tmp"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        probe = self.root / f".probe-{uuid.uuid4().hex}"
+        try:
+            write_atomic(probe, b"ok")
+        finally:
+            probe.unlink(missing_ok=True)
 
 
 def media_file(root: Path, relative: str) -> Path:
@@ -154,8 +151,8 @@ class CloudinaryStore:
         try:
             await asyncio.to_thread(cloudinary.api.ping, **self.account.sdk_options(), timeout=timeout)
         except Exception as exc:  # the Admin API raises its own errors and plain ones alike
-            return {"ok": False, "store": "cloudinary", "reason": type(exc).__name__, "latency_ms": _ms_since(started)}
-        return {"ok": True, "store": "cloudinary", "latency_ms": _ms_since(started)}
+            return {"ok": False, "store": "cloudinary", "reason": type(exc).__name__, "latency_ms": ms_since(started)}
+        return {"ok": True, "store": "cloudinary", "latency_ms": ms_since(started)}
 
 
 def image_store(storage_dir: Path, cloudinary_url: SecretStr | None, timeout_seconds: float) -> ImageStore:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from app.services.inference.engine import Detection
+from app.services.inference.types import Detection
 
 # One colour per class id: saturated, distinct from road greys, sky and grass, and dark enough for white captions.
 PALETTE = ((220, 38, 38), (37, 99, 235), (217, 119, 6), (22, 163, 74), (147, 51, 234), (13, 148, 136))

@@ -12,24 +12,24 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import structlog
 
-from app.services.annotate import annotate
 from app.services.breakers import AsyncBreaker
 from app.services.ids import SAFE_ID
-from app.services.image_stores import image_store
-from app.services.inference.engine import Detection
+from app.services.inference.types import Detection
 from app.services.metrics import Metrics
-from app.services.spool import Spool, SpoolEntry
+from app.services.uploads.annotate import annotate
+from app.services.uploads.spool import Spool, SpoolEntry
+from app.services.uploads.status import UPLOAD_OUTCOMES, UploadStatus
+from app.services.uploads.stores import image_store
 from app.settings import Settings
+from app.types import RecordUploadUrl
 
 log = structlog.get_logger(__name__)
 
-RecordUrl = Callable[[str, str, str], Awaitable[None]]  # (session_id, request_id, url); may raise when Redis is down
 RETRY_POLL_MAX_SECONDS = 1.0
 SHED_LOG_INTERVAL_SECONDS = 1.0  # a flood sheds thousands: one log line per interval, with the count
 MAX_BACKOFF_DOUBLINGS = 30
@@ -43,16 +43,6 @@ class UploadJob:
     detections: list[Detection]
 
 
-class Outcome(StrEnum):
-    """The `outcome` label of the uploads counter."""
-
-    UPLOADED = "uploaded"  # landed in the store (first try or a retry)
-    SPOOLED = "spooled"  # could not land now; kept on disk for retry
-    SHED = "shed"  # the queue was full (or the service stopping); never annotated
-    DROPPED = "dropped"  # the spool was full or its copy unreadable
-    FAILED = "failed"  # could not be annotated, or its ids are unsafe as file names
-
-
 @dataclass(frozen=True)
 class _Try:
     url: str | None = None
@@ -64,7 +54,7 @@ def labels_of(detections: Sequence[Detection]) -> list[str]:
 
 
 class UploadService:
-    def __init__(self, settings: Settings, metrics: Metrics, record_url: RecordUrl) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, record_url: RecordUploadUrl) -> None:
         self._store = image_store(settings.storage_dir, settings.cloudinary_url, settings.cloudinary_timeout_seconds)
         self._metrics = metrics
         self._record_url = record_url
@@ -76,7 +66,7 @@ class UploadService:
             on_change=metrics.set_breaker_state,
         )
         metrics.set_breaker_state(self._store.name, "closed")
-        for outcome in Outcome:
+        for outcome in UPLOAD_OUTCOMES:
             metrics.uploads.labels(outcome.value)  # every outcome is exported from the start, at 0
         self._spool = Spool(settings.spool_dir, settings.spool_max_files)
         self._queue: asyncio.Queue[UploadJob] = asyncio.Queue(maxsize=settings.upload_queue_size)
@@ -100,7 +90,7 @@ class UploadService:
     def submit(self, job: UploadJob) -> bool:
         """Queue without waiting; False when the queue is full and the upload is shed."""
         if not (SAFE_ID.match(job.session_id) and SAFE_ID.match(job.request_id)):
-            self._count(Outcome.FAILED)
+            self._count(UploadStatus.FAILED)
             log.warning("upload_refused", reason="unsafe id", request_id=job.request_id[:64])
             return False
         if not self._accepting:
@@ -185,7 +175,7 @@ class UploadService:
         try:
             image = await asyncio.to_thread(annotate, job.image, job.detections)
         except Exception as exc:  # Pillow raises many types for a frame it cannot read back
-            self._count(Outcome.FAILED)
+            self._count(UploadStatus.FAILED)
             log.warning("upload_annotate_failed", request_id=job.request_id, error=type(exc).__name__)
             return
         entry = SpoolEntry(job.session_id, job.request_id, labels_of(job.detections), spooled_at=time.time())
@@ -226,7 +216,7 @@ class UploadService:
             except OSError as exc:
                 log.error("spool_entry_lost", request_id=entry.request_id, error=type(exc).__name__)
                 await self._forget(entry)
-                self._count(Outcome.DROPPED)
+                self._count(UploadStatus.DROPPED)
                 return True
             attempt = await self._try_upload(entry, image)
             if attempt.refused:
@@ -265,7 +255,7 @@ class UploadService:
             )
             return _Try()
         self._last_landed_at = time.time()
-        self._count(Outcome.UPLOADED)
+        self._count(UploadStatus.UPLOADED)
         return _Try(url=url)
 
     def _back_off(self, entry: SpoolEntry) -> None:
@@ -300,7 +290,7 @@ class UploadService:
             kept, reason = False, type(exc).__name__
         self._spool_changed()
         if image is not None:
-            self._count(Outcome.SPOOLED if kept else Outcome.DROPPED)
+            self._count(UploadStatus.SPOOLED if kept else UploadStatus.DROPPED)
         if not kept:
             log.error("upload_dropped", request_id=entry.request_id, reason=reason, spooled=len(self._spool))
 
@@ -308,21 +298,21 @@ class UploadService:
         await asyncio.to_thread(self._spool.remove, entry)
         self._spool_changed()
 
-    def _spool_leftovers(self, jobs: list[UploadJob]) -> list[Outcome]:
+    def _spool_leftovers(self, jobs: list[UploadJob]) -> list[UploadStatus]:
         """At shutdown, in a thread: annotate and spool what never got its turn."""
         outcomes = []
         for job in jobs:
             try:
                 image = annotate(job.image, job.detections)
                 entry = SpoolEntry(job.session_id, job.request_id, labels_of(job.detections), spooled_at=time.time())
-                outcomes.append(Outcome.SPOOLED if self._spool.put(entry, image) else Outcome.DROPPED)
+                outcomes.append(UploadStatus.SPOOLED if self._spool.put(entry, image) else UploadStatus.DROPPED)
             except Exception as exc:
                 log.error("upload_lost_at_shutdown", request_id=job.request_id, error=type(exc).__name__)
-                outcomes.append(Outcome.FAILED)
+                outcomes.append(UploadStatus.FAILED)
         return outcomes
 
     def _shed(self, job: UploadJob) -> None:
-        self._count(Outcome.SHED)
+        self._count(UploadStatus.SHED)
         self._sheds_not_logged += 1
         now = time.monotonic()
         if now - self._shed_logged_at >= SHED_LOG_INTERVAL_SECONDS:
@@ -335,7 +325,7 @@ class UploadService:
             )
             self._sheds_not_logged, self._shed_logged_at = 0, now
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self, outcome: UploadStatus) -> None:
         self.outcomes[outcome.value] += 1
         self._metrics.uploads.labels(outcome.value).inc()
 

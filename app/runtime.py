@@ -1,4 +1,4 @@
-"""Everything the service runs, started and stopped in one order.
+"""Builds everything the service runs and owns the order it starts and stops in.
 
 Start: Redis client -> model load/compile/warm -> replay/spool recovery -> ready.
 Stop: not ready -> drain in-flight inferences (bounded) -> flush kept writes and uploads -> stats -> release.
@@ -9,39 +9,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict
-from enum import StrEnum
+from typing import cast
 
 import structlog
 
 from app.services.breakers import AsyncBreaker
 from app.services.detection import DetectionService
+from app.services.health import HealthChecks
 from app.services.inference.engine import DetectionEngine
-from app.services.inference.model import ModelLoadError, load_model
+from app.services.inference.model import load_model
+from app.services.inference.types import ModelLoadError
 from app.services.metrics import Metrics
-from app.services.redis_client import REDIS_FAILURES, create_redis
-from app.services.sessions import SessionStore
-from app.services.storage import UploadService
+from app.services.redis_client import REDIS_FAILURES, create_redis, redact_url
+from app.services.serving import Phase, ServingState
+from app.services.sessions.pending import replay_forever
+from app.services.sessions.store import SessionStore
+from app.services.uploads.policy import UploadPolicy
+from app.services.uploads.service import UploadService
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 REPLAY_INTERVAL_SECONDS = 1.0
 
 
-class Phase(StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    MODEL_FAILED = "model_failed"
-    SHUTTING_DOWN = "shutting_down"
-
-
 class Runtime:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.phase = Phase.STARTING
-        self.model_error: str | None = None
-        self.engine: DetectionEngine | None = None
+        self.state = ServingState()
         self.redis = create_redis(settings)
         self.redis_breaker = AsyncBreaker(
             "redis",
@@ -65,15 +62,10 @@ class Runtime:
             observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
-        self.detection = DetectionService(
-            self.sessions,
-            self.uploads,
-            self.metrics,
-            lambda: self.engine,
-            settings.upload_min_confidence,
-            settings.upload_min_interval_seconds,
-        )
-        self.metrics.watch_pool(lambda: self.engine.stats() if self.engine else None)
+        upload_policy = UploadPolicy(self.uploads, settings.upload_min_confidence, settings.upload_min_interval_seconds)
+        self.detection = DetectionService(self.sessions, upload_policy, self.metrics, self.state)
+        self.health = HealthChecks(self.state, self.sessions, self.uploads, fail_open=settings.session_store_fail_open)
+        self.metrics.watch_pool(lambda: self.state.engine.stats() if self.state.engine else None)
         self._background: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
@@ -82,22 +74,24 @@ class Runtime:
         await self._check_redis()
         model_loaded = await self._start_model()
         # Kept writes and spooled uploads are flushed whether or not this process can detect.
-        self._background.append(asyncio.create_task(self._replay_loop(), name="replay-pending-writes"))
+        replay = replay_forever(self.sessions.replay_pending, self.sessions.pending, REPLAY_INTERVAL_SECONDS)
+        self._background.append(asyncio.create_task(replay, name="replay-pending-writes"))
         await self.uploads.start()
-        if model_loaded and self.engine is not None:
-            self.phase = Phase.READY
-            info = self.engine.info
-            log.info("service_ready", model=info.name, version=info.version, pool_size=self.engine.pool.size)
+        engine = self.state.engine
+        if model_loaded and engine is not None:
+            self.state.phase = Phase.READY
+            log.info("service_ready", model=engine.info.name, version=engine.info.version, pool_size=engine.pool.size)
 
     async def _start_model(self) -> bool:
         try:
-            self.engine = await asyncio.to_thread(self._load_engine)
-            await self.engine.warm_up(self.settings.model_warmup_requests)
+            engine = await asyncio.to_thread(self._load_engine)
+            await engine.warm_up(self.settings.model_warmup_requests)
         except ModelLoadError as exc:
-            self.phase, self.model_error = Phase.MODEL_FAILED, str(exc)
+            self.state.phase, self.state.model_error = Phase.MODEL_FAILED, str(exc)
             log.error("model_load_failed", reason=str(exc))
             return False
-        info = self.engine.info
+        self.state.engine = engine
+        info = engine.info
         self.metrics.model_info.info(
             {
                 "name": info.name,
@@ -124,26 +118,13 @@ class Runtime:
 
     async def _check_redis(self) -> None:
         try:
-            await self.redis.ping()
-            log.info("redis_reachable", url=_redact(self.settings.redis_url))
+            await cast(Awaitable[bool], self.redis.ping())
+            log.info("redis_reachable", url=redact_url(self.settings.redis_url))
         except REDIS_FAILURES as exc:
             mode = "fail-open: detection runs degraded" if self.settings.session_store_fail_open else "fail-closed"
-            log.warning("redis_unreachable_at_start", url=_redact(self.settings.redis_url), error=str(exc), mode=mode)
-
-    async def _replay_loop(self) -> None:
-        while True:
-            await asyncio.sleep(REPLAY_INTERVAL_SECONDS)
-            try:
-                await self._replay_once()
-            except Exception:  # one bad write must not end replay for the life of the process
-                log.exception("pending_writes_replay_failed")
-
-    async def _replay_once(self) -> None:
-        if self.sessions.pending_writes:
-            written = await self.sessions.replay_pending()
-            if written:
-                log.info("pending_writes_replayed", written=written, left=self.sessions.pending_writes)
-        self.metrics.pending_writes.set(self.sessions.pending_writes)
+            log.warning(
+                "redis_unreachable_at_start", url=redact_url(self.settings.redis_url), error=str(exc), mode=mode
+            )
 
     async def stop_after(self, starting: asyncio.Task[None]) -> None:
         """Stop, first cancelling a start that is still under way (shutdown during warm-up)."""
@@ -154,9 +135,9 @@ class Runtime:
         await self.stop()
 
     async def stop(self) -> None:
-        if self.phase is Phase.SHUTTING_DOWN:
+        if self.state.phase is Phase.SHUTTING_DOWN:
             return
-        self.phase = Phase.SHUTTING_DOWN
+        self.state.phase = Phase.SHUTTING_DOWN
         self.detection.refuse_new_frames()
         if not await self.detection.wait_idle(self.settings.shutdown_drain_seconds):
             log.warning("drain_timed_out", in_flight=self.detection.in_flight)
@@ -170,19 +151,11 @@ class Runtime:
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self.started_at, 1),
-            pool=asdict(self.engine.stats()) if self.engine else None,
-            pending_writes_left=self.sessions.pending_writes,
-            pending_writes_dropped=self.sessions.pending_dropped,
-            replayed=self.sessions.replayed,
+            pool=asdict(self.state.engine.stats()) if self.state.engine else None,
+            pending_writes_left=len(self.sessions.pending),
+            pending_writes_dropped=self.sessions.pending.dropped,
+            replayed=self.sessions.pending.replayed,
             uploads=self.uploads.stats(),
         )
-        self.engine = None
+        self.state.engine = None
         await self.redis.aclose()
-
-
-def _redact(url: str) -> str:
-    """Drop credentials from a URL before it is logged."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

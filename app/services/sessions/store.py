@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -22,67 +21,15 @@ from redis.typing import EncodableT, FieldT
 from app.services.breakers import AsyncBreaker, BreakerOpen
 from app.services.errors import RateLimited, SessionEnded, SessionNotFound, SessionStoreUnavailable, ValidationFailed
 from app.services.redis_client import REDIS_FAILURES
+from app.services.sessions import scripts
+from app.services.sessions.pending import PendingWrite, PendingWrites
+from app.types import RedisObserver
 
 STORE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, BreakerOpen)
 
 T = TypeVar("T")
-RedisObserver = Callable[[str, str, float], None]  # (operation, outcome, seconds)
 log = structlog.get_logger(__name__)
 EXPIRY_INDEX = "sessions:expiry"
-
-_ADMIT_FRAME = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'ttl_seconds', 'tokens', 'refilled_at')
-if not f[1] then return {'missing'} end
-if f[1] == 'ended' then return {'ended'} end
-local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tokens = tonumber(f[3]) or burst
-local refilled = tonumber(f[4]) or now
-tokens = math.min(burst, tokens + math.max(0, now - refilled) * rate)
-if tokens < 1 then return {'limited', tostring((1 - tokens) / rate)} end
-local ttl = tonumber(f[2])
-local expires = now + ttl
-redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[1], 'expires_at', tostring(expires),
-  'tokens', tostring(tokens - 1), 'refilled_at', ARGV[1])
-local frames = redis.call('HINCRBY', KEYS[1], 'frame_count', 1)
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
-redis.call('ZADD', KEYS[4], expires, ARGV[4])
-return {'ok', tostring(frames)}
-"""
-
-# Appends one history entry with the session's remaining TTL; ARGV[4] = '1' also counts a frame that was
-# served while Redis was down (replay of degraded mode). A write whose reply was lost (a timeout after Redis
-# applied it) is kept and replayed: finding the identical entry already there makes the replay a no-op.
-_RECORD_DETECTION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('LPOS', KEYS[2], ARGV[1]) then return 1 end
-redis.call('LPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-if ARGV[4] == '1' then
-  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds'))
-  redis.call('HINCRBY', KEYS[1], 'frame_count', 1)
-  if redis.call('HGET', KEYS[1], 'status') ~= 'ended' then
-    local now = tonumber(ARGV[3])
-    redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[3], 'expires_at', tostring(now + ttl))
-    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
-    redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
-    return 1
-  end
-end
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
-return 1
-"""
-
-_END_SESSION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'ended' then
-  local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
-  redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1], 'expires_at', tostring(now + grace))
-  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], grace) end
-  redis.call('ZREM', KEYS[4], ARGV[3])
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -107,14 +54,6 @@ class FrameAdmission:
     @property
     def degraded(self) -> bool:
         return not self.verified
-
-
-@dataclass(frozen=True)
-class PendingWrite:
-    session_id: str
-    entry: str
-    counts_frame: bool
-    at: float
 
 
 def _keys(session_id: str) -> list[str]:
@@ -160,16 +99,10 @@ class SessionStore:
         self._fail_open = fail_open
         self._clock = clock
         self._observe = observe
-        self._pending: deque[PendingWrite] = deque(maxlen=pending_limit)
-        self.pending_dropped = 0
-        self.replayed = 0
-        self._admit = client.register_script(_ADMIT_FRAME)
-        self._record = client.register_script(_RECORD_DETECTION)
-        self._end = client.register_script(_END_SESSION)
-
-    @property
-    def pending_writes(self) -> int:
-        return len(self._pending)
+        self.pending = PendingWrites(pending_limit)
+        self._admit = client.register_script(scripts.ADMIT_FRAME)
+        self._record = client.register_script(scripts.RECORD_DETECTION)
+        self._end = client.register_script(scripts.END_SESSION)
 
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Through the breaker, timed; any way Redis can fail becomes SessionStoreUnavailable."""
@@ -188,7 +121,7 @@ class SessionStore:
     async def ping(self) -> float:
         """Round trip to Redis in seconds (through the breaker)."""
         started = time.perf_counter()
-        await self._guarded("ping", self._redis.ping)
+        await self._guarded("ping", lambda: cast(Awaitable[bool], self._redis.ping()))
         return time.perf_counter() - started
 
     async def create(self, metadata: dict[str, Any], ttl_seconds: int | None) -> Session:
@@ -222,7 +155,7 @@ class SessionStore:
 
     async def get(self, session_id: str) -> Session:
         key = _keys(session_id)[0]
-        fields = cast(dict[str, str], await self._guarded("get", lambda: self._redis.hgetall(key)))
+        fields = await self._guarded("get", lambda: cast(Awaitable[dict[str, str]], self._redis.hgetall(key)))
         if not fields:
             raise SessionNotFound(details={"session_id": session_id})
         return _session_from_hash(session_id, fields)
@@ -264,7 +197,7 @@ class SessionStore:
         try:
             await self._guarded("record_detection", lambda: self._apply(write))
         except SessionStoreUnavailable:
-            self._keep(write)
+            self.pending.keep(write)
             return False
         return True
 
@@ -279,31 +212,9 @@ class SessionStore:
         ]
         return int(await self._record(keys=_keys(write.session_id), args=args))
 
-    def _keep(self, write: PendingWrite) -> None:
-        if len(self._pending) == self._pending.maxlen:
-            self.pending_dropped += 1
-            log.warning("pending_write_dropped", session_id=self._pending[0].session_id, reason="buffer full")
-        self._pending.append(write)
-
     async def replay_pending(self) -> int:
         """Write what degraded mode kept, oldest first, until Redis fails again. Returns how many were written."""
-        written = 0
-        while self._pending:
-            write = self._pending[0]
-            try:
-                applied = await self._guarded("replay", lambda: self._apply(write))  # noqa: B023 - awaited before next loop
-            except SessionStoreUnavailable:
-                break
-            except redis.RedisError as exc:  # refused for good (not "down"): it must not block the writes behind it
-                applied, reason = 0, f"refused: {type(exc).__name__}"
-            else:
-                reason = "session not found"
-            self._pending.popleft()
-            written += int(bool(applied))
-            if not applied:
-                log.warning("pending_write_discarded", session_id=write.session_id, reason=reason)
-        self.replayed += written
-        return written
+        return await self.pending.replay(lambda write: self._guarded("replay", lambda: self._apply(write)))
 
     async def history(self, session_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Most recent first, with each entry's upload URL filled in once known."""

@@ -1,0 +1,63 @@
+"""Plain data of the engine. No OpenVINO here: routers, metrics and uploads import these without loading it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ModelLoadError(Exception):
+    """The model folder is missing, incomplete or not a detection export; the message names the file."""
+
+
+class OutputFormat(StrEnum):
+    RAW = "raw"  # [1, 4 + nc, N]: cx, cy, w, h, then per-class scores (YOLOv8 / YOLO11)
+    END_TO_END = "end_to_end"  # [1, N, 6]: x1, y1, x2, y2, score, class, NMS already applied (YOLO26 / v10)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    class_names: tuple[str, ...]
+    input_height: int
+    input_width: int
+    stride: int
+    output_format: OutputFormat
+    device: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    class_id: int
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    detections: list[Detection]
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 100
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    size: int
+    queued: int
+    in_flight: int
+    rejected: int
+    expired: int
+    completed: int

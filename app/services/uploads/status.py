@@ -1,0 +1,26 @@
+"""The one vocabulary of upload states: what a history entry says and how the uploads counter is labelled."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class UploadStatus(StrEnum):
+    NONE = "none"  # no hazard confident enough to upload
+    SKIPPED = "skipped"  # throttled: the session had an upload moments ago
+    PENDING = "pending"  # queued for the background uploader
+    UPLOADED = "uploaded"  # landed in the store (first try or a retry)
+    SPOOLED = "spooled"  # could not land now; kept on disk for retry
+    SHED = "shed"  # the queue was full (or the service stopping); never annotated
+    DROPPED = "dropped"  # the spool was full or its copy unreadable
+    FAILED = "failed"  # could not be annotated, or its ids are unsafe as file names
+
+
+# What the background uploader counts (`hazard_uploads_total{outcome=...}`).
+UPLOAD_OUTCOMES = (
+    UploadStatus.UPLOADED,
+    UploadStatus.SPOOLED,
+    UploadStatus.SHED,
+    UploadStatus.DROPPED,
+    UploadStatus.FAILED,
+)

@@ -1,0 +1,14 @@
+"""Type aliases shared across the app, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+JSONObject = dict[str, Any]
+# (operation, outcome, seconds) of one Redis round trip, for the latency histogram.
+RedisObserver = Callable[[str, str, float], None]
+# (breaker name, new state) when a circuit breaker changes state.
+BreakerListener = Callable[[str, str], None]
+# (session_id, request_id, url): gives a session the URL of its annotated frame; may raise when Redis is down.
+RecordUploadUrl = Callable[[str, str, str], Awaitable[None]]
