@@ -3,8 +3,13 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Where `make run` / `make up` serve: `make up PORT=8123`, or HOST/PORT in the environment.
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# HOST/PORT reach scripts/stack.sh only when given (command line or environment): without them, status,
+# down and restart-web use the address `up` recorded in var/run/api.env.
+given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
+STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
 .PHONY: run test lint system-deps model eval bench clean up down status logs restart-web
 
@@ -45,18 +50,58 @@ clean:
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache
 
 # Operator stack (scripts/stack.sh): Redis if none answers, the API in the background (var/run/api.pid,
-# var/log/api.log). `down` stops the API with SIGTERM and only a Redis that `up` started.
+# its address in var/run/api.env, var/log/api.log). `down` stops the API with SIGTERM and only the Redis
+# that `up` or `run` started (var/run/redis-<port>.pid); it is harmless when nothing runs.
 up: $(STAMP) system-deps
-	HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) ./scripts/stack.sh up
+	$(STACK_ADDR) VENV=$(VENV) ./scripts/stack.sh up
 
 down:
-	HOST=$(HOST) PORT=$(PORT) ./scripts/stack.sh down
+	$(STACK_ADDR) ./scripts/stack.sh down
 
 status:
-	HOST=$(HOST) PORT=$(PORT) ./scripts/stack.sh status
+	$(STACK_ADDR) ./scripts/stack.sh status
 
 logs:
 	./scripts/stack.sh logs
 
 restart-web: $(STAMP)
-	HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) ./scripts/stack.sh restart-web
+	$(STACK_ADDR) VENV=$(VENV) ./scripts/stack.sh restart-web
+
+# --- Packaging ---------------------------------------------------------------------------------------------------
+.PHONY: test-pythons lock
+
+# The unit tests under each other supported Python on PATH (3.11 is `make test`'s), each in its own venv under
+# build/ with a regular (non-editable) install of '.[dev]'. A Python that is not there is skipped; none at all fails.
+PYTHONS ?= python3.12 python3.13
+UNIT_TESTS := tests/test_postprocess.py tests/test_preprocess.py tests/test_settings.py tests/test_engine.py \
+	tests/test_breakers.py
+test-pythons: system-deps
+	@tested=0; for py in $(PYTHONS); do \
+	  if ! $$py -c 'import sys' >/dev/null 2>&1; then echo "test-pythons: $$py not found, skipped"; continue; fi; \
+	  venv=build/venv-$$(basename $$py); echo "test-pythons: $$($$py --version) in $$venv"; \
+	  { test -x $$venv/bin/python || $$py -m venv $$venv; } && \
+	  $$venv/bin/python -m pip install --quiet --upgrade pip && \
+	  $$venv/bin/python -m pip install --quiet '.[dev]' && \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(UNIT_TESTS) || exit 1; \
+	  tested=$$((tested + 1)); \
+	done; \
+	test $$tested -gt 0 || { echo "test-pythons: none of $(PYTHONS) found"; exit 1; }
+
+# requirements.lock: the runtime dependency closure pinned for Python 3.11 (the image's), frozen from a clean venv
+# that holds the project and its [project].dependencies only. Run after changing those dependencies.
+LOCK_PYTHON ?= python3.11
+LOCK_VENV := build/lock-venv
+lock:
+	$(LOCK_PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "requirements.lock is for Python 3.11"'
+	rm -rf $(LOCK_VENV)
+	$(LOCK_PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet .
+	{ printf '%s\n' \
+	  '# Exact runtime dependency closure of hazard-detection-api for CPython 3.11 on Linux x86_64: what the Docker image' \
+	  '# installs (`pip install -r requirements.lock`, then the app'"'"'s wheel with --no-deps). Generated, do not edit by hand.' \
+	  '# Regenerate after changing [project].dependencies in pyproject.toml:' \
+	  '#   make lock' \
+	  '# which installs `.` into a clean Python 3.11 venv and writes `pip freeze --exclude hazard-detection-api` here.'; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude hazard-detection-api; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock

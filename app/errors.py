@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -17,7 +18,6 @@ from app.services.errors import ApiError
 log = structlog.get_logger(__name__)
 
 _HTTP_CODES = {
-    400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
@@ -35,11 +35,18 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None, retry_after: float | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     structlog.contextvars.bind_contextvars(code=code)  # the access line then says which error was sent
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    sent = dict(headers or {})
+    if retry_after is not None:
+        sent["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=sent)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -60,8 +67,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # The framework's only 400: a body it could not parse (JSON that is not UTF-8, a broken multipart envelope).
+        # For the contract that is an invalid request like any other (our own 400 is INVALID_IMAGE, an ApiError).
+        details = {"reason": str(exc.detail)}
+        return error_response(422, "VALIDATION_ERROR", "The request body could not be parsed.", details)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-    return error_response(exc.status_code, code, str(exc.detail))
+    # The framework's headers travel with it: `Allow` on a 405 says which methods the route has.
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

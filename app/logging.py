@@ -1,7 +1,8 @@
 """structlog configuration: JSON lines to stdout in production, a readable console in development.
 
 Everything (our events, uvicorn's, redis-py's) goes through one stdlib handler, so each line is written
-whole under one lock: two writers on stdout interleave their lines.
+whole under one lock: two writers on stdout interleave their lines. uvicorn's access log is off: the
+middleware logs each request once, with its request id and timings.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # Our middleware writes the one `request` line per request. uvicorn writes its own access line whenever
+    # `uvicorn.access` has a handler anywhere up its chain (hasHandlers()), whatever --access-log says, so it
+    # gets none: no handler, no propagation, and disabled in case anything adds one later.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True

@@ -8,16 +8,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from app import __version__
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.openapi import DocumentedAPI, operation_id
+from app.routers.admin import create_admin_router
 from app.routers.detect import create_detect_router
+from app.routers.docs import create_docs_router
 from app.routers.health import create_health_router
 from app.routers.media import create_media_router
 from app.routers.metrics import create_metrics_router
 from app.routers.sessions import create_sessions_router
 from app.runtime import Runtime
-from app.settings import Settings, get_settings
+from app.settings import Settings, SettingsError, get_settings
 
 JSON_BODY_LIMIT = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
@@ -35,24 +39,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await runtime.stop_after(starting)
 
-    app = FastAPI(
+    app = DocumentedAPI(
         title="Hazard Detection API",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         description="Road hazard detection on camera frames, per client session.",
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # served by the docs router, from the package's own Swagger UI assets
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.include_router(create_sessions_router(runtime.sessions, settings.session_history_limit))
+    app.include_router(
+        create_sessions_router(runtime.sessions, settings.session_history_limit, settings.session_max_ttl_seconds)
+    )
     app.include_router(create_detect_router(runtime.detection, settings))
     app.include_router(create_health_router(runtime.health))
     app.include_router(create_metrics_router(runtime.metrics, runtime.sessions))
     app.include_router(create_media_router(settings.storage_dir))
+    app.include_router(create_admin_router(runtime.auth, runtime.model_control))
+    app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
         image_prefix="/detect/",
-        image_limit=settings.max_image_bytes + MULTIPART_OVERHEAD,
+        image_limit=settings.max_image_bytes,
+        multipart_overhead=MULTIPART_OVERHEAD,
     )
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
     return app
@@ -61,5 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def __getattr__(name: str) -> FastAPI:
     # `app.main:app` is built on first access, so importing this module (tests, tools) builds nothing.
     if name == "app":
-        return create_app()
+        try:
+            settings = get_settings()
+        except SettingsError as exc:
+            # Whoever serves `app.main:app` (uvicorn, gunicorn) stops with the one-line reasons, no traceback.
+            raise SystemExit(str(exc)) from None
+        return create_app(settings)
     raise AttributeError(name)

@@ -73,18 +73,29 @@ class RequestContextMiddleware:
 class BodySizeLimitMiddleware:
     """Refuses bodies over the limit from Content-Length at once, and while streaming when it is absent or lies.
 
-    Paths under `image_prefix` carry frames and get `image_limit` (413 IMAGE_TOO_LARGE); every other
-    route takes small JSON bodies and gets `default_limit` (413 PAYLOAD_TOO_LARGE).
+    Paths under `image_prefix` carry frames (413 IMAGE_TOO_LARGE): a raw image body may be `image_limit` bytes,
+    a multipart body `multipart_overhead` more for its envelope (the router caps the file part itself at
+    `image_limit`). Every other route takes small JSON bodies and gets `default_limit` (413 PAYLOAD_TOO_LARGE).
     """
 
-    def __init__(self, app: ASGIApp, default_limit: int, image_prefix: str, image_limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, default_limit: int, image_prefix: str, image_limit: int, multipart_overhead: int
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.image_prefix = image_prefix
         self.image_limit = image_limit
+        self.multipart_overhead = multipart_overhead
+
+    def _limit(self, path: str, headers: dict[bytes, bytes]) -> int:
+        if not path.startswith(self.image_prefix):
+            return self.default_limit
+        media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        return self.image_limit + (self.multipart_overhead if media_type == b"multipart/form-data" else 0)
 
     def _too_large(self, path: str) -> ApiError:
         if path.startswith(self.image_prefix):
+            # The image limit, not the body limit: that is the figure a client can act on.
             return ImageTooLarge("The request body exceeds the size limit.", details={"max_bytes": self.image_limit})
         return PayloadTooLarge(details={"max_bytes": self.default_limit})
 
@@ -93,8 +104,9 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        limit = self.image_limit if path.startswith(self.image_prefix) else self.default_limit
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        limit = self._limit(path, headers)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             error = self._too_large(path)
             await error_response(error.status, error.code, error.message, error.details)(scope, receive, send)

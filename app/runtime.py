@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import asdict
+from pathlib import Path
 from typing import cast
 
 import structlog
+from pydantic import SecretStr
 
+from app import __version__
+from app.services.auth import OperatorAuth
 from app.services.breakers import AsyncBreaker
 from app.services.detection import DetectionService
+from app.services.fleet import FleetAgent, FleetControl, new_process_id
 from app.services.health import HealthChecks
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
+from app.services.inference.probe import Probe
+from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import ModelLoadError
+from app.services.memory import rss_mb
 from app.services.metrics import Metrics
+from app.services.model_control import ModelControl
 from app.services.redis_client import REDIS_FAILURES, create_redis, redact_url
 from app.services.serving import Phase, ServingState
 from app.services.sessions.pending import replay_forever
@@ -35,7 +46,7 @@ REPLAY_INTERVAL_SECONDS = 1.0
 
 
 class Runtime:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, role: str = "api") -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.state = ServingState()
@@ -59,40 +70,109 @@ class Runtime:
             rate_burst=settings.session_rate_limit_burst,
             fail_open=settings.session_store_fail_open,
             pending_limit=settings.pending_writes_limit,
+            count_max_age=settings.active_sessions_refresh_seconds,
             observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
+        self.probe = Probe()
+        self.registry = ModelRegistry(
+            settings.model_repository,
+            settings.model_dir,
+            self._build_engine,
+            self._verify_engine,
+            memory_limit_mb=settings.model_memory_limit_mb,
+            drain_seconds=settings.model_drain_seconds,
+        )
+        self.registry.on_change = self._model_changed
         upload_policy = UploadPolicy(self.uploads, settings.upload_min_confidence, settings.upload_min_interval_seconds)
-        self.detection = DetectionService(self.sessions, upload_policy, self.metrics, self.state)
-        self.health = HealthChecks(self.state, self.sessions, self.uploads, fail_open=settings.session_store_fail_open)
-        self.metrics.watch_pool(lambda: self.state.engine.stats() if self.state.engine else None)
+        self.detection = DetectionService(self.sessions, upload_policy, self.metrics, self.registry)
+        self.health = HealthChecks(
+            self.state,
+            self.registry,
+            self.sessions,
+            self.uploads,
+            self.probe,
+            fail_open=settings.session_store_fail_open,
+        )
+        self.metrics.watch_pool(lambda: self.registry.active_engine.stats() if self.registry.active_engine else None)
+        fleet = FleetControl(self.redis, settings.fleet_name, settings.fleet_heartbeat_seconds)
+        self.fleet = FleetAgent(
+            fleet,
+            self.redis,
+            self.registry,
+            self._describe,
+            process_id=new_process_id(role),
+            heartbeat_seconds=settings.fleet_heartbeat_seconds,
+            poll_seconds=settings.fleet_poll_seconds,
+        )
+        self.model_control = ModelControl(self.registry, fleet)
+        self.auth = OperatorAuth(
+            self.redis,
+            namespace=settings.fleet_name,
+            environment=settings.environment,
+            password_hash=_secret(settings.admin_password_hash),
+            password=_secret(settings.admin_password),
+            token=_secret(settings.admin_token),
+            max_failures=settings.admin_login_max_failures,
+            window_seconds=settings.admin_login_window_seconds,
+        )
+        self.role = role
         self._background: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
     async def start(self) -> None:
         """Bring everything up; a model that fails to load is reported, not raised (liveness stays up)."""
         await self._check_redis()
-        model_loaded = await self._start_model()
+        self.registry.discover()
+        await self.fleet.start()  # converges to the fleet's desired model state when Redis answers
+        await self._ensure_active_model()
         # Kept writes and spooled uploads are flushed whether or not this process can detect.
         replay = replay_forever(self.sessions.replay_pending, self.sessions.pending, REPLAY_INTERVAL_SECONDS)
         self._background.append(asyncio.create_task(replay, name="replay-pending-writes"))
         await self.uploads.start()
-        engine = self.state.engine
-        if model_loaded and engine is not None:
+        engine = self.registry.active_engine
+        if engine is not None:
             self.state.phase = Phase.READY
             log.info("service_ready", model=engine.info.name, version=engine.info.version, pool_size=engine.pool.size)
 
-    async def _start_model(self) -> bool:
+    async def _ensure_active_model(self) -> None:
+        """Without a fleet decision (Redis down, or its version failed here), serve MODEL_DIR's version."""
+        if self.registry.active is not None:
+            return
         try:
-            engine = await asyncio.to_thread(self._load_engine)
-            await engine.warm_up(self.settings.model_warmup_requests)
+            await self.registry.activate(self.registry.default_version)
         except ModelLoadError as exc:
             self.state.phase, self.state.model_error = Phase.MODEL_FAILED, str(exc)
-            log.error("model_load_failed", reason=str(exc))
-            return False
-        self.state.engine = engine
-        info = engine.info
-        self.metrics.model_info.info(
+
+    def _build_engine(self, path: Path, name: str) -> DetectionEngine:
+        """Read and compile one version (blocking: the registry runs it in a thread)."""
+        s = self.settings
+        model = load_model(
+            path,
+            device=s.model_device,
+            performance_hint=s.model_performance_hint,
+            inference_threads=s.model_inference_threads,
+            cache_dir=s.model_cache_dir,
+            name=name,
+        )
+        pool_size = s.model_max_concurrent or model.optimal_requests
+        log.info("model_compiled", model=name, optimal_requests=model.optimal_requests, pool_size=pool_size)
+        return DetectionEngine(model, pool_size, s.max_request_queue_size, s.max_image_pixels)
+
+    async def _verify_engine(self, engine: DetectionEngine) -> None:
+        """Warm it, then prove it on the probe frame before it may serve."""
+        await engine.warm_up(self.settings.model_warmup_requests)
+        result = await self.probe.run(engine)
+        if not result.ok:
+            raise ModelLoadError(
+                f"{engine.info.name} failed the probe frame: expected {result.expected_labels}, "
+                f"found {result.found_labels}"
+            )
+
+    def _model_changed(self) -> None:
+        engine = self.registry.active_engine
+        info = engine.info if engine is not None else None
+        active = (
             {
                 "name": info.name,
                 "version": info.version,
@@ -100,26 +180,36 @@ class Runtime:
                 "device": info.device,
                 "output_format": info.output_format.value,
             }
+            if info
+            else None
         )
-        self.metrics.model_ready.set(1)
-        return True
+        self.metrics.set_model_states({v["name"]: v["state"] for v in self.registry.describe()}, active)
+        if engine is not None and self.state.phase is Phase.MODEL_FAILED:
+            self.state.phase, self.state.model_error = Phase.READY, None  # an operator fixed it by activating
 
-    def _load_engine(self) -> DetectionEngine:
-        s = self.settings
-        model = load_model(
-            s.model_dir,
-            device=s.model_device,
-            performance_hint=s.model_performance_hint,
-            inference_threads=s.model_inference_threads,
-        )
-        pool_size = s.model_max_concurrent or model.optimal_requests
-        log.info("model_compiled", model=model.info.name, optimal_requests=model.optimal_requests, pool_size=pool_size)
-        return DetectionEngine(model, pool_size, s.max_request_queue_size, s.max_image_pixels)
+    def _describe(self) -> dict[str, object]:
+        """This process in its heartbeat (the registry adds its models)."""
+        engine = self.registry.active_engine
+        return {
+            "role": self.role,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "code_version": __version__,
+            "started_at": self.started_at,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "phase": self.state.phase.value,
+            "rss_mb": round(rss_mb(), 1),
+            "memory_limit_mb": self.settings.model_memory_limit_mb,
+            "pool": asdict(engine.stats()) if engine is not None else None,
+            "in_flight": self.detection.in_flight,
+            "breakers": {"redis": self.redis_breaker.state, self.uploads.breaker.name: self.uploads.breaker.state},
+            "upload_spool": self.uploads.spooled,
+        }
 
     async def _check_redis(self) -> None:
         try:
             await cast(Awaitable[bool], self.redis.ping())
-            log.info("redis_reachable", url=redact_url(self.settings.redis_url))
+            log.info("redis_reachable", url=redact_url(self.settings.redis_url), mode=self.settings.redis_mode)
         except REDIS_FAILURES as exc:
             mode = "fail-open: detection runs degraded" if self.settings.session_store_fail_open else "fail-closed"
             log.warning(
@@ -141,6 +231,7 @@ class Runtime:
         self.detection.refuse_new_frames()
         if not await self.detection.wait_idle(self.settings.shutdown_drain_seconds):
             log.warning("drain_timed_out", in_flight=self.detection.in_flight)
+        await self.fleet.stop()
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,11 +242,15 @@ class Runtime:
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self.started_at, 1),
-            pool=asdict(self.state.engine.stats()) if self.state.engine else None,
+            pool=asdict(self.registry.active_engine.stats()) if self.registry.active_engine else None,
             pending_writes_left=len(self.sessions.pending),
             pending_writes_dropped=self.sessions.pending.dropped,
             replayed=self.sessions.pending.replayed,
             uploads=self.uploads.stats(),
         )
-        self.state.engine = None
+        await self.registry.release_all()
         await self.redis.aclose()
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

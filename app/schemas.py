@@ -3,20 +3,61 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.services.serving import Phase
 from app.services.sessions.store import Session
+from app.services.uploads.status import UploadStatus
 
 
 def _iso(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+def json_integer(value: object) -> object:
+    """What JSON Schema calls an integer: pydantic's lax mode would also take `true` and `"3600"`."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    return value
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable: SESSION_NOT_FOUND, RATE_LIMITED, ... (see the README).")
+    message: str = Field(description="For people; may change between versions.")
+    details: dict[str, Any] = Field(description="What the code needs to be acted on, e.g. the accepted media types.")
+    request_id: str = Field(description="Also the X-Request-ID header; the log lines of this request carry it.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error, from every route, has this shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "SESSION_NOT_FOUND",
+                        "message": "No such session, or it has expired.",
+                        "details": {"session_id": "k3VbE2Jw4oKq5mSx0yPdLr8TfHn1aC7u"},
+                        "request_id": "6f1c2b7e0a9d4c3f8e5b1a2d3c4e5f60",
+                    }
+                }
+            ]
+        }
+    )
+
+    error: ErrorBody
+
+
 class SessionCreate(BaseModel):
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    ttl_seconds: int | None = Field(None, ge=1, description="Sliding TTL; at most SESSION_MAX_TTL_SECONDS.")
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metadata": {"vehicle": "van-7"}, "ttl_seconds": 3600}]})
+
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Anything the client wants kept with it.")
+    ttl_seconds: Annotated[int, Field(ge=1), BeforeValidator(json_integer)] | None = Field(
+        None, description="Sliding TTL; at most SESSION_MAX_TTL_SECONDS."
+    )
 
 
 class SessionOut(BaseModel):
@@ -44,6 +85,8 @@ class SessionOut(BaseModel):
 
 
 class Box(BaseModel):
+    """Pixels of the uploaded (EXIF-oriented) image: top-left and bottom-right corners."""
+
     x1: float
     y1: float
     x2: float
@@ -63,29 +106,158 @@ class ImageSize(BaseModel):
 
 
 class ModelRef(BaseModel):
-    name: str
-    version: str
+    name: str = Field(description="The model version (its folder in the model repository).")
+    version: str = Field(description="Digest of the version's weights: changes exactly when they do.")
 
 
 class SessionCheck(BaseModel):
-    verified: bool
-    degraded: bool
-    frame_count: int | None
+    verified: bool = Field(description="The session was checked against the session store.")
+    degraded: bool = Field(description="Served without the session store (fail-open); history is written later.")
+    frame_count: int | None = Field(description="Frames of the session so far; null when degraded.")
 
 
 class DetectResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "6f1c2b7e0a9d4c3f8e5b1a2d3c4e5f60",
+                    "session_id": "k3VbE2Jw4oKq5mSx0yPdLr8TfHn1aC7u",
+                    "detections": [
+                        {
+                            "label": "pothole",
+                            "class_id": 0,
+                            "confidence": 0.91,
+                            "box": {"x1": 412.5, "y1": 388.0, "x2": 596.25, "y2": 470.75},
+                        }
+                    ],
+                    "image": {"width": 1280, "height": 720},
+                    "model": {"name": "best0408", "version": "a381a085636d"},
+                    "session": {"verified": True, "degraded": False, "frame_count": 12},
+                    "timings_ms": {
+                        "decode": 3.1,
+                        "preprocess": 0.9,
+                        "queue_wait": 0.0,
+                        "infer": 11.4,
+                        "postprocess": 0.3,
+                    },
+                }
+            ]
+        }
+    )
+
     request_id: str
     session_id: str
     detections: list[DetectionOut]
     image: ImageSize
     model: ModelRef
     session: SessionCheck
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float] = Field(description="decode, preprocess, queue_wait, infer, postprocess")
+
+
+class UploadState(BaseModel):
+    status: UploadStatus
+    url: str | None = Field(None, description="Where the annotated frame landed, once it has.")
+
+
+class HistoryItem(BaseModel):
+    request_id: str
+    at: datetime
+    hazard_counts: dict[str, int]
+    detections: list[DetectionOut]
+    image: ImageSize
+    degraded: bool
+    upload: UploadState
+    model: ModelRef | None = Field(None, description="The model version that produced it (absent on old entries).")
 
 
 class HistoryPage(BaseModel):
     session_id: str
-    items: list[dict[str, Any]]
+    items: list[HistoryItem] = Field(description="Newest first.")
     total: int
     limit: int
     offset: int
+
+
+# Health reports. Fields a check only has in one outcome (a reason when it failed, a latency when it ran) are left
+# out of the answer when they do not apply.
+
+
+class LiveReport(BaseModel):
+    status: Literal["alive"]
+
+
+class ModelCheck(BaseModel):
+    ok: bool
+    name: str | None = None
+    version: str | None = None
+    reason: str | None = None
+
+
+class RedisCheck(BaseModel):
+    ok: bool
+    breaker: str = Field(description="closed, open or half-open")
+    latency_ms: float | None = None
+    reason: str | None = None
+
+
+class ReadyChecks(BaseModel):
+    model: ModelCheck
+    redis: RedisCheck
+
+
+class ReadyReport(BaseModel):
+    ready: bool
+    phase: Phase
+    degraded: bool = Field(description="Redis is unreachable and frames are served in degraded mode.")
+    reasons: list[str] = Field(description="Why it is not ready; empty when it is.")
+    checks: ReadyChecks
+
+
+class InferenceCheck(BaseModel):
+    ok: bool
+    model: str | None = Field(None, description="The active version the probe frame ran on.")
+    latency_ms: float | None = None
+    expected_labels: list[str] | None = None
+    found_labels: list[str] | None = None
+    reason: str | None = None
+
+
+class StorageCheck(BaseModel):
+    ok: bool
+    store: Literal["local", "cloudinary"]
+    latency_ms: float
+    reason: str | None = None
+    breaker: str
+    queued: int = Field(description="Uploads waiting in memory.")
+    spooled: int = Field(description="Uploads waiting on disk for a retry.")
+
+
+class DeepChecks(BaseModel):
+    inference: InferenceCheck
+    redis: RedisCheck
+    storage: StorageCheck
+
+
+class DeepReport(BaseModel):
+    status: Literal["ok", "fail"]
+    checks: DeepChecks
+
+
+class HealthLinks(BaseModel):
+    live: str
+    ready: str
+    deep: str
+
+
+class ServiceLinks(BaseModel):
+    docs: str
+    openapi: str
+    health: HealthLinks
+    metrics: str
+
+
+class ServiceIndex(BaseModel):
+    service: str
+    version: str
+    links: ServiceLinks

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.asyncio as redis
+
 JSONObject = dict[str, Any]
+# The one Redis client, by REDIS_MODE: standalone or cluster (app/services/redis_client.py builds it).
+RedisClient = redis.Redis | redis.RedisCluster
 # (operation, outcome, seconds) of one Redis round trip, for the latency histogram.
 RedisObserver = Callable[[str, str, float], None]
 # (breaker name, new state) when a circuit breaker changes state.

@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
 # Local operator stack: Redis (via ensure-redis.sh) plus the API in the background.
 #   scripts/stack.sh up|down|status|logs|restart-web      (the Makefile's up/down/status/logs/restart-web)
-# The API's PID file is $RUN_DIR/api.pid and its log $LOG_FILE. A Redis that `up` started is recorded in
-# $RUN_DIR/redis.pid, and `down` stops only that one; a Redis that was already answering is left alone.
+# The API's PID file is $RUN_DIR/api.pid, its log $LOG_FILE, and the address it was started with
+# $RUN_DIR/api.env: HOST, PORT and REDIS_URL not given in the environment are taken from there, so
+# `status`, `down` and `restart-web` find the API that `up` started. A redis-server that ensure-redis.sh
+# started (for `up` or `make run`) is recorded in $RUN_DIR/redis-<port>.pid, data and log in
+# $REDIS_DIR/<port>/; `down` stops only those. A Redis that was already answering is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOST="${HOST:-127.0.0.1}"
-PORT="${PORT:-8000}"
+GIVEN_HOST="${HOST:-}"
+GIVEN_PORT="${PORT:-}"
+GIVEN_REDIS_URL="${REDIS_URL:-}"
 VENV="${VENV:-.venv}"
 RUN_DIR="${RUN_DIR:-var/run}"
+REDIS_DIR="${REDIS_DIR:-var/redis}"
 LOG_FILE="${LOG_FILE:-var/log/api.log}"
 READY_TIMEOUT="${READY_TIMEOUT:-90}"
 # uvicorn's graceful shutdown (10 s) + SHUTDOWN_DRAIN_SECONDS (10 s) + UPLOAD_FLUSH_SECONDS (5 s) + margin.
 STOP_TIMEOUT="${STOP_TIMEOUT:-40}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-export REDIS_URL
+export RUN_DIR REDIS_DIR # for ensure-redis.sh
 
 API_PID_FILE="$RUN_DIR/api.pid"
-OWNED_REDIS_PID_FILE="$RUN_DIR/redis.pid"
-REDIS_PID_FILE="var/redis/redis.pid" # written by ensure-redis.sh when it starts a redis-server
-BASE_URL="http://$HOST:$PORT"
+API_ENV_FILE="$RUN_DIR/api.env"
+HOST="" PORT="" REDIS_URL="" BASE_URL="" # set by resolve_address
 DETACH=""
 command -v setsid >/dev/null 2>&1 && DETACH="setsid"
 
@@ -31,9 +34,46 @@ fail() { echo "stack: $*" >&2; exit 1; }
 live_pid() {
   local file="$1" pid
   [ -f "$file" ] || return 1
-  pid="$(tr -dc '0-9' <"$file")"
+  pid="$(head -n 1 "$file" | tr -dc '0-9')"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   echo "$pid"
+}
+
+# A value recorded in $API_ENV_FILE by the `up` or `restart-web` that started the API (read, never sourced).
+recorded() {
+  local key value
+  [ -f "$API_ENV_FILE" ] || return 0
+  while IFS='=' read -r key value; do
+    if [ "$key" = "$1" ]; then
+      echo "$value"
+      return 0
+    fi
+  done <"$API_ENV_FILE"
+}
+
+# HOST, PORT and REDIS_URL: the ones given, else the recorded ones, else the defaults. With "if-running"
+# the recorded ones count only while the API they belong to is alive (otherwise `up` starts afresh).
+resolve_address() {
+  local rec_host="" rec_port="" rec_redis=""
+  if [ "$1" = always ] || live_pid "$API_PID_FILE" >/dev/null; then
+    rec_host="$(recorded HOST)"
+    rec_port="$(recorded PORT)"
+    rec_redis="$(recorded REDIS_URL)"
+  fi
+  HOST="${GIVEN_HOST:-${rec_host:-127.0.0.1}}"
+  PORT="${GIVEN_PORT:-${rec_port:-8000}}"
+  REDIS_URL="${GIVEN_REDIS_URL:-${rec_redis:-redis://127.0.0.1:6379/0}}"
+  export REDIS_URL
+  [[ "$PORT" =~ ^[0-9]+$ ]] || fail "PORT must be a number, not '$PORT'"
+  BASE_URL="http://$HOST:$PORT"
+}
+
+# The address the API was started with, for status/restart-web/down; REDIS_URL may hold a password: 0600.
+record_address() {
+  (
+    umask 077
+    printf 'HOST=%s\nPORT=%s\nREDIS_URL=%s\n' "$HOST" "$PORT" "$REDIS_URL" >"$API_ENV_FILE"
+  )
 }
 
 # HTTP status of GET $1 ("000" when nothing answers).
@@ -66,27 +106,11 @@ log_tail() {
   fi
 }
 
-ensure_redis() {
-  local before after i
-  mkdir -p "$RUN_DIR"
-  before="$(live_pid "$REDIS_PID_FILE" || true)"
-  ./scripts/ensure-redis.sh
-  for ((i = 0; i < 20; i++)); do # redis writes its pidfile just after it daemonizes
-    after="$(live_pid "$REDIS_PID_FILE" || true)"
-    [ -n "$after" ] && break
-    sleep 0.05
-  done
-  if [ -n "$after" ] && [ "$after" != "$before" ]; then
-    echo "$after" >"$OWNED_REDIS_PID_FILE"
-    log "redis-server pid $after started by this stack (stopped by 'down')"
-  fi
-}
-
 wait_until_ready() {
   local pid="$1" i code body
   for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$API_PID_FILE"
+      rm -f "$API_PID_FILE" "$API_ENV_FILE"
       log_tail
       fail "api (pid $pid) exited during start"
     fi
@@ -113,7 +137,7 @@ start_api() {
   local pid
   mkdir -p "$RUN_DIR" "$(dirname "$LOG_FILE")"
   if pid="$(live_pid "$API_PID_FILE")"; then
-    log "api already running (pid $pid)"
+    log "api already running (pid $pid) on $BASE_URL"
   else
     [ -x "$VENV/bin/uvicorn" ] || fail "$VENV/bin/uvicorn not found; run 'make run' or 'make test' once to install"
     if [ "$(http_code "$BASE_URL/health/live")" != "000" ]; then
@@ -125,6 +149,7 @@ start_api() {
       --timeout-graceful-shutdown 10 </dev/null >>"$LOG_FILE" 2>&1 &
     pid=$!
     echo "$pid" >"$API_PID_FILE"
+    record_address
     log "api started (pid $pid), logs in $LOG_FILE; waiting for $BASE_URL/health/ready"
   fi
   wait_until_ready "$pid"
@@ -134,7 +159,7 @@ start_api() {
 stop_api() {
   local pid
   if ! pid="$(live_pid "$API_PID_FILE")"; then
-    rm -f "$API_PID_FILE"
+    rm -f "$API_PID_FILE" "$API_ENV_FILE"
     log "api not running"
     return 0
   fi
@@ -145,43 +170,81 @@ stop_api() {
     kill -KILL "$pid" 2>/dev/null || true
     wait_for_exit "$pid" 5 || true
   fi
-  rm -f "$API_PID_FILE"
+  rm -f "$API_PID_FILE" "$API_ENV_FILE"
   log "api stopped"
 }
 
+# The redis-servers ensure-redis.sh started: "pid port" per line, for records whose process is alive.
+owned_redis() {
+  local file port pid
+  for file in "$RUN_DIR"/redis-*.pid; do
+    [ -f "$file" ] || continue
+    port="${file##*/redis-}"
+    port="${port%.pid}"
+    [[ "$port" =~ ^[0-9]+$ ]] || continue
+    pid="$(live_pid "$file")" || continue
+    echo "$pid" "$port"
+  done
+}
+
 stop_owned_redis() {
-  local pid
-  if ! pid="$(live_pid "$OWNED_REDIS_PID_FILE")"; then
-    rm -f "$OWNED_REDIS_PID_FILE"
-    return 0
-  fi
-  # Guard against a recycled PID: only a redis-server is ours to stop.
-  case "$(ps -o comm= -p "$pid" 2>/dev/null || true)" in
-    redis-server*) ;;
-    *)
-      rm -f "$OWNED_REDIS_PID_FILE"
-      log "pid $pid is no longer a redis-server; left alone"
-      return 0
-      ;;
-  esac
-  log "stopping redis-server (pid $pid) started by this stack"
-  kill -TERM "$pid" 2>/dev/null || true
-  wait_for_exit "$pid" 10 || log "redis-server (pid $pid) did not stop within 10s"
-  rm -f "$OWNED_REDIS_PID_FILE"
+  local file port pid stopped=0
+  for file in "$RUN_DIR"/redis-*.pid; do
+    [ -f "$file" ] || continue
+    port="${file##*/redis-}"
+    port="${port%.pid}"
+    if ! pid="$(live_pid "$file")"; then
+      rm -f "$file"
+      continue
+    fi
+    # Guard against a recycled PID: only a redis-server serving the recorded port is ours to stop.
+    if [ "$(ps -o comm= -p "$pid" 2>/dev/null || true)" != "redis-server" ] ||
+      [[ " $(ps -o args= -p "$pid" 2>/dev/null || true) " != *":$port "* ]]; then
+      rm -f "$file"
+      log "pid $pid is no longer the redis-server on port $port; left alone"
+      continue
+    fi
+    log "stopping redis-server (pid $pid, port $port) started by make run/up"
+    kill -TERM "$pid" 2>/dev/null || true
+    if wait_for_exit "$pid" 20; then
+      rm -f "$file"
+      log "redis-server (pid $pid) stopped"
+      stopped=$((stopped + 1))
+    else
+      log "redis-server (pid $pid) did not stop within 20s; its record $file is kept"
+    fi
+  done
+  [ "$stopped" -gt 0 ] || log "no redis-server started by make run/up is running"
 }
 
 cmd_up() {
-  ensure_redis
+  local running
+  resolve_address if-running
+  if live_pid "$API_PID_FILE" >/dev/null && [ -f "$API_ENV_FILE" ]; then
+    running="$(recorded HOST):$(recorded PORT)"
+    if [ "$running" != "$HOST:$PORT" ]; then
+      fail "api already running on http://$running; 'make down' first, or 'make restart-web HOST=$HOST PORT=$PORT'"
+    fi
+  fi
+  ./scripts/ensure-redis.sh
   start_api
 }
 
 cmd_down() {
+  resolve_address always
   stop_api
   stop_owned_redis
 }
 
+cmd_restart_web() {
+  resolve_address always
+  stop_api
+  start_api
+}
+
 cmd_status() {
-  local pid host port redis_state
+  local pid port host redis_state
+  resolve_address always
   if pid="$(live_pid "$API_PID_FILE")"; then
     log "api: running (pid $pid) on $BASE_URL"
     log "  /health/live  -> $(http_code "$BASE_URL/health/live")"
@@ -200,11 +263,10 @@ cmd_status() {
   else
     redis_state="not running (nothing answers on $host:$port)"
   fi
-  if pid="$(live_pid "$OWNED_REDIS_PID_FILE")"; then
-    log "redis: $redis_state, pid $pid started by this stack"
-  else
-    log "redis: $redis_state"
-  fi
+  log "redis: $redis_state"
+  while read -r pid port; do
+    log "redis: pid $pid on port $port started by make run/up ('make down' stops it)"
+  done < <(owned_redis)
 }
 
 cmd_logs() {
@@ -217,9 +279,6 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   logs) cmd_logs ;;
-  restart-web)
-    stop_api
-    start_api
-    ;;
+  restart-web) cmd_restart_web ;;
   *) fail "usage: $0 up|down|status|logs|restart-web" ;;
 esac

@@ -1,22 +1,32 @@
-"""Shared fixtures: a private redis-server, settings pointing at it, and a started app with an HTTP client."""
+"""Shared fixtures: a private redis-server (and, for tests that run on both, a private Redis Cluster), settings
+pointing at it, and a started app with an HTTP client."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
+import redis.cluster
 from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
 
 STOP_WITHIN_SECONDS = 30  # a shutdown that hangs must fail the test, not stall the suite
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "best0408_openvino_model"
+
+RedisTarget = RedisProcess | RedisCluster
+SyncRedis = redis.Redis | redis.cluster.RedisCluster
+# `pytestmark = both_redis_backends` runs every test of a module once per REDIS_MODE; ids say which.
+both_redis_backends = pytest.mark.parametrize("redis_backend", ["standalone", "cluster"], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -27,21 +37,73 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.kill()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Started on first use only: most tests never need it."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.kill()
+
+
 @pytest.fixture
-def make_settings(redis_server: RedisProcess, tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for a test: the suite's Redis (a fresh logical db each time is not needed: ids are random)."""
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """The REDIS_MODE of the test's app: standalone, unless its module runs on both (`both_redis_backends`)."""
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture
+def redis_target(redis_backend: str, request: pytest.FixtureRequest) -> RedisTarget:
+    """The suite's Redis of the test's backend."""
+    target: RedisTarget = request.getfixturevalue("redis_cluster" if redis_backend == "cluster" else "redis_server")
+    return target
+
+
+def redis_settings(target: RedisTarget) -> dict[str, Any]:
+    """The settings that point an app at `target`."""
+    return {"redis_url": target.url, "redis_mode": "cluster" if isinstance(target, RedisCluster) else "standalone"}
+
+
+def node_clients(target: RedisTarget) -> list[redis.Redis]:
+    """One client per server: per-node commands (INFO, CONFIG RESETSTAT, DBSIZE) must visit every cluster node."""
+    if isinstance(target, RedisCluster):
+        return [redis.Redis(port=port, decode_responses=True) for port in target.ports]
+    return [target.client()]
+
+
+@pytest.fixture
+def direct_redis(redis_target: RedisTarget) -> Iterator[SyncRedis]:
+    """A client straight to the test's Redis, bypassing the app: what is really stored."""
+    client = redis_target.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenVINO's compile cache, shared by the suite: apps after the first load the model faster."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture
+def make_settings(redis_target: RedisTarget, tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
+    """Settings for a test: the suite's Redis (ids are random, so tests share it) and a fleet of its own."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "environment": "test",
             "model_dir": MODEL_DIR,
-            "redis_url": redis_server.url,
+            "model_repository": MODEL_DIR.parent,
+            "model_cache_dir": model_cache,
+            "fleet_name": f"test-{uuid.uuid4().hex[:12]}",  # no test sees another's desired model state
+            **redis_settings(redis_target),
             "storage_dir": tmp_path / "uploads",
             "spool_dir": tmp_path / "spool",
             "log_json": True,
             "log_level": "WARNING",
             "model_warmup_requests": 1,
             "upload_min_interval_seconds": 0,  # tests that count uploads want every frame considered
+            "active_sessions_refresh_seconds": 0,  # tests read the gauge right after changing sessions
         }
         values.update(overrides)
         return Settings(**values)

@@ -6,6 +6,7 @@ import configparser
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import tomllib
@@ -15,11 +16,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import uvicorn
 import yaml
 from fastapi import FastAPI
 from PIL import Image
 from starlette.routing import Match
 
+import app.__main__ as launcher
 from app.main import create_app
 from app.schemas import SessionOut
 from app.settings import Settings
@@ -137,27 +140,45 @@ def test_image_healthcheck_asks_liveness_on_the_app_port(app: FastAPI) -> None:
     assert "curl" not in healthcheck  # python:3.11-slim has no curl
 
 
-def test_image_serves_one_uvicorn_worker_on_all_interfaces() -> None:
+def test_image_serves_one_uvicorn_worker_on_all_interfaces(monkeypatch: pytest.MonkeyPatch) -> None:
     (cmd,) = instructions(final_stage(), "CMD")
     argv = yaml.safe_load(cmd)  # the exec form is a JSON array
-    assert argv[:2] == ["uvicorn", "app.main:app"]
+    assert argv[0] == "hazard-api"  # the installed console script, not a source checkout
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["hazard-api"] == "app.__main__:main"
+    # What the script would hand uvicorn for the image's arguments (main() installs signal handlers: put them back).
+    calls: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **options: calls.append((target, options)))
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        launcher.main(argv[1:])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    ((target, options),) = calls
+    assert target == "app.main:app"
+    assert options["host"] == "0.0.0.0"
+    assert options["port"] == APP_PORT
+    assert options["workers"] == 1
+    assert options["access_log"] is False
+    assert options["timeout_graceful_shutdown"] == UVICORN_GRACEFUL_SECONDS
 
-    def option(name: str) -> str:
-        return str(argv[argv.index(name) + 1])
 
-    assert option("--host") == "0.0.0.0"
-    assert option("--port") == str(APP_PORT)
-    assert option("--workers") == "1"
-    assert option("--timeout-graceful-shutdown") == str(UVICORN_GRACEFUL_SECONDS)
-
-
-def test_image_bakes_in_the_default_model_and_the_app_package() -> None:
-    stage = final_stage()
+def test_image_bakes_in_the_default_model_and_installs_the_app_wheel() -> None:
+    builder, stage = dockerfile_stages()[0], final_stage()
     model_dir = Settings.model_fields["model_dir"].default
     copies = [args.split() for args in instructions(stage, "COPY")]
     sources = {Path(parts[-2].rstrip("/")) for parts in copies if not parts[0].startswith("--")}
     assert model_dir in sources
-    assert Path("app") in sources  # the whole package, assets included
+    # The app runs as an installed package (its wheel carries app/assets), from the venv the builder filled.
+    assert Path("app") not in sources
+    assert ["--from=builder", "/opt/venv", "/opt/venv"] in copies
+    builder_copies = {
+        Path(source.rstrip("/")) for args in instructions(builder, "COPY") for source in args.split()[:-1]
+    }
+    assert {Path("app"), Path("pyproject.toml"), Path("README.md")} <= builder_copies  # README.md: [project].readme
+    builder_runs = " ".join(instructions(builder, "RUN"))
+    assert "pip wheel --no-deps" in builder_runs and "pip install --no-deps /build/dist/*.whl" in builder_runs
     (workdir,) = instructions(stage, "WORKDIR")
     assert dockerfile_env(stage).get("MODEL_DIR", str(model_dir)) in {str(model_dir), f"{workdir}/{model_dir}"}
 
@@ -166,11 +187,14 @@ def test_image_gets_runtime_dependencies_only() -> None:
     text = " ".join(args for stage in dockerfile_stages() for _, args in stage).lower()
     for forbidden in ("torch", "ultralytics", "[dev]", "[train]", "pip install -e", "pip install ."):
         assert forbidden not in text, forbidden
-    # The builder installs [project].dependencies: they must hold none of the training stack.
-    assert "['project']['dependencies']" in DOCKERFILE.read_text(encoding="utf-8")
+    # The builder installs the pinned closure of [project].dependencies (tests/test_package.py checks that the lock
+    # is that closure), then the app's wheel without dependencies: neither may hold the training stack.
+    builder_runs = instructions(dockerfile_stages()[0], "RUN")
+    assert any("pip install -r requirements.lock" in run for run in builder_runs)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    for dependency in project["dependencies"]:
-        assert not re.match(r"(torch|torchvision|ultralytics|pytest|onnx)\b", dependency), dependency
+    pinned = (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines()
+    for dependency in [*project["dependencies"], *pinned]:
+        assert not re.match(r"(torch|torchvision|ultralytics|pytest|onnx)\b", dependency.lower()), dependency
 
 
 def test_runtime_stage_installs_no_build_tools() -> None:
@@ -187,7 +211,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     }
     for required in (".git", ".venv*", "build/", "var/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".env"):
         assert required in patterns, required
-    for needed in ("app", "app/", "models", "models/", "pyproject.toml", "*"):
+    for needed in ("app", "app/", "models", "models/", "pyproject.toml", "README.md", "requirements.lock", "*"):
         assert needed not in patterns, needed
 
 
@@ -575,3 +599,204 @@ def test_stack_status_says_not_running_when_nothing_runs(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "api: not running" in result.stdout
     assert "redis: not running" in result.stdout
+
+
+def stack_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """The stack's state (PID files, log, Redis data, uploads) under tmp_path: never the repo's var/."""
+    env = {key: value for key, value in os.environ.items() if key not in {"HOST", "PORT", "REDIS_URL", "MAKEFLAGS"}}
+    env.update(
+        RUN_DIR=str(tmp_path / "run"),
+        LOG_FILE=str(tmp_path / "log" / "api.log"),
+        REDIS_DIR=str(tmp_path / "redis"),
+        STORAGE_DIR=str(tmp_path / "uploads"),
+        SPOOL_DIR=str(tmp_path / "spool"),
+        READY_TIMEOUT="60",
+    )
+    env.update(values)
+    return env
+
+
+def stack(command: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(STACK), command], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def ensure_redis(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """What `make run` does before it serves."""
+    script = ROOT / "scripts" / "ensure-redis.sh"
+    return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+def wait_until(predicate: Any, seconds: float = 10) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def recorded_pid(path: Path) -> int:
+    return int(path.read_text(encoding="utf-8").split()[0])
+
+
+def kill_recorded(run_dir: Path) -> None:
+    """Last resort after a failed test: stop whatever the stack recorded under this test's own run dir."""
+    import signal
+
+    for record in run_dir.glob("*.pid") if run_dir.is_dir() else []:
+        try:
+            pid = recorded_pid(record)
+            os.kill(pid, signal.SIGTERM)
+            if not wait_until(lambda pid=pid: not pid_alive(pid), 20):
+                os.kill(pid, signal.SIGKILL)
+        except (ValueError, ProcessLookupError):
+            pass
+
+
+@pytest.fixture
+def stack_dirs(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    kill_recorded(tmp_path / "run")
+
+
+def test_makefile_passes_host_and_port_to_the_stack_only_when_given(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+
+    def recipe(*args: str, extra: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            ["make", "--no-print-directory", "-n", *args],
+            cwd=ROOT,
+            env={**env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    for target in ("status", "down"):
+        assert "PORT=" not in recipe(target) and "HOST=" not in recipe(target)
+        assert "PORT='8123'" in recipe(target, "PORT=8123")
+        assert "HOST='0.0.0.0'" in recipe(target, extra={"HOST": "0.0.0.0"})
+    assert "--host 127.0.0.1 --port 8000 " in recipe("run")
+    assert "--port 8123 " in recipe("run", "PORT=8123")
+
+
+def test_stack_down_is_harmless_when_nothing_ever_ran(stack_dirs: Path) -> None:
+    env = stack_env(stack_dirs, PORT=str(free_port()), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    for _ in range(2):
+        result = stack("down", env)
+        assert result.returncode == 0, result.stderr
+        assert "api not running" in result.stdout
+
+
+def test_redis_started_for_make_run_is_recorded_and_stopped_by_down(stack_dirs: Path) -> None:
+    redis_port = free_port()
+    env = stack_env(stack_dirs, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
+    started = ensure_redis(env)
+    assert started.returncode == 0, started.stderr
+    record = stack_dirs / "run" / f"redis-{redis_port}.pid"
+    assert redis_answers(redis_port) and pid_alive(recorded_pid(record))
+    assert (stack_dirs / "redis" / str(redis_port) / "redis.log").is_file()
+    pid = recorded_pid(record)
+
+    stopped = stack("down", stack_env(stack_dirs))  # no REDIS_URL: the record says which Redis is ours
+    assert stopped.returncode == 0, stopped.stderr
+    assert wait_until(lambda: not redis_answers(redis_port))
+    assert not pid_alive(pid) and not record.exists()
+
+
+def test_stack_never_stops_a_redis_it_did_not_start(stack_dirs: Path) -> None:
+    from tests.support.redis_process import RedisProcess
+
+    foreign = RedisProcess(stack_dirs / "foreign")
+    foreign.start()
+    try:
+        env = stack_env(stack_dirs, REDIS_URL=foreign.url)
+        seen = ensure_redis(env)
+        assert seen.returncode == 0, seen.stderr
+        assert "not started here" in seen.stdout
+        assert not list((stack_dirs / "run").glob("redis-*.pid"))
+        assert stack("down", env).returncode == 0
+        assert redis_answers(foreign.port)
+    finally:
+        foreign.kill()
+
+
+def test_stack_up_remembers_its_port_and_down_stops_the_api_and_its_redis(stack_dirs: Path) -> None:
+    if not os.access(ROOT / ".venv" / "bin" / "uvicorn", os.X_OK):
+        pytest.skip(".venv is not installed (make run or make test installs it)")
+    port, redis_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    run_dir = stack_dirs / "run"
+    told = stack_env(stack_dirs, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
+    untold = stack_env(stack_dirs)  # neither PORT nor REDIS_URL: both come from what `up` recorded
+
+    up = stack("up", told, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert http_status(f"{base}/health/ready") == 200
+    assert redis_answers(redis_port)
+    api_pid = recorded_pid(run_dir / "api.pid")
+    redis_pid = recorded_pid(run_dir / f"redis-{redis_port}.pid")
+    assert (run_dir / "api.env").stat().st_mode & 0o077 == 0  # REDIS_URL may hold a password
+
+    status = stack("status", untold)
+    assert status.returncode == 0, status.stderr
+    assert f"api: running (pid {api_pid}) on {base}" in status.stdout
+    assert f"redis: answering on 127.0.0.1:{redis_port}" in status.stdout
+    assert f"redis: pid {redis_pid} on port {redis_port} started by" in status.stdout
+
+    elsewhere = stack("up", {**untold, "PORT": str(free_port())})
+    assert elsewhere.returncode != 0 and f"already running on {base}" in elsewhere.stderr
+    assert pid_alive(api_pid)
+
+    restarted = stack("restart-web", untold, timeout=120)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert not pid_alive(api_pid)
+    api_pid = recorded_pid(run_dir / "api.pid")
+    assert http_status(f"{base}/health/ready") == 200
+
+    down = stack("down", untold, timeout=90)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert wait_until(lambda: http_status(f"{base}/health/live") == 0)
+    assert wait_until(lambda: not redis_answers(redis_port))
+    assert not pid_alive(api_pid) and not pid_alive(redis_pid)
+    assert not list(run_dir.iterdir())
+
+    again = stack("down", untold)
+    assert again.returncode == 0, again.stderr
+    assert "api not running" in again.stdout

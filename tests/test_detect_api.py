@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, both_redis_backends
 from tests.support.images import encode, png_bomb, scene_with_hazards
 
+pytestmark = both_redis_backends
 SCENE, FRAME = scene_with_hazards(seed=5, size=(1280, 720))
 ERROR_FIELDS = {"code", "message", "details", "request_id"}
 

@@ -34,7 +34,8 @@ async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
     for _ in range(3):
         response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
         detections += response.json()["detections"]
-    await api.client.post("/detect/unknown", content=FRAME, headers={"content-type": "image/jpeg"})
+    unknown = "u" * 32  # shaped like a session id, so Redis is asked (a malformed id is refused before that)
+    await api.client.post(f"/detect/{unknown}", content=FRAME, headers={"content-type": "image/jpeg"})
     after = await scrape(api)
 
     route = {"route": "/detect/{session_id}", "method": "POST"}
@@ -79,3 +80,13 @@ async def test_latency_histogram_buckets_bracket_the_150ms_target(api: RunningAp
     text = (await api.client.get("/metrics")).text
     buckets = set(re.findall(r'hazard_http_request_duration_seconds_bucket\{[^}]*le="([^"]+)"', text))
     assert {"0.1", "0.125", "0.15", "0.2"} <= buckets
+
+
+async def test_active_sessions_gauge_is_counted_at_most_once_per_refresh_interval(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(active_sessions_refresh_seconds=60))
+    counted = value(await scrape(api), "hazard_active_sessions")
+    await api.new_session()
+    assert value(await scrape(api), "hazard_active_sessions") == counted  # the last count, no new scan
+    text = (await api.client.get("/metrics")).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "hazard_active_sessions")
+    assert "max()" in family.documentation  # every replica exports the same Redis-wide number

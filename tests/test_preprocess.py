@@ -10,7 +10,7 @@ from PIL import Image
 
 from app.services.errors import ImageTooLarge, InvalidImage
 from app.services.inference.preprocess import LETTERBOX_FILL, decode, letterbox
-from tests.support.images import encode, png_bomb
+from tests.support.images import encode, png_bomb, scene_with_hazards
 
 INPUT = 320
 MAX_PIXELS = 40_000_000
@@ -97,3 +97,31 @@ def test_truncated_png_is_invalid() -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)).save(buffer, "PNG")
     with pytest.raises(InvalidImage):
         letterbox(decode(buffer.getvalue()[: len(buffer.getvalue()) // 2], INPUT, INPUT, MAX_PIXELS), INPUT, INPUT)
+
+
+def _png_with_zeroed_data() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 200, 3), np.uint8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    return data[:100] + bytes(200) + data[300:]  # IDAT bytes zeroed: the header parses, the stream does not
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty image"),
+        (b"definitely not an image", "unrecognized image format"),
+        (encode(Image.new("RGB", (64, 64)), "GIF"), "unrecognized image format"),
+        (encode(Image.new("RGB", (640, 480)), quality=90)[:300], "truncated image data"),
+        (scene_with_hazards(seed=3, size=(320, 240))[1][:4000], "truncated image data"),
+        (_png_with_zeroed_data(), "corrupt image data"),
+    ],
+    ids=["empty", "garbage", "gif", "truncated-jpeg-header", "truncated-jpeg-scan", "corrupt-png"],
+)
+def test_invalid_image_details_give_a_stable_reason_without_object_reprs(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidImage) as caught:
+        letterbox(decode(data, INPUT, INPUT, MAX_PIXELS), INPUT, INPUT)
+    assert caught.value.details == {"reason": reason}
+    # Pillow's messages carry reprs such as "<_io.BytesIO object at 0x7f...>": none may reach a client.
+    for leak in ("<", ">", "0x", "object at", "BytesIO"):
+        assert leak not in caught.value.message + str(caught.value.details)

@@ -1,4 +1,7 @@
-"""Redis really goes away mid-burst and comes back: answers keep coming, nothing kept is lost."""
+"""Redis really goes away mid-burst and comes back: answers keep coming, nothing kept is lost.
+
+On a cluster, the whole cluster goes away (every node killed) and comes back on the same ports and directories.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +12,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningApp
+from app.services.redis_client import REDIS_FAILURES
+from app.services.sessions.store import session_key
+from tests.conftest import RedisTarget, RunningApp, both_redis_backends, redis_settings
 from tests.support.images import scene_with_hazards
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
 
+pytestmark = both_redis_backends
 _, FRAME = scene_with_hazards(seed=11, size=(640, 360))
 ANSWER_BOUND_SECONDS = 2.0  # socket timeout is 0.5 s; once the breaker is open there is no wait at all
 
 
+@pytest.fixture(scope="module")
+def killable_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One persistent cluster for this module's cluster tests: creating one takes seconds, restarting it two."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("killable-cluster"), persistent=True)
+    yield cluster
+    cluster.kill()
+
+
 @pytest.fixture
-def killable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A redis-server of this test's own, persistent like a production one, so it can be killed and restarted."""
+def killable_redis(redis_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisTarget]:
+    """A Redis of this test's own, persistent like a production one, so it can be killed and restarted."""
+    if redis_backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("killable_cluster")
+        if not cluster.processes:  # first use, or a test that failed while it was down
+            cluster.start()
+        yield cluster  # left running for the next test; ids are random, so its data is in nobody's way
+        return
     server = RedisProcess(tmp_path / "redis-data", persistent=True)
     server.start()
     yield server
@@ -42,10 +63,10 @@ async def wait_for(condition, within: float = 15.0) -> None:  # type: ignore[no-
 
 
 async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
-    start_app, make_settings, killable_redis: RedisProcess
+    start_app, make_settings, killable_redis: RedisTarget
 ) -> None:  # type: ignore[no-untyped-def]
     redis = killable_redis
-    api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=2, breaker_reset_seconds=0.3))
+    api = await start_app(make_settings(**redis_settings(redis), breaker_fail_max=2, breaker_reset_seconds=0.3))
     runtime = api.app.state.runtime
     session_id = await api.new_session()
     for _ in range(3):
@@ -76,14 +97,14 @@ async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
     history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 50})).json()
     assert history["total"] == 15
     assert sum(item["degraded"] for item in history["items"]) == 12
-    assert redis.client().llen(f"session:{session_id}:history") == 15
+    assert redis.client().llen(f"{session_key(session_id)}:history") == 15
 
 
 async def test_fail_closed_mode_refuses_frames_while_redis_is_down(
-    start_app, make_settings, killable_redis: RedisProcess
+    start_app, make_settings, killable_redis: RedisTarget
 ) -> None:  # type: ignore[no-untyped-def]
     redis = killable_redis
-    api = await start_app(make_settings(redis_url=redis.url, session_store_fail_open=False, breaker_fail_max=1))
+    api = await start_app(make_settings(**redis_settings(redis), session_store_fail_open=False, breaker_fail_max=1))
     session_id = await api.new_session()
     redis.kill()
     for _ in range(3):
@@ -100,10 +121,10 @@ async def test_fail_closed_mode_refuses_frames_while_redis_is_down(
 
 
 async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
-    start_app, make_settings, killable_redis: RedisProcess
+    start_app, make_settings, killable_redis: RedisTarget
 ) -> None:  # type: ignore[no-untyped-def]
     redis = killable_redis
-    api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=1, breaker_reset_seconds=0.2))
+    api = await start_app(make_settings(**redis_settings(redis), breaker_fail_max=1, breaker_reset_seconds=0.2))
     sessions = api.app.state.runtime.sessions
     poisoned, healthy = await api.new_session(), await api.new_session()
     redis.kill()
@@ -112,24 +133,45 @@ async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
         assert status == 200 and body["session"]["degraded"]
     assert len(sessions.pending) == 2
     redis.start()
-    redis.client().set(f"session:{poisoned}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
+    redis.client().set(f"{session_key(poisoned)}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
 
     await wait_for(lambda: _no_pending(sessions))
-    assert redis.client().get(f"session:{poisoned}:history") == "not a list"
-    assert redis.client().llen(f"session:{healthy}:history") == 1
-    assert redis.client().hget(f"session:{healthy}", "frame_count") == "1"
+    assert redis.client().get(f"{session_key(poisoned)}:history") == "not a list"
+    assert redis.client().llen(f"{session_key(healthy)}:history") == 1
+    assert redis.client().hget(session_key(healthy), "frame_count") == "1"
 
 
 async def _no_pending(sessions) -> bool:  # type: ignore[no-untyped-def]
     return len(sessions.pending) == 0  # type: ignore[no-any-return]
 
 
+async def test_calls_that_fail_during_a_long_outage_do_not_use_up_the_connection_pool(
+    start_app, make_settings, killable_redis: RedisTarget
+) -> None:  # type: ignore[no-untyped-def]
+    """A failed call must give its connection back, or after enough of them none is left once Redis returns."""
+    redis = killable_redis
+    api = await start_app(make_settings(**redis_settings(redis), redis_max_connections=2, breaker_reset_seconds=0.2))
+    session_id = await api.new_session()
+    redis.kill()
+    for _ in range(20):  # ten times the pool, straight to the client: the breaker would spare it most of them
+        with pytest.raises(REDIS_FAILURES):
+            await api.app.state.runtime.redis.ping()
+    redis.start()
+
+    async def readable() -> bool:
+        return (await api.client.get(f"/sessions/{session_id}")).status_code == 200
+
+    await wait_for(readable)
+
+
 async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
-    start_app, make_settings, killable_redis: RedisProcess
+    start_app, make_settings, killable_redis: RedisTarget
 ) -> None:  # type: ignore[no-untyped-def]
     redis = killable_redis
     api = await start_app(
-        make_settings(redis_url=redis.url, breaker_fail_max=2, breaker_reset_seconds=0.3, request_timeout_seconds=10)
+        make_settings(
+            **redis_settings(redis), breaker_fail_max=2, breaker_reset_seconds=0.3, request_timeout_seconds=10
+        )
     )
     session_id = await api.new_session()
 
@@ -158,4 +200,4 @@ async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
     assert sorted(item["request_id"] for item in items) == sorted(body["request_id"] for _, body, _ in answers)
     assert sum(item["degraded"] for item in items) == degraded
     # A frame Redis admitted just before dying, without replying, is counted again on replay: at least once.
-    assert 40 <= int(redis.client().hget(f"session:{session_id}", "frame_count")) <= 40 + 2
+    assert 40 <= int(redis.client().hget(session_key(session_id), "frame_count")) <= 40 + 2

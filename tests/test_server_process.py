@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,54 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MODEL_DIR
+from app.services.sessions.store import session_key
 from tests.support.images import scene_with_hazards
-from tests.support.redis_process import RedisProcess, free_port
+from tests.support.redis_process import RedisProcess
+from tests.support.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 _, FRAME = scene_with_hazards(seed=13, size=(1280, 720))
-
-
-class Server:
-    def __init__(self, redis_url: str, tmp_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / "server.log"
-        environment = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "MODEL_DIR": str(MODEL_DIR),
-            "STORAGE_DIR": str(tmp_path / "uploads"),
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "LOG_LEVEL": "INFO",
-            "CLOUDINARY_URL": "cloudinary://123456:never-log-this-secret@demo?upload_prefix=http://127.0.0.1:9",
-            **env,
-        }
-        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--no-access-log", "--timeout-graceful-shutdown", "20"]
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(self.log_path.read_text())
-
-    def log_lines(self) -> list[dict]:  # type: ignore[type-arg]
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture
@@ -90,16 +46,16 @@ def test_sigterm_answers_every_accepted_frame_and_refuses_the_rest(server: Serve
     with ThreadPoolExecutor(max_workers=40) as pool:
         in_flight = [pool.submit(post_frame, server.base_url, session_id) for _ in range(40)]
         deadline = time.monotonic() + 20
-        while int(redis.hget(f"session:{session_id}", "frame_count") or 0) < 8 and time.monotonic() < deadline:
+        while int(redis.hget(session_key(session_id), "frame_count") or 0) < 8 and time.monotonic() < deadline:
             time.sleep(0.002)
-        accepted_at_signal = int(redis.hget(f"session:{session_id}", "frame_count") or 0)
+        accepted_at_signal = int(redis.hget(session_key(session_id), "frame_count") or 0)
         server.process.send_signal(signal.SIGTERM)
         outcomes = [future.result() for future in in_flight]
     served = outcomes.count(200)
     # Frames the server had taken in finish with 200; later ones are refused at the door, never a 5xx.
     assert set(outcomes) <= {200, "refused"}, outcomes
     assert served >= accepted_at_signal >= 8
-    assert int(redis.hget(f"session:{session_id}", "frame_count")) == served
+    assert int(redis.hget(session_key(session_id), "frame_count")) == served
     # uvicorn re-raises the signal after a clean shutdown, so a graceful exit reads as "killed by SIGTERM".
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     with pytest.raises(httpx.ConnectError):
@@ -130,3 +86,40 @@ def test_logs_are_json_lines_with_request_context_and_no_secrets(server: Server)
     text = server.log_path.read_text()
     assert "never-log-this-secret" not in text
     assert FRAME[:64].hex() not in text
+
+
+def wait_for_log_line(server: Server, text: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while text not in server.log_path.read_text():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no log line with {text!r} within {within} s:\n{server.log_path.read_text()}")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("access_log_flag", ["--no-access-log", "--access-log"])
+def test_each_request_writes_exactly_one_log_line(
+    redis_server: RedisProcess, tmp_path: Path, access_log_flag: str
+) -> None:
+    # uvicorn writes its own access line whenever `uvicorn.access` has a handler, even a root one it
+    # propagates to, whatever its flags say: only our `request` line may remain.
+    server = Server(redis_server.url, tmp_path, access_log_flag)
+    try:
+        assert_one_line_per_request(server)
+    finally:
+        server.stop()
+
+
+def assert_one_line_per_request(server: Server) -> None:
+    server.wait_ready()
+    first = httpx.post(f"{server.base_url}/sessions", headers={"x-request-id": "logged-once-1"}, timeout=10)
+    assert first.status_code == 201
+    wait_for_log_line(server, "logged-once-1")
+    # Lines are written in order through one handler: once the next request's line is there, every line
+    # the first request could cause (uvicorn's access line is written before ours) is there too.
+    second = httpx.get(f"{server.base_url}/health/live", headers={"x-request-id": "logged-once-2"}, timeout=10)
+    assert second.status_code == 200
+    wait_for_log_line(server, "logged-once-2")
+    text = server.log_path.read_text()
+    lines = [line for line in text.splitlines() if "logged-once-1" in line]
+    assert len(lines) == 1, text
+    assert json.loads(lines[0])["event"] == "request"

@@ -7,10 +7,11 @@ from datetime import datetime
 
 import pytest
 
-from app.services.sessions.store import FrameAdmission
-from tests.conftest import RunningApp
+from app.services.sessions.store import FrameAdmission, session_key
+from tests.conftest import RunningApp, SyncRedis, both_redis_backends
 from tests.support.images import scene_with_hazards
-from tests.support.redis_process import RedisProcess
+
+pytestmark = both_redis_backends
 
 SESSION_FIELDS = {
     "session_id",
@@ -36,7 +37,7 @@ async def post_frame(api: RunningApp, session_id: str) -> dict:  # type: ignore[
 
 
 async def test_created_session_has_the_session_shape_and_lives_in_redis(
-    api: RunningApp, redis_server: RedisProcess
+    api: RunningApp, direct_redis: SyncRedis
 ) -> None:
     response = await api.client.post("/sessions", json={"metadata": {"vehicle": "van-7"}, "ttl_seconds": 120})
     assert response.status_code == 201
@@ -44,10 +45,10 @@ async def test_created_session_has_the_session_shape_and_lives_in_redis(
     assert set(body) == SESSION_FIELDS
     assert body["status"] == "created" and body["metadata"] == {"vehicle": "van-7"} and body["frame_count"] == 0
     assert len(body["session_id"]) >= 32  # 24 random bytes, URL-safe: well over 128 bits
-    stored = redis_server.client().hgetall(f"session:{body['session_id']}")
+    stored = direct_redis.hgetall(session_key(body["session_id"]))
     assert stored["status"] == "created"
     assert float(stored["expires_at"]) == pytest.approx(timestamp(body["expires_at"]), abs=0.01)
-    assert 118 <= redis_server.client().ttl(f"session:{body['session_id']}") <= 120
+    assert 118 <= direct_redis.ttl(session_key(body["session_id"])) <= 120
 
 
 async def test_session_ids_are_unique(api: RunningApp) -> None:
@@ -64,18 +65,18 @@ async def test_ttl_override_above_the_maximum_is_refused(start_app, make_setting
 
 
 async def test_detection_slides_the_ttl_and_expiry_removes_the_session(
-    api: RunningApp, redis_server: RedisProcess
+    api: RunningApp, direct_redis: SyncRedis
 ) -> None:
     session_id = await api.new_session(ttl_seconds=2)
     await asyncio.sleep(1.2)
     await post_frame(api, session_id)
-    ttl_ms = redis_server.client().pttl(f"session:{session_id}")
+    ttl_ms = direct_redis.pttl(session_key(session_id))
     assert ttl_ms > 1500, "the frame should have pushed the expiry back to a full TTL"
     session = (await api.client.get(f"/sessions/{session_id}")).json()
     assert session["status"] == "active" and session["frame_count"] == 1
     assert timestamp(session["expires_at"]) - timestamp(session["last_activity"]) == pytest.approx(2, abs=0.01)
     await asyncio.sleep(2.2)
-    assert redis_server.client().exists(f"session:{session_id}", f"session:{session_id}:history") == 0
+    assert direct_redis.exists(session_key(session_id), f"{session_key(session_id)}:history") == 0
     response = await api.client.get(f"/sessions/{session_id}")
     assert response.status_code == 404 and response.json()["error"]["code"] == "SESSION_NOT_FOUND"
     detect = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
@@ -83,15 +84,15 @@ async def test_detection_slides_the_ttl_and_expiry_removes_the_session(
 
 
 async def test_ended_session_is_readable_for_the_grace_period_then_gone(
-    start_app, make_settings, redis_server: RedisProcess
+    start_app, make_settings, direct_redis: SyncRedis
 ) -> None:  # type: ignore[no-untyped-def]
     api = await start_app(make_settings(session_ended_grace_seconds=1))
     session_id = await api.new_session()
     await post_frame(api, session_id)
     ended = await api.client.post(f"/sessions/{session_id}/end")
     assert ended.status_code == 200 and ended.json()["status"] == "ended"
-    assert redis_server.client().hget(f"session:{session_id}", "status") == "ended"
-    assert 0 < redis_server.client().pttl(f"session:{session_id}:history") <= 1000
+    assert direct_redis.hget(session_key(session_id), "status") == "ended"
+    assert 0 < direct_redis.pttl(f"{session_key(session_id)}:history") <= 1000
     detect = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
     assert detect.status_code == 409 and detect.json()["error"]["code"] == "SESSION_ENDED"
     again = await api.client.post(f"/sessions/{session_id}/end")
@@ -101,7 +102,7 @@ async def test_ended_session_is_readable_for_the_grace_period_then_gone(
     assert (await api.client.get(f"/sessions/{session_id}")).status_code == 404
 
 
-async def test_fifty_concurrent_frames_count_exactly(start_app, make_settings, redis_server: RedisProcess) -> None:  # type: ignore[no-untyped-def]
+async def test_fifty_concurrent_frames_count_exactly(start_app, make_settings, direct_redis: SyncRedis) -> None:  # type: ignore[no-untyped-def]
     api = await start_app(make_settings(request_timeout_seconds=60, max_request_queue_size=100))
     session_id = await api.new_session()
     answers = await asyncio.gather(*(post_frame(api, session_id) for _ in range(50)))
@@ -111,7 +112,7 @@ async def test_fifty_concurrent_frames_count_exactly(start_app, make_settings, r
     history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 200})).json()
     assert history["total"] == 50
     assert {item["request_id"] for item in history["items"]} == {a["request_id"] for a in answers}
-    assert redis_server.client().llen(f"session:{session_id}:history") == 50
+    assert direct_redis.llen(f"{session_key(session_id)}:history") == 50
 
 
 async def test_history_is_newest_first_capped_and_paginated(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
@@ -143,12 +144,12 @@ async def test_frames_over_the_rate_limit_get_429_with_retry_after(start_app, ma
 
 
 async def test_api_view_matches_redis_through_the_whole_lifecycle(
-    start_app, make_settings, redis_server: RedisProcess
+    start_app, make_settings, direct_redis: SyncRedis
 ) -> None:  # type: ignore[no-untyped-def]
     api = await start_app(make_settings(session_ended_grace_seconds=1))
-    redis = redis_server.client()
+    redis = direct_redis
     session_id = await api.new_session(ttl_seconds=30, metadata={"route": "A7"})
-    key = f"session:{session_id}"
+    key = session_key(session_id)
 
     async def assert_same() -> dict:  # type: ignore[type-arg]
         view = (await api.client.get(f"/sessions/{session_id}")).json()
@@ -178,7 +179,7 @@ async def test_api_view_matches_redis_through_the_whole_lifecycle(
 
 
 async def test_replaying_a_write_redis_already_applied_changes_nothing(
-    api: RunningApp, redis_server: RedisProcess
+    api: RunningApp, direct_redis: SyncRedis
 ) -> None:
     """A timeout after Redis applied a write keeps it for replay; the replay must not count the frame twice."""
     sessions = api.app.state.runtime.sessions
@@ -187,5 +188,13 @@ async def test_replaying_a_write_redis_already_applied_changes_nothing(
     unverified = FrameAdmission(verified=False)
     assert await sessions.record_detection(session_id, entry, unverified)
     assert await sessions.record_detection(session_id, entry, unverified)  # the same write, replayed
-    assert redis_server.client().llen(f"session:{session_id}:history") == 1
-    assert redis_server.client().hget(f"session:{session_id}", "frame_count") == "1"
+    assert direct_redis.llen(f"{session_key(session_id)}:history") == 1
+    assert direct_redis.hget(session_key(session_id), "frame_count") == "1"
+
+
+async def test_more_concurrent_calls_than_connections_wait_for_one(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+    api = await start_app(make_settings(redis_max_connections=2))
+    session_id = await api.new_session()
+    answers = await asyncio.gather(*(api.client.get(f"/sessions/{session_id}") for _ in range(30)))
+    assert [answer.status_code for answer in answers] == [200] * 30
+    assert api.app.state.runtime.sessions.breaker.state == "closed"  # waiting for a connection is no failure

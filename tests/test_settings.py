@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.settings import Settings, SettingsError, load_settings
+from tests.support.redis_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+LEVELS = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
 
 
 def test_defaults_work_locally_without_any_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +44,59 @@ def test_production_refuses_the_local_redis_default(monkeypatch: pytest.MonkeyPa
 def test_default_ttl_cannot_exceed_the_maximum() -> None:
     with pytest.raises(ValidationError, match="SESSION_TTL_SECONDS"):
         Settings(session_ttl_seconds=100, session_max_ttl_seconds=10, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("given", ["debug", "Warning", " error ", "CRITICAL"])
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    monkeypatch.setenv("LOG_LEVEL", given)
+    assert Settings(_env_file=None).log_level == given.strip().upper()  # type: ignore[call-arg]
+
+
+def test_load_settings_names_every_bad_variable_on_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env file there: only the environment counts
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    monkeypatch.setenv("REQUEST_TIMEOUT_SECONDS", "abc")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).splitlines() == [
+        f"configuration error: LOG_LEVEL='verbose' is not one of {LEVELS}",
+        "configuration error: REQUEST_TIMEOUT_SECONDS='abc' is not valid: input should be a valid number, "
+        "unable to parse string as a number",
+    ]
+
+
+def test_load_settings_keeps_the_message_of_a_cross_field_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env file there: only the environment counts
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == "configuration error: REDIS_URL must be set explicitly when ENVIRONMENT=production"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LOG_LEVEL", "verbose", f"LOG_LEVEL='verbose' is not one of {LEVELS}"),
+        (
+            "REQUEST_TIMEOUT_SECONDS",
+            "abc",
+            "REQUEST_TIMEOUT_SECONDS='abc' is not valid: input should be a valid number",
+        ),
+    ],
+)
+def test_server_with_a_bad_setting_exits_with_one_line_and_no_traceback(
+    variable: str, value: str, expected: str
+) -> None:
+    environment = {**os.environ, variable: value}
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(free_port())]
+    # A server that starts anyway never exits by itself: the timeout turns that into a failure.
+    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"configuration error: {expected}"), done.stderr

@@ -74,6 +74,10 @@ def uploads_counted(metrics: Metrics, outcome: str) -> float:
     return metrics.registry.get_sample_value("hazard_uploads_total", {"outcome": outcome}) or 0.0
 
 
+def spool_gauge(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("hazard_upload_spool_files")
+
+
 def spool_files(settings: Settings) -> list[str]:
     return sorted(path.suffix for path in settings.spool_dir.glob("*"))
 
@@ -141,7 +145,9 @@ async def test_upload_that_cannot_land_is_spooled_and_lands_after_recovery(
 
     assert service.submit(job) is True
     await eventually(lambda: uploads_counted(metrics, "spooled") == 1, what="spooled")
-    assert spool_files(settings) == [".jpg", ".json"]
+    assert spool_gauge(metrics) == 1  # set before the outcome is counted
+    # Retries keep failing meanwhile and rewrite the sidecar in a thread, through a temporary file: wait, not peek.
+    await eventually(lambda: spool_files(settings) == [".jpg", ".json"], what="frame and sidecar spooled")
     sidecar = json.loads(next(settings.spool_dir.glob("*.json")).read_text())
     assert (sidecar["session_id"], sidecar["request_id"]) == (job.session_id, job.request_id)
     assert sidecar["attempts"] >= 1
@@ -151,7 +157,8 @@ async def test_upload_that_cannot_land_is_spooled_and_lands_after_recovery(
     await eventually(lambda: bool(book.urls), what="URL recorded after recovery")
     assert f"hazards/{job.session_id}/{job.request_id}" in fake_cloudinary.assets
     await eventually(lambda: spool_files(settings) == [], what="spool emptied")
-    assert metrics.registry.get_sample_value("hazard_upload_spool_files") == 0
+    # The files go inside the worker thread; the gauge is set once that thread has returned to the event loop.
+    await eventually(lambda: spool_gauge(metrics) == 0, what="spool gauge back to 0")
 
 
 async def test_breaker_stops_calling_cloudinary_after_repeated_failures(

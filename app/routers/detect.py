@@ -8,14 +8,66 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
+from app.openapi import REQUEST_ERRORS, error_responses
 from app.request_context import current_request_id
 from app.schemas import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
 from app.services.detection import DetectionService
-from app.services.errors import ImageTooLarge, UnsupportedMediaType, ValidationFailed
+from app.services.errors import (
+    DeadlineExceeded,
+    ImageTooLarge,
+    InvalidImage,
+    ModelNotFound,
+    ModelNotLoaded,
+    ModelNotReady,
+    Overloaded,
+    RateLimited,
+    SessionEnded,
+    SessionNotFound,
+    SessionStoreUnavailable,
+    ShuttingDown,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.services.inference.types import DetectOptions
 from app.settings import Settings
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+_BINARY = {"type": "string", "format": "binary"}
+# The body is read by hand (no form parsing or validation layer on the hot path), so the spec says what is read.
+FRAME_REQUEST_BODY = {
+    "required": True,
+    "description": "The frame: a multipart field `file`, or the raw image with its own content type.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {**_BINARY, "description": "A JPEG, PNG or WebP image."}},
+                "required": ["file"],
+                "additionalProperties": False,
+            },
+            "encoding": {"file": {"contentType": ", ".join(sorted(IMAGE_TYPES | {"application/octet-stream"}))}},
+        },
+        **{media_type: {"schema": _BINARY} for media_type in sorted(IMAGE_TYPES)},
+    },
+}
+DETECT_ERRORS = error_responses(
+    *REQUEST_ERRORS,
+    InvalidImage,
+    SessionNotFound,
+    SessionEnded,
+    ModelNotFound,
+    ModelNotLoaded,
+    ImageTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    Overloaded,
+    ModelNotFound,
+    ModelNotLoaded,
+    ModelNotReady,
+    SessionStoreUnavailable,
+    ShuttingDown,
+    DeadlineExceeded,
+)
 
 
 def _media_type(request: Request) -> str:
@@ -29,6 +81,9 @@ async def _read_frame(request: Request, media_type: str, max_bytes: int) -> byte
     if media_type != "multipart/form-data":
         return await request.body()  # the body-size middleware stops it at the limit
     form = await request.form(max_files=1, max_fields=8)
+    unexpected = sorted({key for key in form if key != "file"})
+    if unexpected:  # the spec says `file` and nothing else: a request that says more is not what was documented
+        raise ValidationFailed("Send only the multipart field 'file'.", details={"unexpected_fields": unexpected})
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ValidationFailed("Send the image in a multipart field named 'file'.", details={"field": "file"})
@@ -43,14 +98,18 @@ async def _read_frame(request: Request, media_type: str, max_bytes: int) -> byte
 def create_detect_router(detection: DetectionService, settings: Settings) -> APIRouter:
     router = APIRouter(tags=["detect"])
 
-    @router.post("/detect/{session_id}")
-    async def detect(
+    @router.post("/detect/{session_id}", responses=DETECT_ERRORS, openapi_extra={"requestBody": FRAME_REQUEST_BODY})
+    async def detect_frame(
         request: Request,
         session_id: str,
         conf: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_confidence,
         iou: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_iou,
         max_det: Annotated[int, Query(ge=1, le=1000)] = settings.default_max_detections,
+        model: Annotated[
+            str | None, Query(max_length=128, description="A loaded model version; the active one by default.")
+        ] = None,
     ) -> DetectResponse:
+        """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image."""
         deadline = time.monotonic() + settings.request_timeout_seconds
         media_type = _media_type(request)
         request_id = current_request_id() or ""
@@ -60,6 +119,7 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
             lambda: _read_frame(request, media_type, settings.max_image_bytes),
             DetectOptions(conf, iou, max_det),
             deadline,
+            model,
         )
         result, info = frame.result, frame.model
         return DetectResponse(

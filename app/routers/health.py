@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-
+from app.openapi import error_responses
+from app.schemas import DeepReport, LiveReport, ReadyReport
 from app.services.health import HealthChecks
 
 
 def create_health_router(checks: HealthChecks) -> APIRouter:
     router = APIRouter(prefix="/health", tags=["health"])
 
-    @router.get("/live")
-    async def live() -> dict[str, Any]:
+    @router.get("/live", responses=error_responses())
+    async def health_live() -> LiveReport:
         """The process and its event loop answer; no dependency is consulted."""
-        return {"status": "alive"}
+        return LiveReport(status="alive")
 
-    @router.get("/ready")
-    async def ready() -> JSONResponse:
-        report = await checks.readiness()
-        return JSONResponse(report, status_code=200 if report["ready"] else 503)
+    @router.get(
+        "/ready",
+        responses={
+            **error_responses(),
+            503: {"model": ReadyReport, "description": "Not ready: the same report, with `reasons`."},
+        },
+        response_model_exclude_none=True,
+    )
+    async def health_ready(response: Response) -> ReadyReport:
+        """Model compiled and warm, Redis reachable (or degraded mode allowed), not shutting down."""
+        report = ReadyReport.model_validate(await checks.readiness())
+        response.status_code = 200 if report.ready else 503
+        return report
 
-    @router.get("/deep")
-    async def deep() -> JSONResponse:
-        report = await checks.deep()
-        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+    @router.get(
+        "/deep",
+        responses={
+            **error_responses(),
+            503: {"model": DeepReport, "description": "A check failed: the same report, `status: fail`."},
+        },
+        response_model_exclude_none=True,
+    )
+    async def health_deep(response: Response) -> DeepReport:
+        """A real inference on a built-in frame, a Redis ping and the upload store, each with its latency."""
+        report = DeepReport.model_validate(await checks.deep())
+        response.status_code = 200 if report.status == "ok" else 503
+        return report
 
     return router

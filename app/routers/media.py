@@ -7,20 +7,34 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from app.openapi import REQUEST_ERRORS, error_responses
+from app.services.errors import MediaNotFound
 from app.services.uploads.stores import MEDIA_PREFIX, media_file
 
 # A stored frame never changes under its name (session id + request id).
 MEDIA_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+MEDIA_RESPONSES = {
+    200: {
+        "description": "The annotated frame.",
+        "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **error_responses(*REQUEST_ERRORS, MediaNotFound),
+}
 
 
 def create_media_router(storage_dir: Path) -> APIRouter:
     router = APIRouter(prefix=MEDIA_PREFIX, tags=["media"])
 
-    async def media(path: str) -> FileResponse:
+    async def get_media(path: str) -> FileResponse:
+        """An annotated frame, at the URL its history entry gives (`upload.url`)."""
         return FileResponse(media_file(storage_dir, path), media_type="image/jpeg", headers=MEDIA_HEADERS)
 
-    router.add_api_route("/{path:path}", media, methods=["GET"], response_class=FileResponse)
+    router.add_api_route(
+        "/{path:path}", get_media, methods=["GET"], response_class=FileResponse, responses=MEDIA_RESPONSES
+    )
     # HEAD answers the same; kept out of the schema so the operation id stays unique.
-    router.add_api_route("/{path:path}", media, methods=["HEAD"], response_class=FileResponse, include_in_schema=False)
+    router.add_api_route(
+        "/{path:path}", get_media, methods=["HEAD"], response_class=FileResponse, include_in_schema=False
+    )
 
     return router

@@ -17,7 +17,7 @@ def create_metrics_router(metrics: Metrics, sessions: SessionStore) -> APIRouter
 
     @router.get("/metrics", include_in_schema=False)
     async def scrape() -> Response:
-        # Redis down: keep the last known value; the breaker gauge says why.
+        # Reads only (a cached scan, never a write). Redis down: keep the last known value; the breaker gauge says why.
         with contextlib.suppress(SessionStoreUnavailable):
             metrics.active_sessions.set(await sessions.count_active())
         metrics.pending_writes.set(len(sessions.pending))

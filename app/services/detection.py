@@ -7,21 +7,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from app.services.errors import ModelNotReady, ShuttingDown
+from app.services.errors import ShuttingDown
+from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import Detection, DetectionResult, DetectOptions, ModelInfo
 from app.services.metrics import Metrics
-from app.services.serving import ServingState
 from app.services.sessions.store import FrameAdmission, SessionStore
 from app.services.uploads.policy import UploadPolicy
 from app.services.uploads.service import UploadJob
 from app.services.uploads.status import UploadStatus
-
-if TYPE_CHECKING:  # the engine imports OpenVINO
-    from app.services.inference.engine import DetectionEngine
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ def detection_json(detection: Detection) -> dict[str, Any]:
 
 
 def history_entry(
-    request_id: str, result: DetectionResult, admission: FrameAdmission, upload: UploadStatus
+    request_id: str, result: DetectionResult, admission: FrameAdmission, upload: UploadStatus, model: ModelInfo
 ) -> dict[str, Any]:
     return {
         "request_id": request_id,
@@ -55,6 +52,7 @@ def history_entry(
         "image": {"width": result.width, "height": result.height},
         "degraded": admission.degraded,
         "upload": {"status": upload.value},
+        "model": {"name": model.name, "version": model.version},
     }
 
 
@@ -64,12 +62,12 @@ class DetectionService:
         sessions: SessionStore,
         upload_policy: UploadPolicy,
         metrics: Metrics,
-        state: ServingState,
+        registry: ModelRegistry,
     ) -> None:
         self._sessions = sessions
         self._upload_policy = upload_policy
         self._metrics = metrics
-        self._state = state
+        self._registry = registry
         self._in_flight = 0
         self._closing = False
         self._idle = asyncio.Event()
@@ -91,12 +89,6 @@ class DetectionService:
             return False
         return True
 
-    def _engine(self) -> DetectionEngine:
-        engine = self._state.engine
-        if engine is None:
-            raise ModelNotReady()
-        return engine
-
     async def serve_frame(
         self,
         session_id: str,
@@ -104,11 +96,14 @@ class DetectionService:
         read_frame: Callable[[], Awaitable[bytes]],
         options: DetectOptions,
         deadline: float,
+        model: str | None = None,
     ) -> FrameResult:
+        """`model` picks a loaded version by name; the active one by default. The engine is taken once, at
+        admission: a hot-swap meanwhile does not move this frame to another model."""
         if self._closing:
             raise ShuttingDown(retry_after=1)
-        engine = self._engine()  # refuse before touching the session when no model can serve the frame
-        structlog.contextvars.bind_contextvars(session_id=session_id)
+        engine = self._registry.engine_for(model)  # refuse before touching the session when nothing can serve it
+        structlog.contextvars.bind_contextvars(session_id=session_id, model=engine.info.name)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -116,19 +111,19 @@ class DetectionService:
             frame = await read_frame()
             result = await engine.detect(frame, options, deadline)
             upload_status = self._upload_policy.offer(UploadJob(session_id, request_id, frame, result.detections))
-            entry = history_entry(request_id, result, admission, upload_status)
+            entry = history_entry(request_id, result, admission, upload_status, engine.info)
             await self._sessions.record_detection(session_id, entry, admission)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
-        self._observe(result, admission)
+        self._observe(result, admission, engine.info.name)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
         return FrameResult(request_id, session_id, result, admission, engine.info)
 
-    def _observe(self, result: DetectionResult, admission: FrameAdmission) -> None:
+    def _observe(self, result: DetectionResult, admission: FrameAdmission, model: str) -> None:
         for stage, milliseconds in result.timings_ms.items():
-            self._metrics.stage_latency.labels(stage).observe(milliseconds / 1000)
+            self._metrics.stage_latency.labels(stage, model).observe(milliseconds / 1000)
         for detection in result.detections:
-            self._metrics.detections.labels(detection.label).inc()
-        self._metrics.frames.labels("degraded" if admission.degraded else "verified").inc()
+            self._metrics.detections.labels(detection.label, model).inc()
+        self._metrics.frames.labels("degraded" if admission.degraded else "verified", model).inc()

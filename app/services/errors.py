@@ -108,3 +108,57 @@ class MediaNotFound(ApiError):
     code = "MEDIA_NOT_FOUND"
     status = 404
     message = "No such media file."
+
+
+class ModelNotFound(ApiError):
+    code = "MODEL_NOT_FOUND"
+    status = 404
+    message = "No such model version in the repository."
+
+
+class ModelNotLoaded(ApiError):
+    code = "MODEL_NOT_LOADED"
+    status = 409
+    message = "The model version is not loaded; load it first."
+
+
+class ModelActive(ApiError):
+    code = "MODEL_ACTIVE"
+    status = 409
+    message = "The active model version cannot be unloaded; activate another one first."
+
+
+class ModelMemoryLimit(ApiError):
+    code = "MODEL_MEMORY_LIMIT"
+    status = 409
+    message = "Loading this model version would exceed MODEL_MEMORY_LIMIT_MB."
+
+
+class ModelLoadFailed(ApiError):
+    code = "MODEL_LOAD_FAILED"
+    status = 422
+    message = "The model version could not be loaded."
+
+
+class Unauthorized(ApiError):
+    code = "UNAUTHORIZED"
+    status = 401
+    message = "Authentication required."
+
+
+class AdminDisabled(ApiError):
+    code = "ADMIN_DISABLED"
+    status = 503
+    message = "Administration is disabled: no admin password is configured."
+
+
+class TooManyLoginAttempts(ApiError):
+    code = "RATE_LIMITED"
+    status = 429
+    message = "Too many failed logins; wait before trying again."
+
+
+class FleetStateUnavailable(ApiError):
+    code = "FLEET_STATE_UNAVAILABLE"
+    status = 503
+    message = "The fleet state in Redis is unavailable; each process keeps serving what it has."

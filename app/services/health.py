@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from app.services.errors import ApiError
-from app.services.inference.types import DetectOptions
+from app.services.inference.probe import Probe
+from app.services.inference.registry import ModelRegistry
 from app.services.serving import Phase, ServingState
 from app.services.sessions.store import SessionStore
-from app.services.timing import ms, ms_since
+from app.services.timing import ms
 from app.services.uploads.service import UploadService
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-PROBE_IMAGE = ASSETS / "probe.jpg"
-PROBE_EXPECTED = ASSETS / "probe.json"  # {"labels": [...]}: what the bundled model must find in probe.jpg
 
 
 class HealthChecks:
     def __init__(
         self,
         state: ServingState,
+        registry: ModelRegistry,
         sessions: SessionStore,
         uploads: UploadService,
+        probe: Probe,
         *,
         fail_open: bool,
-        probe_image: Path = PROBE_IMAGE,
-        probe_expected: Path = PROBE_EXPECTED,
     ) -> None:
         self._state = state
+        self._registry = registry
         self._sessions = sessions
         self._uploads = uploads
+        self._probe = probe
         self._fail_open = fail_open
-        self._probe_image = probe_image.read_bytes()
-        self._expected_labels = set(json.loads(probe_expected.read_text())["labels"])
 
     async def _redis(self) -> dict[str, Any]:
         breaker = self._sessions.breaker
@@ -46,10 +41,10 @@ class HealthChecks:
         return {"ok": True, "latency_ms": ms(latency), "breaker": breaker.state}
 
     def _model(self) -> dict[str, Any]:
-        state = self._state
-        if state.model_ok and state.engine is not None:
-            return {"ok": True, "name": state.engine.info.name, "version": state.engine.info.version}
-        return {"ok": False, "reason": state.model_error or "model is loading"}
+        engine = self._registry.active_engine
+        if engine is not None and self._state.phase in (Phase.READY, Phase.SHUTTING_DOWN):
+            return {"ok": True, "name": engine.info.name, "version": engine.info.version}
+        return {"ok": False, "reason": self._state.model_error or "model is loading"}
 
     async def readiness(self) -> dict[str, Any]:
         model, redis = self._model(), await self._redis()
@@ -69,21 +64,14 @@ class HealthChecks:
         }
 
     async def _inference(self) -> dict[str, Any]:
-        engine = self._state.engine
+        engine = self._registry.active_engine
         if engine is None:
             return {"ok": False, "reason": self._state.model_error or "model is loading"}
-        started = time.perf_counter()
         try:
-            result = await engine.detect(self._probe_image, DetectOptions(), time.monotonic() + 5.0)
+            result = await self._probe.run(engine)
         except ApiError as exc:
             return {"ok": False, "reason": exc.code}
-        found = {d.label for d in result.detections}
-        return {
-            "ok": self._expected_labels <= found,
-            "latency_ms": ms_since(started),
-            "expected_labels": sorted(self._expected_labels),
-            "found_labels": sorted(found),
-        }
+        return {**asdict(result), "model": engine.info.name}
 
     async def deep(self) -> dict[str, Any]:
         checks = {

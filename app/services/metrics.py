@@ -54,8 +54,8 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             "hazard_detect_stage_duration_seconds",
-            "Detection latency by stage.",
-            ["stage"],
+            "Detection latency by stage and model version.",
+            ["stage", "model"],
             buckets=STAGE_BUCKETS,
             registry=r,
         )
@@ -66,9 +66,18 @@ class Metrics:
             buckets=REDIS_BUCKETS,
             registry=r,
         )
-        self.detections = Counter("hazard_detections", "Hazards detected, by label.", ["label"], registry=r)
-        self.frames = Counter("hazard_frames", "Frames served, by session mode.", ["mode"], registry=r)
-        self.active_sessions = Gauge("hazard_active_sessions", "Sessions not expired or ended.", registry=r)
+        self.detections = Counter(
+            "hazard_detections", "Hazards detected, by label and model version.", ["label", "model"], registry=r
+        )
+        self.frames = Counter(
+            "hazard_frames", "Frames served, by session mode and model version.", ["mode", "model"], registry=r
+        )
+        self.active_sessions = Gauge(
+            "hazard_active_sessions",
+            "Sessions neither ended nor expired, in all of Redis (every replica exports the same number: "
+            "aggregate with max(), not sum()); refreshed at most every ACTIVE_SESSIONS_REFRESH_SECONDS.",
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "hazard_breaker_state", "Circuit state: 0 closed, 1 half-open, 2 open.", ["dependency"], registry=r
         )
@@ -77,11 +86,23 @@ class Metrics:
         )
         self.uploads = Counter("hazard_uploads", "Annotated frame uploads, by outcome.", ["outcome"], registry=r)
         self.upload_spool = Gauge("hazard_upload_spool_files", "Uploads waiting in the spool.", registry=r)
-        self.model_info = Info("hazard_model", "The loaded detection model.", registry=r)
-        self.model_ready = Gauge("hazard_model_ready", "1 when the model is compiled and warm.", registry=r)
+        self.model_info = Info("hazard_model", "The active detection model version.", registry=r)
+        self.model_ready = Gauge("hazard_model_ready", "1 when an active model is compiled and warm.", registry=r)
+        self.model_state = Gauge(
+            "hazard_model_state", "1 for each version's current state.", ["model", "state"], registry=r
+        )
 
     def watch_pool(self, read_stats: Callable[[], PoolStats | None]) -> None:
         self.registry.register(_PoolCollector(read_stats))
+
+    def set_model_states(self, states: dict[str, str], active: dict[str, str] | None) -> None:
+        """Every version's state (one series per state, 1 for the current one) and the active version's info."""
+        self.model_state.clear()
+        for model, state in states.items():
+            self.model_state.labels(model, state).set(1)
+        self.model_ready.set(1 if active else 0)
+        if active:
+            self.model_info.info(active)
 
     def set_breaker_state(self, dependency: str, state: str) -> None:
         self.breaker_state.labels(dependency).set(BREAKER_STATES.get(state, 2))

@@ -92,7 +92,10 @@ def load_model(
     device: str = "CPU",
     performance_hint: str = "LATENCY",
     inference_threads: int | None = None,
+    cache_dir: Path | None = None,
+    name: str | None = None,
 ) -> LoadedModel:
+    """Read, fold preprocessing in and compile one export; `name` (default: the folder's) is what answers say."""
     metadata = _read_metadata(model_dir)
     xml = _find_ir(model_dir)
     class_names = _class_names(metadata["names"])
@@ -108,12 +111,15 @@ def load_model(
     config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
     if inference_threads:
         config["INFERENCE_NUM_THREADS"] = inference_threads
+    if cache_dir is not None:  # a re-load of the same IR then skips compilation
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        config["CACHE_DIR"] = str(cache_dir)
     try:
         compiled = core.compile_model(model, device, config)
     except RuntimeError as exc:
         raise ModelLoadError(f"OpenVINO could not compile {xml} for {device}: {exc}") from exc
     info = ModelInfo(
-        name=xml.stem,
+        name=name or model_dir.name,
         version=_weights_digest(xml.with_suffix(".bin")),
         class_names=class_names,
         input_height=height,

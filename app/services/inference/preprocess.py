@@ -9,7 +9,7 @@ from math import ceil
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.services.errors import ImageTooLarge, InvalidImage
 
@@ -40,9 +40,18 @@ class Letterbox:
         return out
 
 
+def invalid_image_reason(exc: BaseException) -> str:
+    """A stable reason for the client: Pillow's own messages can carry object reprs and memory addresses."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "unrecognized image format"  # garbage, or a format other than JPEG, PNG, WebP
+    if isinstance(exc, OSError) and "truncated" in str(exc).lower():
+        return "truncated image data"
+    return "corrupt image data"
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
-        raise InvalidImage("The image is empty.")
+        raise InvalidImage("The image is empty.", details={"reason": "empty image"})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,7 +59,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLarge("The image has too many pixels.", details={"max_pixels": max_pixels}) from exc
     except Exception as exc:  # untrusted bytes: Pillow's parsers raise many types (OSError, struct.error, ...)
-        raise InvalidImage(details={"reason": str(exc) or type(exc).__name__}) from exc
+        raise InvalidImage(details={"reason": invalid_image_reason(exc)}) from exc
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -74,7 +83,7 @@ def decode(data: bytes, input_height: int, input_width: int, max_pixels: int) ->
     try:
         return _decode_oriented(image, input_height, input_width)
     except Exception as exc:  # truncated or corrupt data shows up only now, as any of several types
-        raise InvalidImage(details={"reason": str(exc) or type(exc).__name__}) from exc
+        raise InvalidImage(details={"reason": invalid_image_reason(exc)}) from exc
 
 
 def _decode_oriented(image: Image.Image, input_height: int, input_width: int) -> DecodedImage:

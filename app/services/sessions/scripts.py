@@ -1,4 +1,15 @@
-"""Lua scripts of the session store: every multi-step change of a session is one atomic round trip."""
+"""Lua scripts of the session store: every multi-step change of a session is one atomic round trip.
+
+KEYS are always keys of one session (KEYS[1] its hash, then its history list and uploads hash): they share the
+session's hash tag, hence one cluster slot, so every script runs on Redis Cluster as on one Redis.
+"""
+
+# ARGV[1] = TTL in seconds, then the hash's field/value pairs.
+CREATE_SESSION = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
 
 ADMIT_FRAME = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'ttl_seconds', 'tokens', 'refilled_at')
@@ -15,7 +26,6 @@ redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[1], 'expir
   'tokens', tostring(tokens - 1), 'refilled_at', ARGV[1])
 local frames = redis.call('HINCRBY', KEYS[1], 'frame_count', 1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
-redis.call('ZADD', KEYS[4], expires, ARGV[4])
 return {'ok', tostring(frames)}
 """
 
@@ -34,7 +44,6 @@ if ARGV[4] == '1' then
     local now = tonumber(ARGV[3])
     redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[3], 'expires_at', tostring(now + ttl))
     for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
-    redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
     return 1
   end
 end
@@ -49,7 +58,15 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'ended' then
   local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
   redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1], 'expires_at', tostring(now + grace))
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], grace) end
-  redis.call('ZREM', KEYS[4], ARGV[3])
 end
+return 1
+"""
+
+# KEYS: the session hash, its uploads hash. The URL lives exactly as long as the session: no key outlives it.
+SET_UPLOAD_URL = """
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl <= 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], pttl)
 return 1
 """

@@ -1,12 +1,15 @@
 """Redis session store: create/get/end sessions, admit frames, keep a capped detection history.
 
-Keys per session (all share one TTL): `session:{id}` (hash), `session:{id}:history` (list, newest first),
-`session:{id}:uploads` (hash request_id -> URL). `sessions:expiry` (zset id -> expires_at) counts live ones.
-Every multi-step change is one Lua script, so concurrent frames of a session never race.
+Keys per session, with literal braces around the id (a hash tag: Redis Cluster hashes only the id, so all of a
+session's keys share one slot), all sharing the session's TTL: `session:{<id>}` (hash), `session:{<id>}:history`
+(list, newest first), `session:{<id>}:uploads` (hash request_id -> URL). Nothing else is written: no index, so
+an expired session leaves no key behind. Every multi-step change is one Lua script over one session's keys, so
+concurrent frames of a session never race and every script runs on a cluster as on one Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -14,22 +17,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as redis
 import structlog
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from app.services.breakers import AsyncBreaker, BreakerOpen
 from app.services.errors import RateLimited, SessionEnded, SessionNotFound, SessionStoreUnavailable, ValidationFailed
-from app.services.redis_client import REDIS_FAILURES
+from app.services.ids import SESSION_ID, SESSION_ID_BYTES
+from app.services.redis_client import REDIS_FAILURES, register_script
 from app.services.sessions import scripts
 from app.services.sessions.pending import PendingWrite, PendingWrites
-from app.types import RedisObserver
+from app.types import RedisClient, RedisObserver
 
 STORE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, BreakerOpen)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-EXPIRY_INDEX = "sessions:expiry"
+# Matches session hashes only (`session:{<id>}`; ids are URL-safe base64, never a brace), not their lists.
+SESSION_MATCH = "session:{*}"
+SCAN_BATCH = 500  # keys per SCAN call and per pipelined status read: each round trip stays short
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,20 @@ class FrameAdmission:
         return not self.verified
 
 
+def session_key(session_id: str) -> str:
+    return f"session:{{{session_id}}}"
+
+
 def _keys(session_id: str) -> list[str]:
-    base = f"session:{session_id}"
-    return [base, f"{base}:history", f"{base}:uploads", EXPIRY_INDEX]
+    """The session's hash, history list and uploads hash: one hash tag, one slot (what the scripts' KEYS are)."""
+    base = session_key(session_id)
+    return [base, f"{base}:history", f"{base}:uploads"]
+
+
+def _require_session_id(session_id: str) -> None:
+    """A string that cannot be a session id names no session: refused before any Redis key is built from it."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise SessionNotFound(details={"session_id": session_id})
 
 
 def _session_from_hash(session_id: str, fields: dict[str, str]) -> Session:
@@ -77,7 +93,7 @@ def _session_from_hash(session_id: str, fields: dict[str, str]) -> Session:
 class SessionStore:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         breaker: AsyncBreaker,
         *,
         default_ttl: int,
@@ -88,6 +104,7 @@ class SessionStore:
         rate_burst: int,
         fail_open: bool,
         pending_limit: int,
+        count_max_age: float = 15.0,
         clock: Callable[[], float] = time.time,
         observe: RedisObserver | None = None,
     ) -> None:
@@ -100,9 +117,14 @@ class SessionStore:
         self._clock = clock
         self._observe = observe
         self.pending = PendingWrites(pending_limit)
-        self._admit = client.register_script(scripts.ADMIT_FRAME)
-        self._record = client.register_script(scripts.RECORD_DETECTION)
-        self._end = client.register_script(scripts.END_SESSION)
+        self._count_max_age = count_max_age
+        self._counted: tuple[float, int] | None = None  # (monotonic time, count) of the last scan
+        self._count_lock = asyncio.Lock()
+        self._create = register_script(client, scripts.CREATE_SESSION)
+        self._admit = register_script(client, scripts.ADMIT_FRAME)
+        self._record = register_script(client, scripts.RECORD_DETECTION)
+        self._end = register_script(client, scripts.END_SESSION)
+        self._set_upload_url = register_script(client, scripts.SET_UPLOAD_URL)
 
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Through the breaker, timed; any way Redis can fail becomes SessionStoreUnavailable."""
@@ -131,9 +153,8 @@ class SessionStore:
                 "ttl_seconds is out of range.", details={"ttl_seconds": ttl, "min": 1, "max": self._max_ttl}
             )
         now = self._clock()
-        session = Session(secrets.token_urlsafe(24), "created", metadata, now, now, now + ttl, ttl, 0)
-        key, _, _, index = _keys(session.session_id)
-        fields: dict[FieldT, EncodableT] = {
+        session = Session(secrets.token_urlsafe(SESSION_ID_BYTES), "created", metadata, now, now, now + ttl, ttl, 0)
+        fields = {
             "status": session.status,
             "metadata": json.dumps(metadata),
             "created_at": repr(now),
@@ -142,28 +163,23 @@ class SessionStore:
             "ttl_seconds": str(ttl),
             "frame_count": "0",
         }
-
-        async def write() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, ttl)
-                pipe.zadd(index, {session.session_id: session.expires_at})
-                await pipe.execute()
-
-        await self._guarded("create", write)
+        args: list[EncodableT] = [ttl, *(item for pair in fields.items() for item in pair)]
+        await self._guarded("create", lambda: self._create(keys=[session_key(session.session_id)], args=args))
         return session
 
     async def get(self, session_id: str) -> Session:
-        key = _keys(session_id)[0]
+        _require_session_id(session_id)
+        key = session_key(session_id)
         fields = await self._guarded("get", lambda: cast(Awaitable[dict[str, str]], self._redis.hgetall(key)))
         if not fields:
             raise SessionNotFound(details={"session_id": session_id})
         return _session_from_hash(session_id, fields)
 
     async def end(self, session_id: str) -> Session:
+        _require_session_id(session_id)
         now = self._clock()
         found = await self._guarded(
-            "end", lambda: self._end(keys=_keys(session_id), args=[repr(now), self._ended_grace, session_id])
+            "end", lambda: self._end(keys=_keys(session_id), args=[repr(now), self._ended_grace])
         )
         if not found:
             raise SessionNotFound(details={"session_id": session_id})
@@ -171,11 +187,12 @@ class SessionStore:
 
     async def admit_frame(self, session_id: str) -> FrameAdmission:
         """One round trip: the session exists, is open and within its rate limit; its TTL slides; the frame counts."""
+        _require_session_id(session_id)  # even in degraded mode: such a frame could never be recorded
         now = self._clock()
         try:
             reply = await self._guarded(
                 "admit_frame",
-                lambda: self._admit(keys=_keys(session_id), args=[repr(now), self._rate, self._burst, session_id]),
+                lambda: self._admit(keys=_keys(session_id), args=[repr(now), self._rate, self._burst]),
             )
         except SessionStoreUnavailable:
             if not self._fail_open:
@@ -203,13 +220,7 @@ class SessionStore:
 
     async def _apply(self, write: PendingWrite) -> int:
         counts_frame = "1" if write.counts_frame else "0"
-        args: list[str | int | float] = [
-            write.entry,
-            self._history_limit,
-            repr(write.at),
-            counts_frame,
-            write.session_id,
-        ]
+        args: list[EncodableT] = [write.entry, self._history_limit, repr(write.at), counts_frame]
         return int(await self._record(keys=_keys(write.session_id), args=args))
 
     async def replay_pending(self) -> int:
@@ -219,7 +230,7 @@ class SessionStore:
     async def history(self, session_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Most recent first, with each entry's upload URL filled in once known."""
         await self.get(session_id)
-        _, history_key, uploads_key, _ = _keys(session_id)
+        _, history_key, uploads_key = _keys(session_id)
 
         async def read() -> tuple[list[str], int, dict[str, str]]:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -237,26 +248,39 @@ class SessionStore:
         return items, total
 
     async def set_upload_url(self, session_id: str, request_id: str, url: str) -> None:
-        key, _, uploads_key, _ = _keys(session_id)
-
-        async def write() -> None:
-            ttl = await self._redis.ttl(key)
-            if ttl > 0:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.hset(uploads_key, request_id, url)
-                    pipe.expire(uploads_key, ttl)
-                    await pipe.execute()
-
-        await self._guarded("set_upload_url", write)
+        key, _, uploads_key = _keys(session_id)
+        await self._guarded(
+            "set_upload_url", lambda: self._set_upload_url(keys=[key, uploads_key], args=[request_id, url])
+        )
 
     async def count_active(self) -> int:
-        now = self._clock()
+        """Sessions neither ended nor expired, in the whole Redis (every primary of a cluster): at most
+        `count_max_age` seconds old, so scrapes from every replica cost one scan per replica per interval.
 
-        async def count() -> int:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zremrangebyscore(EXPIRY_INDEX, "-inf", now)
-                pipe.zcard(EXPIRY_INDEX)
-                _, active = await pipe.execute()
-            return int(active)
+        Counted by scanning session hashes, not kept in an index: an index (a zset, or per-minute INCR counters)
+        is one key outside every session's slot, which no session script may touch on a cluster, must be
+        trimmed by somebody (a write on a scrape), and drifts when keys expire without telling it. The scan
+        reads only, and what it counts is what Redis holds: expired sessions are gone by construction.
+        """
+        async with self._count_lock:  # concurrent scrapes share one scan
+            if self._counted is not None and time.monotonic() - self._counted[0] < self._count_max_age:
+                return self._counted[1]
+            active = await self._guarded("count_active", self._scan_active)
+            self._counted = (time.monotonic(), active)
+            return active
 
-        return await self._guarded("count_active", count)
+    async def _scan_active(self) -> int:
+        # SCAN on a cluster client visits every primary; the status reads of a batch are one pipeline.
+        active, batch = 0, []
+        async for key in self._redis.scan_iter(match=SESSION_MATCH, count=SCAN_BATCH, _type="hash"):
+            batch.append(key)
+            if len(batch) == SCAN_BATCH:
+                active, batch = active + await self._count_open(batch), []
+        return active + (await self._count_open(batch) if batch else 0)
+
+    async def _count_open(self, keys: list[str]) -> int:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "status")
+            statuses: list[str | None] = await pipe.execute()
+        return sum(status not in (None, "ended") for status in statuses)  # None: expired since the scan saw it

@@ -62,6 +62,7 @@ class Spool:
         self.directory = directory
         self.max_files = max_files
         self._entries: dict[str, SpoolEntry] = {}
+        self._writing: set[str] = set()  # keys whose files are being written: room is held, not yet listed
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,9 +107,10 @@ class Spool:
     def put(self, entry: SpoolEntry, image: bytes | None) -> bool:
         """Keep an entry (and its frame, until it is uploaded); False when the spool is full."""
         with self._lock:
-            if entry.key not in self._entries and len(self._entries) >= self.max_files:
+            known = entry.key in self._entries or entry.key in self._writing  # rewriting one entry takes no room
+            if not known and len(self._entries) + len(self._writing) >= self.max_files:
                 return False
-            self._entries[entry.key] = entry
+            self._writing.add(entry.key)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             if image is not None:
@@ -116,8 +118,14 @@ class Spool:
             write_atomic(self._path(entry, ".json"), entry.to_json().encode())
         except OSError:
             with self._lock:
+                self._writing.discard(entry.key)
                 self._entries.pop(entry.key, None)
             raise
+        # Listed only now: a retry pass that saw the entry while its frame was still being written (fsync) would
+        # find no file, count it lost and remove it, and the files written next would belong to no entry.
+        with self._lock:
+            self._writing.discard(entry.key)
+            self._entries[entry.key] = entry
         return True
 
     def update(self, entry: SpoolEntry) -> None:

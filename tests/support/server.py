@@ -1,0 +1,64 @@
+"""A real uvicorn process serving the app, as operators run it, with its stdout kept in a log file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.support.redis_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MODEL_DIR = ROOT / "models" / "best0408_openvino_model"
+
+
+class Server:
+    def __init__(self, redis_url: str, tmp_path: Path, access_log_flag: str = "--no-access-log", **env: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.log_path = tmp_path / "server.log"
+        environment = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "MODEL_DIR": str(MODEL_DIR),
+            "MODEL_REPOSITORY": str(MODEL_DIR.parent),
+            "MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
+            "FLEET_NAME": f"test-{uuid.uuid4().hex[:12]}",  # its own desired model state unless told otherwise
+            "STORAGE_DIR": str(tmp_path / "uploads"),
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "LOG_LEVEL": "INFO",
+            "CLOUDINARY_URL": "cloudinary://123456:never-log-this-secret@demo?upload_prefix=http://127.0.0.1:9",
+            **env,
+        }
+        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        command += [access_log_flag, "--timeout-graceful-shutdown", "20"]
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(self.log_path.read_text())
+
+    def log_lines(self) -> list[dict]:  # type: ignore[type-arg]
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.close()

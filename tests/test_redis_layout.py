@@ -1,0 +1,132 @@
+"""What the service really writes to Redis: one hash slot per session, nothing outside a session's keys, nothing
+left once it expires, and no write at all when /metrics is scraped. On one Redis and on a Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from redis.crc import key_slot
+
+from app.services.redis_client import create_redis
+from app.services.sessions.store import session_key
+from app.settings import Settings
+from tests.conftest import RedisTarget, RunningApp, SyncRedis, both_redis_backends, node_clients
+from tests.support.images import scene_with_hazards
+from tests.support.redis_cluster import RedisCluster
+
+pytestmark = both_redis_backends
+SCENE, FRAME = scene_with_hazards(seed=3, size=(1280, 720))
+
+
+def all_keys(redis_target: RedisTarget) -> set[str]:
+    keys: set[str] = set()
+    for node in node_clients(redis_target):
+        with node:
+            keys.update(str(key) for key in node.scan_iter("*"))
+    return keys
+
+
+def flush(redis_target: RedisTarget) -> None:
+    """The suite's Redis is shared: these tests look at the whole keyspace, so they start from an empty one."""
+    for node in node_clients(redis_target):
+        with node:
+            node.flushall()
+
+
+async def start_quiet_app(start_app: Any, settings: Settings) -> RunningApp:
+    """The app with its fleet agent stopped: its heartbeats write the fleet's own keys on a clock of their own,
+    which would blur a check of what the session store and the scrape write."""
+    api: RunningApp = await start_app(settings)
+    await api.app.state.runtime.fleet.stop()
+    return api
+
+
+async def wait_for(condition: Callable[[], Any], what: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what}: not within {within} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing_behind(
+    start_app: Any, make_settings: Callable[..., Settings], redis_target: RedisTarget, direct_redis: SyncRedis
+) -> None:
+    api = await start_quiet_app(start_app, make_settings(upload_min_confidence=0.3, session_ended_grace_seconds=1))
+    flush(redis_target)
+    session_id = await api.new_session(metadata={"vehicle": "van-7"})
+    detected = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert detected.status_code == 200 and detected.json()["detections"], detected.text
+    request_id = detected.json()["request_id"]
+
+    async def uploaded() -> bool:
+        history = (await api.client.get(f"/sessions/{session_id}/detections")).json()
+        return any(
+            item["request_id"] == request_id and item["upload"]["status"] == "uploaded" for item in history["items"]
+        )
+
+    await wait_for(uploaded, "the annotated frame's URL recorded")
+    assert (await api.client.post(f"/sessions/{session_id}/end")).status_code == 200
+    await api.client.get("/metrics")  # the scrape's scan must leave no key either
+
+    base = session_key(session_id)
+    assert base == f"session:{{{session_id}}}"  # literal braces: Redis Cluster hashes only the id
+    keys = all_keys(redis_target)
+    assert keys == {base, f"{base}:history", f"{base}:uploads"}
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(session_id.encode())}
+    if isinstance(redis_target, RedisCluster):  # the server agrees with the client's slot arithmetic
+        assert {direct_redis.cluster_keyslot(key) for key in keys} == {key_slot(session_id.encode())}
+    ttls = [direct_redis.pttl(key) for key in sorted(keys)]
+    assert all(0 < ttl <= 1000 for ttl in ttls), ttls  # every key expires with the ended session
+
+    async def nothing_left() -> bool:
+        return not all_keys(redis_target)
+
+    await wait_for(nothing_left, "every key of the expired session gone", within=5.0)
+
+
+async def test_scraping_metrics_writes_nothing_to_redis(
+    start_app: Any, make_settings: Callable[..., Settings], redis_target: RedisTarget
+) -> None:
+    api = await start_quiet_app(start_app, make_settings())
+    flush(redis_target)
+    ended = await api.new_session()
+    await api.client.post(f"/sessions/{ended}/end")
+    await api.new_session()
+    nodes = node_clients(redis_target)
+    changes_before = [node.info("persistence")["rdb_changes_since_last_save"] for node in nodes]
+    for node in nodes:
+        node.config_resetstat()
+
+    scrape = await api.client.get("/metrics")
+
+    assert scrape.status_code == 200
+    called = {name.removeprefix("cmdstat_") for node in nodes for name in node.info("commandstats")}
+    flags = {name: set(info["flags"]) for name, info in nodes[0].execute_command("COMMAND", "INFO", *called).items()}
+    writes = {name for name, command_flags in flags.items() if command_flags & {"write", "may_replicate"}}
+    assert not writes, f"the scrape ran {writes}"
+    assert "scan" in called  # it did read Redis: the gauge is counted, not remembered
+    assert [node.info("persistence")["rdb_changes_since_last_save"] for node in nodes] == changes_before
+    gauge = next(
+        family for family in text_string_to_metric_families(scrape.text) if family.name == "hazard_active_sessions"
+    )
+    assert gauge.samples[0].value == 1  # the ended session is not counted
+
+
+async def test_the_client_runs_a_transaction_over_keys_of_one_slot(
+    make_settings: Callable[..., Settings], direct_redis: SyncRedis
+) -> None:
+    client = create_redis(make_settings())
+    key = "test:{transaction}"
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"field": "1"})
+            pipe.expire(key, 60)
+            assert await pipe.execute() == [1, True]
+    finally:
+        await client.aclose()
+    assert direct_redis.hget(key, "field") == "1" and direct_redis.ttl(key) > 0
+    direct_redis.delete(key)
