@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test lint system-deps model eval bench clean up down status logs restart-web
+.PHONY: run test lint system-deps model model-int8 eval bench clean up down status logs restart-web
 
 $(STAMP): pyproject.toml
 	./scripts/ensure-system-deps.sh
@@ -42,11 +42,19 @@ model:
 	test -x .venv-train/bin/python || python3 -m venv .venv-train
 	.venv-train/bin/pip install --quiet -e '.[train]'
 	PYTHONPATH=scripts .venv-train/bin/python scripts/build_model.py
+	$(MAKE) model-int8
+
+# The INT8 sibling: NNCF post-training quantization of the FP16 IR on generated scenes (own venv, no torch).
+model-int8:
+	test -x .venv-quant/bin/python || python3 -m venv .venv-quant
+	.venv-quant/bin/pip install --quiet 'nncf>=3.4,<4' 'openvino>=2025.0' numpy pillow pyyaml
+	PYTHONPATH=.:scripts .venv-quant/bin/python scripts/quantize_model.py
 
 eval: $(STAMP)
 	PYTHONPATH=scripts $(PY) scripts/evaluate.py
 
 clean:
+	./scripts/stack.sh down  # var/run records what is running: stop it before the records go
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache
 
 # Operator stack (scripts/stack.sh): Redis if none answers, the API in the background (var/run/api.pid,

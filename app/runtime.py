@@ -23,6 +23,7 @@ from app import __version__
 from app.services.auth import OperatorAuth
 from app.services.breakers import AsyncBreaker
 from app.services.detection import DetectionService
+from app.services.errors import ApiError
 from app.services.fleet import FleetAgent, FleetControl, new_process_id
 from app.services.health import HealthChecks
 from app.services.inference.engine import DetectionEngine
@@ -141,8 +142,9 @@ class Runtime:
             return
         try:
             await self.registry.activate(self.registry.default_version)
-        except ModelLoadError as exc:
-            self.state.phase, self.state.model_error = Phase.MODEL_FAILED, str(exc)
+        except (ModelLoadError, ApiError) as exc:  # broken files, or no memory left for it
+            reason = str(exc) if isinstance(exc, ModelLoadError) else f"{exc.message} {exc.details}"
+            self.state.phase, self.state.model_error = Phase.MODEL_FAILED, reason
 
     def _build_engine(self, path: Path, name: str) -> DetectionEngine:
         """Read and compile one version (blocking: the registry runs it in a thread)."""

@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from bench.common import MODEL_DIR, benchmark_app, percentiles, road_frame
 
 async def sequential_latency(engine: DetectionEngine, frame: bytes, seconds: float) -> dict[str, dict[str, float]]:
     batch = np.full((1, engine.info.input_height, engine.info.input_width, 3), 114, np.uint8)
-    pool_ms, full_ms = [], []
+    pool_ms: list[float] = []
+    full_ms: list[float] = []
     for samples, run in (
         (pool_ms, lambda: engine.pool.infer(batch, time.monotonic() + 10)),
         (full_ms, lambda: engine.detect(frame, DetectOptions(), time.monotonic() + 10)),
@@ -57,14 +59,14 @@ async def saturated_throughput(engine: DetectionEngine, frame: bytes | None, sec
     return done / (time.monotonic() - started)
 
 
-async def measure_ours(seconds: float) -> dict[str, object]:
+async def measure_ours(model_dir: Path, seconds: float) -> dict[str, Any]:
     frame = road_frame()
-    latency_model = load_model(MODEL_DIR, performance_hint="LATENCY")
+    latency_model = load_model(model_dir, performance_hint="LATENCY")
     latency_engine = DetectionEngine(latency_model, latency_model.optimal_requests, 256, 40_000_000)
     await latency_engine.warm_up(10)
     ours_latency = await sequential_latency(latency_engine, frame, seconds)
     served_fps = await saturated_throughput(latency_engine, frame, seconds, 4 * latency_engine.pool.size)
-    throughput_model = load_model(MODEL_DIR, performance_hint="THROUGHPUT")
+    throughput_model = load_model(model_dir, performance_hint="THROUGHPUT")
     size = throughput_model.optimal_requests
     throughput_engine = DetectionEngine(throughput_model, size, 256, 40_000_000)
     await throughput_engine.warm_up(10)
@@ -82,10 +84,11 @@ async def measure_ours(seconds: float) -> dict[str, object]:
     }
 
 
-def one_round(xml: Path, seconds: int) -> dict[str, object]:
+def one_round(model_dir: Path, seconds: int) -> dict[str, Any]:
     """benchmark_app and ours back to back, so both see the same machine state."""
+    xml = next(model_dir.glob("*.xml"))
     reference_latency = benchmark_app(xml, "latency", seconds)
-    ours = asyncio.run(measure_ours(seconds))
+    ours = asyncio.run(measure_ours(model_dir, seconds))
     reference_throughput = benchmark_app(xml, "throughput", seconds)
     latency, fps = ours["latency_ms"], ours["throughput_fps"]
     assert isinstance(latency, dict) and isinstance(fps, dict)
@@ -105,23 +108,31 @@ def one_round(xml: Path, seconds: int) -> dict[str, object]:
     }
 
 
+def median_ratios(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    return {name: float(np.median([r["ratios"][name] for r in rounds])) for name in rounds[0]["ratios"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds; the machine's noise shows in their spread"
     )
+    parser.add_argument(
+        "--model-dir", type=Path, action="append", help="a version to measure (repeat); default: FP16 and INT8"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/engine.json"))
     args = parser.parse_args()
-    xml = next(MODEL_DIR.glob("*.xml"))
-    rounds = [one_round(xml, args.seconds) for _ in range(args.rounds)]
-    ratio_names = rounds[0]["ratios"]
-    assert isinstance(ratio_names, dict)
-    medians = {name: float(np.median([r["ratios"][name] for r in rounds])) for name in ratio_names}  # type: ignore[index]
-    report = {"median_ratios": medians, "rounds": rounds}
+    versions: list[Path] = args.model_dir or [MODEL_DIR, MODEL_DIR.parent / "best0408_int8_openvino_model"]
+    # Versions interleave within each round, so INT8 and FP16 see the same machine state too.
+    rounds: dict[str, list[dict[str, Any]]] = {version.name: [] for version in versions}
+    for _ in range(args.rounds):
+        for version in versions:
+            rounds[version.name].append(one_round(version, args.seconds))
+    report = {name: {"median_ratios": median_ratios(runs), "rounds": runs} for name, runs in rounds.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(json.dumps({name: entry["median_ratios"] for name, entry in report.items()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""mAP50 of the committed model, run through the service's own engine, on a held-out generated split.
+"""mAP50 of every model version in the repository, run through the service's own engine, on a held-out split.
 
-`make eval`; the last line printed is `mAP50=<value>`. The split uses a seed the training never saw.
+`make eval`; one `<version> mAP50=<value>` line per version, then, last, `mAP50=<value>` of the default
+version. The split uses a seed neither the training nor the INT8 calibration ever saw.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from scenes import CLASS_NAMES, Scene, generate_scene
 
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
+from app.services.inference.registry import is_model_folder
 from app.services.inference.types import DetectOptions
 
 HELD_OUT_SEED = 777
+DEFAULT_VERSION = "best0408_openvino_model"
 IOU_MATCH = 0.5
 
 
@@ -92,14 +95,23 @@ async def evaluate(model_dir: Path, count: int, seed: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=Path("models/best0408_openvino_model"))
+    parser.add_argument("--model-dir", type=Path, help="one version; default: every version in --repository")
+    parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     args = parser.parse_args()
-    per_class = asyncio.run(evaluate(args.model_dir, args.count, args.seed))
-    for name, ap in per_class.items():
-        print(f"AP50[{name}]={ap:.4f}")
-    print(f"mAP50={np.nanmean(list(per_class.values())):.4f}")
+    versions = (
+        [args.model_dir] if args.model_dir else sorted(p for p in args.repository.iterdir() if is_model_folder(p))
+    )
+    scores = {}
+    for model_dir in versions:
+        per_class = asyncio.run(evaluate(model_dir, args.count, args.seed))
+        for name, ap in per_class.items():
+            print(f"{model_dir.name} AP50[{name}]={ap:.4f}")
+        scores[model_dir.name] = float(np.nanmean(list(per_class.values())))
+    for name, score in scores.items():
+        print(f"{name} mAP50={score:.4f}")
+    print(f"mAP50={scores.get(DEFAULT_VERSION, next(iter(scores.values()))):.4f}")  # the default version, last
 
 
 if __name__ == "__main__":

@@ -41,10 +41,18 @@ def calibration_batches(count: int, seed: int, height: int, width: int) -> Itera
 
 def head_ignored_scope(model: ov.Model) -> nncf.IgnoredScope:
     """Keep the Detect head's box decoding (DFL, anchors, strides) in float, as Ultralytics' own INT8 export does."""
-    indices = [int(m.group(1)) for op in model.get_ops() if (m := re.match(r"__module\.model\.(\d+)", op.get_friendly_name()))]
+    indices = [
+        int(m.group(1)) for op in model.get_ops() if (m := re.match(r"__module\.model\.(\d+)", op.get_friendly_name()))
+    ]
     head = f"__module\\.model\\.{max(indices)}"
     return nncf.IgnoredScope(
-        patterns=[f".*{head}/.*/Add", f".*{head}/.*/Sub.*", f".*{head}/.*/Mul.*", f".*{head}/.*/Div.*", f".*{head}\\.dfl.*"],
+        patterns=[
+            f".*{head}/.*/Add",
+            f".*{head}/.*/Sub.*",
+            f".*{head}/.*/Mul.*",
+            f".*{head}/.*/Div.*",
+            f".*{head}\\.dfl.*",
+        ],
         types=["Sigmoid"],
         validate=False,
     )

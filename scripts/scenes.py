@@ -148,11 +148,11 @@ def generate_scene(rng: np.random.Generator, size: tuple[int, int] = SCENE_SIZE)
         depth = rng.uniform(0.2, 1.0)  # 0 at the horizon, 1 at the bottom edge
         cy = horizon + (height - horizon) * depth * 0.9 + 10
         cx = width * rng.uniform(0.12, 0.88)
-        size = height * (0.1 + 0.35 * depth) * rng.uniform(0.8, 1.2)
+        extent = height * (0.1 + 0.35 * depth) * rng.uniform(0.8, 1.2)
         if class_id == 3:
-            size *= 1.3
+            extent *= 1.3
         layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-        box = _PAINTERS[class_id](ImageDraw.Draw(layer), rng, cx, cy, size)
+        box = _PAINTERS[class_id](ImageDraw.Draw(layer), rng, cx, cy, extent)
         box = (max(0.0, box[0]), max(0.0, box[1]), min(float(width), box[2]), min(float(height), box[3]))
         if _overlaps(box, hazards) or box[2] - box[0] < 6 or box[3] - box[1] < 6:
             continue

@@ -95,6 +95,8 @@ def make_settings(redis_target: RedisTarget, tmp_path: Path, model_cache: Path) 
             "model_dir": MODEL_DIR,
             "model_repository": MODEL_DIR.parent,
             "model_cache_dir": model_cache,
+            # The suite runs many apps in one process: its RSS is not one server's (the limit is tested alone).
+            "model_memory_limit_mb": 65536,
             "fleet_name": f"test-{uuid.uuid4().hex[:12]}",  # no test sees another's desired model state
             **redis_settings(redis_target),
             "storage_dir": tmp_path / "uploads",

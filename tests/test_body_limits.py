@@ -3,8 +3,7 @@ reaches the decoder (Content-Length or streamed); multipart gets room for its en
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -32,8 +31,10 @@ async def in_chunks(body: bytes) -> AsyncIterator[bytes]:
 
 
 @pytest.fixture
-async def limited(start_app: Callable[[Settings], Any], make_settings: Callable[..., Settings]) -> RunningApp:
-    return await start_app(make_settings(max_image_bytes=LIMIT))  # type: ignore[no-any-return]
+async def limited(
+    start_app: Callable[[Settings], Awaitable[RunningApp]], make_settings: Callable[..., Settings]
+) -> RunningApp:
+    return await start_app(make_settings(max_image_bytes=LIMIT))
 
 
 def assert_too_large(response: httpx.Response) -> None:

@@ -460,10 +460,16 @@ def test_compose_stop_grace_covers_the_drain(compose: dict[str, Any]) -> None:
 # --- systemd -------------------------------------------------------------------------------------------------
 
 
+class CaseSensitiveConfigParser(configparser.ConfigParser):
+    """systemd keys are case-sensitive; ConfigParser lower-cases option names unless told otherwise."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 @pytest.fixture(scope="module")
 def unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # systemd keys are case-sensitive
+    parser = CaseSensitiveConfigParser(strict=False, interpolation=None)
     parser.read(SYSTEMD_UNIT, encoding="utf-8")
     return parser
 

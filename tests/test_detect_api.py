@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
+from app.settings import Settings
 from tests.conftest import RunningApp, both_redis_backends
 from tests.support.images import encode, png_bomb, scene_with_hazards
 
@@ -15,15 +18,19 @@ pytestmark = both_redis_backends
 SCENE, FRAME = scene_with_hazards(seed=5, size=(1280, 720))
 ERROR_FIELDS = {"code", "message", "details", "request_id"}
 
+StartApp = Callable[..., Awaitable[RunningApp]]
+MakeSettings = Callable[..., Settings]
 
-def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == ERROR_FIELDS
     assert body["error"]["code"] == code
     assert body["error"]["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
-    return body["error"]  # type: ignore[no-any-return]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 async def test_multipart_frame_is_answered_with_the_documented_shape(api: RunningApp) -> None:
@@ -34,7 +41,7 @@ async def test_multipart_frame_is_answered_with_the_documented_shape(api: Runnin
     assert set(body) == {"request_id", "session_id", "detections", "image", "model", "session", "timings_ms"}
     assert body["session_id"] == session_id and body["request_id"] == response.headers["x-request-id"]
     assert body["image"] == {"width": 1280, "height": 720}
-    assert body["model"]["name"] == "best0408" and body["model"]["version"]
+    assert body["model"]["name"] == "best0408_openvino_model" and body["model"]["version"]
     assert body["session"] == {"verified": True, "degraded": False, "frame_count": 1}
     assert set(body["timings_ms"]) == {"decode", "preprocess", "queue_wait", "infer", "postprocess"}
     labels = {d["label"] for d in body["detections"]}
@@ -66,7 +73,7 @@ async def test_query_parameters_shape_the_answer(api: RunningApp) -> None:
 
 
 @pytest.mark.parametrize("params", [{"conf": 1.5}, {"conf": "high"}, {"iou": -0.1}, {"max_det": 0}, {"max_det": 5000}])
-async def test_out_of_range_query_parameters_are_422(api: RunningApp, params: dict) -> None:  # type: ignore[type-arg]
+async def test_out_of_range_query_parameters_are_422(api: RunningApp, params: dict[str, float | str]) -> None:
     session_id = await api.new_session()
     response = await api.client.post(
         f"/detect/{session_id}", params=params, content=FRAME, headers={"content-type": "image/jpeg"}
@@ -105,14 +112,14 @@ async def test_multipart_without_a_file_field_is_422(api: RunningApp) -> None:
     assert_error(response, 422, "VALIDATION_ERROR")
 
 
-async def test_oversized_body_is_413_from_content_length(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_body_is_413_from_content_length(start_app: StartApp, make_settings: MakeSettings) -> None:
     api = await start_app(make_settings(max_image_bytes=4096))
     session_id = await api.new_session()
     response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
     assert_error(response, 413, "IMAGE_TOO_LARGE")
 
 
-async def test_oversized_chunked_body_is_413_while_streaming(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_chunked_body_is_413_while_streaming(start_app: StartApp, make_settings: MakeSettings) -> None:
     api = await start_app(make_settings(max_image_bytes=4096))
     session_id = await api.new_session()
 
@@ -134,7 +141,7 @@ async def test_unknown_session_is_404_and_ended_session_is_409(api: RunningApp) 
     assert_error(ended, 409, "SESSION_ENDED")
 
 
-async def test_full_queue_is_503_overloaded_with_retry_after(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_full_queue_is_503_overloaded_with_retry_after(start_app: StartApp, make_settings: MakeSettings) -> None:
     api = await start_app(make_settings(max_request_queue_size=1, model_max_concurrent=1))
     session_id = await api.new_session()
     responses = await asyncio.gather(
@@ -150,7 +157,7 @@ async def test_full_queue_is_503_overloaded_with_retry_after(start_app, make_set
         assert int(response.headers["retry-after"]) >= 1
 
 
-async def test_deadline_passed_is_504(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_deadline_passed_is_504(start_app: StartApp, make_settings: MakeSettings) -> None:
     api = await start_app(make_settings(request_timeout_seconds=0.0001))
     session_id = await api.new_session()
     response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
@@ -201,4 +208,4 @@ async def test_openapi_schema_documents_every_route(api: RunningApp) -> None:
         "/sessions/{session_id}/detections",
     } <= set(schema["paths"])
     detect = schema["paths"]["/detect/{session_id}"]["post"]
-    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det"}
+    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det", "model"}

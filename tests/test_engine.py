@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -13,13 +14,13 @@ from PIL import Image
 
 from app.services.errors import DeadlineExceeded, Overloaded
 from app.services.inference.engine import DetectionEngine
-from app.services.inference.model import load_model
+from app.services.inference.model import LoadedModel, load_model
 from app.services.inference.types import DetectOptions
 from tests.conftest import MODEL_DIR
 from tests.support.images import encode
 
 FIXTURES = Path(__file__).parent / "fixtures"
-REFERENCE = json.loads((FIXTURES / "reference_predictions.json").read_text())
+REFERENCE: list[dict[str, Any]] = json.loads((FIXTURES / "reference_predictions.json").read_text())
 SIZE_FLOOR_PX = 16  # hazards smaller than this on either side are below what the demo model is asked to find
 SCENE_WIDTH, SCENE_HEIGHT = 640, 360
 
@@ -37,24 +38,30 @@ def iou(a: list[float], b: list[float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def loaded_model():  # type: ignore[no-untyped-def]
+def loaded_model() -> LoadedModel:
     return load_model(MODEL_DIR)
 
 
-def new_engine(loaded_model, pool_size: int = 1, max_queue: int = 16) -> DetectionEngine:  # type: ignore[no-untyped-def]
+def new_engine(loaded_model: LoadedModel, pool_size: int = 1, max_queue: int = 16) -> DetectionEngine:
     return DetectionEngine(loaded_model, pool_size, max_queue, max_pixels=40_000_000)
 
 
-async def detect_fixture(engine: DetectionEngine, name: str) -> list[dict[str, object]]:
+class Found(TypedDict):
+    class_id: int
+    confidence: float
+    box: list[float]
+
+
+async def detect_fixture(engine: DetectionEngine, name: str) -> list[Found]:
     data = (FIXTURES / "scenes" / name).read_bytes()
     result = await engine.detect(data, DetectOptions(conf=0.25, iou=0.45), time.monotonic() + 10)
     return [
-        {"class_id": d.class_id, "confidence": d.confidence, "box": [d.x1, d.y1, d.x2, d.y2]} for d in result.detections
+        Found(class_id=d.class_id, confidence=d.confidence, box=[d.x1, d.y1, d.x2, d.y2]) for d in result.detections
     ]
 
 
 @pytest.mark.parametrize("record", REFERENCE, ids=[r["image"] for r in REFERENCE])
-async def test_engine_finds_each_labelled_hazard(loaded_model, record) -> None:  # type: ignore[no-untyped-def]
+async def test_engine_finds_each_labelled_hazard(loaded_model: LoadedModel, record: dict[str, Any]) -> None:
     found = await detect_fixture(new_engine(loaded_model), record["image"])
     checked = [t for t in record["truth"] if fully_in_frame(t["box"])]
     checked = [t for t in checked if min(t["box"][2] - t["box"][0], t["box"][3] - t["box"][1]) >= SIZE_FLOOR_PX]
@@ -70,7 +77,7 @@ def test_fixture_scenes_hold_enough_hazards_to_judge_the_engine() -> None:
 
 
 @pytest.mark.parametrize("record", REFERENCE, ids=[r["image"] for r in REFERENCE])
-async def test_engine_matches_ultralytics_reference(loaded_model, record) -> None:  # type: ignore[no-untyped-def]
+async def test_engine_matches_ultralytics_reference(loaded_model: LoadedModel, record: dict[str, Any]) -> None:
     found = await detect_fixture(new_engine(loaded_model), record["image"])
     # Confident reference boxes must be reproduced closely; borderline ones may flip with resize details.
     for reference in (r for r in record["reference"] if r["confidence"] >= 0.5):
@@ -88,7 +95,7 @@ async def test_engine_matches_ultralytics_reference(loaded_model, record) -> Non
         ), f"engine found {detection} that Ultralytics did not"
 
 
-async def test_full_queue_rejects_at_once_under_a_burst(loaded_model) -> None:  # type: ignore[no-untyped-def]
+async def test_full_queue_rejects_at_once_under_a_burst(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model, pool_size=1, max_queue=2)
     frame = encode(Image.new("RGB", (640, 360), (90, 90, 90)))
     outcomes = await asyncio.gather(
@@ -101,7 +108,7 @@ async def test_full_queue_rejects_at_once_under_a_burst(loaded_model) -> None:  
     assert engine.stats().completed == 2
 
 
-async def test_request_past_its_deadline_is_dropped_before_inference(loaded_model) -> None:  # type: ignore[no-untyped-def]
+async def test_request_past_its_deadline_is_dropped_before_inference(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model)
     frame = encode(Image.new("RGB", (320, 320)))
     with pytest.raises(DeadlineExceeded):
@@ -110,7 +117,7 @@ async def test_request_past_its_deadline_is_dropped_before_inference(loaded_mode
     assert engine.stats().completed == 0
 
 
-async def test_requests_waiting_past_their_deadline_expire_under_a_burst(loaded_model) -> None:  # type: ignore[no-untyped-def]
+async def test_requests_waiting_past_their_deadline_expire_under_a_burst(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model, pool_size=1, max_queue=64)
     frame = encode(Image.new("RGB", (320, 320)))
     deadline = time.monotonic() + 0.03
@@ -125,7 +132,7 @@ async def test_requests_waiting_past_their_deadline_expire_under_a_burst(loaded_
     assert (stats.expired, stats.completed, stats.queued, stats.in_flight) == (len(expired), len(served), 0, 0)
 
 
-async def test_timings_cover_every_stage(loaded_model) -> None:  # type: ignore[no-untyped-def]
+async def test_timings_cover_every_stage(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model)
     result = await engine.detect(encode(Image.new("RGB", (1280, 720))), DetectOptions(), time.monotonic() + 10)
     assert set(result.timings_ms) == {"decode", "preprocess", "queue_wait", "infer", "postprocess"}

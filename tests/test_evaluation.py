@@ -27,3 +27,11 @@ def test_a_box_can_be_claimed_once() -> None:
 async def test_committed_model_reaches_the_target_map50_on_held_out_scenes() -> None:
     per_class = await evaluate(MODEL_DIR, count=60, seed=HELD_OUT_SEED)
     assert float(np.nanmean(list(per_class.values()))) >= 0.80
+
+
+async def test_int8_version_stays_within_one_point_of_fp16() -> None:
+    """The quantized sibling is only worth serving if it finds what the FP16 model finds."""
+    fp16 = await evaluate(MODEL_DIR, count=60, seed=HELD_OUT_SEED)
+    int8 = await evaluate(MODEL_DIR.parent / "best0408_int8_openvino_model", count=60, seed=HELD_OUT_SEED)
+    gap = float(np.nanmean(list(fp16.values()))) - float(np.nanmean(list(int8.values())))
+    assert gap <= 0.01

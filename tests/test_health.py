@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from app.settings import Settings
 from tests.conftest import RunningApp, wait_until_ready
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import free_port
 
 _, FRAME = scene_with_hazards(seed=7, size=(640, 360))
+
+StartApp = Callable[..., Awaitable[RunningApp]]
+MakeSettings = Callable[..., Settings]
 
 
 async def test_ready_app_answers_every_probe(api: RunningApp) -> None:
@@ -27,7 +32,7 @@ async def test_ready_app_answers_every_probe(api: RunningApp) -> None:
     assert checks["storage"]["ok"]
 
 
-async def test_starting_app_is_live_but_not_ready(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_starting_app_is_live_but_not_ready(start_app: StartApp, make_settings: MakeSettings) -> None:
     api = await start_app(make_settings(model_warmup_requests=200), wait_ready=False)
     assert (await api.client.get("/health/live")).status_code == 200
     ready = await api.client.get("/health/ready")
@@ -39,7 +44,9 @@ async def test_starting_app_is_live_but_not_ready(start_app, make_settings) -> N
     assert (await api.client.get("/health/ready")).status_code == 200
 
 
-async def test_broken_model_keeps_liveness_and_explains_readiness(start_app, make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_broken_model_keeps_liveness_and_explains_readiness(
+    start_app: StartApp, make_settings: MakeSettings, tmp_path: Path
+) -> None:
     missing = tmp_path / "nothing_here_openvino_model"
     api = await start_app(make_settings(model_dir=missing))
     assert (await api.client.get("/health/live")).status_code == 200
@@ -50,7 +57,9 @@ async def test_broken_model_keeps_liveness_and_explains_readiness(start_app, mak
     assert (await api.client.get("/health/deep")).status_code == 503
 
 
-async def test_redis_down_is_degraded_but_ready_when_fail_open(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_redis_down_is_degraded_but_ready_when_fail_open(
+    start_app: StartApp, make_settings: MakeSettings
+) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     api = await start_app(make_settings(redis_url=dead_redis))
     ready = await api.client.get("/health/ready")
@@ -60,7 +69,9 @@ async def test_redis_down_is_degraded_but_ready_when_fail_open(start_app, make_s
     assert deep.status_code == 503 and deep.json()["checks"]["redis"]["ok"] is False
 
 
-async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
+    start_app: StartApp, make_settings: MakeSettings
+) -> None:
     api = await start_app(make_settings(model_max_concurrent=1, request_timeout_seconds=30))
     session_id = await api.new_session()
     in_flight = [

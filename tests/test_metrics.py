@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.settings import Settings
 from tests.conftest import RunningApp
 from tests.support.images import scene_with_hazards
 
 SCENE, FRAME = scene_with_hazards(seed=17, size=(1280, 720))
 
+# (sample name, sorted labels) -> value
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-async def scrape(api: RunningApp) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+async def scrape(api: RunningApp) -> Samples:
     response = await api.client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    samples = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
 
 
-def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)  # type: ignore[no-any-return]
+MODEL = "best0408_openvino_model"  # every detection metric says which version produced it
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
@@ -47,18 +55,19 @@ async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
     assert value(after, "hazard_http_request_duration_seconds_count", **route, status="404") >= 1
     for stage in ("decode", "preprocess", "queue_wait", "infer", "postprocess"):
         assert (
-            value(after, "hazard_detect_stage_duration_seconds_count", stage=stage)
-            - value(before, "hazard_detect_stage_duration_seconds_count", stage=stage)
+            value(after, "hazard_detect_stage_duration_seconds_count", stage=stage, model=MODEL)
+            - value(before, "hazard_detect_stage_duration_seconds_count", stage=stage, model=MODEL)
             == 3
         )
-    assert value(after, "hazard_detect_stage_duration_seconds_sum", stage="infer") > 0
+    assert value(after, "hazard_detect_stage_duration_seconds_sum", stage="infer", model=MODEL) > 0
     for label in {d["label"] for d in detections}:
-        moved = value(after, "hazard_detections_total", label=label) - value(
-            before, "hazard_detections_total", label=label
+        moved = value(after, "hazard_detections_total", label=label, model=MODEL) - value(
+            before, "hazard_detections_total", label=label, model=MODEL
         )
         assert moved == sum(d["label"] == label for d in detections)
     assert (
-        value(after, "hazard_frames_total", mode="verified") - value(before, "hazard_frames_total", mode="verified")
+        value(after, "hazard_frames_total", mode="verified", model=MODEL)
+        - value(before, "hazard_frames_total", mode="verified", model=MODEL)
         == 3
     )
     redis_admits = {"operation": "admit_frame", "outcome": "ok"}
@@ -73,7 +82,7 @@ async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
     assert value(after, "hazard_breaker_state", dependency="redis") == 0
     assert value(after, "hazard_model_ready") == 1
     info = [key for key in after if key[0] == "hazard_model_info"]
-    assert info and dict(info[0][1])["name"] == "best0408"
+    assert info and dict(info[0][1])["name"] == "best0408_openvino_model"
 
 
 async def test_latency_histogram_buckets_bracket_the_150ms_target(api: RunningApp) -> None:
@@ -82,7 +91,9 @@ async def test_latency_histogram_buckets_bracket_the_150ms_target(api: RunningAp
     assert {"0.1", "0.125", "0.15", "0.2"} <= buckets
 
 
-async def test_active_sessions_gauge_is_counted_at_most_once_per_refresh_interval(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_active_sessions_gauge_is_counted_at_most_once_per_refresh_interval(
+    start_app: Callable[..., Awaitable[RunningApp]], make_settings: Callable[..., Settings]
+) -> None:
     api = await start_app(make_settings(active_sessions_refresh_seconds=60))
     counted = value(await scrape(api), "hazard_active_sessions")
     await api.new_session()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_committed_model_is_a_raw_yolo_export_with_its_metadata() -> None:
     assert model.info.output_format is OutputFormat.RAW
     assert model.info.class_names == tuple(metadata["names"].values())
     assert [model.info.input_height, model.info.input_width] == metadata["imgsz"]
-    assert model.info.name == "best0408"
+    assert model.info.name == "best0408_openvino_model"  # the version: its folder in the repository
     assert len(model.info.version) == 12
     assert model.optimal_requests >= 1
 
@@ -76,7 +77,9 @@ def copy_model(tmp_path: Path) -> Path:
     ],
     ids=["missing-folder", "no-metadata", "no-names", "not-detect", "no-weights", "corrupt-xml", "no-xml"],
 )
-def test_broken_model_folder_gives_an_error_naming_the_file(tmp_path: Path, breakage, named_file: str) -> None:  # type: ignore[no-untyped-def]
+def test_broken_model_folder_gives_an_error_naming_the_file(
+    tmp_path: Path, breakage: Callable[[Path], object], named_file: str
+) -> None:
     folder = copy_model(tmp_path)
     breakage(folder)
     with pytest.raises(ModelLoadError, match=named_file):

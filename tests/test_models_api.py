@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ TOKEN = "machine-token-for-tests"
 AUTH = httpx.BasicAuth("admin", PASSWORD)
 REPOSITORY = MODEL_DIR.parent
 
-StartApp = Callable[..., Any]
+StartApp = Callable[..., Awaitable[RunningApp]]
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def admin_settings(make_settings: Callable[..., Settings]) -> Callable[..., Sett
 
 @pytest.fixture
 async def admin_api(start_app: StartApp, admin_settings: Callable[..., Settings]) -> RunningApp:
-    return await start_app(admin_settings())  # type: ignore[no-any-return]
+    return await start_app(admin_settings())
 
 
 FRAME = scene_with_hazards(seed=3)[1]

@@ -62,7 +62,7 @@ async def test_detect_frame_documents_the_bodies_it_reads(api: RunningApp) -> No
     assert {key: multipart["properties"]["file"][key] for key in BINARY} == BINARY
     for media_type in IMAGE_TYPES:
         assert body["content"][media_type]["schema"] == BINARY
-    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det"}
+    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det", "model"}
 
 
 async def test_every_operation_documents_its_errors_with_the_one_error_schema(api: RunningApp) -> None:
@@ -96,7 +96,7 @@ async def test_every_operation_documents_its_errors_with_the_one_error_schema(ap
     assert {404, 503} <= statuses("get_session") & statuses("end_session") & statuses("list_detections")
     assert statuses("get_media") >= {200, 404}
     detect_404 = by_id["detect_frame"]["responses"]["404"]["content"]["application/json"]["examples"]
-    assert set(detect_404) == {"SESSION_NOT_FOUND"}
+    assert set(detect_404) == {"SESSION_NOT_FOUND", "MODEL_NOT_FOUND"}
 
 
 async def test_answers_have_real_schemas_and_one_box_shape(api: RunningApp) -> None:

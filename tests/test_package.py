@@ -106,7 +106,11 @@ def test_installed_package_imports_from_the_venv_and_explains_itself(installed: 
     env = clean_env(installed)
     where = run([installed.bin("python"), "-c", "import app; print(app.__file__)"], 30, cwd=tmp_path, env=env)
     assert Path(where.stdout.strip()).is_relative_to(installed.venv), where.stdout
-    for command in ([installed.bin("python"), "-m", "app", "--help"], [installed.bin("hazard-api"), "--help"]):
+    commands: list[list[str | Path]] = [
+        [installed.bin("python"), "-m", "app", "--help"],
+        [installed.bin("hazard-api"), "--help"],
+    ]
+    for command in commands:
         usage = run(command, 30, cwd=tmp_path, env=env).stdout
         assert "--host" in usage and "--port" in usage, usage
 

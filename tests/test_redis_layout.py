@@ -4,12 +4,16 @@ left once it expires, and no write at all when /metrics is scraped. On one Redis
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
+from redis.exceptions import ClusterCrossSlotError
 
 from app.services.redis_client import create_redis
 from app.services.sessions.store import session_key
@@ -116,17 +120,30 @@ async def test_scraping_metrics_writes_nothing_to_redis(
     assert gauge.samples[0].value == 1  # the ended session is not counted
 
 
-async def test_the_client_runs_a_transaction_over_keys_of_one_slot(
-    make_settings: Callable[..., Settings], direct_redis: SyncRedis
+async def test_the_client_runs_a_transaction_over_keys_of_one_slot_in_this_event_loop(
+    make_settings: Callable[..., Settings], direct_redis: SyncRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    threads_started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: threads_started.append(thread))
     client = create_redis(make_settings())
-    key = "test:{transaction}"
+    key, other = "test:{transaction}", "test:{transaction}:other"
     try:
         async with client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"field": "1"})
             pipe.expire(key, 60)
-            assert await pipe.execute() == [1, True]
+            pipe.set(other, "2", ex=60)
+            assert await pipe.execute() == [1, True, True]
+        if isinstance(client, redis.asyncio.RedisCluster):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.set("test:{one-slot}", "1")
+                pipe.set("test:{another-slot}", "1")
+                with pytest.raises(ClusterCrossSlotError):
+                    await pipe.execute()
     finally:
         await client.aclose()
-    assert direct_redis.hget(key, "field") == "1" and direct_redis.ttl(key) > 0
+    assert not threads_started  # redis-py's own cluster transaction starts a thread per queued command
+    assert direct_redis.hget(key, "field") == "1" and 0 < direct_redis.ttl(key) <= 60
+    assert direct_redis.get(other) == "2"
+    assert direct_redis.exists("test:{one-slot}") == 0
     direct_redis.delete(key)
+    direct_redis.delete(other)

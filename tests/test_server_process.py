@@ -8,9 +8,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+import redis
 
 from app.services.sessions.store import session_key
 from tests.support.images import scene_with_hazards
@@ -40,22 +42,27 @@ def post_frame(base_url: str, session_id: str) -> int | str:
     return response.status_code
 
 
+def frame_count(client: redis.Redis, session_id: str) -> int:
+    # redis-py types sync and async replies as one union; this client is synchronous, so it is a str or None.
+    return int(cast("str | None", client.hget(session_key(session_id), "frame_count")) or 0)
+
+
 def test_sigterm_answers_every_accepted_frame_and_refuses_the_rest(server: Server, redis_server: RedisProcess) -> None:
     session_id = httpx.post(f"{server.base_url}/sessions").json()["session_id"]
-    redis = redis_server.client()
+    client = redis_server.client()
     with ThreadPoolExecutor(max_workers=40) as pool:
         in_flight = [pool.submit(post_frame, server.base_url, session_id) for _ in range(40)]
         deadline = time.monotonic() + 20
-        while int(redis.hget(session_key(session_id), "frame_count") or 0) < 8 and time.monotonic() < deadline:
+        while frame_count(client, session_id) < 8 and time.monotonic() < deadline:
             time.sleep(0.002)
-        accepted_at_signal = int(redis.hget(session_key(session_id), "frame_count") or 0)
+        accepted_at_signal = frame_count(client, session_id)
         server.process.send_signal(signal.SIGTERM)
         outcomes = [future.result() for future in in_flight]
     served = outcomes.count(200)
     # Frames the server had taken in finish with 200; later ones are refused at the door, never a 5xx.
     assert set(outcomes) <= {200, "refused"}, outcomes
     assert served >= accepted_at_signal >= 8
-    assert int(redis.hget(session_key(session_id), "frame_count")) == served
+    assert frame_count(client, session_id) == served
     # uvicorn re-raises the signal after a clean shutdown, so a graceful exit reads as "killed by SIGTERM".
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     with pytest.raises(httpx.ConnectError):

@@ -13,11 +13,20 @@ from contextvars import ContextVar
 from typing import Any, cast
 
 import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import ClusterPipeline, PipelineCommand
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ClusterError, MaxConnectionsError, RedisClusterException, SlotNotCoveredError
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterError,
+    ExecAbortError,
+    MaxConnectionsError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+)
 from redis.typing import EncodableT
 
 from app.settings import Settings
@@ -81,7 +90,9 @@ class BoundedRedisCluster(redis.RedisCluster):
     redis-py's cluster client raises MaxConnectionsError as soon as a node's `max_connections` are in use, which
     would trip the breaker under load: here at most `max_connections` calls run at once (each holds at most one
     connection per node), the others wait up to `pool_timeout`. Discovery failures, which redis-py raises as a
-    bare RedisClusterException, become ClusterUnreachable.
+    bare RedisClusterException, become ClusterUnreachable. A transaction (keys of one slot) is sent from this
+    event loop: redis-py's own runs each queued command on a thread and event loop of its own, which touch this
+    loop's connections from the other thread when the cluster has to be re-discovered.
     """
 
     def __init__(self, *, max_connections: int, pool_timeout: float, **kwargs: Any) -> None:
@@ -103,11 +114,55 @@ class BoundedRedisCluster(redis.RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
-        # A transaction works (keys of one slot only), but redis-py queues each of its commands from a thread and
-        # event loop of its own, blocking this loop ~0.4 ms a command: a Lua script is the cheap atomic tool.
         if shard_hint:
             raise ValueError("shard_hint is not supported in cluster mode")
-        return _BoundedPipeline(self, transaction)  # type: ignore[abstract]  # only redis-py's annotations say so
+        return _BoundedPipeline(self, bool(transaction))  # type: ignore[abstract]  # only redis-py's annotations say so
+
+    async def run_transaction(self, commands: list[PipelineCommand], raise_on_error: bool) -> list[Any]:
+        """MULTI, the commands, EXEC, on the node that serves the one slot all their keys share."""
+        if not commands:
+            return []
+        if self._initialize:
+            await self.initialize()
+        slots = {await self._determine_slot(*command.args) for command in commands}
+        if len(slots) != 1:
+            raise ClusterCrossSlotError("all keys of a cluster transaction must map to one slot")
+        node = self.nodes_manager.get_node_from_slot(slots.pop())
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([("MULTI",), *(command.args for command in commands), ("EXEC",)])
+            )
+            await connection.read_response()
+            queued: list[ResponseError] = []
+            for _ in commands:
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:  # refused when queued (EXEC will abort): keep reading the replies
+                    queued.append(exc)
+            replies = await connection.read_response()
+        except ExecAbortError:
+            raise queued[0] if queued else ExecAbortError("transaction aborted") from None
+        except BaseException as exc:
+            await connection.disconnect()  # replies may be left unread on it
+            if isinstance(exc, REDIS_FAILURES):
+                self._initialize = True  # the node may be gone: re-discover before the next call
+            if isinstance(exc, AskError):  # MOVED or ASK: the slot is being resharded
+                self._initialize = True
+                raise ClusterError(f"the transaction's slot moved: {exc}") from exc
+            raise
+        finally:
+            node.release(connection)
+        results = []
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                if raise_on_error:
+                    raise reply
+                results.append(reply)
+                continue
+            callback = self.response_callbacks.get(command.args[0])
+            results.append(callback(reply, **command.kwargs) if callback else reply)
+        return results
 
     @contextlib.asynccontextmanager
     async def permit(self) -> AsyncIterator[None]:
@@ -124,6 +179,13 @@ class BoundedRedisCluster(redis.RedisCluster):
         self._in_flight += 1
         try:
             yield
+        except AttributeError as exc:
+            self._maybe_stranded = True
+            # After a failure on a node redis-py 7 disconnects its idle connections without taking them out of the
+            # free list first: a call that picked one up meanwhile finds its stream gone (`None.writelines`).
+            if "'NoneType' object has no attribute" not in str(exc):
+                raise
+            raise redis.ConnectionError("the connection was closed while in use") from exc
         except BaseException:
             self._maybe_stranded = True
             raise
@@ -150,15 +212,21 @@ class BoundedRedisCluster(redis.RedisCluster):
 
 
 class _BoundedPipeline(ClusterPipeline):
-    """A cluster pipeline that holds one permit of its client while it runs."""
+    """A cluster pipeline that holds one permit of its client while it runs. Commands are always queued by the
+    plain strategy (in this event loop); a transaction is then sent by BoundedRedisCluster.run_transaction."""
 
-    def __init__(self, client: BoundedRedisCluster, transaction: Any | None) -> None:
-        super().__init__(client, transaction)
+    def __init__(self, client: BoundedRedisCluster, transaction: bool) -> None:
+        super().__init__(client)
         self._bounded_client = client
+        self._atomic = transaction
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         async with self._bounded_client.permit():
-            return await super().execute(raise_on_error, allow_redirections)
+            if not self._atomic:
+                return await super().execute(raise_on_error, allow_redirections)
+            commands = list(self._execution_strategy._command_queue)  # type: ignore[attr-defined]
+            await self.reset()  # type: ignore[no-untyped-call]
+            return await self._bounded_client.run_transaction(commands, raise_on_error)
 
 
 def register_script(client: RedisClient, script: str) -> AsyncScript:

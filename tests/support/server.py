@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -54,7 +55,7 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(self.log_path.read_text())
 
-    def log_lines(self) -> list[dict]:  # type: ignore[type-arg]
+    def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
