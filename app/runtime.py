@@ -38,6 +38,7 @@ from app.services.redis_client import REDIS_FAILURES, create_redis, redact_url
 from app.services.serving import Phase, ServingState
 from app.services.sessions.pending import replay_forever
 from app.services.sessions.store import SessionStore
+from app.services.tasks import cancel, cancel_all
 from app.services.uploads.policy import UploadPolicy
 from app.services.uploads.service import UploadService
 from app.settings import Settings
@@ -221,9 +222,9 @@ class Runtime:
     async def stop_after(self, starting: asyncio.Task[None]) -> None:
         """Stop, first cancelling a start that is still under way (shutdown during warm-up)."""
         if not starting.done():
-            starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
+            await cancel(starting)
+        elif not starting.cancelled() and starting.exception() is not None:
+            log.error("start_failed", error=repr(starting.exception()))
         await self.stop()
 
     async def stop(self) -> None:
@@ -234,10 +235,7 @@ class Runtime:
         if not await self.detection.wait_idle(self.settings.shutdown_drain_seconds):
             log.warning("drain_timed_out", in_flight=self.detection.in_flight)
         await self.fleet.stop()
-        for task in self._background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._background)
         with contextlib.suppress(Exception):
             await self.sessions.replay_pending()
         await self.uploads.stop(self.settings.upload_flush_seconds)

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -71,10 +71,52 @@ def node_clients(target: RedisTarget) -> list[redis.Redis]:
     return [target.client()]
 
 
+class DirectRedis:
+    """A synchronous client straight to a Redis (one server or a cluster), bypassing the app: what is really
+    stored. Typed reads: redis-py's sync and async clients share one return annotation (`Awaitable | Any`)."""
+
+    def __init__(self, target: RedisTarget) -> None:
+        self.client: SyncRedis = target.client()
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return cast(dict[str, str], self.client.hgetall(key))
+
+    def hget(self, key: str, field: str) -> str | None:
+        return cast("str | None", self.client.hget(key, field))
+
+    def get(self, key: str) -> str | None:
+        return cast("str | None", self.client.get(key))
+
+    def set(self, key: str, value: str) -> None:
+        self.client.set(key, value)
+
+    def delete(self, *keys: str) -> None:
+        self.client.delete(*keys)
+
+    def exists(self, *keys: str) -> int:
+        return cast(int, self.client.exists(*keys))
+
+    def ttl(self, key: str) -> int:
+        return cast(int, self.client.ttl(key))
+
+    def pttl(self, key: str) -> int:
+        return cast(int, self.client.pttl(key))
+
+    def llen(self, key: str) -> int:
+        return cast(int, self.client.llen(key))
+
+    def time(self) -> float:
+        seconds, micros = cast(tuple[int, int], self.client.time())
+        return seconds + micros / 1e6
+
+    def close(self) -> None:
+        self.client.close()
+
+
 @pytest.fixture
-def direct_redis(redis_target: RedisTarget) -> Iterator[SyncRedis]:
-    """A client straight to the test's Redis, bypassing the app: what is really stored."""
-    client = redis_target.client()
+def direct_redis(redis_target: RedisTarget) -> Iterator[DirectRedis]:
+    """What is really stored in the test's Redis."""
+    client = DirectRedis(redis_target)
     yield client
     client.close()
 

@@ -109,3 +109,4 @@ def test_activation_through_one_process_switches_both_under_load(fleet: tuple[Se
     for server in fleet:  # each process answers with the new version on its own
         session_id = httpx.post(f"{server.base_url}/sessions", timeout=5).json()["session_id"]
         assert send_frame(server.base_url, session_id).model == INT8
+        assert PASSWORD not in server.log_path.read_text(), "the operator password never reaches a log"

@@ -7,9 +7,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import redis
 import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
@@ -18,7 +19,7 @@ from redis.exceptions import ClusterCrossSlotError
 from app.services.redis_client import create_redis
 from app.services.sessions.store import session_key
 from app.settings import Settings
-from tests.conftest import RedisTarget, RunningApp, SyncRedis, both_redis_backends, node_clients
+from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_backends, node_clients
 from tests.support.images import scene_with_hazards
 from tests.support.redis_cluster import RedisCluster
 
@@ -32,6 +33,10 @@ def all_keys(redis_target: RedisTarget) -> set[str]:
         with node:
             keys.update(str(key) for key in node.scan_iter("*"))
     return keys
+
+
+def info(node: redis.Redis, section: str) -> dict[str, Any]:
+    return cast(dict[str, Any], node.info(section))
 
 
 def flush(redis_target: RedisTarget) -> None:
@@ -57,7 +62,7 @@ async def wait_for(condition: Callable[[], Any], what: str, within: float = 10.0
 
 
 async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing_behind(
-    start_app: Any, make_settings: Callable[..., Settings], redis_target: RedisTarget, direct_redis: SyncRedis
+    start_app: Any, make_settings: Callable[..., Settings], redis_target: RedisTarget, direct_redis: DirectRedis
 ) -> None:
     api = await start_quiet_app(start_app, make_settings(upload_min_confidence=0.3, session_ended_grace_seconds=1))
     flush(redis_target)
@@ -82,7 +87,10 @@ async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing
     assert keys == {base, f"{base}:history", f"{base}:uploads"}
     assert {key_slot(key.encode()) for key in keys} == {key_slot(session_id.encode())}
     if isinstance(redis_target, RedisCluster):  # the server agrees with the client's slot arithmetic
-        assert {direct_redis.cluster_keyslot(key) for key in keys} == {key_slot(session_id.encode())}
+        server_slots = {
+            cast(int, node.cluster("KEYSLOT", key)) for node in node_clients(redis_target)[:1] for key in keys
+        }
+        assert server_slots == {key_slot(session_id.encode())}
     ttls = [direct_redis.pttl(key) for key in sorted(keys)]
     assert all(0 < ttl <= 1000 for ttl in ttls), ttls  # every key expires with the ended session
 
@@ -101,19 +109,20 @@ async def test_scraping_metrics_writes_nothing_to_redis(
     await api.client.post(f"/sessions/{ended}/end")
     await api.new_session()
     nodes = node_clients(redis_target)
-    changes_before = [node.info("persistence")["rdb_changes_since_last_save"] for node in nodes]
+    changes_before = [info(node, "persistence")["rdb_changes_since_last_save"] for node in nodes]
     for node in nodes:
         node.config_resetstat()
 
     scrape = await api.client.get("/metrics")
 
     assert scrape.status_code == 200
-    called = {name.removeprefix("cmdstat_") for node in nodes for name in node.info("commandstats")}
-    flags = {name: set(info["flags"]) for name, info in nodes[0].execute_command("COMMAND", "INFO", *called).items()}
+    called = {name.removeprefix("cmdstat_") for node in nodes for name in info(node, "commandstats")}
+    described: dict[str, dict[str, Any]] = nodes[0].execute_command("COMMAND", "INFO", *called)  # type: ignore[no-untyped-call]
+    flags = {name: set(command["flags"]) for name, command in described.items()}
     writes = {name for name, command_flags in flags.items() if command_flags & {"write", "may_replicate"}}
     assert not writes, f"the scrape ran {writes}"
     assert "scan" in called  # it did read Redis: the gauge is counted, not remembered
-    assert [node.info("persistence")["rdb_changes_since_last_save"] for node in nodes] == changes_before
+    assert [info(node, "persistence")["rdb_changes_since_last_save"] for node in nodes] == changes_before
     gauge = next(
         family for family in text_string_to_metric_families(scrape.text) if family.name == "hazard_active_sessions"
     )
@@ -121,7 +130,7 @@ async def test_scraping_metrics_writes_nothing_to_redis(
 
 
 async def test_the_client_runs_a_transaction_over_keys_of_one_slot_in_this_event_loop(
-    make_settings: Callable[..., Settings], direct_redis: SyncRedis, monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings], direct_redis: DirectRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads_started = []
     monkeypatch.setattr(threading.Thread, "start", lambda thread: threads_started.append(thread))

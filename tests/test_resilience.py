@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from app.services.redis_client import REDIS_FAILURES
-from app.services.sessions.store import session_key
-from tests.conftest import RedisTarget, RunningApp, both_redis_backends, redis_settings
+from app.services.sessions.store import SessionStore, session_key
+from app.settings import Settings
+from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_backends, redis_settings
 from tests.support.images import scene_with_hazards
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
 
 pytestmark = both_redis_backends
+MakeSettings = Callable[..., Settings]
+StartApp = Callable[..., Awaitable[RunningApp]]
 _, FRAME = scene_with_hazards(seed=11, size=(640, 360))
 ANSWER_BOUND_SECONDS = 2.0  # socket timeout is 0.5 s; once the breaker is open there is no wait at all
 
@@ -63,8 +66,8 @@ async def wait_for(condition, within: float = 15.0) -> None:  # type: ignore[no-
 
 
 async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
-    start_app, make_settings, killable_redis: RedisTarget
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, killable_redis: RedisTarget
+) -> None:
     redis = killable_redis
     api = await start_app(make_settings(**redis_settings(redis), breaker_fail_max=2, breaker_reset_seconds=0.3))
     runtime = api.app.state.runtime
@@ -89,7 +92,7 @@ async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
 
     async def all_replayed() -> bool:
         response = await api.client.get(f"/sessions/{session_id}")
-        return response.status_code == 200 and response.json()["frame_count"] == 15
+        return response.status_code == 200 and bool(response.json()["frame_count"] == 15)
 
     await wait_for(all_replayed)
     assert len(runtime.sessions.pending) == 0
@@ -97,12 +100,12 @@ async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
     history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 50})).json()
     assert history["total"] == 15
     assert sum(item["degraded"] for item in history["items"]) == 12
-    assert redis.client().llen(f"{session_key(session_id)}:history") == 15
+    assert DirectRedis(redis).llen(f"{session_key(session_id)}:history") == 15
 
 
 async def test_fail_closed_mode_refuses_frames_while_redis_is_down(
-    start_app, make_settings, killable_redis: RedisTarget
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, killable_redis: RedisTarget
+) -> None:
     redis = killable_redis
     api = await start_app(make_settings(**redis_settings(redis), session_store_fail_open=False, breaker_fail_max=1))
     session_id = await api.new_session()
@@ -121,8 +124,8 @@ async def test_fail_closed_mode_refuses_frames_while_redis_is_down(
 
 
 async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
-    start_app, make_settings, killable_redis: RedisTarget
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, killable_redis: RedisTarget
+) -> None:
     redis = killable_redis
     api = await start_app(make_settings(**redis_settings(redis), breaker_fail_max=1, breaker_reset_seconds=0.2))
     sessions = api.app.state.runtime.sessions
@@ -133,21 +136,21 @@ async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
         assert status == 200 and body["session"]["degraded"]
     assert len(sessions.pending) == 2
     redis.start()
-    redis.client().set(f"{session_key(poisoned)}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
+    DirectRedis(redis).set(f"{session_key(poisoned)}:history", "not a list")  # LPUSH on it: WRONGTYPE, forever
 
     await wait_for(lambda: _no_pending(sessions))
-    assert redis.client().get(f"{session_key(poisoned)}:history") == "not a list"
-    assert redis.client().llen(f"{session_key(healthy)}:history") == 1
-    assert redis.client().hget(session_key(healthy), "frame_count") == "1"
+    assert DirectRedis(redis).get(f"{session_key(poisoned)}:history") == "not a list"
+    assert DirectRedis(redis).llen(f"{session_key(healthy)}:history") == 1
+    assert DirectRedis(redis).hget(session_key(healthy), "frame_count") == "1"
 
 
-async def _no_pending(sessions) -> bool:  # type: ignore[no-untyped-def]
-    return len(sessions.pending) == 0  # type: ignore[no-any-return]
+async def _no_pending(sessions: SessionStore) -> bool:
+    return len(sessions.pending) == 0
 
 
 async def test_calls_that_fail_during_a_long_outage_do_not_use_up_the_connection_pool(
-    start_app, make_settings, killable_redis: RedisTarget
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, killable_redis: RedisTarget
+) -> None:
     """A failed call must give its connection back, or after enough of them none is left once Redis returns."""
     redis = killable_redis
     api = await start_app(make_settings(**redis_settings(redis), redis_max_connections=2, breaker_reset_seconds=0.2))
@@ -165,8 +168,8 @@ async def test_calls_that_fail_during_a_long_outage_do_not_use_up_the_connection
 
 
 async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
-    start_app, make_settings, killable_redis: RedisTarget
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, killable_redis: RedisTarget
+) -> None:
     redis = killable_redis
     api = await start_app(
         make_settings(
@@ -192,7 +195,7 @@ async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
 
     async def history_complete() -> bool:
         response = await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 100})
-        return response.status_code == 200 and response.json()["total"] == 40
+        return response.status_code == 200 and bool(response.json()["total"] == 40)
 
     await wait_for(history_complete)
     await wait_for(lambda: _no_pending(api.app.state.runtime.sessions))
@@ -200,4 +203,4 @@ async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
     assert sorted(item["request_id"] for item in items) == sorted(body["request_id"] for _, body, _ in answers)
     assert sum(item["degraded"] for item in items) == degraded
     # A frame Redis admitted just before dying, without replying, is counted again on replay: at least once.
-    assert 40 <= int(redis.client().hget(session_key(session_id), "frame_count")) <= 40 + 2
+    assert 40 <= int(DirectRedis(redis).hget(session_key(session_id), "frame_count") or 0) <= 40 + 2

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import pytest
 
 from app.services.sessions.store import FrameAdmission, session_key
-from tests.conftest import RunningApp, SyncRedis, both_redis_backends
+from app.settings import Settings
+from tests.conftest import DirectRedis, RunningApp, both_redis_backends
 from tests.support.images import scene_with_hazards
 
 pytestmark = both_redis_backends
+MakeSettings = Callable[..., Settings]
+StartApp = Callable[..., Awaitable[RunningApp]]
 
 SESSION_FIELDS = {
     "session_id",
@@ -37,7 +41,7 @@ async def post_frame(api: RunningApp, session_id: str) -> dict:  # type: ignore[
 
 
 async def test_created_session_has_the_session_shape_and_lives_in_redis(
-    api: RunningApp, direct_redis: SyncRedis
+    api: RunningApp, direct_redis: DirectRedis
 ) -> None:
     response = await api.client.post("/sessions", json={"metadata": {"vehicle": "van-7"}, "ttl_seconds": 120})
     assert response.status_code == 201
@@ -65,7 +69,7 @@ async def test_ttl_override_above_the_maximum_is_refused(start_app, make_setting
 
 
 async def test_detection_slides_the_ttl_and_expiry_removes_the_session(
-    api: RunningApp, direct_redis: SyncRedis
+    api: RunningApp, direct_redis: DirectRedis
 ) -> None:
     session_id = await api.new_session(ttl_seconds=2)
     await asyncio.sleep(1.2)
@@ -84,8 +88,8 @@ async def test_detection_slides_the_ttl_and_expiry_removes_the_session(
 
 
 async def test_ended_session_is_readable_for_the_grace_period_then_gone(
-    start_app, make_settings, direct_redis: SyncRedis
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, direct_redis: DirectRedis
+) -> None:
     api = await start_app(make_settings(session_ended_grace_seconds=1))
     session_id = await api.new_session()
     await post_frame(api, session_id)
@@ -102,7 +106,9 @@ async def test_ended_session_is_readable_for_the_grace_period_then_gone(
     assert (await api.client.get(f"/sessions/{session_id}")).status_code == 404
 
 
-async def test_fifty_concurrent_frames_count_exactly(start_app, make_settings, direct_redis: SyncRedis) -> None:  # type: ignore[no-untyped-def]
+async def test_fifty_concurrent_frames_count_exactly(
+    start_app: StartApp, make_settings: MakeSettings, direct_redis: DirectRedis
+) -> None:
     api = await start_app(make_settings(request_timeout_seconds=60, max_request_queue_size=100))
     session_id = await api.new_session()
     answers = await asyncio.gather(*(post_frame(api, session_id) for _ in range(50)))
@@ -144,8 +150,8 @@ async def test_frames_over_the_rate_limit_get_429_with_retry_after(start_app, ma
 
 
 async def test_api_view_matches_redis_through_the_whole_lifecycle(
-    start_app, make_settings, direct_redis: SyncRedis
-) -> None:  # type: ignore[no-untyped-def]
+    start_app: StartApp, make_settings: MakeSettings, direct_redis: DirectRedis
+) -> None:
     api = await start_app(make_settings(session_ended_grace_seconds=1))
     redis = direct_redis
     session_id = await api.new_session(ttl_seconds=30, metadata={"route": "A7"})
@@ -164,8 +170,7 @@ async def test_api_view_matches_redis_through_the_whole_lifecycle(
         return view  # type: ignore[no-any-return]
 
     def redis_now() -> float:
-        seconds, micros = redis.time()
-        return seconds + micros / 1e6
+        return redis.time()
 
     assert (await assert_same())["status"] == "created"
     for _ in range(3):
@@ -179,7 +184,7 @@ async def test_api_view_matches_redis_through_the_whole_lifecycle(
 
 
 async def test_replaying_a_write_redis_already_applied_changes_nothing(
-    api: RunningApp, direct_redis: SyncRedis
+    api: RunningApp, direct_redis: DirectRedis
 ) -> None:
     """A timeout after Redis applied a write keeps it for replay; the replay must not count the frame twice."""
     sessions = api.app.state.runtime.sessions

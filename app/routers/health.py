@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
+from pydantic import BaseModel
 
 from app.openapi import error_responses
 from app.schemas import DeepReport, LiveReport, ReadyReport
@@ -19,10 +22,7 @@ def create_health_router(checks: HealthChecks) -> APIRouter:
 
     @router.get(
         "/ready",
-        responses={
-            **error_responses(),
-            503: {"model": ReadyReport, "description": "Not ready: the same report, with `reasons`."},
-        },
+        responses=_report_on_503(ReadyReport, "Not ready: the same report, with `reasons`."),
         response_model_exclude_none=True,
     )
     async def health_ready(response: Response) -> ReadyReport:
@@ -33,10 +33,7 @@ def create_health_router(checks: HealthChecks) -> APIRouter:
 
     @router.get(
         "/deep",
-        responses={
-            **error_responses(),
-            503: {"model": DeepReport, "description": "A check failed: the same report, `status: fail`."},
-        },
+        responses=_report_on_503(DeepReport, "A check failed: the same report, `status: fail`."),
         response_model_exclude_none=True,
     )
     async def health_deep(response: Response) -> DeepReport:
@@ -46,3 +43,8 @@ def create_health_router(checks: HealthChecks) -> APIRouter:
         return report
 
     return router
+
+
+def _report_on_503(report: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """Probes answer 503 with their own report, not the error shape: Kubernetes reads the status only."""
+    return {**error_responses(), 503: {"model": report, "description": description}}

@@ -28,6 +28,7 @@ from redis.typing import EncodableT, FieldT
 
 from app.services.inference.registry import ModelRegistry, ModelState
 from app.services.redis_client import REDIS_FAILURES
+from app.services.tasks import cancel_all
 from app.types import RedisClient
 
 log = structlog.get_logger(__name__)
@@ -163,10 +164,7 @@ class FleetAgent:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         with contextlib.suppress(*REDIS_FAILURES):
             await self._redis.delete(self._keys.process(self.process_id))
             await self._redis.zrem(self._keys.processes, self.process_id)

@@ -6,11 +6,13 @@ the cluster with the same slots after a restart on the same ports.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import redis
 import redis.cluster
@@ -70,7 +72,7 @@ class RedisCluster:
             self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + READY_WITHIN_SECONDS
         for port in self.ports:
-            self._wait(lambda port=port: _answers(port), deadline, f"node {port} did not start")
+            self._wait(functools.partial(_answers, port), deadline, f"node {port} did not start")
         if not created:
             nodes = [f"127.0.0.1:{port}" for port in self.ports]
             subprocess.run(
@@ -85,7 +87,7 @@ class RedisCluster:
     def _cluster_ok(self) -> bool:
         for port in self.ports:
             with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as node:
-                info = node.cluster("INFO")
+                info = cast(dict[str, str], node.cluster("INFO"))
                 if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
                     return False
         return True

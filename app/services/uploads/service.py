@@ -21,6 +21,7 @@ from app.services.breakers import AsyncBreaker
 from app.services.ids import SAFE_ID
 from app.services.inference.types import Detection
 from app.services.metrics import Metrics
+from app.services.tasks import cancel
 from app.services.uploads.annotate import annotate
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.services.uploads.status import UPLOAD_OUTCOMES, UploadStatus
@@ -124,7 +125,7 @@ class UploadService:
         if not self._accepting:
             return
         self._accepting = False
-        await _cancel(self._retrier)  # between passes it only sleeps; a pass under way is let finish below
+        await cancel(self._retrier)  # between passes it only sleeps; a pass under way is let finish below
         await _finish(self._retry_pass, flush_seconds)
         if self._worker is not None:
             try:
@@ -133,7 +134,7 @@ class UploadService:
             except TimeoutError:
                 log.warning("upload_flush_timed_out", queued=self._queue.qsize(), flush_seconds=flush_seconds)
         leftovers = [self._current] if self._current is not None else []
-        await _cancel(self._worker)
+        await cancel(self._worker)
         while not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
             self._queue.task_done()
@@ -340,12 +341,4 @@ async def _finish(task: asyncio.Task[None] | None, seconds: float) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(seconds):
             await asyncio.shield(task)
-    await _cancel(task)
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel(task)

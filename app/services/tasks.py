@@ -1,0 +1,30 @@
+"""Stopping background tasks for sure.
+
+Python 3.11's `asyncio.wait_for` (which redis-py awaits for every command) can swallow a cancellation
+that lands just as its inner call completes, and the task then runs on: one `cancel()` is not enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+CANCEL_RETRY_SECONDS = 0.1
+CANCEL_GIVE_UP_SECONDS = 5.0
+
+
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel until the task has ended (bounded: a task that will not stop is left, and shutdown goes on)."""
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + CANCEL_GIVE_UP_SECONDS
+    while not task.done() and loop.time() < give_up_at:
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_RETRY_SECONDS)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: an error it ended with is not reported again as "never retrieved"
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        await cancel(task)
