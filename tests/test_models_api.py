@@ -13,6 +13,7 @@ import pytest
 from app.settings import Settings
 from tests.conftest import MODEL_DIR, RunningApp
 from tests.support.images import scene_with_hazards
+from tests.support.waiting import wait_for
 
 FP16 = "best0408_openvino_model"
 INT8 = "best0408_int8_openvino_model"
@@ -183,3 +184,18 @@ async def test_fleet_lists_this_process_with_its_models(admin_api: RunningApp) -
     assert process["status"] == "running" and process["role"] == "api"
     assert process["active_model"] == FP16 and process["rss_mb"] > 0
     assert {m["name"] for m in process["models"]} >= {FP16, INT8}
+
+
+async def test_reload_worker_rereads_the_active_version_from_disk(admin_api: RunningApp) -> None:
+    registry = admin_api.app.state.runtime.registry
+    before = registry.active_engine
+    response = await admin_api.client.post("/admin/api/fleet/reload", json={}, auth=AUTH)
+    assert response.status_code == 200 and response.json() == {"published": "reload", "target": "*", "model": None}
+
+    async def replaced() -> bool:
+        return registry.active_engine is not before
+
+    await wait_for(replaced, "the command reached this process and a fresh engine replaced the old", within=30)
+    assert registry.active == FP16
+    session_id = await admin_api.new_session()
+    assert (await detect(admin_api, session_id)).json()["model"]["name"] == FP16

@@ -3,9 +3,7 @@ left once it expires, and no write at all when /metrics is scraped. On one Redis
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,6 +20,7 @@ from app.settings import Settings
 from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_backends, node_clients
 from tests.support.images import scene_with_hazards
 from tests.support.redis_cluster import RedisCluster
+from tests.support.waiting import wait_for
 
 pytestmark = both_redis_backends
 SCENE, FRAME = scene_with_hazards(seed=3, size=(1280, 720))
@@ -52,13 +51,6 @@ async def start_quiet_app(start_app: Any, settings: Settings) -> RunningApp:
     api: RunningApp = await start_app(settings)
     await api.app.state.runtime.fleet.stop()
     return api
-
-
-async def wait_for(condition: Callable[[], Any], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, f"{what}: not within {within} s"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing_behind(

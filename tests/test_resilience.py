@@ -19,6 +19,7 @@ from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_back
 from tests.support.images import scene_with_hazards
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
+from tests.support.waiting import wait_for
 
 pytestmark = both_redis_backends
 MakeSettings = Callable[..., Settings]
@@ -54,15 +55,6 @@ async def post_frame(api: RunningApp, session_id: str) -> tuple[int, dict, float
     started = time.monotonic()
     response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
     return response.status_code, response.json(), time.monotonic() - started
-
-
-async def wait_for(condition, within: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 async def test_redis_outage_degrades_detection_and_replays_every_kept_write(

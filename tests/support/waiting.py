@@ -1,0 +1,16 @@
+"""Bounded polling: tests wait on a condition, never on a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+POLL_SECONDS = 0.05
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], what: str = "condition", within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what}: not met within {within} s"
+        await asyncio.sleep(POLL_SECONDS)
