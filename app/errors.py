@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.request_context import current_request_id
-from app.services.errors import ApiError
+from app.services.errors import CLIENT_DISCONNECTED, ApiError, ClientClosedRequest
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +51,8 @@ def error_response(
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    if isinstance(exc, ClientClosedRequest):
+        structlog.contextvars.bind_contextvars(reason=CLIENT_DISCONNECTED)  # the access line says why: 499
     if exc.status >= 500:
         log.warning("request_failed", code=exc.code, status=exc.status, details=exc.details)
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.retry_after)

@@ -36,6 +36,7 @@ from app.services.metrics import Metrics
 from app.services.model_control import ModelControl
 from app.services.redis_client import REDIS_FAILURES, create_redis, redact_url
 from app.services.serving import Phase, ServingState
+from app.services.sessions.metadata import MetadataLimits
 from app.services.sessions.pending import replay_forever
 from app.services.sessions.store import SessionStore
 from app.services.tasks import cancel, cancel_all
@@ -73,6 +74,11 @@ class Runtime:
             fail_open=settings.session_store_fail_open,
             pending_limit=settings.pending_writes_limit,
             count_max_age=settings.active_sessions_refresh_seconds,
+            metadata_limits=MetadataLimits(
+                max_bytes=settings.session_metadata_max_bytes,
+                max_depth=settings.session_metadata_max_depth,
+                max_keys=settings.session_metadata_max_keys,
+            ),
             observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     session_rate_limit_per_second: float = Field(30.0, gt=0)
     session_rate_limit_burst: int = Field(60, ge=1)
     session_store_fail_open: bool = True
+    # Client metadata of a session, checked before it is stored (422 VALIDATION_ERROR naming the limit).
+    session_metadata_max_bytes: int = Field(4096, ge=2)  # its compact UTF-8 JSON
+    session_metadata_max_depth: int = Field(8, ge=1)  # the metadata object itself is level 1
+    session_metadata_max_keys: int = Field(64, ge=0)  # keys of every object in it, nested ones included
     pending_writes_limit: int = Field(10_000, ge=1)
     # The active-sessions gauge scans every session key: at most once per this many seconds (0: every scrape).
     active_sessions_refresh_seconds: float = Field(15.0, ge=0)

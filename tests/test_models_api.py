@@ -93,6 +93,7 @@ async def test_models_lists_every_version_of_the_repository(admin_api: RunningAp
     assert {FP16, INT8} <= set(versions)
     assert body["active"] == FP16 and versions[FP16]["active"] and versions[FP16]["state"] == "available"
     assert versions[INT8]["state"] == "unloaded" and versions[FP16]["load_seconds"] > 0
+    assert 0 < versions[FP16]["compile_seconds"] <= versions[FP16]["load_seconds"]
 
 
 async def test_activate_switches_detection_and_unloads_the_previous_version(admin_api: RunningApp) -> None:

@@ -38,7 +38,8 @@ class ModelVersionOut(BaseModel):
     reason: str | None
     version: str | None
     input_size: str | None
-    load_seconds: float | None
+    load_seconds: float | None = Field(description="Compile, warm-up and probe frame, in all.")
+    compile_seconds: float | None = Field(description="Reading and compiling the IR (the compile cache shortens it).")
     loaded_mb: float | None
     estimated_mb: float
     pool: dict[str, int] | None

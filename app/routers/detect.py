@@ -7,12 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from app.openapi import REQUEST_ERRORS, error_responses
 from app.request_context import current_request_id
 from app.schemas import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
 from app.services.detection import DetectionService
 from app.services.errors import (
+    CLIENT_DISCONNECTED,
+    ClientClosedRequest,
     DeadlineExceeded,
     ImageTooLarge,
     InvalidImage,
@@ -78,6 +81,13 @@ def _media_type(request: Request) -> str:
 
 
 async def _read_frame(request: Request, media_type: str, max_bytes: int) -> bytes:
+    try:
+        return await _read_body(request, media_type, max_bytes)
+    except ClientDisconnect:  # gone mid-body: nobody to answer, and not a server error
+        raise ClientClosedRequest(details={"reason": CLIENT_DISCONNECTED}) from None
+
+
+async def _read_body(request: Request, media_type: str, max_bytes: int) -> bytes:
     if media_type != "multipart/form-data":
         return await request.body()  # the body-size middleware stops it at the limit
     form = await request.form(max_files=1, max_fields=8)

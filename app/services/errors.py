@@ -162,3 +162,15 @@ class FleetStateUnavailable(ApiError):
     code = "FLEET_STATE_UNAVAILABLE"
     status = 503
     message = "The fleet state in Redis is unavailable; each process keeps serving what it has."
+
+
+CLIENT_DISCONNECTED = "client_disconnected"  # the `reason` of the access line of a request the client abandoned
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away before its request was read (nginx's 499): logged and counted, never documented,
+    since no client ever receives it."""
+
+    code = "CLIENT_CLOSED_REQUEST"
+    status = 499
+    message = "The client closed the connection before the request was read."

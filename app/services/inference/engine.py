@@ -18,6 +18,7 @@ from app.services.timing import ms
 class DetectionEngine:
     def __init__(self, model: LoadedModel, pool_size: int, max_queue: int, max_pixels: int) -> None:
         self.info: ModelInfo = model.info
+        self.compile_seconds = model.compile_seconds
         self.pool = InferencePool(model.compiled, pool_size, max_queue)
         self._max_pixels = max_pixels
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ class LoadedModel:
     info: ModelInfo
     compiled: ov.CompiledModel
     optimal_requests: int
+    compile_seconds: float = 0.0  # read + fold + compile (near zero when the compile cache has it)
 
 
 def _read_metadata(model_dir: Path) -> dict[str, Any]:
@@ -96,6 +98,7 @@ def load_model(
     name: str | None = None,
 ) -> LoadedModel:
     """Read, fold preprocessing in and compile one export; `name` (default: the folder's) is what answers say."""
+    started = time.perf_counter()
     metadata = _read_metadata(model_dir)
     xml = _find_ir(model_dir)
     class_names = _class_names(metadata["names"])
@@ -116,6 +119,7 @@ def load_model(
         config["CACHE_DIR"] = str(cache_dir)
     try:
         compiled = core.compile_model(model, device, config)
+        compile_seconds = time.perf_counter() - started
     except RuntimeError as exc:
         raise ModelLoadError(f"OpenVINO could not compile {xml} for {device}: {exc}") from exc
     info = ModelInfo(
@@ -128,4 +132,5 @@ def load_model(
         output_format=output_format,
         device=device,
     )
-    return LoadedModel(info, compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    return LoadedModel(info, compiled, optimal, round(compile_seconds, 3))

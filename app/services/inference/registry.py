@@ -74,6 +74,7 @@ class ModelVersion:
             "version": info.version if info else None,
             "input_size": f"{info.input_width}x{info.input_height}" if info else None,
             "load_seconds": self.load_seconds,
+            "compile_seconds": self.engine.compile_seconds if self.engine is not None else None,
             "loaded_mb": self.loaded_mb,
             "estimated_mb": self.estimated_mb,
             "pool": self.engine.stats().__dict__ if self.engine is not None else None,

@@ -25,6 +25,7 @@ from app.services.errors import RateLimited, SessionEnded, SessionNotFound, Sess
 from app.services.ids import SESSION_ID, SESSION_ID_BYTES
 from app.services.redis_client import REDIS_FAILURES, register_script
 from app.services.sessions import scripts
+from app.services.sessions.metadata import MetadataLimits, validate_metadata
 from app.services.sessions.pending import PendingWrite, PendingWrites
 from app.types import RedisClient, RedisObserver
 
@@ -105,6 +106,7 @@ class SessionStore:
         fail_open: bool,
         pending_limit: int,
         count_max_age: float = 15.0,
+        metadata_limits: MetadataLimits | None = None,
         clock: Callable[[], float] = time.time,
         observe: RedisObserver | None = None,
     ) -> None:
@@ -114,6 +116,7 @@ class SessionStore:
         self._history_limit = history_limit
         self._rate, self._burst = rate_per_second, rate_burst
         self._fail_open = fail_open
+        self._metadata_limits = metadata_limits or MetadataLimits()
         self._clock = clock
         self._observe = observe
         self.pending = PendingWrites(pending_limit)
@@ -147,6 +150,7 @@ class SessionStore:
         return time.perf_counter() - started
 
     async def create(self, metadata: dict[str, Any], ttl_seconds: int | None) -> Session:
+        validate_metadata(metadata, self._metadata_limits)  # before any write: what is stored can be read back
         ttl = self._default_ttl if ttl_seconds is None else ttl_seconds
         if not 1 <= ttl <= self._max_ttl:
             raise ValidationFailed(
