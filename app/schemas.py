@@ -54,7 +54,11 @@ class ErrorResponse(BaseModel):
 class SessionCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"metadata": {"vehicle": "van-7"}, "ttl_seconds": 3600}]})
 
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Anything the client wants kept with it.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Anything the client wants kept with it, within SESSION_METADATA_MAX_BYTES of JSON, "
+        "SESSION_METADATA_MAX_DEPTH levels and SESSION_METADATA_MAX_KEYS keys in all (defaults 4096, 8, 64).",
+    )
     ttl_seconds: Annotated[int, Field(ge=1), BeforeValidator(json_integer)] | None = Field(
         None, description="Sliding TTL; at most SESSION_MAX_TTL_SECONDS."
     )
