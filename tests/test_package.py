@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from packaging.utils import canonicalize_name
 
 from tests.conftest import MODEL_DIR
 from tests.support.redis_process import RedisProcess, free_port
+from tests.support.server import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
@@ -155,16 +155,7 @@ def test_installed_console_script_serves_frames_and_stops_cleanly_on_sigterm(
     served: tuple[str, subprocess.Popen[bytes], Path],
 ) -> None:
     base_url, process, log_path = served
-    deadline = time.monotonic() + READY_WITHIN_SECONDS
-    while True:
-        assert process.poll() is None, f"hazard-api exited {process.returncode}:\n{log_path.read_text()}"
-        assert time.monotonic() < deadline, f"not ready within {READY_WITHIN_SECONDS} s:\n{log_path.read_text()}"
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    wait_until_ready(base_url, process, log_path, READY_WITHIN_SECONDS)
 
     with httpx.Client(base_url=base_url, timeout=30) as client:
         created = client.post("/sessions")

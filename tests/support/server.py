@@ -44,16 +44,7 @@ class Server:
         self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(self.log_path.read_text())
+        wait_until_ready(self.base_url, self.process, self.log_path, within)
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
@@ -63,3 +54,17 @@ class Server:
             self.process.kill()
             self.process.wait(timeout=10)
         self.log.close()
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, within: float = 60.0) -> None:
+    """Poll /health/ready until 200; fail at once (with the log) if the server exits, or after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        assert process.poll() is None, f"server exited {process.returncode}:\n{log_path.read_text()}"
+        assert time.monotonic() < deadline, f"not ready within {within} s:\n{log_path.read_text()}"
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
