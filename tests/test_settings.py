@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.services.redis_client import redact_url
 from app.settings import Settings, SettingsError, load_settings
 from tests.support.redis_process import free_port
 
@@ -100,3 +101,8 @@ def test_server_with_a_bad_setting_exits_with_one_line_and_no_traceback(
     assert "Traceback" not in done.stderr + done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"configuration error: {expected}"), done.stderr
+
+
+def test_logged_redis_urls_hide_every_credential_even_with_an_at_sign_in_the_password() -> None:
+    assert redact_url("redis://user:p@ss@word@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
