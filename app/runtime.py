@@ -106,7 +106,6 @@ class Runtime:
         fleet = FleetControl(self.redis, settings.fleet_name, settings.fleet_heartbeat_seconds)
         self.fleet = FleetAgent(
             fleet,
-            self.redis,
             self.registry,
             self._describe,
             process_id=new_process_id(role),
@@ -254,7 +253,7 @@ class Runtime:
             replayed=self.sessions.pending.replayed,
             uploads=self.uploads.stats(),
         )
-        await self.registry.release_all()
+        self.registry.release_all()
         await self.redis.aclose()
 
 

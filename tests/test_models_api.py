@@ -93,6 +93,9 @@ async def test_models_lists_every_version_of_the_repository(admin_api: RunningAp
     assert {FP16, INT8} <= set(versions)
     assert body["active"] == FP16 and versions[FP16]["active"] and versions[FP16]["state"] == "available"
     assert versions[INT8]["state"] == "unloaded" and versions[FP16]["load_seconds"] > 0
+    (process,) = body["processes"].values()
+    assert process["status"] == "running" and process["active"] == FP16
+    assert process["models"][FP16] == "available" and process["models"][INT8] == "unloaded"
     assert 0 < versions[FP16]["compile_seconds"] <= versions[FP16]["load_seconds"]
 
 
@@ -200,3 +203,25 @@ async def test_reload_worker_rereads_the_active_version_from_disk(admin_api: Run
     assert registry.active == FP16
     session_id = await admin_api.new_session()
     assert (await detect(admin_api, session_id)).json()["model"]["name"] == FP16
+
+
+async def test_a_version_that_misses_the_probe_hazards_never_becomes_active(
+    start_app: StartApp, admin_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Valid IR, wrong labels: the probe frame's crack and debris come out as other classes."""
+    repository = tmp_path / "models"
+    repository.mkdir()
+    (repository / FP16).symlink_to(REPOSITORY / FP16, target_is_directory=True)
+    mislabelled = repository / "mislabelled_openvino_model"
+    shutil.copytree(REPOSITORY / FP16, mislabelled)
+    metadata = (mislabelled / "metadata.yaml").read_text()
+    names = "names:\n  0: pothole\n  1: traffic_cone\n  2: debris\n  3: crack\n"
+    assert names in metadata
+    swapped = "names:\n  0: crack\n  1: debris\n  2: pothole\n  3: traffic_cone\n"
+    (mislabelled / "metadata.yaml").write_text(metadata.replace(names, swapped))
+    api = await start_app(admin_settings(model_repository=repository, model_dir=repository / FP16))
+    response = await api.client.post("/admin/api/models/mislabelled_openvino_model/activate", auth=AUTH)
+    assert response.status_code == 422 and "probe frame" in response.json()["error"]["message"]
+    overview = (await api.client.get("/admin/api/models", auth=AUTH)).json()
+    assert overview["active"] == FP16
+    assert {v["name"]: v["state"] for v in overview["versions"]}["mislabelled_openvino_model"] == "failed"

@@ -45,11 +45,17 @@ class ModelVersionOut(BaseModel):
     pool: dict[str, int] | None
 
 
+class ProcessModels(BaseModel):
+    status: str = Field(description="running or lost")
+    active: str | None
+    models: dict[str, str] = Field(description="version -> state")
+
+
 class ModelsOverview(BaseModel):
     active: str | None
     desired: dict[str, Any] | None = Field(description="The fleet's desired state in Redis (null when unreachable).")
     versions: list[ModelVersionOut]
-    processes: dict[str, dict[str, str | None]] = Field(description="Per process: version -> state.")
+    processes: dict[str, ProcessModels] = Field(description="Per process id: its versions' states.")
 
 
 class ModelActionResult(BaseModel):

@@ -64,8 +64,6 @@ DETECT_ERRORS = error_responses(
     UnsupportedMediaType,
     RateLimited,
     Overloaded,
-    ModelNotFound,
-    ModelNotLoaded,
     ModelNotReady,
     SessionStoreUnavailable,
     ShuttingDown,

@@ -79,12 +79,12 @@ class FleetControl:
     """Reads and writes the fleet's shared state; used by the admin API of any process."""
 
     def __init__(self, redis: RedisClient, fleet_name: str, heartbeat_seconds: float) -> None:
-        self._redis = redis
+        self.redis = redis
         self.keys = FleetKeys(fleet_name)
         self._heartbeat_seconds = heartbeat_seconds
 
     async def desired(self) -> DesiredState | None:
-        fields = await cast(Awaitable[dict[str, str]], self._redis.hgetall(self.keys.desired))
+        fields = await cast(Awaitable[dict[str, str]], self.redis.hgetall(self.keys.desired))
         if not fields.get("active"):
             return None
         return DesiredState(
@@ -92,30 +92,30 @@ class FleetControl:
         )
 
     async def set_desired(self, active: str, loaded: frozenset[str]) -> DesiredState:
-        generation = int(await cast(Awaitable[int], self._redis.hincrby(self.keys.desired, "generation", 1)))
+        generation = int(await cast(Awaitable[int], self.redis.hincrby(self.keys.desired, "generation", 1)))
         mapping = {"active": active, "loaded": json.dumps(sorted(loaded)), "updated_at": repr(time.time())}
-        await cast(Awaitable[int], self._redis.hset(self.keys.desired, mapping=mapping))
+        await cast(Awaitable[int], self.redis.hset(self.keys.desired, mapping=mapping))
         await self.publish("converge")
         return DesiredState(active, loaded, generation)
 
     async def init_desired(self, active: str) -> None:
         """The first process of a fleet sets the default; later ones find it there."""
-        await cast(Awaitable[bool], self._redis.hsetnx(self.keys.desired, "active", active))
+        await cast(Awaitable[bool], self.redis.hsetnx(self.keys.desired, "active", active))
 
     async def publish(self, op: str, **fields: str) -> None:
         entry: dict[FieldT, EncodableT] = {"op": op}
         entry.update(fields)
-        await self._redis.xadd(self.keys.commands, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
+        await self.redis.xadd(self.keys.commands, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
 
     async def processes(self) -> list[dict[str, Any]]:
         """Every process seen within PROCESS_KEY_TTL_SECONDS, each `running` or `lost`."""
         now = time.time()
-        members = await self._redis.zrangebyscore(
+        members = await self.redis.zrangebyscore(
             self.keys.processes, now - PROCESS_KEY_TTL_SECONDS, "+inf", withscores=True
         )
         listed = []
         for process_id, seen_at in members:
-            fields = await cast(Awaitable[dict[str, str]], self._redis.hgetall(self.keys.process(process_id)))
+            fields = await cast(Awaitable[dict[str, str]], self.redis.hgetall(self.keys.process(process_id)))
             beat = _decode_heartbeat(fields) if fields else {"process_id": process_id}
             interval = float(beat.get("interval_seconds", self._heartbeat_seconds))
             lost = now - float(seen_at) > LOST_AFTER_HEARTBEATS * interval
@@ -129,7 +129,6 @@ class FleetAgent:
     def __init__(
         self,
         control: FleetControl,
-        redis: RedisClient,
         registry: ModelRegistry,
         describe: Describe,
         *,
@@ -139,7 +138,7 @@ class FleetAgent:
     ) -> None:
         self.control = control
         self._keys = control.keys
-        self._redis = redis
+        self._redis = control.redis  # the one client, shared with the admin side
         self._registry = registry
         self._describe = describe
         self.process_id = process_id

@@ -32,7 +32,11 @@ class ModelControl:
         except REDIS_FAILURES:
             desired, processes = None, []
         per_process = {
-            p["process_id"]: {m["name"]: m["state"] for m in p.get("models", [])} | {"_active": p.get("active_model")}
+            p["process_id"]: {
+                "status": p["status"],
+                "active": p.get("active_model"),
+                "models": {m["name"]: m["state"] for m in p.get("models", [])},
+            }
             for p in processes
         }
         return {

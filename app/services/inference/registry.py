@@ -246,7 +246,7 @@ class ModelRegistry:
             await _drain(old, self._drain_seconds)
         return version
 
-    async def release_all(self) -> None:
+    def release_all(self) -> None:
         for version in self._versions.values():
             version.engine = None
             version.state = ModelState.UNLOADED
