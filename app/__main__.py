@@ -1,8 +1,11 @@
 """`hazard-api` and `python -m app`: serve the API with uvicorn, the way every launcher of this project does.
 
 One worker (OpenVINO already spreads one inference over every core), no access log (the app logs each request
-itself), and 10 s for uvicorn's graceful shutdown before the app's own drain. HOST and PORT come from the
-environment unless --host/--port are given; every other setting is read by app.settings from the environment.
+itself), and 10 s for uvicorn's graceful shutdown before the app's own drain. What one process accepts is bounded
+(app/server.py): HTTP_MAX_CONNECTIONS open connections (503 past it when all are busy; idle and half-open ones
+are closed first), HTTP_HEADER_TIMEOUT_SECONDS for a request head, HTTP_KEEPALIVE_TIMEOUT_SECONDS idle, and the
+descriptor limit raised to fit. HOST and PORT come from the environment unless --host/--port are given; every
+other setting is read by app.settings from the environment.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
+
+from app.server import bounded_protocol, fit_descriptor_limit
+from app.settings import SettingsError, get_settings
 
 APP = "app.main:app"
 DEFAULT_HOST = "127.0.0.1"
@@ -56,6 +62,11 @@ def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    max_connections = fit_descriptor_limit(settings.http_max_connections)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_shutdown)
     uvicorn.run(
@@ -65,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=1,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        http=bounded_protocol(settings.http_header_timeout_seconds, max_connections),
+        limit_concurrency=max_connections,
+        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
     )
 
 

@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from app import __version__
+from app.client_address import ClientAddress, parse_networks
 from app.errors import install_error_handlers
 from app.logging import configure_logging
-from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.middleware import BodyDeadlineMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
 from app.openapi import DocumentedAPI, operation_id
 from app.routers.admin import create_admin_router
 from app.routers.detect import create_detect_router
 from app.routers.docs import create_docs_router
 from app.routers.health import create_health_router
+from app.routers.jobs import create_jobs_router
 from app.routers.media import create_media_router
 from app.routers.metrics import create_metrics_router
 from app.routers.sessions import create_sessions_router
@@ -51,9 +53,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(
-        create_sessions_router(runtime.sessions, settings.session_history_limit, settings.session_max_ttl_seconds)
+        create_sessions_router(
+            runtime.sessions,
+            settings.session_history_limit,
+            settings.session_max_ttl_seconds,
+            ClientAddress(settings.client_address_header, parse_networks(settings.trusted_proxies)),
+        )
     )
     app.include_router(create_detect_router(runtime.detection, settings))
+    app.include_router(
+        create_jobs_router(runtime.jobs.service, settings.job_max_frames_per_request, settings.max_image_bytes)
+    )
     app.include_router(create_health_router(runtime.health))
     app.include_router(create_metrics_router(runtime.metrics, runtime.sessions))
     app.include_router(create_media_router(settings.storage_dir))
@@ -65,7 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image_prefix="/detect/",
         image_limit=settings.max_image_bytes,
         multipart_overhead=MULTIPART_OVERHEAD,
+        batch_prefix="/jobs",
+        batch_limit=settings.job_request_max_bytes,
     )
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_body_timeout_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
     return app
 

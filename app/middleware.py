@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -11,11 +12,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_response
 from app.request_context import set_request_id
-from app.services.errors import CLIENT_DISCONNECTED, ApiError, ClientClosedRequest, ImageTooLarge, PayloadTooLarge
+from app.services.errors import (
+    CLIENT_DISCONNECTED,
+    ApiError,
+    ClientClosedRequest,
+    ImageTooLarge,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from app.services.ids import SAFE_ID
 from app.services.metrics import Metrics
 
 access_log = structlog.get_logger("access")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class RequestContextMiddleware:
@@ -44,7 +53,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                # nosniff on every answer, errors included: a browser never runs a served frame or error as script.
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()), NOSNIFF]
             await send(message)
 
         try:
@@ -82,19 +92,31 @@ class BodySizeLimitMiddleware:
 
     Paths under `image_prefix` carry frames (413 IMAGE_TOO_LARGE): a raw image body may be `image_limit` bytes,
     a multipart body `multipart_overhead` more for its envelope (the router caps the file part itself at
-    `image_limit`). Every other route takes small JSON bodies and gets `default_limit` (413 PAYLOAD_TOO_LARGE).
+    `image_limit`). Paths under `batch_prefix` carry many frames at once and get `batch_limit` (413
+    PAYLOAD_TOO_LARGE). Every other route takes small JSON bodies and gets `default_limit` (413 PAYLOAD_TOO_LARGE).
     """
 
     def __init__(
-        self, app: ASGIApp, default_limit: int, image_prefix: str, image_limit: int, multipart_overhead: int
+        self,
+        app: ASGIApp,
+        default_limit: int,
+        image_prefix: str,
+        image_limit: int,
+        multipart_overhead: int,
+        batch_prefix: str,
+        batch_limit: int,
     ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.image_prefix = image_prefix
         self.image_limit = image_limit
         self.multipart_overhead = multipart_overhead
+        self.batch_prefix = batch_prefix
+        self.batch_limit = batch_limit
 
     def _limit(self, path: str, headers: dict[bytes, bytes]) -> int:
+        if path.startswith(self.batch_prefix):
+            return self.batch_limit
         if not path.startswith(self.image_prefix):
             return self.default_limit
         media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
@@ -104,7 +126,7 @@ class BodySizeLimitMiddleware:
         if path.startswith(self.image_prefix):
             # The image limit, not the body limit: that is the figure a client can act on.
             return ImageTooLarge("The request body exceeds the size limit.", details={"max_bytes": self.image_limit})
-        return PayloadTooLarge(details={"max_bytes": self.default_limit})
+        return PayloadTooLarge(details={"max_bytes": self._limit(path, {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,3 +151,63 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class _BodyTimedOut(Exception):
+    """Raised into the app from `receive` when the body is late; the middleware answers 408 whatever the app did."""
+
+
+class BodyDeadlineMiddleware:
+    """Every request's whole body must arrive within `seconds` of the request, or it is answered 408 REQUEST_TIMEOUT
+    and its connection closed.
+
+    A client trickling its body (1 B/s) would otherwise hold its request, a connection and, at shutdown, the process
+    (uvicorn waits for every request unless told `--timeout-graceful-shutdown`): with this, a stop takes at most
+    this long plus the app's own drain, whatever flags the server was started with. Reads after the body (waiting
+    for a disconnect) are not limited.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        body_done = timed_out = started = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_done, timed_out
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                raise _BodyTimedOut from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def send_unless_late(message: Message) -> None:
+            nonlocal started
+            if timed_out and not started:
+                return  # whatever the app made of the interrupted read (a 400, a 500), the answer is 408
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_in_time, send_unless_late)
+        except _BodyTimedOut:
+            pass
+        except Exception:
+            if not timed_out:
+                raise
+        if timed_out and not started:
+            error = RequestTimeout(details={"timeout_seconds": self.seconds})
+            response = error_response(error.status, error.code, error.message, error.details)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)

@@ -14,38 +14,41 @@ import time
 from collections.abc import Awaitable
 from dataclasses import asdict
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from pydantic import SecretStr
 
 from app import __version__
+from app.job_runtime import JobRuntime
 from app.services.auth import OperatorAuth
 from app.services.breakers import AsyncBreaker
 from app.services.detection import DetectionService
 from app.services.errors import ApiError
 from app.services.fleet import FleetAgent, FleetControl, new_process_id
 from app.services.health import HealthChecks
-from app.services.inference.engine import DetectionEngine
-from app.services.inference.model import load_model
 from app.services.inference.probe import Probe
 from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import ModelLoadError
 from app.services.memory import rss_mb
 from app.services.metrics import Metrics
 from app.services.model_control import ModelControl
-from app.services.redis_client import REDIS_FAILURES, create_redis, redact_url
+from app.services.redis_client import REDIS_BREAKER_FAILURES, REDIS_FAILURES, create_redis, redact_url
 from app.services.serving import Phase, ServingState
 from app.services.sessions.metadata import MetadataLimits
 from app.services.sessions.pending import replay_forever
-from app.services.sessions.store import SessionStore
+from app.services.sessions.store import CreationLimits, SessionStore
 from app.services.tasks import cancel, cancel_all
 from app.services.uploads.policy import UploadPolicy
 from app.services.uploads.service import UploadService
 from app.settings import Settings
 
+if TYPE_CHECKING:  # the engine imports OpenVINO, which only a process that holds a model loads
+    from app.services.inference.engine import DetectionEngine
+
 log = structlog.get_logger(__name__)
 REPLAY_INTERVAL_SECONDS = 1.0
+PENDING_WRITES_FILE = "pending-writes.jsonl"  # beside the upload spool unless PENDING_WRITES_FILE says otherwise
 
 
 class Runtime:
@@ -58,7 +61,7 @@ class Runtime:
             "redis",
             fail_max=settings.breaker_fail_max,
             reset_seconds=settings.breaker_reset_seconds,
-            failures=REDIS_FAILURES,
+            failures=REDIS_BREAKER_FAILURES,  # an OOM refusal is Redis answering: reads it can serve go on
             on_change=self.metrics.set_breaker_state,
         )
         self.metrics.set_breaker_state("redis", "closed")
@@ -79,6 +82,13 @@ class Runtime:
                 max_depth=settings.session_metadata_max_depth,
                 max_keys=settings.session_metadata_max_keys,
             ),
+            creation_limits=CreationLimits(
+                per_minute=settings.session_create_rate_per_minute,
+                burst=settings.session_create_burst,
+                ttl_budget_seconds=settings.session_create_ttl_budget_seconds,
+                namespace=settings.fleet_name,
+            ),
+            pending_file=settings.pending_writes_file or settings.spool_dir / PENDING_WRITES_FILE,
             observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
@@ -93,7 +103,12 @@ class Runtime:
         )
         self.registry.on_change = self._model_changed
         upload_policy = UploadPolicy(self.uploads, settings.upload_min_confidence, settings.upload_min_interval_seconds)
-        self.detection = DetectionService(self.sessions, upload_policy, self.metrics, self.registry)
+        self.process_id = new_process_id(role)
+        self.holds_models = role == "worker" or settings.inference_mode == "local"
+        self.jobs = JobRuntime(
+            settings, self.metrics, self.registry, self.sessions, process_id=self.process_id, role=role
+        )
+        self.detection = DetectionService(self.sessions, upload_policy, self.metrics, self.jobs.live_detector)
         self.health = HealthChecks(
             self.state,
             self.registry,
@@ -101,6 +116,7 @@ class Runtime:
             self.uploads,
             self.probe,
             fail_open=settings.session_store_fail_open,
+            deep_cache_seconds=settings.health_deep_cache_seconds,
         )
         self.metrics.watch_pool(lambda: self.registry.active_engine.stats() if self.registry.active_engine else None)
         fleet = FleetControl(self.redis, settings.fleet_name, settings.fleet_heartbeat_seconds)
@@ -108,11 +124,12 @@ class Runtime:
             fleet,
             self.registry,
             self._describe,
-            process_id=new_process_id(role),
+            process_id=self.process_id,
+            holds_models=self.holds_models,
             heartbeat_seconds=settings.fleet_heartbeat_seconds,
             poll_seconds=settings.fleet_poll_seconds,
         )
-        self.model_control = ModelControl(self.registry, fleet)
+        self.model_control = ModelControl(self.registry, fleet, local=self.holds_models)
         self.auth = OperatorAuth(
             self.redis,
             namespace=settings.fleet_name,
@@ -132,15 +149,23 @@ class Runtime:
         await self._check_redis()
         self.registry.discover()
         await self.fleet.start()  # converges to the fleet's desired model state when Redis answers
-        await self._ensure_active_model()
+        if self.holds_models:
+            await self._ensure_active_model()
         # Kept writes and spooled uploads are flushed whether or not this process can detect.
+        loaded = await asyncio.to_thread(self.sessions.pending.load)  # saved by a stop while Redis was down
+        if loaded:
+            log.info("pending_writes_loaded", count=loaded)
         replay = replay_forever(self.sessions.replay_pending, self.sessions.pending, REPLAY_INTERVAL_SECONDS)
         self._background.append(asyncio.create_task(replay, name="replay-pending-writes"))
         await self.uploads.start()
+        await self.jobs.start()
         engine = self.registry.active_engine
         if engine is not None:
             self.state.phase = Phase.READY
             log.info("service_ready", model=engine.info.name, version=engine.info.version, pool_size=engine.pool.size)
+        elif not self.holds_models:
+            self.state.phase = Phase.READY
+            log.info("service_ready", inference_mode="remote")
 
     async def _ensure_active_model(self) -> None:
         """Without a fleet decision (Redis down, or its version failed here), serve MODEL_DIR's version."""
@@ -154,6 +179,9 @@ class Runtime:
 
     def _build_engine(self, path: Path, name: str) -> DetectionEngine:
         """Read and compile one version (blocking: the registry runs it in a thread)."""
+        from app.services.inference.engine import DetectionEngine  # imported here: see TYPE_CHECKING above
+        from app.services.inference.model import load_model
+
         s = self.settings
         model = load_model(
             path,
@@ -165,7 +193,7 @@ class Runtime:
         )
         pool_size = s.model_max_concurrent or model.optimal_requests
         log.info("model_compiled", model=name, optimal_requests=model.optimal_requests, pool_size=pool_size)
-        return DetectionEngine(model, pool_size, s.max_request_queue_size, s.max_image_pixels)
+        return DetectionEngine(model, pool_size, s.max_request_queue_size, s.max_image_pixels, s.max_decode_pixels)
 
     async def _verify_engine(self, engine: DetectionEngine) -> None:
         """Warm it, then prove it on the probe frame before it may serve."""
@@ -237,12 +265,18 @@ class Runtime:
             return
         self.state.phase = Phase.SHUTTING_DOWN
         self.detection.refuse_new_frames()
+        await self.jobs.stop()  # the frames in hand finish; the rest stay queued for other workers
         if not await self.detection.wait_idle(self.settings.shutdown_drain_seconds):
             log.warning("drain_timed_out", in_flight=self.detection.in_flight)
         await self.fleet.stop()
         await cancel_all(self._background)
         with contextlib.suppress(Exception):
             await self.sessions.replay_pending()
+        try:  # what Redis could not take survives the stop: the next start replays it
+            saved = await asyncio.to_thread(self.sessions.pending.save)
+        except OSError as exc:
+            saved = 0
+            log.error("pending_writes_not_saved", count=len(self.sessions.pending), error=str(exc))
         await self.uploads.stop(self.settings.upload_flush_seconds)
         log.info(
             "shutdown_stats",
@@ -250,6 +284,8 @@ class Runtime:
             pool=asdict(self.registry.active_engine.stats()) if self.registry.active_engine else None,
             pending_writes_left=len(self.sessions.pending),
             pending_writes_dropped=self.sessions.pending.dropped,
+            pending_writes_discarded=self.sessions.pending.discarded,
+            pending_writes_saved=saved,
             replayed=self.sessions.pending.replayed,
             uploads=self.uploads.stats(),
         )

@@ -227,14 +227,34 @@ class InferenceCheck(BaseModel):
     reason: str | None = None
 
 
+class SpoolCheck(BaseModel):
+    ok: bool = Field(description="The spool's disk took a probe write (a full or read-only disk does not).")
+    latency_ms: float
+    reason: str | None = None
+    bytes: int | None = Field(None, description="Bytes of spooled frames.")
+
+
+class DiskError(BaseModel):
+    directory: Literal["spool", "storage"]
+    reason: str
+    at: float = Field(description="Unix time of the failed write.")
+
+
 class StorageCheck(BaseModel):
-    ok: bool
+    ok: bool = Field(description="The store is reachable (or writable) and so is the spool's disk.")
     store: Literal["local", "cloudinary"]
     latency_ms: float
     reason: str | None = None
     breaker: str
     queued: int = Field(description="Uploads waiting in memory.")
     spooled: int = Field(description="Uploads waiting on disk for a retry.")
+    spool: SpoolCheck | None = None
+    frames: int | None = Field(None, description="Local store: frames kept (bounded by LOCAL_STORAGE_MAX_MB/_AGE).")
+    bytes: int | None = Field(None, description="Local store: their bytes.")
+    disk_errors: dict[str, int] = Field(
+        default_factory=dict, description="Writes refused by the disk since start, by directory (spool, storage)."
+    )
+    last_disk_error: DiskError | None = None
 
 
 class DeepChecks(BaseModel):
@@ -246,6 +266,7 @@ class DeepChecks(BaseModel):
 class DeepReport(BaseModel):
     status: Literal["ok", "fail"]
     checks: DeepChecks
+    age_seconds: float = Field(0.0, description="How old the report is: one run serves HEALTH_DEEP_CACHE_SECONDS.")
 
 
 class HealthLinks(BaseModel):

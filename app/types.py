@@ -14,5 +14,6 @@ RedisClient = redis.Redis | redis.RedisCluster
 RedisObserver = Callable[[str, str, float], None]
 # (breaker name, new state) when a circuit breaker changes state.
 BreakerListener = Callable[[str, str], None]
-# (session_id, request_id, url): gives a session the URL of its annotated frame; may raise when Redis is down.
+# (session_id, media id, outcome): records an annotated upload's outcome (uploads/ledger.py) in its session; may
+# raise when Redis is down.
 RecordUploadUrl = Callable[[str, str, str], Awaitable[None]]

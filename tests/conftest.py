@@ -128,8 +128,12 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_settings(redis_target: RedisTarget, tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
-    """Settings for a test: the suite's Redis (ids are random, so tests share it) and a fleet of its own."""
+def make_settings(
+    redis_target: RedisTarget, tmp_path: Path, model_cache: Path, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """Settings for a test: the suite's Redis (ids are random, so tests share it) and a fleet of its own.
+    On a cluster, the job queue lives on the suite's standalone Redis (it needs one node, see app/services/jobs)."""
+    queue_url = request.getfixturevalue("redis_server").url if isinstance(redis_target, RedisCluster) else None
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -148,6 +152,9 @@ def make_settings(redis_target: RedisTarget, tmp_path: Path, model_cache: Path) 
             "model_warmup_requests": 1,
             "upload_min_interval_seconds": 0,  # tests that count uploads want every frame considered
             "active_sessions_refresh_seconds": 0,  # tests read the gauge right after changing sessions
+            "queue_redis_url": queue_url,
+            # Tests of other features do not work batch frames; the jobs tests turn the worker on.
+            "embedded_worker": False,
         }
         values.update(overrides)
         return Settings(**values)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -51,16 +52,21 @@ async def eventually(check: Callable[[], bool], within: float = 5.0, what: str =
 
 
 class UrlBook:
-    """Where the upload service records final URLs; can play a session store that is down."""
+    """Where the upload service records outcomes (URLs of landed frames, other statuses); can play a session
+    store that is down."""
 
     def __init__(self) -> None:
-        self.urls: dict[tuple[str, str], str] = {}
+        self.urls: dict[tuple[str, str], str] = {}  # (session id, media id) -> URL
+        self.statuses: dict[tuple[str, str], str] = {}  # (session id, media id) -> last recorded status
         self.store_down = False
 
-    async def record(self, session_id: str, request_id: str, url: str) -> None:
+    async def record(self, session_id: str, media_id: str, outcome: str) -> None:
         if self.store_down:
             raise SessionStoreUnavailable()
-        self.urls[(session_id, request_id)] = url
+        recorded = json.loads(outcome)
+        self.statuses[(session_id, media_id)] = recorded["status"]
+        if "url" in recorded:
+            self.urls[(session_id, media_id)] = recorded["url"]
 
 
 def hazard_job(number: int, session_id: str = "session-1") -> UploadJob:
@@ -110,7 +116,7 @@ async def start_uploads() -> AsyncIterator[Callable[[Settings, UrlBook], Awaitab
 # Cloudinary through the real SDK
 
 
-async def test_upload_lands_in_cloudinary_in_the_session_folder_tagged_with_labels(
+async def test_upload_lands_in_cloudinary_under_its_media_id_tagged_with_labels(
     make_settings: MakeSettings, fake_cloudinary: FakeCloudinary, start_uploads: Any
 ) -> None:
     settings = make_settings(cloudinary_url=fake_cloudinary.url, **FAST_RETRIES)
@@ -121,11 +127,13 @@ async def test_upload_lands_in_cloudinary_in_the_session_folder_tagged_with_labe
     assert service.submit(job) is True
     await eventually(lambda: bool(book.urls), what="URL recorded")
 
-    asset = fake_cloudinary.assets[f"hazards/{job.session_id}/{job.request_id}"]
+    asset = fake_cloudinary.assets[f"hazards/{job.media_id}"]
     assert fake_cloudinary.bad_signatures == 0
-    assert asset.folder == f"hazards/{job.session_id}"
+    assert asset.folder == "hazards"
     assert sorted(asset.tags) == sorted({d.label for d in job.detections})
-    assert book.urls[(job.session_id, job.request_id)] == fake_cloudinary.asset_json(asset, False)["secure_url"]
+    url = book.urls[(job.session_id, job.media_id)]
+    assert url == fake_cloudinary.asset_json(asset, False)["secure_url"]
+    assert job.session_id not in url and job.request_id not in url
     annotated = Image.open(io.BytesIO(asset.data))
     assert annotated.format == "JPEG" and annotated.size == (640, 360)
     assert asset.data != job.image
@@ -149,13 +157,18 @@ async def test_upload_that_cannot_land_is_spooled_and_lands_after_recovery(
     # Retries keep failing meanwhile and rewrite the sidecar in a thread, through a temporary file: wait, not peek.
     await eventually(lambda: spool_files(settings) == [".jpg", ".json"], what="frame and sidecar spooled")
     sidecar = json.loads(next(settings.spool_dir.glob("*.json")).read_text())
-    assert (sidecar["session_id"], sidecar["request_id"]) == (job.session_id, job.request_id)
+    assert (sidecar["session_id"], sidecar["request_id"], sidecar["media_id"]) == (
+        job.session_id,
+        job.request_id,
+        job.media_id,
+    )
     assert sidecar["attempts"] >= 1
     assert book.urls == {}
+    assert book.statuses == {(job.session_id, job.media_id): "spooled"}
 
     fake_cloudinary.answer("ok")
     await eventually(lambda: bool(book.urls), what="URL recorded after recovery")
-    assert f"hazards/{job.session_id}/{job.request_id}" in fake_cloudinary.assets
+    assert f"hazards/{job.media_id}" in fake_cloudinary.assets
     await eventually(lambda: spool_files(settings) == [], what="spool emptied")
     # The files go inside the worker thread; the gauge is set once that thread has returned to the event loop.
     await eventually(lambda: spool_gauge(metrics) == 0, what="spool gauge back to 0")
@@ -189,8 +202,9 @@ async def test_spool_left_by_a_stopped_service_is_uploaded_by_the_next_one(
     settings = make_settings(cloudinary_url=fake_cloudinary.url, **FAST_RETRIES)
     fake_cloudinary.answer("refuse")
     first, _ = await start_uploads(settings, UrlBook())
-    first.submit(hazard_job(20))
-    first.submit(hazard_job(21))
+    jobs = [hazard_job(20), hazard_job(21)]
+    for job in jobs:
+        first.submit(job)
     await eventually(lambda: first.spooled == 2, what="both spooled")
     await first.stop(flush_seconds=0)
     assert spool_files(settings) == [".jpg", ".jpg", ".json", ".json"]
@@ -200,7 +214,7 @@ async def test_spool_left_by_a_stopped_service_is_uploaded_by_the_next_one(
     _, metrics = await start_uploads(settings, book)
 
     await eventually(lambda: len(book.urls) == 2, what="recovered spool uploaded")
-    assert set(book.urls) == {("session-1", "request-20"), ("session-1", "request-21")}
+    assert set(book.urls) == {("session-1", job.media_id) for job in jobs}
     await eventually(lambda: spool_files(settings) == [], what="spool emptied")
     assert uploads_counted(metrics, "uploaded") == 2
 
@@ -229,7 +243,7 @@ async def test_queued_uploads_go_to_the_spool_when_shutdown_cannot_wait_for_them
 # The local directory, and what the spool keeps besides frames
 
 
-async def test_local_store_writes_session_folder_and_records_media_url(
+async def test_local_store_writes_a_file_named_by_media_id_and_records_its_url(
     make_settings: MakeSettings, start_uploads: Any
 ) -> None:
     settings = make_settings(**FAST_RETRIES)
@@ -240,10 +254,10 @@ async def test_local_store_writes_session_folder_and_records_media_url(
     service.submit(job)
     await eventually(lambda: bool(book.urls), what="URL recorded")
 
-    assert book.urls[(job.session_id, job.request_id)] == "/media/session-local/request-3.jpg"
-    stored = settings.storage_dir / "session-local" / "request-3.jpg"
+    assert book.urls[(job.session_id, job.media_id)] == f"/media/{job.media_id}.jpg"
+    stored = settings.storage_dir / f"{job.media_id}.jpg"
     assert Image.open(stored).size == (640, 360)
-    assert [path.name for path in stored.parent.iterdir()] == ["request-3.jpg"]
+    assert [path.name for path in stored.parent.iterdir()] == [f"{job.media_id}.jpg"]
 
 
 async def test_url_waits_in_the_spool_while_the_session_store_is_down(
@@ -257,9 +271,9 @@ async def test_url_waits_in_the_spool_while_the_session_store_is_down(
 
     service.submit(job)
     await eventually(lambda: spool_files(settings) == [".json"], what="URL kept in the spool")
-    assert (settings.storage_dir / job.session_id / f"{job.request_id}.jpg").exists()
+    assert (settings.storage_dir / f"{job.media_id}.jpg").exists()
     sidecar = json.loads(next(settings.spool_dir.glob("*.json")).read_text())
-    assert sidecar["url"] == f"/media/{job.session_id}/{job.request_id}.jpg"
+    assert sidecar["url"] == f"/media/{job.media_id}.jpg"
 
     book.store_down = False
     await eventually(lambda: bool(book.urls), what="URL recorded once the store is back")
@@ -354,15 +368,18 @@ def media_client(tmp_path: Path) -> Iterator[tuple[httpx.AsyncClient, Path]]:
     yield httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver"), storage
 
 
+MEDIA_ID = "0123456789abcdef0123456789abcdef"
+
+
 async def test_media_route_serves_stored_frames_read_only(media_client: tuple[httpx.AsyncClient, Path]) -> None:
     client, storage = media_client
-    (storage / "session-9").mkdir(parents=True)
+    storage.mkdir(parents=True)
     frame = scene_with_hazards(9, (320, 180))[1]
-    (storage / "session-9" / "request-9.jpg").write_bytes(frame)
+    (storage / f"{MEDIA_ID}.jpg").write_bytes(frame)
 
-    response = await client.get("/media/session-9/request-9.jpg")
-    head = await client.head("/media/session-9/request-9.jpg")
-    write = await client.put("/media/session-9/request-9.jpg", content=b"overwrite")
+    response = await client.get(f"/media/{MEDIA_ID}.jpg")
+    head = await client.head(f"/media/{MEDIA_ID}.jpg")
+    write = await client.put(f"/media/{MEDIA_ID}.jpg", content=b"overwrite")
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
@@ -374,13 +391,15 @@ async def test_media_route_serves_stored_frames_read_only(media_client: tuple[ht
 @pytest.mark.parametrize(
     "path",
     [
-        "/media/session-9/missing.jpg",
+        "/media/fedcba9876543210fedcba9876543210.jpg",  # the shape of a media id, nothing stored
+        "/media/session-9/request-9.jpg",  # the layout that named files after the session and request ids
         "/media/..%2Foutside.jpg",
-        "/media/session-9/..%2F..%2Foutside.jpg",
+        f"/media/{MEDIA_ID}.jpg%2F..%2F..%2Foutside.jpg",
         "/media/%2Fetc%2Fhostname",
-        "/media/session-9/.request-9.jpg.0a1b.tmp",
-        "/media/session-9/notes.txt",
-        "/media/session-9/link.jpg",
+        f"/media/.{MEDIA_ID}.jpg.0a1b.tmp",
+        "/media/notes.txt",
+        "/media/0123456789ABCDEF0123456789ABCDEF.jpg",  # upper case: not what is issued
+        "/media/linked0123456789abcdef012345678.jpg",
     ],
 )
 async def test_media_route_answers_404_for_anything_but_a_stored_frame(
@@ -391,9 +410,10 @@ async def test_media_route_answers_404_for_anything_but_a_stored_frame(
     folder.mkdir(parents=True)
     outside = storage.parent / "outside.jpg"
     outside.write_bytes(b"secret")
-    (folder / ".request-9.jpg.0a1b.tmp").write_bytes(b"half written")
-    (folder / "notes.txt").write_text("not a frame")
-    (folder / "link.jpg").symlink_to(outside)
+    (folder / "request-9.jpg").write_bytes(b"secret")
+    (storage / f".{MEDIA_ID}.jpg.0a1b.tmp").write_bytes(b"half written")
+    (storage / "notes.txt").write_text("not a frame")
+    (storage / "linked0123456789abcdef012345678.jpg").symlink_to(outside)
 
     response = await client.get(path)
 
@@ -453,8 +473,9 @@ async def test_frame_with_hazards_is_stored_locally_served_and_linked_in_history
     assert response.json()["detections"]
     url = await eventually_uploaded(running, session_id, request_id)
 
-    assert url == f"/media/{session_id}/{request_id}.jpg"
-    assert (settings.storage_dir / session_id / f"{request_id}.jpg").is_file()
+    assert re.fullmatch(r"/media/[0-9a-f]{32}\.jpg", url), url
+    assert session_id not in url and request_id not in url  # the session id is the client's only credential
+    assert (settings.storage_dir / url.removeprefix("/media/")).is_file()
     served = await running.client.get(url)
     assert served.status_code == 200
     assert Image.open(io.BytesIO(served.content)).size == (1280, 720)
@@ -513,15 +534,16 @@ async def test_app_restart_with_a_non_empty_spool_uploads_it_and_links_it_in_his
         request_id = (await detect(first, session_id, upload_worthy_frame())).json()["request_id"]
         uploads = first.app.state.runtime.uploads
         await eventually(lambda: uploads.spooled == 1, what="upload spooled")
-        assert (await upload_of(first, session_id, request_id))["status"] == "pending"
+        assert (await upload_of(first, session_id, request_id))["status"] == "spooled"
     assert spool_files(settings) == [".jpg", ".json"]
 
     fake_cloudinary.answer("ok")
     async with running_app(settings) as second:
         url = await eventually_uploaded(second, session_id, request_id)
 
-    asset = fake_cloudinary.assets[f"hazards/{session_id}/{request_id}"]
+    (asset,) = fake_cloudinary.assets.values()
     assert url == fake_cloudinary.asset_json(asset, False)["secure_url"]
+    assert session_id not in url
     assert spool_files(settings) == []
 
 
@@ -536,6 +558,7 @@ async def test_uploads_are_throttled_per_session(make_settings: MakeSettings, st
     other = (await detect(running, second_session, jpeg)).json()["request_id"]
 
     assert (await upload_of(running, first_session, throttled))["status"] == "skipped"
-    assert await eventually_uploaded(running, first_session, first)
-    assert await eventually_uploaded(running, second_session, other)
-    assert sorted(p.name for p in settings.storage_dir.rglob("*.jpg")) == sorted([f"{first}.jpg", f"{other}.jpg"])
+    first_url = await eventually_uploaded(running, first_session, first)
+    other_url = await eventually_uploaded(running, second_session, other)
+    stored = sorted(f"/media/{p.name}" for p in settings.storage_dir.rglob("*.jpg"))
+    assert stored == sorted([first_url, other_url])

@@ -11,8 +11,9 @@ from app.openapi import REQUEST_ERRORS, error_responses
 from app.services.errors import MediaNotFound
 from app.services.uploads.stores import MEDIA_PREFIX, media_file
 
-# A stored frame never changes under its name (session id + request id).
-MEDIA_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+# A stored frame never changes under its name (a random media id). `X-Content-Type-Options: nosniff` is sent on
+# every answer of the service (RequestContextMiddleware), errors and 405s of this route included.
+MEDIA_HEADERS = {"Cache-Control": "private, max-age=86400"}
 MEDIA_RESPONSES = {
     200: {
         "description": "The annotated frame.",
@@ -26,7 +27,8 @@ def create_media_router(storage_dir: Path) -> APIRouter:
     router = APIRouter(prefix=MEDIA_PREFIX, tags=["media"])
 
     async def get_media(path: str) -> FileResponse:
-        """An annotated frame, at the URL its history entry gives (`upload.url`)."""
+        """An annotated frame, at the URL its history entry gives (`upload.url`: `/media/<media id>.jpg`).
+        Any other path, deeper ones included, is 404 `MEDIA_NOT_FOUND`."""
         return FileResponse(media_file(storage_dir, path), media_type="image/jpeg", headers=MEDIA_HEADERS)
 
     router.add_api_route(

@@ -2,17 +2,21 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Request, status
 from pydantic import BeforeValidator, Field
 
 from app import schemas
+from app.client_address import ClientAddress
 from app.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.schemas import HistoryItem, HistoryPage, SessionOut
-from app.services.errors import SessionNotFound, SessionStoreUnavailable
+from app.services.errors import SessionCreationLimited, SessionNotFound, SessionStoreUnavailable
 from app.services.sessions.store import SessionStore
 
 
-def create_sessions_router(sessions: SessionStore, history_limit: int, max_ttl_seconds: int) -> APIRouter:
+def create_sessions_router(
+    sessions: SessionStore, history_limit: int, max_ttl_seconds: int, client_address: ClientAddress | None = None
+) -> APIRouter:
+    clients = client_address or ClientAddress(None, [])
     router = APIRouter(prefix="/sessions", tags=["sessions"])
 
     class SessionCreate(schemas.SessionCreate):
@@ -24,12 +28,13 @@ def create_sessions_router(sessions: SessionStore, history_limit: int, max_ttl_s
     @router.post(
         "",
         status_code=status.HTTP_201_CREATED,
-        responses=error_responses(*JSON_BODY_ERRORS, SessionStoreUnavailable),
+        responses=error_responses(*JSON_BODY_ERRORS, SessionCreationLimited, SessionStoreUnavailable),
     )
-    async def create_session(body: Annotated[SessionCreate | None, Body()] = None) -> SessionOut:
-        """Start a session; frames are sent to `/detect/{session_id}` with the id it answers."""
+    async def create_session(request: Request, body: Annotated[SessionCreate | None, Body()] = None) -> SessionOut:
+        """Start a session; frames are sent to `/detect/{session_id}` with the id it answers. Each client may open
+        SESSION_CREATE_BURST at once, then SESSION_CREATE_RATE_PER_MINUTE, within a TTL budget (429 otherwise)."""
         body = body or SessionCreate()
-        return SessionOut.of(await sessions.create(body.metadata, body.ttl_seconds))
+        return SessionOut.of(await sessions.create(body.metadata, body.ttl_seconds, clients.of(request)))
 
     @router.get("/{session_id}", responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable))
     async def get_session(session_id: str) -> SessionOut:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from app.services.errors import ShuttingDown
-from app.services.inference.registry import ModelRegistry
-from app.services.inference.types import Detection, DetectionResult, DetectOptions, ModelInfo
+from app.services.detectors import Detector
+from app.services.errors import DeadlineExceeded, ShuttingDown
+from app.services.inference.codec import detection_json
+from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.metrics import Metrics
 from app.services.sessions.store import FrameAdmission, SessionStore
 from app.services.uploads.policy import UploadPolicy
@@ -30,20 +32,14 @@ class FrameResult:
     model: ModelInfo
 
 
-def detection_json(detection: Detection) -> dict[str, Any]:
-    """One detection as every answer and history entry shows it: the box nested, like the API's schema."""
-    d = detection
-    return {
-        "label": d.label,
-        "class_id": d.class_id,
-        "confidence": d.confidence,
-        "box": {"x1": d.x1, "y1": d.y1, "x2": d.x2, "y2": d.y2},
-    }
-
-
 def history_entry(
-    request_id: str, result: DetectionResult, admission: FrameAdmission, upload: UploadStatus, model: ModelInfo
+    request_id: str,
+    result: DetectionResult,
+    admission: FrameAdmission,
+    upload: UploadStatus | dict[str, Any],
+    model: ModelInfo,
 ) -> dict[str, Any]:
+    """`upload`: a status, or the uploads ledger's record of a queued upload (media id, settle-by time)."""
     return {
         "request_id": request_id,
         "at": datetime.now(UTC).isoformat(),
@@ -51,9 +47,18 @@ def history_entry(
         "detections": [detection_json(d) for d in result.detections],
         "image": {"width": result.width, "height": result.height},
         "degraded": admission.degraded,
-        "upload": {"status": upload.value},
+        "upload": {"status": upload.value} if isinstance(upload, UploadStatus) else upload,
         "model": {"name": model.name, "version": model.version},
     }
+
+
+async def read_before(read_frame: Callable[[], Awaitable[bytes]], deadline: float) -> bytes:
+    """The frame's body, or 504 once its deadline (time.monotonic) passes: a trickled body holds nothing longer."""
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()):
+            return await read_frame()
+    except TimeoutError:
+        raise DeadlineExceeded(details={"stage": "body"}) from None
 
 
 class DetectionService:
@@ -62,12 +67,12 @@ class DetectionService:
         sessions: SessionStore,
         upload_policy: UploadPolicy,
         metrics: Metrics,
-        registry: ModelRegistry,
+        detector: Detector,
     ) -> None:
         self._sessions = sessions
         self._upload_policy = upload_policy
         self._metrics = metrics
-        self._registry = registry
+        self._detector = detector
         self._in_flight = 0
         self._closing = False
         self._idle = asyncio.Event()
@@ -102,24 +107,28 @@ class DetectionService:
         admission: a hot-swap meanwhile does not move this frame to another model."""
         if self._closing:
             raise ShuttingDown(retry_after=1)
-        engine = self._registry.engine_for(model)  # refuse before touching the session when nothing can serve it
-        structlog.contextvars.bind_contextvars(session_id=session_id, model=engine.info.name)
+        detector = self._detector.bind(model)  # refuse before touching the session when nothing can serve it
+        structlog.contextvars.bind_contextvars(session_id=session_id, model=detector.label)
         self._in_flight += 1
         self._idle.clear()
         try:
             admission = await self._sessions.admit_frame(session_id)
-            frame = await read_frame()
-            result = await engine.detect(frame, options, deadline)
-            upload_status = self._upload_policy.offer(UploadJob(session_id, request_id, frame, result.detections))
-            entry = history_entry(request_id, result, admission, upload_status, engine.info)
-            await self._sessions.record_detection(session_id, entry, admission)
+            frame = await read_before(read_frame, deadline)
+            result, info = await detector.detect(frame, options, deadline)
+            upload = UploadJob(session_id, request_id, frame, result.detections)
+            upload_status = self._upload_policy.offer(upload)
+            upload_record = self._upload_policy.history_record(upload, upload_status)
+            entry = history_entry(request_id, result, admission, upload_record, info)
+            # Counted once served; a write Redis cannot take before the deadline is kept (frame_count: null).
+            frame_count = await self._sessions.record_detection(session_id, entry, admission, deadline)
+            admission = replace(admission, frame_count=frame_count)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
-        self._observe(result, admission, engine.info.name)
+        self._observe(result, admission, info.name)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
-        return FrameResult(request_id, session_id, result, admission, engine.info)
+        return FrameResult(request_id, session_id, result, admission, info)
 
     def _observe(self, result: DetectionResult, admission: FrameAdmission, model: str) -> None:
         for stage, milliseconds in result.timings_ms.items():

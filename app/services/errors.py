@@ -68,6 +68,18 @@ class RateLimited(ApiError):
     message = "Too many frames for this session; slow down."
 
 
+class SessionCreationLimited(ApiError):
+    code = "RATE_LIMITED"
+    status = 429
+    message = "Too many sessions opened from this client; wait before opening another."
+
+
+class RequestTimeout(ApiError):
+    code = "REQUEST_TIMEOUT"
+    status = 408
+    message = "The request body did not arrive in time."
+
+
 class Overloaded(ApiError):
     code = "OVERLOADED"
     status = 503
@@ -164,7 +176,49 @@ class FleetStateUnavailable(ApiError):
     message = "The fleet state in Redis is unavailable; each process keeps serving what it has."
 
 
+class HazardMapUnavailable(ApiError):
+    code = "HAZARD_MAP_UNAVAILABLE"
+    status = 503
+    message = "The hazard map in Redis is unavailable."
+
+
 CLIENT_DISCONNECTED = "client_disconnected"  # the `reason` of the access line of a request the client abandoned
+
+
+class JobNotFound(ApiError):
+    code = "JOB_NOT_FOUND"
+    status = 404
+    message = "No such job, or its results have expired."
+
+
+class JobNotOpen(ApiError):
+    code = "JOB_NOT_OPEN"
+    status = 409
+    message = "The job is closed or cancelled: it takes no more frames."
+
+
+class JobFinished(ApiError):
+    code = "JOB_FINISHED"
+    status = 409
+    message = "The job has already finished; there is nothing left to cancel."
+
+
+class Backpressure(ApiError):
+    code = "BACKPRESSURE"
+    status = 429
+    message = "Too many frame bytes are waiting for a worker; retry after the delay."
+
+
+class QueueUnavailable(ApiError):
+    code = "QUEUE_UNAVAILABLE"
+    status = 503
+    message = "The job queue cannot be reached; retry shortly."
+
+
+class IngestRefused(ApiError):
+    code = "INGEST_REFUSED"
+    status = 400
+    message = "Server-side ingestion is off, or the path is not below the allowed root."
 
 
 class ClientClosedRequest(ApiError):

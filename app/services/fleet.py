@@ -135,6 +135,7 @@ class FleetAgent:
         process_id: str,
         heartbeat_seconds: float,
         poll_seconds: float,
+        holds_models: bool = True,
     ) -> None:
         self.control = control
         self._keys = control.keys
@@ -142,6 +143,7 @@ class FleetAgent:
         self._registry = registry
         self._describe = describe
         self.process_id = process_id
+        self._holds_models = holds_models  # False: a remote-mode web tier, which beats but loads nothing
         self._heartbeat_seconds = heartbeat_seconds
         self._poll_seconds = poll_seconds
         self._generation = -1
@@ -154,7 +156,8 @@ class FleetAgent:
         """Read the desired state before serving (bounded by Redis' short timeouts), then run in the background."""
         with contextlib.suppress(*REDIS_FAILURES):
             self._last_command_id = await self._latest_command_id()
-            await self.control.init_desired(self._registry.default_version)
+            if self._holds_models:
+                await self.control.init_desired(self._registry.default_version)
             await self.converge()
             await self.heartbeat()
         self._tasks = [
@@ -170,6 +173,8 @@ class FleetAgent:
 
     async def converge(self) -> None:
         """Load what is wanted, activate the desired version, unload the rest. Failures are reported, not raised."""
+        if not self._holds_models:
+            return
         desired = await self.control.desired()
         if desired is None or desired.generation == self._generation:
             return

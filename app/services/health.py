@@ -1,7 +1,13 @@
-"""Readiness and deep health: what each dependency's state is, and why the service is or is not ready."""
+"""Readiness and deep health: what each dependency's state is, and why the service is or is not ready.
+
+The deep check runs a real inference: unauthenticated, it is answered from one run shared by every caller for
+`deep_cache_seconds` (callers that arrive while it runs wait for that run), so a burst of probes costs one inference.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -24,6 +30,7 @@ class HealthChecks:
         probe: Probe,
         *,
         fail_open: bool,
+        deep_cache_seconds: float = 5.0,
     ) -> None:
         self._state = state
         self._registry = registry
@@ -31,6 +38,10 @@ class HealthChecks:
         self._uploads = uploads
         self._probe = probe
         self._fail_open = fail_open
+        self._deep_cache_seconds = deep_cache_seconds
+        self._deep_run: asyncio.Task[dict[str, Any]] | None = None
+        self._deep_at = 0.0  # time.monotonic() when the cached run finished
+        self.deep_runs = 0
 
     async def _redis(self) -> dict[str, Any]:
         breaker = self._sessions.breaker
@@ -74,6 +85,23 @@ class HealthChecks:
         return {**asdict(result), "model": engine.info.name}
 
     async def deep(self) -> dict[str, Any]:
+        """The latest deep report, at most `deep_cache_seconds` old (`age_seconds` says how old)."""
+        run = self._deep_run
+        fresh = run is not None and (not run.done() or time.monotonic() - self._deep_at < self._deep_cache_seconds)
+        if run is None or not fresh:
+            run = self._deep_run = asyncio.create_task(self._run_deep(), name="health-deep")
+        # shield: a caller that hangs up must not cancel the run the others are waiting for
+        report = await asyncio.shield(run)
+        return {**report, "age_seconds": round(time.monotonic() - self._deep_at, 3)}
+
+    async def _run_deep(self) -> dict[str, Any]:
+        self.deep_runs += 1
+        try:
+            return await self._checks()
+        finally:
+            self._deep_at = time.monotonic()
+
+    async def _checks(self) -> dict[str, Any]:
         checks = {
             "inference": await self._inference(),
             "redis": await self._redis(),

@@ -86,7 +86,29 @@ class Metrics:
         )
         self.uploads = Counter("hazard_uploads", "Annotated frame uploads, by outcome.", ["outcome"], registry=r)
         self.upload_spool = Gauge("hazard_upload_spool_files", "Uploads waiting in the spool.", registry=r)
+        self.upload_disk_errors = Counter(
+            "hazard_upload_disk_errors",
+            "Writes of annotated frames the disk refused (full, read-only), by directory: spool or storage.",
+            ["directory"],
+            registry=r,
+        )
         self.model_info = Info("hazard_model", "The active detection model version.", registry=r)
+        self.jobs = Counter("hazard_jobs", "Batch jobs, by the status they reached.", ["status"], registry=r)
+        self.queued_frames = Counter(
+            "hazard_queued_frames",
+            "Frames through the job queue, by priority and outcome.",
+            ["priority", "outcome"],
+            registry=r,
+        )
+        self.queue_depth = Gauge("hazard_queue_depth", "Frames waiting in the job queue.", ["priority"], registry=r)
+        self.queue_wait = Histogram(
+            "hazard_queue_wait_seconds",
+            "Time a frame waited in the job queue before a worker took it.",
+            ["priority"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.result_cache = Counter("hazard_result_cache", "Result cache lookups, by outcome.", ["outcome"], registry=r)
         self.model_ready = Gauge("hazard_model_ready", "1 when an active model is compiled and warm.", registry=r)
         self.model_state = Gauge(
             "hazard_model_state", "1 for each version's current state.", ["model", "state"], registry=r

@@ -21,9 +21,10 @@ DesiredChange = Callable[[str, frozenset[str]], tuple[str, frozenset[str]]]
 
 
 class ModelControl:
-    def __init__(self, registry: ModelRegistry, fleet: FleetControl) -> None:
+    def __init__(self, registry: ModelRegistry, fleet: FleetControl, *, local: bool = True) -> None:
         self._registry = registry
         self._fleet = fleet
+        self._local = local  # False: this process holds no model (remote mode); the fleet's workers act
 
     async def overview(self) -> dict[str, Any]:
         try:
@@ -53,7 +54,8 @@ class ModelControl:
         return await self._publish(lambda active, loaded: (active, loaded | {name}), name)
 
     async def unload(self, name: str) -> dict[str, Any]:
-        await self._registry.unload(name)  # refuses the active version (409) before anything is written
+        if self._local:
+            await self._registry.unload(name)  # refuses the active version (409) before anything is written
         return await self._publish(lambda active, loaded: (active, loaded - {name}), name)
 
     async def activate(self, name: str) -> dict[str, Any]:
@@ -75,6 +77,9 @@ class ModelControl:
         return {"published": "reload", **fields}
 
     async def _locally(self, action: Callable[[str], Awaitable[object]], name: str) -> None:
+        if not self._local:
+            self._registry.version(name)  # 404 for a version the repository does not hold
+            return
         try:
             await action(name)
         except ModelLoadError as exc:

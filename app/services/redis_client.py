@@ -51,6 +51,13 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+# What trips the Redis breaker: the failures above except an OOM refusal (`noeviction` at maxmemory). That write is
+# unavailable (degraded mode keeps it), but Redis answered and still serves reads: opening the shared breaker
+# would refuse those too.
+REDIS_BREAKER_FAILURES: tuple[type[BaseException], ...] = tuple(
+    failure for failure in REDIS_FAILURES if failure is not redis.OutOfMemoryError
+)
+
 # Set while a task holds a permit of the cluster client: a pipeline's redirected commands run inside it.
 _HOLDS_PERMIT: ContextVar[bool] = ContextVar("redis_cluster_permit", default=False)
 

@@ -7,20 +7,31 @@ import time
 
 import numpy as np
 
+from app.services.errors import DeadlineExceeded
 from app.services.inference.model import LoadedModel
 from app.services.inference.pool import InferencePool
 from app.services.inference.postprocess import decode_output
 from app.services.inference.preprocess import Letterbox, decode, letterbox
-from app.services.inference.types import Detection, DetectionResult, DetectOptions, ModelInfo, PoolStats
+from app.services.inference.types import (
+    Detection,
+    DetectionResult,
+    DetectOptions,
+    ModelInfo,
+    PoolStats,
+    Priority,
+)
 from app.services.timing import ms
 
 
 class DetectionEngine:
-    def __init__(self, model: LoadedModel, pool_size: int, max_queue: int, max_pixels: int) -> None:
+    def __init__(
+        self, model: LoadedModel, pool_size: int, max_queue: int, max_pixels: int, max_decode_pixels: int | None = None
+    ) -> None:
         self.info: ModelInfo = model.info
         self.compile_seconds = model.compile_seconds
         self.pool = InferencePool(model.compiled, pool_size, max_queue)
         self._max_pixels = max_pixels
+        self._max_decode_pixels = max_decode_pixels
 
     def stats(self) -> PoolStats:
         return self.pool.stats()
@@ -31,18 +42,26 @@ class DetectionEngine:
         for _ in range(count):
             await self.pool.infer(blank, time.monotonic() + deadline_seconds)
 
-    def _prepare(self, data: bytes) -> tuple[np.ndarray, Letterbox, float, float]:
+    def _prepare(self, data: bytes, deadline: float) -> tuple[np.ndarray, Letterbox, float, float]:
+        if time.monotonic() >= deadline:  # waited for a decode thread past its deadline: never start the decode
+            raise DeadlineExceeded(details={"stage": "decode"})
         started = time.perf_counter()
-        decoded = decode(data, self.info.input_height, self.info.input_width, self._max_pixels)
+        decoded = decode(data, self.info.input_height, self.info.input_width, self._max_pixels, self._max_decode_pixels)
         decoded_at = time.perf_counter()
         batch, transform = letterbox(decoded, self.info.input_height, self.info.input_width)
         return batch, transform, decoded_at - started, time.perf_counter() - decoded_at
 
-    async def detect(self, data: bytes, options: DetectOptions, deadline: float) -> DetectionResult:
+    async def detect(
+        self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
+    ) -> DetectionResult:
         """Detect hazards in one encoded image; raises the typed errors of app.services.errors."""
-        with self.pool.admission():
-            batch, transform, decode_s, preprocess_s = await asyncio.to_thread(self._prepare, data)
-            output, queue_s, infer_s = await self.pool.infer(batch, deadline)
+        with self.pool.admission(priority):
+            try:  # nor wait for one past the deadline (the thread, if it started, finishes on its own)
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    batch, transform, decode_s, preprocess_s = await asyncio.to_thread(self._prepare, data, deadline)
+            except TimeoutError:
+                raise DeadlineExceeded(details={"stage": "decode"}) from None
+            output, queue_s, infer_s = await self.pool.infer(batch, deadline, priority)
         started = time.perf_counter()
         boxes, scores, class_ids = decode_output(
             output, self.info.output_format, options.conf, options.iou, options.max_det

@@ -1,14 +1,19 @@
 """A warmed pool of OpenVINO infer requests behind asyncio admission control.
 
-Admission is a bounded count of requests inside the engine (decoding or waiting for
+Admission is a bounded count of live requests inside the engine (decoding or waiting for
 an infer request); past it, callers are rejected at once. Each request carries a
 deadline; one that passes while waiting is dropped before it reaches the model.
+
+A free infer request goes to a waiting live (interactive) frame before any batch frame. When more live
+frames wait than the pool holds, the newest is served first (adaptive LIFO): under a burst the older ones
+are the likeliest to miss their deadline anyway, and they expire by it as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,9 +22,51 @@ import numpy.typing as npt
 import openvino as ov
 
 from app.services.errors import DeadlineExceeded, Overloaded
-from app.services.inference.types import PoolStats
+from app.services.inference.types import PoolStats, Priority
 
 Output = npt.NDArray[np.float32]
+
+
+class SlotScheduler:
+    """`size` slots handed out by priority: interactive first (newest first past `size` waiting), then batch FIFO."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._free = size
+        self._waiting: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
+
+    async def acquire(self, priority: Priority) -> None:
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[priority].append(future)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot in the same instant the waiter gave up: pass it on
+            else:
+                self._waiting[priority].remove(future)
+            raise
+
+    def release(self) -> None:
+        future = self._next_waiter()
+        if future is None:
+            self._free += 1
+        else:
+            future.set_result(None)
+
+    def _next_waiter(self) -> asyncio.Future[None] | None:
+        live = self._waiting[Priority.INTERACTIVE]
+        if live:
+            return live.pop() if len(live) > self._size else live.popleft()
+        batch = self._waiting[Priority.BATCH]
+        return batch.popleft() if batch else None
 
 
 class InferencePool:
@@ -28,15 +75,19 @@ class InferencePool:
         self._max_queue = max_queue
         self._requests = ov.AsyncInferQueue(compiled, size)
         self._requests.set_callback(self._on_done)
-        self._slots = asyncio.Semaphore(size)
+        self._slots = SlotScheduler(size)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = 0
 
     def stats(self) -> PoolStats:
         return PoolStats(self.size, self._queued, self._in_flight, self._rejected, self._expired, self._completed)
 
     @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold a place in the bounded queue for the whole engine call; full queue -> Overloaded at once."""
+    def admission(self, priority: Priority = Priority.INTERACTIVE) -> Iterator[None]:
+        """Hold a place in the bounded queue for the whole engine call; full queue -> Overloaded at once.
+        Batch frames are bounded by their workers' concurrency instead, and never take a live frame's place."""
+        if priority is Priority.BATCH:
+            yield
+            return
         if self._queued >= self._max_queue:
             self._rejected += 1
             raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
@@ -46,12 +97,14 @@ class InferencePool:
         finally:
             self._queued -= 1
 
-    async def infer(self, batch: npt.NDArray[np.uint8], deadline: float) -> tuple[Output, float, float]:
+    async def infer(
+        self, batch: npt.NDArray[np.uint8], deadline: float, priority: Priority = Priority.INTERACTIVE
+    ) -> tuple[Output, float, float]:
         """Run one batch before `deadline` (time.monotonic); returns (output, queue wait s, infer s)."""
         waited_from = time.monotonic()
         try:
             async with asyncio.timeout_at(self._loop_deadline(deadline)):
-                await self._slots.acquire()
+                await self._slots.acquire(priority)
         except TimeoutError:
             self._expire(deadline)
         started = time.monotonic()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+from typing import Protocol
 
 
 class ModelLoadError(Exception):
@@ -13,6 +14,11 @@ class ModelLoadError(Exception):
 class OutputFormat(StrEnum):
     RAW = "raw"  # [1, 4 + nc, N]: cx, cy, w, h, then per-class scores (YOLOv8 / YOLO11)
     END_TO_END = "end_to_end"  # [1, N, 6]: x1, y1, x2, y2, score, class, NMS already applied (YOLO26 / v10)
+
+
+class Priority(IntEnum):
+    INTERACTIVE = 0  # a live /detect frame: someone is waiting for it
+    BATCH = 1  # a job's frame: runs only on capacity live frames leave free
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class DetectionResult:
     width: int
     height: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    cached: bool = False  # served from the result cache: no inference ran
 
 
 @dataclass(frozen=True)
@@ -61,3 +68,14 @@ class PoolStats:
     rejected: int
     expired: int
     completed: int
+
+
+class FrameEngine(Protocol):
+    """What runs a frame: a compiled version's engine (DetectionEngine), named by its ModelInfo."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    async def detect(
+        self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
+    ) -> DetectionResult: ...

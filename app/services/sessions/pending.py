@@ -1,16 +1,27 @@
-"""Write-behind for degraded mode: history writes Redis could not take, kept in memory and replayed in order."""
+"""Write-behind for degraded mode: history writes Redis could not take, kept and replayed oldest first.
+
+Kept in memory while the process runs, saved to a file at shutdown and read back at start, so a stop while Redis
+is down loses nothing. A write is *verified* when its session is known to exist (Redis admitted one of its frames
+in this process): in fail-open mode anyone can send frames for made-up ids, and those writes must never push out
+a real session's. Past the limit the oldest unverified write goes first; an unverified write never evicts a
+verified one (it is dropped itself, counted).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import json
+import os
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import redis.asyncio as redis
 import structlog
 
 from app.services.errors import SessionStoreUnavailable
+from app.services.files import write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -19,35 +30,82 @@ log = structlog.get_logger(__name__)
 class PendingWrite:
     session_id: str
     entry: str
-    counts_frame: bool
+    counts_frame: bool  # the frame was served unverified: its replay also slides the session's TTL
     at: float
+    verified: bool = False
+    seq: int = 0  # arrival order across both queues
+    tracking: str | None = None  # the frame's tracking update Redis could not take: applied before the entry
 
 
-ApplyWrite = Callable[[PendingWrite], Awaitable[int]]  # 1 if applied, 0 if its session is gone
+ApplyWrite = Callable[[PendingWrite], Awaitable[int]]  # > 0 if applied, 0 if its session is gone
+
+
+class KnownSessions:
+    """Ids Redis has recently confirmed in this process (bounded, most recent kept)."""
+
+    def __init__(self, limit: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def add(self, session_id: str) -> None:
+        self._ids[session_id] = None
+        self._ids.move_to_end(session_id)
+        while len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+
+    def discard(self, session_id: str) -> None:
+        self._ids.pop(session_id, None)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._ids
 
 
 class PendingWrites:
-    """Oldest first; past `limit` the oldest is dropped (counted) so memory stays bounded while Redis is down."""
+    """Bounded at `limit` writes in all; `dropped` counts writes pushed out for room, `discarded` writes whose
+    session was gone at replay (expired, ended long ago, never existed, or Redis restarted empty)."""
 
-    def __init__(self, limit: int) -> None:
-        self._writes: deque[PendingWrite] = deque(maxlen=limit)
+    def __init__(self, limit: int, path: Path | None = None) -> None:
+        self._limit = limit
+        self._path = path
+        self._verified: deque[PendingWrite] = deque()
+        self._unverified: deque[PendingWrite] = deque()
+        self._seq = 0
         self.dropped = 0
+        self.discarded = 0
         self.replayed = 0
 
     def __len__(self) -> int:
-        return len(self._writes)
+        return len(self._verified) + len(self._unverified)
+
+    def __iter__(self) -> Iterator[PendingWrite]:
+        return iter(sorted((*self._verified, *self._unverified), key=lambda write: write.seq))
 
     def keep(self, write: PendingWrite) -> None:
-        if len(self._writes) == self._writes.maxlen:
+        self._seq += 1
+        write = replace(write, seq=self._seq)
+        if len(self) >= self._limit:
+            if self._unverified:
+                victim = self._unverified.popleft()
+            elif write.verified:
+                victim = self._verified.popleft()
+            else:
+                victim = write  # a made-up id must not push out a real session's write
             self.dropped += 1
-            log.warning("pending_write_dropped", session_id=self._writes[0].session_id, reason="buffer full")
-        self._writes.append(write)
+            log.warning("pending_write_dropped", session_id=victim.session_id, reason="buffer full")
+            if victim is write:
+                return
+        (self._verified if write.verified else self._unverified).append(write)
+
+    def _oldest(self) -> deque[PendingWrite] | None:
+        if self._verified and self._unverified:
+            return self._verified if self._verified[0].seq < self._unverified[0].seq else self._unverified
+        return self._verified or self._unverified or None
 
     async def replay(self, apply: ApplyWrite) -> int:
         """Apply kept writes, oldest first, until the store fails again. Returns how many were written."""
         written = 0
-        while self._writes:
-            write = self._writes[0]
+        while (queue := self._oldest()) is not None:
+            write = queue[0]
             try:
                 applied = await apply(write)
             except SessionStoreUnavailable:
@@ -56,12 +114,50 @@ class PendingWrites:
                 applied, reason = 0, f"refused: {type(exc).__name__}"
             else:
                 reason = "session not found"
-            self._writes.popleft()
+            if queue and queue[0] is write:
+                queue.popleft()
             written += int(bool(applied))
             if not applied:
-                log.warning("pending_write_discarded", session_id=write.session_id, reason=reason)
+                self.discarded += 1
+                log.info("pending_write_discarded", session_id=write.session_id, reason=reason)
         self.replayed += written
         return written
+
+    def save(self) -> int:
+        """Write what is still kept to the file (atomically; blocking I/O). Returns how many were saved."""
+        if self._path is None:
+            return 0
+        writes = list(self)
+        if not writes:
+            self._path.unlink(missing_ok=True)
+            return 0
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._path, "".join(json.dumps(asdict(write)) + "\n" for write in writes).encode())
+        return len(writes)
+
+    def load(self) -> int:
+        """Take back what a previous process saved (blocking I/O); the file is removed once read."""
+        if self._path is None or not self._path.exists():
+            return 0
+        loaded = 0
+        for line in self._path.read_text(encoding="utf-8").splitlines():
+            try:
+                fields = json.loads(line)
+                write = PendingWrite(
+                    session_id=str(fields["session_id"]),
+                    entry=str(fields["entry"]),
+                    counts_frame=bool(fields["counts_frame"]),
+                    at=float(fields["at"]),
+                    verified=bool(fields.get("verified", False)),
+                    tracking=fields.get("tracking") if isinstance(fields.get("tracking"), str) else None,
+                )
+            except (ValueError, KeyError, TypeError):
+                log.warning("pending_write_unreadable", file=str(self._path))
+                continue
+            self.keep(write)
+            loaded += 1
+        os.unlink(self._path)
+        return loaded
 
 
 async def replay_forever(replay: Callable[[], Awaitable[int]], pending: PendingWrites, interval: float) -> None:

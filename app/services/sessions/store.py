@@ -2,8 +2,9 @@
 
 Keys per session, with literal braces around the id (a hash tag: Redis Cluster hashes only the id, so all of a
 session's keys share one slot), all sharing the session's TTL: `session:{<id>}` (hash), `session:{<id>}:history`
-(list, newest first), `session:{<id>}:uploads` (hash request_id -> URL). Nothing else is written: no index, so
-an expired session leaves no key behind. Every multi-step change is one Lua script over one session's keys, so
+(list, newest first), `session:{<id>}:uploads` (hash media id -> upload outcome), and tracking's
+`session:{<id>}:tracks` and `session:{<id>}:hazards` (`services/tracking/store.py`). Nothing else is written: no
+index, so an expired session leaves no key behind. Every multi-step change is one Lua script over one session's keys, so
 concurrent frames of a session never race and every script runs on a cluster as on one Redis.
 """
 
@@ -15,18 +16,27 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import structlog
 from redis.typing import EncodableT
 
 from app.services.breakers import AsyncBreaker, BreakerOpen
-from app.services.errors import RateLimited, SessionEnded, SessionNotFound, SessionStoreUnavailable, ValidationFailed
+from app.services.errors import (
+    RateLimited,
+    SessionCreationLimited,
+    SessionEnded,
+    SessionNotFound,
+    SessionStoreUnavailable,
+    ValidationFailed,
+)
 from app.services.ids import SESSION_ID, SESSION_ID_BYTES
 from app.services.redis_client import REDIS_FAILURES, register_script
 from app.services.sessions import scripts
 from app.services.sessions.metadata import MetadataLimits, validate_metadata
-from app.services.sessions.pending import PendingWrite, PendingWrites
+from app.services.sessions.pending import KnownSessions, PendingWrite, PendingWrites
+from app.services.uploads.ledger import resolve_upload
 from app.types import RedisClient, RedisObserver
 
 STORE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, BreakerOpen)
@@ -36,6 +46,22 @@ log = structlog.get_logger(__name__)
 # Matches session hashes only (`session:{<id>}`; ids are URL-safe base64, never a brace), not their lists.
 SESSION_MATCH = "session:{*}"
 SCAN_BATCH = 500  # keys per SCAN call and per pipelined status read: each round trip stays short
+RESPONSE_MARGIN_SECONDS = 0.05  # a history write leaves this much of the frame's deadline for the answer itself
+
+
+@dataclass(frozen=True)
+class CreationLimits:
+    """Sessions one client may open: a token bucket of sessions, and one of TTL-seconds refilled over an hour."""
+
+    per_minute: float = 30.0
+    burst: int = 60
+    ttl_budget_seconds: int = 7 * 86400
+    namespace: str = "default"  # deployments sharing a Redis count apart (FLEET_NAME)
+
+
+def creation_key(namespace: str, client: str) -> str:
+    """One key per client, its own hash tag: a single-key script, so it runs on a cluster as on one Redis."""
+    return f"session-creations:{{{namespace}|{client}}}"
 
 
 @dataclass(frozen=True)
@@ -67,9 +93,10 @@ def session_key(session_id: str) -> str:
 
 
 def _keys(session_id: str) -> list[str]:
-    """The session's hash, history list and uploads hash: one hash tag, one slot (what the scripts' KEYS are)."""
+    """The session's hash, history list, uploads hash, then its tracks and hazards (`services/tracking/store.py`):
+    one hash tag, one slot (what the scripts' KEYS are; every key gets the session's TTL)."""
     base = session_key(session_id)
-    return [base, f"{base}:history", f"{base}:uploads"]
+    return [base, f"{base}:history", f"{base}:uploads", f"{base}:tracks", f"{base}:hazards"]
 
 
 def _require_session_id(session_id: str) -> None:
@@ -107,6 +134,8 @@ class SessionStore:
         pending_limit: int,
         count_max_age: float = 15.0,
         metadata_limits: MetadataLimits | None = None,
+        creation_limits: CreationLimits | None = None,
+        pending_file: Path | None = None,
         clock: Callable[[], float] = time.time,
         observe: RedisObserver | None = None,
     ) -> None:
@@ -119,7 +148,9 @@ class SessionStore:
         self._metadata_limits = metadata_limits or MetadataLimits()
         self._clock = clock
         self._observe = observe
-        self.pending = PendingWrites(pending_limit)
+        self.pending = PendingWrites(pending_limit, pending_file)
+        self.known = KnownSessions(max(pending_limit, 1000))  # ids Redis confirmed: their kept writes are verified
+        self._creation_limits = creation_limits or CreationLimits()
         self._count_max_age = count_max_age
         self._counted: tuple[float, int] | None = None  # (monotonic time, count) of the last scan
         self._count_lock = asyncio.Lock()
@@ -128,6 +159,7 @@ class SessionStore:
         self._record = register_script(client, scripts.RECORD_DETECTION)
         self._end = register_script(client, scripts.END_SESSION)
         self._set_upload_url = register_script(client, scripts.SET_UPLOAD_URL)
+        self._take_creation = register_script(client, scripts.TAKE_CREATION)
 
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Through the breaker, timed; any way Redis can fail becomes SessionStoreUnavailable."""
@@ -149,13 +181,16 @@ class SessionStore:
         await self._guarded("ping", lambda: cast(Awaitable[bool], self._redis.ping()))
         return time.perf_counter() - started
 
-    async def create(self, metadata: dict[str, Any], ttl_seconds: int | None) -> Session:
+    async def create(self, metadata: dict[str, Any], ttl_seconds: int | None, client: str | None = None) -> Session:
+        """`client` (its address) pays for the session from its creation budget; None: not limited (internal use)."""
         validate_metadata(metadata, self._metadata_limits)  # before any write: what is stored can be read back
         ttl = self._default_ttl if ttl_seconds is None else ttl_seconds
         if not 1 <= ttl <= self._max_ttl:
             raise ValidationFailed(
                 "ttl_seconds is out of range.", details={"ttl_seconds": ttl, "min": 1, "max": self._max_ttl}
             )
+        if client is not None:
+            await self._take_creation_budget(client, ttl)
         now = self._clock()
         session = Session(secrets.token_urlsafe(SESSION_ID_BYTES), "created", metadata, now, now, now + ttl, ttl, 0)
         fields = {
@@ -169,13 +204,39 @@ class SessionStore:
         }
         args: list[EncodableT] = [ttl, *(item for pair in fields.items() for item in pair)]
         await self._guarded("create", lambda: self._create(keys=[session_key(session.session_id)], args=args))
+        self.known.add(session.session_id)
         return session
+
+    async def _take_creation_budget(self, client: str, ttl: int) -> None:
+        limits = self._creation_limits
+        # A session of the default TTL costs one hour of budget per hour of TTL; the budget refills in an hour.
+        args: list[EncodableT] = [
+            repr(self._clock()),
+            limits.per_minute / 60,
+            limits.burst,
+            min(ttl, limits.ttl_budget_seconds),  # a TTL the budget allows at all is never refused forever
+            limits.ttl_budget_seconds / 3600,
+            limits.ttl_budget_seconds,
+        ]
+        key = creation_key(limits.namespace, client)
+        reply = await self._guarded("take_creation", lambda: self._take_creation(keys=[key], args=args))
+        if reply[0] == "limited":
+            raise SessionCreationLimited(
+                details={
+                    "client": client,
+                    "sessions_per_minute": limits.per_minute,
+                    "burst": limits.burst,
+                    "ttl_budget_seconds": limits.ttl_budget_seconds,
+                },
+                retry_after=max(float(reply[1]), 0.001),
+            )
 
     async def get(self, session_id: str) -> Session:
         _require_session_id(session_id)
         key = session_key(session_id)
         fields = await self._guarded("get", lambda: cast(Awaitable[dict[str, str]], self._redis.hgetall(key)))
         if not fields:
+            self.known.discard(session_id)
             raise SessionNotFound(details={"session_id": session_id})
         return _session_from_hash(session_id, fields)
 
@@ -190,7 +251,8 @@ class SessionStore:
         return await self.get(session_id)
 
     async def admit_frame(self, session_id: str) -> FrameAdmission:
-        """One round trip: the session exists, is open and within its rate limit; its TTL slides; the frame counts."""
+        """One round trip: the session exists, is open and within its rate limit; its TTL slides. The frame is
+        counted once it is served (record_detection), not here: a frame that fails is no frame of the session."""
         _require_session_id(session_id)  # even in degraded mode: such a frame could never be recorded
         now = self._clock()
         try:
@@ -204,23 +266,36 @@ class SessionStore:
             return FrameAdmission(verified=False)
         outcome = reply[0]
         if outcome == "missing":
+            self.known.discard(session_id)
             raise SessionNotFound(details={"session_id": session_id})
         if outcome == "ended":
             raise SessionEnded(details={"session_id": session_id})
         if outcome == "limited":
             retry_after = float(reply[1])
             raise RateLimited(details={"session_id": session_id}, retry_after=max(retry_after, 0.001))
-        return FrameAdmission(verified=True, frame_count=int(reply[1]))
+        self.known.add(session_id)
+        return FrameAdmission(verified=True)
 
-    async def record_detection(self, session_id: str, entry: dict[str, Any], admission: FrameAdmission) -> bool:
-        """Append to the session's history; if Redis is down, keep the write for replay. True if written now."""
-        write = PendingWrite(session_id, json.dumps(entry), counts_frame=admission.degraded, at=self._clock())
+    async def record_detection(
+        self, session_id: str, entry: dict[str, Any], admission: FrameAdmission, deadline: float | None = None
+    ) -> int | None:
+        """Append to the session's history and count the frame; the session's frame_count, or None when the write
+        is kept for replay: Redis is down, or it could not answer before `deadline` (time.monotonic) came near."""
+        verified = admission.verified or session_id in self.known
+        write = PendingWrite(session_id, json.dumps(entry), admission.degraded, self._clock(), verified)
+        remaining = None if deadline is None else deadline - time.monotonic() - RESPONSE_MARGIN_SECONDS
         try:
-            await self._guarded("record_detection", lambda: self._apply(write))
-        except SessionStoreUnavailable:
-            self.pending.keep(write)
-            return False
-        return True
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                frames = await self._guarded("record_detection", lambda: self._apply(write))
+        except (SessionStoreUnavailable, TimeoutError):
+            self.pending.keep(write)  # replayed within a second of Redis answering; a replay is idempotent
+            return None
+        if not frames:  # the session expired while its frame was served: nothing to count it in
+            self.known.discard(session_id)
+            return None
+        return int(frames)
 
     async def _apply(self, write: PendingWrite) -> int:
         counts_frame = "1" if write.counts_frame else "0"
@@ -234,7 +309,7 @@ class SessionStore:
     async def history(self, session_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Most recent first, with each entry's upload URL filled in once known."""
         await self.get(session_id)
-        _, history_key, uploads_key = _keys(session_id)
+        _, history_key, uploads_key = _keys(session_id)[:3]
 
         async def read() -> tuple[list[str], int, dict[str, str]]:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -246,15 +321,16 @@ class SessionStore:
 
         raw_items, total, uploads = await self._guarded("history", read)
         items = [json.loads(raw) for raw in raw_items]
-        for item in items:
-            if item.get("request_id") in uploads:
-                item["upload"] = {"status": "uploaded", "url": uploads[item["request_id"]]}
+        now = self._clock()
+        for item in items:  # the upload's recorded outcome, or `lost` once a queued one is overdue
+            item["upload"] = resolve_upload(item.get("upload"), item.get("request_id"), uploads, now)
         return items, total
 
-    async def set_upload_url(self, session_id: str, request_id: str, url: str) -> None:
-        key, _, uploads_key = _keys(session_id)
+    async def set_upload_url(self, session_id: str, media_id: str, outcome: str) -> None:
+        """Record an upload's outcome (`uploads/ledger.py`) under its media id, for as long as the session lives."""
+        key, _, uploads_key = _keys(session_id)[:3]
         await self._guarded(
-            "set_upload_url", lambda: self._set_upload_url(keys=[key, uploads_key], args=[request_id, url])
+            "set_upload_url", lambda: self._set_upload_url(keys=[key, uploads_key], args=[media_id, outcome])
         )
 
     async def count_active(self) -> int:

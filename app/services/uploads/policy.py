@@ -1,10 +1,13 @@
-"""Which frames get an annotated upload: a confident hazard, at most one per session per interval."""
+"""Which frames get an annotated upload: once per confirmed hazard (and again for a clearly better view), as
+tracking decides; while it cannot (Redis down), a confident hazard at most once per session per interval."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 
+from app.services.uploads.ledger import history_upload
 from app.services.uploads.service import UploadJob, UploadService
 from app.services.uploads.status import UploadStatus
 
@@ -18,13 +21,17 @@ class UploadPolicy:
         self._min_interval = min_interval_seconds
         self._last_upload_at: OrderedDict[str, float] = OrderedDict()  # session id -> monotonic time, LRU-bounded
 
-    def offer(self, job: UploadJob) -> UploadStatus:
-        """Hand the frame to the background uploader if it qualifies; never waits."""
+    def offer(self, job: UploadJob, wanted: bool | None = None) -> UploadStatus:
+        """Hand the frame to the background uploader if it qualifies; never waits. `wanted`: tracking's decision
+        (the frame confirms a hazard, or shows one clearly better than its uploaded frame); None when tracking
+        could not decide (Redis down), and the interval throttle decides instead."""
         if not any(d.confidence >= self._min_confidence for d in job.detections):
             return UploadStatus.NONE
+        if wanted is False:
+            return UploadStatus.SKIPPED
         now = time.monotonic()
         last = self._last_upload_at.get(job.session_id)
-        if last is not None and now - last < self._min_interval:
+        if wanted is None and last is not None and now - last < self._min_interval:
             return UploadStatus.SKIPPED
         if not self._uploads.submit(job):
             return UploadStatus.SHED
@@ -33,3 +40,7 @@ class UploadPolicy:
         if len(self._last_upload_at) > THROTTLE_SESSIONS:
             self._last_upload_at.popitem(last=False)
         return UploadStatus.PENDING
+
+    def history_record(self, job: UploadJob, status: UploadStatus) -> dict[str, Any]:
+        """The `upload` object of the frame's history entry: a queued one names its media id and settle-by time."""
+        return history_upload(status, job.media_id, job.submitted_at + self._uploads.settle_seconds)

@@ -3,6 +3,11 @@
 submit (never waits; sheds when the queue is full) -> worker: annotate in a thread -> upload through the
 breaker -> record the URL in the session. What cannot land now goes to the spool on disk and is retried
 with capped exponential backoff whenever the breaker lets a call through; the spool is read again at start.
+
+Every outcome is recorded in the session under the upload's media id (see `ledger.py`), so a history entry
+settles: `uploaded`, `spooled` (lands later), `dropped` or `failed`; one the process died holding reads `lost`.
+A disk that refuses writes (full, read-only) is counted per directory and shown by `check()`; frames keep
+being served, and spooling resumes with the first write the disk accepts again.
 """
 
 from __future__ import annotations
@@ -13,19 +18,21 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from app.services.breakers import AsyncBreaker
-from app.services.ids import SAFE_ID
 from app.services.inference.types import Detection
 from app.services.metrics import Metrics
 from app.services.tasks import cancel
+from app.services.timing import ms_since
 from app.services.uploads.annotate import annotate
+from app.services.uploads.ledger import new_media_id, outcome_value
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.services.uploads.status import UPLOAD_OUTCOMES, UploadStatus
-from app.services.uploads.stores import image_store
+from app.services.uploads.stores import LocalStore, image_store, write_probe
 from app.settings import Settings
 from app.types import RecordUploadUrl
 
@@ -34,14 +41,26 @@ log = structlog.get_logger(__name__)
 RETRY_POLL_MAX_SECONDS = 1.0
 SHED_LOG_INTERVAL_SECONDS = 1.0  # a flood sheds thousands: one log line per interval, with the count
 MAX_BACKOFF_DOUBLINGS = 30
+HOUSEKEEPING_SECONDS = 60.0  # the local store's age bound is enforced at least this often
+# A queued upload must settle (land, spool, or be recorded dropped) before its settle-by time: one whose upload
+# attempt could run past it goes straight to the spool, leaving this much for annotating, spooling, recording.
+SETTLE_MARGIN_SECONDS = 1.0
+NOTE_AT_STOP_SECONDS = 1.0  # at shutdown, how long outcomes of spooled leftovers may take to be recorded
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class UploadJob:
     session_id: str
-    request_id: str
+    request_id: str  # the client's: logged beside the media id, never a name or a key
     image: bytes
     detections: list[Detection]
+    media_id: str = field(default_factory=new_media_id)  # server-generated: names the stored frame
+    submitted_at: float = field(default_factory=time.time)
+
+    def spool_entry(self) -> SpoolEntry:
+        labels = labels_of(self.detections)
+        return SpoolEntry(self.session_id, self.request_id, labels, spooled_at=time.time(), media_id=self.media_id)
 
 
 @dataclass(frozen=True)
@@ -55,10 +74,20 @@ def labels_of(detections: Sequence[Detection]) -> list[str]:
 
 
 class UploadService:
-    def __init__(self, settings: Settings, metrics: Metrics, record_url: RecordUploadUrl) -> None:
-        self._store = image_store(settings.storage_dir, settings.cloudinary_url, settings.cloudinary_timeout_seconds)
+    def __init__(self, settings: Settings, metrics: Metrics, record_outcome: RecordUploadUrl) -> None:
+        """`record_outcome(session_id, media id, outcome)` writes an upload's outcome where its history reads it."""
+        self._store = image_store(
+            settings.storage_dir,
+            settings.cloudinary_url,
+            settings.cloudinary_timeout_seconds,
+            max_bytes=settings.local_storage_max_mb * MB,
+            max_age_seconds=settings.local_storage_max_age_seconds,
+        )
         self._metrics = metrics
-        self._record_url = record_url
+        self._record_outcome = record_outcome
+        self.settle_seconds = settings.upload_settle_seconds
+        # The latest an upload may still be tried and settle in time: its store call is bounded by this timeout.
+        self._attempt_window = settings.upload_settle_seconds - settings.cloudinary_timeout_seconds
         self.breaker = AsyncBreaker(
             self._store.name,
             fail_max=settings.breaker_fail_max,
@@ -69,13 +98,16 @@ class UploadService:
         metrics.set_breaker_state(self._store.name, "closed")
         for outcome in UPLOAD_OUTCOMES:
             metrics.uploads.labels(outcome.value)  # every outcome is exported from the start, at 0
-        self._spool = Spool(settings.spool_dir, settings.spool_max_files)
+        for directory in ("spool", "storage"):
+            metrics.upload_disk_errors.labels(directory)
+        self._spool = Spool(settings.spool_dir, settings.spool_max_files, settings.spool_max_mb * MB)
         self._queue: asyncio.Queue[UploadJob] = asyncio.Queue(maxsize=settings.upload_queue_size)
         self._retry_base = settings.upload_retry_base_seconds
         self._retry_max = settings.upload_retry_max_seconds
         self._poll_seconds = min(settings.upload_retry_base_seconds, RETRY_POLL_MAX_SECONDS)
         self._worker: asyncio.Task[None] | None = None
         self._retrier: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
         self._retry_pass: asyncio.Task[None] | None = None
         self._current: UploadJob | None = None
         self._accepting = True
@@ -83,6 +115,8 @@ class UploadService:
         self._sheds_not_logged = 0
         self._shed_logged_at = 0.0
         self.outcomes: Counter[str] = Counter()
+        self.disk_errors: Counter[str] = Counter()  # directory ("spool", "storage") -> writes the disk refused
+        self._last_disk_error: dict[str, Any] | None = None
 
     @property
     def spooled(self) -> int:
@@ -90,10 +124,6 @@ class UploadService:
 
     def submit(self, job: UploadJob) -> bool:
         """Queue without waiting; False when the queue is full and the upload is shed."""
-        if not (SAFE_ID.match(job.session_id) and SAFE_ID.match(job.request_id)):
-            self._count(UploadStatus.FAILED)
-            log.warning("upload_refused", reason="unsafe id", request_id=job.request_id[:64])
-            return False
         if not self._accepting:
             self._shed(job)
             return False
@@ -105,7 +135,11 @@ class UploadService:
         return True
 
     async def start(self) -> None:
-        """Recover the spool a previous run left, then start the worker and the retry loop."""
+        """Recover the spool a previous run left, bound the local store, then start the worker and the retry loop."""
+        try:
+            await asyncio.to_thread(self._store.keep_bounds, True)  # debris of writes a crash cut short goes too
+        except OSError as exc:
+            log.error("upload_storage_unavailable", store=self._store.name, error=str(exc))
         try:
             recovered = await asyncio.to_thread(self._spool.load)
         except OSError as exc:  # uploads still run; what fails now is dropped (and counted) instead of spooled
@@ -119,12 +153,14 @@ class UploadService:
             log.info("upload_spool_recovered", entries=len(recovered), store=self._store.name)
         self._worker = asyncio.create_task(self._run_worker(), name="upload-worker")
         self._retrier = asyncio.create_task(self._run_retries(), name="upload-retries")
+        self._housekeeper = asyncio.create_task(self._run_housekeeping(), name="upload-housekeeping")
 
     async def stop(self, flush_seconds: float) -> None:
         """Stop taking uploads, give queued ones `flush_seconds` to land, and leave the rest in the spool."""
         if not self._accepting:
             return
         self._accepting = False
+        await cancel(self._housekeeper)
         await cancel(self._retrier)  # between passes it only sleeps; a pass under way is let finish below
         await _finish(self._retry_pass, flush_seconds)
         if self._worker is not None:
@@ -139,8 +175,13 @@ class UploadService:
             leftovers.append(self._queue.get_nowait())
             self._queue.task_done()
         if leftovers:
-            for outcome in await asyncio.to_thread(self._spool_leftovers, leftovers):
+            settled = await asyncio.to_thread(self._spool_leftovers, leftovers)
+            for _, outcome in settled:
                 self._count(outcome)
+            with contextlib.suppress(TimeoutError):  # best effort: Redis may be what is going away
+                async with asyncio.timeout(NOTE_AT_STOP_SECONDS):
+                    for entry, outcome in settled:
+                        await self._note(entry, outcome)
         self._spool_changed()
         log.info("uploads_stopped", **self.stats())
 
@@ -151,12 +192,33 @@ class UploadService:
             "queued": self._queue.qsize(),
             "spooled": len(self._spool),
             "outcomes": dict(self.outcomes),
+            "disk_errors": dict(self.disk_errors),
         }
 
     async def check(self) -> dict[str, object]:
-        """Whether the store is reachable (Cloudinary ping) or writable (local), plus queue and spool depth."""
+        """Whether the store is reachable (Cloudinary ping) or writable (local), whether the spool's disk takes a
+        write, the writes disks refused so far, and queue and spool depth; `ok` only when store and spool are."""
         report = await self._store.check()
-        return {**report, "breaker": self.breaker.state, "queued": self._queue.qsize(), "spooled": len(self._spool)}
+        spool = await self._check_spool()
+        return {
+            **report,
+            "ok": bool(report["ok"]) and bool(spool["ok"]),
+            "breaker": self.breaker.state,
+            "queued": self._queue.qsize(),
+            "spooled": len(self._spool),
+            "spool": spool,
+            "disk_errors": dict(self.disk_errors),
+            "last_disk_error": self._last_disk_error,
+        }
+
+    async def _check_spool(self) -> dict[str, object]:
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(write_probe, self._spool.directory)
+        except OSError as exc:
+            self._disk_failed("spool", exc)
+            return {"ok": False, "reason": exc.strerror or type(exc).__name__, "latency_ms": ms_since(started)}
+        return {"ok": True, "latency_ms": ms_since(started), "bytes": self._spool.stored_bytes}
 
     # The worker: new jobs, one at a time.
 
@@ -173,13 +235,18 @@ class UploadService:
                 self._queue.task_done()
 
     async def _deliver(self, job: UploadJob) -> None:
+        entry = job.spool_entry()
         try:
             image = await asyncio.to_thread(annotate, job.image, job.detections)
         except Exception as exc:  # Pillow raises many types for a frame it cannot read back
             self._count(UploadStatus.FAILED)
             log.warning("upload_annotate_failed", request_id=job.request_id, error=type(exc).__name__)
+            await self._note(entry, UploadStatus.FAILED)
             return
-        entry = SpoolEntry(job.session_id, job.request_id, labels_of(job.detections), spooled_at=time.time())
+        if time.time() > job.submitted_at + self._attempt_window - SETTLE_MARGIN_SECONDS:
+            # It waited so long in the queue that an attempt could end past its settle-by time: spool it now.
+            await self._keep(entry, image)
+            return
         attempt = await self._try_upload(entry, image)
         if attempt.url is None:
             await self._keep(entry, image)
@@ -218,6 +285,7 @@ class UploadService:
                 log.error("spool_entry_lost", request_id=entry.request_id, error=type(exc).__name__)
                 await self._forget(entry)
                 self._count(UploadStatus.DROPPED)
+                await self._note(entry, UploadStatus.DROPPED)
                 return True
             attempt = await self._try_upload(entry, image)
             if attempt.refused:
@@ -237,18 +305,21 @@ class UploadService:
         async def save() -> str:
             nonlocal attempted
             attempted = True
-            return await self._store.save(entry.session_id, entry.request_id, entry.labels, image)
+            return await self._store.save(entry.media_id, entry.labels, image)
 
         try:
             url = await self.breaker.call(save)
         except Exception as exc:
             if not attempted:
                 return _Try(refused=True)
+            if isinstance(exc, OSError) and isinstance(self._store, LocalStore):
+                self._disk_failed("storage", exc)
             self._back_off(entry)
             log.warning(
                 "upload_failed",
                 session_id=entry.session_id,
                 request_id=entry.request_id,
+                media_id=entry.media_id,
                 attempts=entry.attempts,
                 error=type(exc).__name__,
                 detail=str(exc)[:200],
@@ -268,7 +339,7 @@ class UploadService:
     async def _record(self, entry: SpoolEntry, url: str, *, spooled: bool) -> None:
         """Give the session its URL; while the session store is down the URL waits in the spool."""
         try:
-            await self._record_url(entry.session_id, entry.request_id, url)
+            await self._record_outcome(entry.session_id, entry.history_key, outcome_value(UploadStatus.UPLOADED, url))
         except Exception as exc:
             entry.url = url
             self._back_off(entry)
@@ -280,7 +351,9 @@ class UploadService:
             return
         if spooled:
             await self._forget(entry)
-        log.info("upload_landed", session_id=entry.session_id, request_id=entry.request_id, url=url)
+        log.info(
+            "upload_landed", session_id=entry.session_id, request_id=entry.request_id, media_id=entry.media_id, url=url
+        )
 
     async def _keep(self, entry: SpoolEntry, image: bytes | None) -> None:
         """Spool an entry: its frame, or (`image` None) only the URL that still has to be recorded."""
@@ -288,28 +361,62 @@ class UploadService:
             kept = await asyncio.to_thread(self._spool.put, entry, image)
             reason = "spool full"
         except OSError as exc:
-            kept, reason = False, type(exc).__name__
+            kept, reason = False, exc.strerror or type(exc).__name__
+            self._disk_failed("spool", exc)
         self._spool_changed()
-        if image is not None:
-            self._count(UploadStatus.SPOOLED if kept else UploadStatus.DROPPED)
         if not kept:
             log.error("upload_dropped", request_id=entry.request_id, reason=reason, spooled=len(self._spool))
+        if image is not None:
+            outcome = UploadStatus.SPOOLED if kept else UploadStatus.DROPPED
+            self._count(outcome)
+            await self._note(entry, outcome)
+
+    async def _note(self, entry: SpoolEntry, outcome: UploadStatus) -> None:
+        """Record an outcome short of `uploaded` where the history reads it; best effort (Redis may be down)."""
+        try:
+            await self._record_outcome(entry.session_id, entry.history_key, outcome_value(outcome))
+        except Exception as exc:
+            log.warning(
+                "upload_outcome_not_recorded",
+                request_id=entry.request_id,
+                outcome=outcome.value,
+                error=type(exc).__name__,
+            )
+
+    def _disk_failed(self, directory: str, exc: OSError) -> None:
+        self.disk_errors[directory] += 1
+        self._metrics.upload_disk_errors.labels(directory).inc()
+        reason = exc.strerror or type(exc).__name__
+        self._last_disk_error = {"directory": directory, "reason": reason, "at": time.time()}
+
+    async def _run_housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                await asyncio.to_thread(self._store.keep_bounds, False)
+            except Exception:
+                log.exception("upload_housekeeping_error")
 
     async def _forget(self, entry: SpoolEntry) -> None:
         await asyncio.to_thread(self._spool.remove, entry)
         self._spool_changed()
 
-    def _spool_leftovers(self, jobs: list[UploadJob]) -> list[UploadStatus]:
+    def _spool_leftovers(self, jobs: list[UploadJob]) -> list[tuple[SpoolEntry, UploadStatus]]:
         """At shutdown, in a thread: annotate and spool what never got its turn."""
         outcomes = []
         for job in jobs:
+            entry = job.spool_entry()
             try:
                 image = annotate(job.image, job.detections)
-                entry = SpoolEntry(job.session_id, job.request_id, labels_of(job.detections), spooled_at=time.time())
-                outcomes.append(UploadStatus.SPOOLED if self._spool.put(entry, image) else UploadStatus.DROPPED)
+                kept = self._spool.put(entry, image)
+                outcomes.append((entry, UploadStatus.SPOOLED if kept else UploadStatus.DROPPED))
+            except OSError as exc:  # the disk refused it
+                self._disk_failed("spool", exc)
+                log.error("upload_lost_at_shutdown", request_id=job.request_id, error=exc.strerror)
+                outcomes.append((entry, UploadStatus.DROPPED))
             except Exception as exc:
                 log.error("upload_lost_at_shutdown", request_id=job.request_id, error=type(exc).__name__)
-                outcomes.append(UploadStatus.FAILED)
+                outcomes.append((entry, UploadStatus.FAILED))
         return outcomes
 
     def _shed(self, job: UploadJob) -> None:

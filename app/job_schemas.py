@@ -1,0 +1,121 @@
+"""Request and response bodies of the batch-jobs API (`/jobs`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import DetectionOut, ImageSize, ModelRef
+
+JobStatus = Literal["open", "running", "completed", "failed", "cancelled"]
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conf: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.45, ge=0, le=1)
+    max_det: int = Field(100, ge=1, le=1000)
+    model: str | None = Field(None, max_length=128, description="A model version; the active one by default.")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    session_id: str | None = Field(None, max_length=64, description="A session the job belongs to (optional).")
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class FrameMeta(BaseModel):
+    """Optional facts about one frame, kept beside its result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str | None = Field(None, max_length=512)
+    captured_at: datetime | None = Field(None, description="RFC 3339")
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    heading: float | None = Field(None, ge=0, lt=360)
+    speed_mps: float | None = Field(None, ge=0, le=150)
+
+
+class JobOut(BaseModel):
+    job_id: str
+    name: str | None
+    session_id: str | None
+    status: JobStatus = Field(description="open: taking frames; completed/failed once closed and every frame is done")
+    closed: bool = Field(description="No more frames will be added.")
+    total: int = Field(description="Frames accepted.")
+    done: int = Field(description="Frames with detections (cached ones included).")
+    failed: int
+    cached: int = Field(description="Frames answered from the result cache: no inference ran.")
+    hazards: int = Field(description="Detections over all done frames.")
+    options: JobOptions
+    model: str | None = Field(description="The version asked for; null: whichever is active when a frame runs.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: dict[str, Any]) -> JobOut:
+        return cls.model_validate(
+            {
+                **job,
+                "options": {**job["options"], "model": job["model"]},
+                "created_at": datetime.fromtimestamp(job["created_at"], UTC),
+                "updated_at": datetime.fromtimestamp(job["updated_at"], UTC),
+            }
+        )
+
+
+class JobCreated(JobOut):
+    frame_ids: list[str] = Field(default_factory=list, description="Frames sent with the creating call, if any.")
+
+
+class FramesAccepted(BaseModel):
+    accepted: int
+    frame_ids: list[str]
+
+
+class IngestDir(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=1024, description="A directory below INGEST_ROOT.")
+
+
+class FrameError(BaseModel):
+    code: str
+    message: str
+
+
+class JobResultItem(BaseModel):
+    frame_id: str
+    index: int
+    meta: FrameMeta
+    status: Literal["done", "failed"]
+    cached: bool
+    detections: list[DetectionOut]
+    image: ImageSize | None
+    model: ModelRef | None
+    timings_ms: dict[str, float]
+    error: FrameError | None = Field(description="Why the frame failed (e.g. INVALID_IMAGE); null when done.")
+
+
+class JobResultsPage(BaseModel):
+    job_id: str
+    status: JobStatus
+    items: list[JobResultItem] = Field(description="Finished frames of this range, in frame order.")
+    offset: int
+    limit: int
+    total: int = Field(description="Frames in the job.")
+
+
+class JobList(BaseModel):
+    items: list[JobOut] = Field(description="Newest first.")
+
+
+class QueueDepth(BaseModel):
+    live: int
+    batch: int

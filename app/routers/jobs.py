@@ -1,0 +1,229 @@
+"""Batch jobs: submit -> job id -> frames -> progress -> results. Frames are worked by the queue's workers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from app.job_schemas import (
+    FrameMeta,
+    FramesAccepted,
+    IngestDir,
+    JobCreate,
+    JobCreated,
+    JobList,
+    JobOut,
+    JobResultItem,
+    JobResultsPage,
+    QueueDepth,
+)
+from app.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
+from app.routers.detect import IMAGE_TYPES
+from app.services.errors import (
+    Backpressure,
+    ImageTooLarge,
+    IngestRefused,
+    JobFinished,
+    JobNotFound,
+    JobNotOpen,
+    QueueUnavailable,
+    SessionNotFound,
+    SessionStoreUnavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from app.services.inference.types import DetectOptions
+from app.services.jobs.service import BatchOptions, JobService
+from app.services.jobs.store import NewFrame
+
+_BINARY = {"type": "string", "format": "binary"}
+_FRAME_PARTS = {
+    "file": {"type": "array", "items": _BINARY, "description": "JPEG, PNG or WebP images, one per part."},
+    "meta": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Optional JSON (FrameMeta) per frame: a `meta` part describes the `file` part before it.",
+    },
+}
+FRAMES_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": _FRAME_PARTS, "required": ["file"]}}
+    },
+}
+CREATE_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"job": {"type": "string", "description": "JobCreate as JSON"}, **_FRAME_PARTS},
+            }
+        },
+    },
+}
+M = TypeVar("M", bound=BaseModel)
+JOB_ERRORS = (*REQUEST_ERRORS, JobNotFound, QueueUnavailable)
+FRAME_ERRORS = (*JOB_ERRORS, JobNotOpen, Backpressure, ImageTooLarge, UnsupportedMediaType)
+
+
+def _validated(model: type[M], raw: str | bytes, field: str) -> M:
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", field, *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
+def _frames(form: FormData, max_frames: int, max_bytes: int) -> list[tuple[UploadFile, FrameMeta]]:
+    """`file` parts in order, each with the `meta` part that follows it (if any)."""
+    frames: list[tuple[UploadFile, FrameMeta]] = []
+    for key, value in form.multi_items():
+        if key == "file" and isinstance(value, UploadFile):
+            media_type = (value.content_type or "application/octet-stream").lower()
+            if media_type not in IMAGE_TYPES | {"application/octet-stream"}:
+                raise UnsupportedMediaType(details={"content_type": media_type, "accepted": sorted(IMAGE_TYPES)})
+            if value.size is not None and value.size > max_bytes:
+                raise ImageTooLarge(details={"max_bytes": max_bytes, "part": len(frames)})
+            frames.append((value, FrameMeta(filename=value.filename)))
+        elif key == "meta" and isinstance(value, str) and frames:
+            upload, given = frames[-1]
+            meta = _validated(FrameMeta, value, "meta")
+            frames[-1] = (upload, meta if meta.filename else meta.model_copy(update={"filename": given.filename}))
+        elif key not in ("job",):
+            raise ValidationFailed(
+                "Send `file` parts, each optionally followed by its `meta` part.", details={"field": key}
+            )
+    if len(frames) > max_frames:
+        raise ValidationFailed("Too many frames in one request.", details={"max_frames": max_frames})
+    return frames
+
+
+async def _read(frames: list[tuple[UploadFile, FrameMeta]]) -> list[NewFrame]:
+    return [NewFrame(await upload.read(), meta.model_dump(mode="json", exclude_none=True)) for upload, meta in frames]
+
+
+def create_jobs_router(jobs: JobService, max_frames: int, max_image_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+    async def parse_form(request: Request) -> FormData:
+        return await request.form(max_files=max_frames + 1, max_fields=max_frames + 2, max_part_size=64 * 1024)
+
+    @router.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        responses=error_responses(*JSON_BODY_ERRORS, *FRAME_ERRORS, SessionNotFound, SessionStoreUnavailable),
+        openapi_extra={"requestBody": CREATE_BODY},
+    )
+    async def create_job(request: Request) -> JobCreated:
+        """Create a job (JSON), or create it with its first frames (multipart: a `job` part, then frames)."""
+        frames: list[NewFrame] = []
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await parse_form(request)
+            raw_job = form.get("job")
+            body = _validated(JobCreate, raw_job if isinstance(raw_job, str) else "{}", "job")
+            frames = await _read(_frames(form, max_frames, max_image_bytes))
+        else:
+            body = _validated(JobCreate, await request.body(), "job")
+        options = BatchOptions(
+            DetectOptions(body.options.conf, body.options.iou, body.options.max_det), body.options.model
+        )
+        job = await jobs.create(body.name, body.session_id, options)
+        frame_ids = await jobs.add_frames(job["job_id"], frames) if frames else []
+        return JobCreated.model_validate(
+            {**JobOut.of(await jobs.status(job["job_id"])).model_dump(), "frame_ids": frame_ids}
+        )
+
+    @router.get("", responses=error_responses(*REQUEST_ERRORS, QueueUnavailable))
+    async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
+        """Recent jobs, newest first."""
+        return JobList(items=[JobOut.of(job) for job in await jobs.recent(limit)])
+
+    @router.get("/queue", responses=error_responses(QueueUnavailable))
+    async def queue_depth() -> QueueDepth:
+        """Frames waiting for a worker, by priority."""
+        return QueueDepth(**await jobs.queue_depth())
+
+    @router.post(
+        "/{job_id}/frames",
+        status_code=status.HTTP_202_ACCEPTED,
+        responses=error_responses(*FRAME_ERRORS),
+        openapi_extra={"requestBody": FRAMES_BODY},
+    )
+    async def add_frames(request: Request, job_id: str) -> FramesAccepted:
+        """Add frames; all of a call's frames are accepted, or none (429 BACKPRESSURE: retry after the delay)."""
+        frames = await _read(_frames(await parse_form(request), max_frames, max_image_bytes))
+        if not frames:
+            raise ValidationFailed("Send at least one `file` part.", details={"field": "file"})
+        frame_ids = await jobs.add_frames(job_id, frames)
+        return FramesAccepted(accepted=len(frame_ids), frame_ids=frame_ids)
+
+    @router.post("/{job_id}/close", responses=error_responses(*JOB_ERRORS, JobNotOpen))
+    async def close_job(job_id: str) -> JobOut:
+        """No more frames: the job completes when every frame it has is done."""
+        return JobOut.of(await jobs.close(job_id))
+
+    @router.post(
+        "/{job_id}/ingest-dir",
+        status_code=status.HTTP_202_ACCEPTED,
+        responses=error_responses(*JSON_BODY_ERRORS, *JOB_ERRORS, JobNotOpen, Backpressure, IngestRefused),
+    )
+    async def ingest_dir(job_id: str, body: IngestDir) -> FramesAccepted:
+        """Queue every image of a server-side directory below INGEST_ROOT (off unless it is set)."""
+        frame_ids = await jobs.ingest_dir(job_id, body.path)
+        return FramesAccepted(accepted=len(frame_ids), frame_ids=frame_ids)
+
+    @router.get("/{job_id}", responses=error_responses(*JOB_ERRORS))
+    async def get_job(job_id: str) -> JobOut:
+        return JobOut.of(await jobs.status(job_id))
+
+    @router.delete("/{job_id}", responses=error_responses(*JOB_ERRORS, JobFinished))
+    async def cancel_job(job_id: str) -> JobOut:
+        """Cancel: frames not yet started are dropped, never inferred."""
+        return JobOut.of(await jobs.cancel(job_id))
+
+    @router.get("/{job_id}/results", responses=error_responses(*JOB_ERRORS))
+    async def job_results(
+        job_id: str,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> JobResultsPage:
+        """Results of frames offset .. offset+limit-1 that have finished, in frame order."""
+        job, items = await jobs.results(job_id, offset, limit)
+        return JobResultsPage(
+            job_id=job_id,
+            status=job["status"],
+            items=[JobResultItem.model_validate(item) for item in items],
+            offset=offset,
+            limit=limit,
+            total=job["total"],
+        )
+
+    @router.get(
+        "/{job_id}/results.jsonl",
+        responses={
+            200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            **error_responses(*JOB_ERRORS),
+        },
+        response_class=StreamingResponse,
+    )
+    async def job_results_jsonl(job_id: str) -> StreamingResponse:
+        """Every finished frame's result, one JSON object per line, in frame order (streamed)."""
+        await jobs.status(job_id)  # 404 before the stream starts
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for item in jobs.iter_results(job_id):
+                yield (json.dumps(item, separators=(",", ":")) + "\n").encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    return router

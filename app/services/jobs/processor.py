@@ -1,0 +1,168 @@
+"""The worker side of the queue: what a SAQ worker runs for one live frame and for one batch frame.
+
+A batch frame is taken from its job (dropped if the job was cancelled or has expired), answered from the
+result cache or the engine, and recorded once by frame id. Errors a retry cannot fix (an undecodable image,
+too many pixels, an unknown model) are recorded as the frame's failure at once; transient ones (deadline,
+a full pool, a model still loading, a stop under way) are raised so SAQ retries the frame, until its last
+attempt, whose failure is recorded so the job still finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from saq.types import Context
+
+from app.services.detectors import Detector
+from app.services.errors import ApiError, DeadlineExceeded, ModelNotLoaded, ModelNotReady, Overloaded, ShuttingDown
+from app.services.inference.codec import detection_json, result_json
+from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
+from app.services.jobs.queue import error_json
+from app.services.jobs.store import JobStore, frame_id
+from app.services.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+TRANSIENT = (DeadlineExceeded, Overloaded, ModelNotReady, ModelNotLoaded, ShuttingDown)
+
+
+class FrameProcessor:
+    def __init__(
+        self,
+        store: JobStore,
+        live: Detector,
+        batch: Detector,
+        metrics: Metrics,
+        *,
+        batch_frame_seconds: float,
+    ) -> None:
+        self._store = store
+        self._live = live
+        self._batch = batch
+        self._metrics = metrics
+        self._batch_frame_seconds = batch_frame_seconds
+        self._in_hand = 0
+        self.calls = 0  # frames handed to this processor, whatever became of them
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_hand(self) -> int:
+        return self._in_hand
+
+    async def wait_idle(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def live_frame(
+        self, ctx: Context, *, frame: str, options: dict[str, Any], model: str | None, deadline: float
+    ) -> dict[str, Any]:
+        """A remote-mode API process's frame; the answer (or the typed error) goes back through the queue."""
+        self.calls += 1
+        self._observe_wait(ctx, "interactive")
+        remaining = deadline - time.time()
+        try:
+            if remaining <= 0:  # it waited in the queue past its deadline: nobody is listening any more
+                raise DeadlineExceeded(details={"waited_in": "queue"})
+            with self._holding():
+                result, info = await self._live.bind(model).detect(
+                    base64.b64decode(frame), DetectOptions(**options), time.monotonic() + remaining
+                )
+        except ApiError as exc:
+            self._metrics.queued_frames.labels("interactive", exc.code.lower()).inc()
+            return {"error": error_json(exc)}
+        self._metrics.queued_frames.labels("interactive", "done").inc()
+        return {"result": result_json(result, info)}
+
+    async def batch_frame(
+        self, ctx: Context, *, job_id: str, index: int, options: dict[str, Any], model: str | None
+    ) -> str:
+        self.calls += 1
+        self._observe_wait(ctx, "batch")
+        claimed = await self._store.claim(job_id, index)
+        if claimed.state != "run":  # cancelled, expired, or a retry of a frame already recorded
+            await self._store.release_bytes(claimed.released_bytes)
+            self._metrics.queued_frames.labels("batch", claimed.state).inc()
+            return claimed.state
+        base = {"frame_id": frame_id(index), "index": index, "meta": claimed.meta}
+        try:
+            with self._holding():
+                detector = self._batch.bind(model)
+                result, info = await detector.detect(
+                    claimed.data, DetectOptions(**options), time.monotonic() + self._batch_frame_seconds
+                )
+        except ApiError as exc:
+            if isinstance(exc, TRANSIENT) and not _last_attempt(ctx):
+                self._metrics.queued_frames.labels("batch", "retried").inc()
+                raise
+            await self._finish(job_id, index, {**base, **failed_json(exc)}, failed=True)
+            return "failed"
+        await self._finish(job_id, index, {**base, **done_json(result, info)}, failed=False, result=result)
+        return "done"
+
+    async def _finish(
+        self, job_id: str, index: int, item: dict[str, Any], *, failed: bool, result: DetectionResult | None = None
+    ) -> None:
+        cached = result is not None and result.cached
+        hazards = len(result.detections) if result is not None else 0
+        written, status = await self._store.record(job_id, index, item, failed=failed, cached=cached, hazards=hazards)
+        outcome = "failed" if failed else "cached" if cached else "done"
+        self._metrics.queued_frames.labels("batch", outcome if written else "duplicate").inc()
+        if written and status in ("completed", "failed"):
+            self._metrics.jobs.labels(status).inc()
+            log.info("job_finished", job_id=job_id, status=status)
+
+    def _observe_wait(self, ctx: Context, priority: str) -> None:
+        job = ctx.get("job")
+        if job is not None and job.queued:
+            self._metrics.queue_wait.labels(priority).observe(max(0.0, time.time() - job.queued / 1000))
+
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Counts a frame as in hand while it runs, so a stop can wait for exactly those."""
+        self._in_hand += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_hand -= 1
+            if self._in_hand == 0:
+                self._idle.set()
+
+
+def done_json(result: DetectionResult, model: ModelInfo) -> dict[str, Any]:
+    return {
+        "status": "done",
+        "cached": result.cached,
+        "detections": [detection_json(d) for d in result.detections],
+        "image": {"width": result.width, "height": result.height},
+        "model": {"name": model.name, "version": model.version},
+        "timings_ms": result.timings_ms,
+        "error": None,
+    }
+
+
+def failed_json(error: ApiError) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "cached": False,
+        "detections": [],
+        "image": None,
+        "model": None,
+        "timings_ms": {},
+        "error": {"code": error.code, "message": error.message},
+    }
+
+
+def _last_attempt(ctx: Context) -> bool:
+    job = ctx.get("job")
+    return job is None or job.attempts >= job.retries

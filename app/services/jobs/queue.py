@@ -1,0 +1,128 @@
+"""The job queue: two SAQ queues over Redis, `live` (interactive frames of remote-mode API processes) and
+`batch` (job frames). A worker serves both from one engine, live first (the pool's priority admission).
+
+SAQ's Redis queue needs pub/sub and blocking list moves on one node, which redis-py's asyncio cluster client
+does not offer: the queue (and job state) lives on QUEUE_REDIS_URL, a standalone Redis, even when sessions
+live on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from redis.asyncio import Redis
+from saq.job import TERMINAL_STATUSES, Status
+from saq.queue.redis import RedisQueue
+
+from app.services.errors import ApiError, DeadlineExceeded
+from app.services.inference.types import DetectOptions
+
+LIVE_FUNCTION = "live_frame"
+BATCH_FUNCTION = "batch_frame"
+# A completion notice can slip past in the instant between reading the job and listening for it: re-read
+# the job this often while waiting, so a missed notice costs at most this much.
+LIVE_RECHECK_SECONDS = 0.05
+LIVE_JOB_TTL_SECONDS = 60  # a live frame's record outlives its answer only briefly
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    frame_timeout_seconds: int  # SAQ kills a batch frame running longer than this
+    frame_retries: int  # attempts per batch frame (a killed worker's frame is retried by another)
+    heartbeat_seconds: int  # an active frame not touched for this long is swept and retried
+    record_ttl_seconds: int  # how long SAQ keeps a finished batch frame's record
+
+
+class FrameQueue:
+    def __init__(self, redis: Redis, fleet_name: str, limits: QueueLimits) -> None:
+        self.live = RedisQueue(redis, name=f"{fleet_name}:live")
+        self.batch = RedisQueue(redis, name=f"{fleet_name}:batch")
+        self._limits = limits
+
+    async def connect(self) -> None:
+        await self.live.connect()
+        await self.batch.connect()
+
+    async def close(self) -> None:
+        await self.live.disconnect()
+        await self.batch.disconnect()  # the client both share: closing it twice is harmless
+
+    async def enqueue_batch(self, job_id: str, index: int, options: DetectOptions, model: str | None) -> None:
+        limits = self._limits
+        await self.batch.enqueue(
+            BATCH_FUNCTION,
+            key=f"{job_id}:{index}",  # one queue entry per frame: enqueueing it twice is a no-op
+            timeout=limits.frame_timeout_seconds,
+            heartbeat=limits.heartbeat_seconds,
+            retries=limits.frame_retries,
+            ttl=limits.record_ttl_seconds,
+            retry_delay=1.0,
+            retry_backoff=True,
+            job_id=job_id,
+            index=index,
+            options=options_json(options),
+            model=model,
+        )
+
+    async def run_live(self, frame: bytes, options: DetectOptions, model: str | None, deadline: float) -> Any:
+        """Send a live frame to the workers and wait for its answer until `deadline` (time.monotonic)."""
+        remaining = deadline - time.monotonic()
+        job = await self.live.enqueue(
+            LIVE_FUNCTION,
+            timeout=math.ceil(remaining) + 1,
+            heartbeat=0,  # its deadline bounds it; a lost live frame is never retried (it would be stale)
+            retries=1,
+            ttl=LIVE_JOB_TTL_SECONDS,
+            frame=base64.b64encode(frame).decode(),
+            options=options_json(options),
+            model=model,
+            deadline=time.time() + remaining,  # wall clock: the worker may be another host
+        )
+        assert job is not None  # a fresh random key is never a duplicate
+        while job.status not in TERMINAL_STATUSES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(details={"waiting_for": "a worker"})
+            try:
+                await job.refresh(until_complete=min(remaining, LIVE_RECHECK_SECONDS))
+            except TimeoutError:
+                continue
+        if job.status is not Status.COMPLETE:
+            raise ApiError(details={"worker_error": (job.error or "")[-500:]})
+        return job.result
+
+    async def depth(self) -> dict[str, int]:
+        return {"live": await self.live.count("queued"), "batch": await self.batch.count("queued")}
+
+
+def options_json(options: DetectOptions) -> dict[str, Any]:
+    return {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}
+
+
+def error_json(error: ApiError) -> dict[str, Any]:
+    return {
+        "code": error.code,
+        "status": error.status,
+        "message": error.message,
+        "details": error.details,
+        "retry_after": error.retry_after,
+    }
+
+
+def raise_error_json(error: dict[str, Any]) -> NoReturn:
+    """Re-raise, in this process, the typed error a worker answered with."""
+    cls = _ERRORS_BY_CODE.get(error["code"], ApiError)
+    raised = cls(error["message"], details=error["details"], retry_after=error["retry_after"])
+    raised.status = error["status"]
+    raise raised
+
+
+def _subclasses(cls: type[ApiError]) -> list[type[ApiError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+_ERRORS_BY_CODE = {cls.code: cls for cls in reversed(_subclasses(ApiError))}

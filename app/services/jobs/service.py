@@ -1,0 +1,187 @@
+"""The API side of batch jobs: create, add frames (all of a call's or none), close, cancel, read results."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.services.errors import ApiError, Backpressure, IngestRefused, QueueUnavailable
+from app.services.inference.types import DetectOptions
+from app.services.jobs.processor import failed_json
+from app.services.jobs.queue import FrameQueue
+from app.services.jobs.store import JobStore, NewFrame, frame_id
+from app.services.metrics import Metrics
+from app.services.redis_client import REDIS_FAILURES
+from app.services.sessions.store import SessionStore
+
+log = structlog.get_logger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+RESULTS_PAGE = 200
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    detect: DetectOptions
+    model: str | None
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    root: Path | None  # None: server-side ingestion is off
+    max_files: int
+    chunk_frames: int
+    wait_seconds: float  # how long one call waits out backpressure before answering 429
+
+
+class JobService:
+    def __init__(
+        self, store: JobStore, queue: FrameQueue, sessions: SessionStore, metrics: Metrics, ingest: IngestLimits
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._sessions = sessions
+        self._metrics = metrics
+        self._ingest = ingest
+
+    async def create(self, name: str | None, session_id: str | None, options: BatchOptions) -> dict[str, Any]:
+        if session_id is not None:
+            await self._sessions.get(session_id)  # 404 for an unknown session, before anything is written
+        stored = {"conf": options.detect.conf, "iou": options.detect.iou, "max_det": options.detect.max_det}
+        with _queue_errors():
+            job_id = await self._store.create(name, session_id, {**stored, "model": options.model})
+        self._metrics.jobs.labels("created").inc()
+        log.info("job_created", job_id=job_id)
+        return await self.status(job_id)
+
+    async def add_frames(self, job_id: str, frames: list[NewFrame]) -> list[str]:
+        self._store.checked_id(job_id)
+        with _queue_errors():
+            job = await self._store.get(job_id)
+            indexes = await self._store.add_frames(job_id, frames)
+        options = job["options"]
+        detect = DetectOptions(options["conf"], options["iou"], options["max_det"])
+        try:
+            await asyncio.gather(*(self._queue.enqueue_batch(job_id, i, detect, options["model"]) for i in indexes))
+        except REDIS_FAILURES as exc:
+            # The frames are stored but some may not be queued: record them failed so the job can still finish.
+            unavailable = QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__})
+            for index, frame in zip(indexes, frames, strict=True):
+                item = {"frame_id": frame_id(index), "index": index, "meta": frame.meta, **failed_json(unavailable)}
+                await self._store.record(job_id, index, item, failed=True, cached=False, hazards=0)
+            raise unavailable from exc
+        return [frame_id(i) for i in indexes]
+
+    async def close(self, job_id: str) -> dict[str, Any]:
+        self._store.checked_id(job_id)
+        with _queue_errors():
+            status = await self._store.close(job_id)
+        if status in ("completed", "failed"):
+            self._metrics.jobs.labels(status).inc()
+        return await self.status(job_id)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        self._store.checked_id(job_id)
+        with _queue_errors():
+            await self._store.cancel(job_id)
+        self._metrics.jobs.labels("cancelled").inc()
+        log.info("job_cancelled", job_id=job_id)
+        return await self.status(job_id)
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        self._store.checked_id(job_id)
+        with _queue_errors():
+            job = await self._store.get(job_id)
+        job["model"] = job["options"].pop("model")
+        return job
+
+    async def results(self, job_id: str, offset: int, limit: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        job = await self.status(job_id)
+        with _queue_errors():
+            return job, await self._store.results(job_id, offset, limit)
+
+    async def iter_results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Every finished frame's result in frame order, a page at a time (for the streamed JSON Lines)."""
+        job = await self.status(job_id)
+        for offset in range(0, job["total"], RESULTS_PAGE):
+            for item in await self._store.results(job_id, offset, RESULTS_PAGE):
+                yield item
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        with _queue_errors():
+            ids = await self._store.recent(limit)
+        jobs = []
+        for job_id in ids:
+            try:
+                jobs.append(await self.status(job_id))
+            except ApiError:  # expired since it was listed
+                continue
+        return jobs
+
+    async def queue_depth(self) -> dict[str, int]:
+        with _queue_errors():
+            depth = await self._queue.depth()
+        for priority, waiting in depth.items():
+            self._metrics.queue_depth.labels(priority).set(waiting)
+        return depth
+
+    async def ingest_dir(self, job_id: str, path: str) -> list[str]:
+        """Queue every image below `path` (sorted, recursive); `path` must lie inside INGEST_ROOT, links resolved."""
+        self._store.checked_id(job_id)
+        base, files = self._ingest_files(path)
+        accepted: list[str] = []
+        chunk = self._ingest.chunk_frames
+        for start in range(0, len(files), chunk):
+            frames = [
+                NewFrame(f.read_bytes(), {"filename": str(f.relative_to(base))}) for f in files[start : start + chunk]
+            ]
+            accepted += await self._add_waiting(job_id, frames)
+        return accepted
+
+    async def _add_waiting(self, job_id: str, frames: list[NewFrame]) -> list[str]:
+        """Add one chunk, waiting out backpressure for up to INGEST_WAIT_SECONDS."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._ingest.wait_seconds
+        while True:
+            try:
+                return await self.add_frames(job_id, frames)
+            except Backpressure as exc:
+                if loop.time() + (exc.retry_after or 1) > give_up_at:
+                    raise
+                await asyncio.sleep(exc.retry_after or 1)  # the server's own pacing, not a test wait
+
+    def _ingest_files(self, path: str) -> tuple[Path, list[Path]]:
+        root = self._ingest.root
+        if root is None:
+            raise IngestRefused("Server-side ingestion is off (INGEST_ROOT is not set).")
+        base = root.resolve()
+        try:
+            target = (base / path).resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise IngestRefused("No such directory below the ingestion root.", details={"path": path}) from None
+        if not target.is_relative_to(base) or not target.is_dir():
+            raise IngestRefused(details={"path": path})
+        files = sorted(
+            f
+            for f in target.rglob("*")
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and f.resolve().is_relative_to(base)
+        )
+        if len(files) > self._ingest.max_files:
+            raise IngestRefused(
+                "Too many files in one ingestion.", details={"files": len(files), "max": self._ingest.max_files}
+            )
+        return base, files
+
+
+@contextmanager
+def _queue_errors() -> Iterator[None]:
+    """The queue's Redis down or unreachable -> 503 QUEUE_UNAVAILABLE, the way sessions answer."""
+    try:
+        yield
+    except REDIS_FAILURES as exc:
+        raise QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc

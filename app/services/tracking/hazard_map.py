@@ -1,0 +1,226 @@
+"""The fleet's hazard map in Redis: confirmed, located hazards of every session, merged by class and distance.
+
+Keys share the hash tag of FLEET_NAME, apart from every session's: `hazards:{<fleet>}:geo` (GEO set of map ids),
+`hazards:{<fleet>}:expiry` (zset: map id -> when it expires), `hazards:{<fleet>}:sources` (hash:
+`<session>/<hazard>` -> map id), and per entry `hazards:{<fleet>}:entry:<id>` (hash) with its `:reports` (hash:
+source -> that session's report). Merging is one MERGE_INTO_MAP call, separate from the session's association.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from app.services.breakers import AsyncBreaker
+from app.services.errors import HazardMapUnavailable, ValidationFailed
+from app.services.redis_client import register_script
+from app.services.sessions.store import STORE_FAILURES
+from app.services.tracking import scripts
+from app.services.tracking.types import HazardRecord
+from app.types import RedisClient, RedisObserver
+
+T = TypeVar("T")
+EARTH_RADIUS_M = 6_372_797.560856  # the radius Redis' GEO commands use, so distances agree with theirs
+MAP_ID_BYTES = 8
+
+
+@dataclass(frozen=True)
+class BBox:
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+    def contains(self, lon: float, lat: float) -> bool:
+        return self.min_lon <= lon <= self.max_lon and self.min_lat <= lat <= self.max_lat
+
+
+@dataclass(frozen=True)
+class Near:
+    lat: float
+    lon: float
+    radius_m: float
+
+
+@dataclass(frozen=True)
+class MapHazard:
+    hazard_id: str
+    label: str
+    lat: float
+    lon: float
+    reports: int
+    first_reported: float
+    last_reported: float
+    max_confidence: float
+    best_frame_url: str | None
+    model: str
+
+
+def parse_bbox(value: str) -> BBox:
+    """`minLon,minLat,maxLon,maxLat` (RFC 7946's order); a box across the antimeridian is not supported."""
+    numbers = _numbers("bbox", value, 4)
+    box = BBox(*numbers)
+    if not (-180 <= box.min_lon <= box.max_lon <= 180 and -90 <= box.min_lat <= box.max_lat <= 90):
+        raise ValidationFailed(
+            "bbox must be minLon,minLat,maxLon,maxLat with -180 <= minLon <= maxLon <= 180 and "
+            "-90 <= minLat <= maxLat <= 90.",
+            details={"field": "bbox", "value": value[:200]},
+        )
+    return box
+
+
+def parse_near(value: str, radius_m: float) -> Near:
+    lat, lon = _numbers("near", value, 2)
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ValidationFailed(
+            "near must be lat,lon with -90 <= lat <= 90 and -180 <= lon <= 180.",
+            details={"field": "near", "value": value[:200]},
+        )
+    return Near(lat, lon, radius_m)
+
+
+def _numbers(field: str, value: str, count: int) -> list[float]:
+    parts = value.split(",")
+    try:
+        numbers = [float(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != count or not all(math.isfinite(n) for n in numbers):
+        raise ValidationFailed(
+            f"{field} must be {count} comma-separated numbers.", details={"field": field, "value": value[:200]}
+        )
+    return numbers
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine, on Redis' sphere."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+class HazardMap:
+    def __init__(
+        self,
+        client: RedisClient,
+        breaker: AsyncBreaker,
+        fleet_name: str,
+        *,
+        merge_meters: float,
+        ttl_days: float,
+        clock: Callable[[], float] = time.time,
+        observe: RedisObserver | None = None,
+    ) -> None:
+        self._redis = client
+        self.breaker = breaker
+        base = f"hazards:{{{fleet_name}}}"
+        self._geo, self._expiry, self._sources = f"{base}:geo", f"{base}:expiry", f"{base}:sources"
+        self._entry_prefix = f"{base}:entry:"
+        self.merge_meters = merge_meters
+        self._ttl_seconds = ttl_days * 86400
+        self._clock = clock
+        self._observe = observe
+        self._merge = register_script(client, scripts.MERGE_INTO_MAP)
+
+    async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self.breaker.call(operation)
+            outcome = "ok"
+            return result
+        except STORE_FAILURES as exc:
+            raise HazardMapUnavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(name, outcome, time.perf_counter() - started)
+
+    async def merge(self, session_id: str, record: HazardRecord) -> str:
+        """Report a session's located hazard; returns the map entry it became part of."""
+        if record.lat is None or record.lon is None:
+            raise ValueError("only located hazards go on the map")
+        args = [
+            self._entry_prefix,
+            repr(self._clock()),
+            repr(self._ttl_seconds),
+            repr(self.merge_meters),
+            f"{session_id}/{record.hazard_id}",
+            record.label,
+            repr(record.lon),
+            repr(record.lat),
+            repr(record.max_confidence),
+            repr(record.first_seen),
+            repr(record.last_seen),
+            record.best_frame_url or "",
+            secrets.token_hex(MAP_ID_BYTES),
+            record.model,
+        ]
+        keys = [self._geo, self._expiry, self._sources]
+        return str(await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args)))
+
+    async def near(self, where: Near, limit: int) -> list[MapHazard]:
+        """Entries within `radius_m` of a point, nearest first."""
+        return await self._search(where.lon, where.lat, where.radius_m, limit, None)
+
+    async def within(self, box: BBox, limit: int) -> list[MapHazard]:
+        """Entries inside a bounding box: a radius search around its centre that covers it, filtered exactly."""
+        lat, lon = (box.min_lat + box.max_lat) / 2, (box.min_lon + box.max_lon) / 2
+        radius = max(distance_m(lat, lon, corner_lat, corner_lon) for corner_lat, corner_lon in _corners(box))
+        return await self._search(lon, lat, radius + 1.0, limit, box)
+
+    async def _search(self, lon: float, lat: float, radius_m: float, limit: int, box: BBox | None) -> list[MapHazard]:
+        now = self._clock()
+
+        async def read() -> list[MapHazard]:
+            found = cast(
+                list[Any],
+                await self._redis.geosearch(
+                    self._geo, longitude=lon, latitude=lat, radius=radius_m, unit="m", sort="ASC", withcoord=True
+                ),
+            )
+            ids = [str(item[0]) for item in found if box is None or box.contains(*map(float, item[1]))]
+            hazards: list[MapHazard] = []
+            for start in range(0, len(ids), 100):  # bounded pipelines; stop reading once `limit` are in
+                batch = ids[start : start + 100]
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for map_id in batch:
+                        pipe.hgetall(self._entry_prefix + map_id)
+                        pipe.zscore(self._expiry, map_id)
+                    replies = await pipe.execute()
+                for map_id, fields, expires in zip(batch, replies[::2], replies[1::2], strict=True):
+                    if fields and expires is not None and float(expires) > now:  # expired: purged at next merge
+                        hazards.append(_map_hazard(map_id, fields))
+                if len(hazards) >= limit:
+                    break
+            return hazards[:limit]
+
+        return await self._guarded("map_search", read)
+
+
+def _corners(box: BBox) -> list[tuple[float, float]]:
+    return [
+        (box.min_lat, box.min_lon),
+        (box.min_lat, box.max_lon),
+        (box.max_lat, box.min_lon),
+        (box.max_lat, box.max_lon),
+    ]
+
+
+def _map_hazard(map_id: str, fields: dict[str, str]) -> MapHazard:
+    return MapHazard(
+        hazard_id=map_id,
+        label=fields["label"],
+        lat=float(fields["lat"]),
+        lon=float(fields["lon"]),
+        reports=int(fields["reports"]),
+        first_reported=float(fields["first_reported"]),
+        last_reported=float(fields["last_reported"]),
+        max_confidence=float(fields["max_confidence"]),
+        best_frame_url=fields.get("best_frame_url") or None,
+        model=fields.get("model", ""),
+    )

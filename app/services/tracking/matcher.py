@@ -1,0 +1,154 @@
+"""The association rule, in Python: a frame's detections against the open tracks, by class, expanded-box IoU and
+time gap; greedy, best IoU first.
+
+Road hazards are static while the camera moves, so their image motion is not constant-velocity (it accelerates as
+the distance shrinks): a constant-velocity Kalman filter would mispredict exactly where boxes move most. Boxes
+grown by `box_expand` on each side and a gap limit in seconds tolerate that motion and a few missed frames, with
+nothing to tune per camera. Greedy on a sorted pair list equals Hungarian matching whenever the pairs do not
+compete, which is what hazards a few metres apart produce; it is also what a Lua script can run atomically.
+
+`scripts.ASSOCIATE` is the same rule in Lua, run inside Redis for live sessions (one atomic round trip per frame);
+`Tracker` runs it in memory over a sequence of frames (batch jobs, evaluation, tests). A test holds them equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from app.services.tracking.types import Assignment, Box, FrameInput, HazardRecord, Observation, Track, TrackParams
+
+
+def expanded(box: Box, ratio: float) -> Box:
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * ratio, (y2 - y1) * ratio
+    return x1 - dx, y1 - dy, x2 + dx, y2 + dy
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Association:
+    assignments: list[Assignment]
+    open_tracks: list[Track]
+    changed: list[Track] = field(default_factory=list)  # confirmed tracks this frame touched (to be stored)
+
+
+def associate(tracks: Iterable[Track], frame: FrameInput, params: TrackParams) -> Association:
+    """One frame against the open tracks; returns each detection's hazard and the tracks still open after it.
+
+    A track unmatched for more than `max_gap_seconds` (before this frame's time) is closed. Frames may be applied
+    out of order (concurrent requests): times only move forward (`max`), and a track is confirmed by its count of
+    frames, so the frame that confirms it is reported exactly once whatever the order.
+    """
+    open_tracks = [t for t in tracks if frame.at - t.last_seen <= params.max_gap_seconds]
+    detections = frame.observations
+    pairs: list[tuple[float, int, int]] = []
+    for ti, track in enumerate(open_tracks):
+        if abs(frame.at - track.last_seen) > params.max_gap_seconds:
+            continue
+        grown = expanded(track.box, params.box_expand)
+        for di, detection in enumerate(detections):
+            if detection.class_id != track.class_id:
+                continue
+            overlap = iou(grown, expanded(detection.box, params.box_expand))
+            if overlap >= params.iou_threshold:
+                pairs.append((overlap, ti, di))
+    pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
+    track_of: dict[int, int] = {}
+    taken: set[int] = set()
+    for _, ti, di in pairs:
+        if di in track_of or ti in taken:
+            continue
+        track_of[di] = ti
+        taken.add(ti)
+
+    assignments: list[Assignment] = []
+    changed: list[Track] = []
+    for di, detection in enumerate(detections):
+        if di in track_of:
+            track = open_tracks[track_of[di]]
+            new_hazard = _extend(track, detection, frame, params)
+        else:
+            track = _start(detection, frame, params)
+            open_tracks.append(track)
+            new_hazard = track.confirmed
+        upload = track.confirmed and _wants_upload(track, detection, params)
+        if upload:
+            track.uploaded_confidence, track.upload_media_id = detection.confidence, frame.media_id
+        if track.confirmed:
+            changed.append(track)
+        assignments.append(Assignment(track.hazard_id, new_hazard, upload))
+    return Association(assignments, open_tracks, changed)
+
+
+def _start(detection: Observation, frame: FrameInput, params: TrackParams) -> Track:
+    return Track(
+        hazard_id=detection.candidate_id,
+        label=detection.label,
+        class_id=detection.class_id,
+        box=detection.box,
+        first_seen=frame.at,
+        last_seen=frame.at,
+        frames=1,
+        max_confidence=detection.confidence,
+        best_request_id=frame.request_id,
+        best_at=frame.at,
+        best_lat=frame.lat,
+        best_lon=frame.lon,
+        model=frame.model,
+        confirmed=params.min_hits <= 1,
+    )
+
+
+def _extend(track: Track, detection: Observation, frame: FrameInput, params: TrackParams) -> bool:
+    """Add the frame to the track; True when this frame is the one that confirms it."""
+    if frame.at >= track.last_seen:
+        track.box = detection.box  # the newest view; a late (out-of-order) frame does not move it back
+    track.first_seen = min(track.first_seen, frame.at)
+    track.last_seen = max(track.last_seen, frame.at)
+    track.frames += 1
+    if detection.confidence > track.max_confidence:
+        track.max_confidence = detection.confidence
+        track.best_request_id, track.best_at = frame.request_id, frame.at
+        track.best_lat, track.best_lon, track.model = frame.lat, frame.lon, frame.model
+    if not track.confirmed and track.frames >= params.min_hits:
+        track.confirmed = True
+        return True
+    return False
+
+
+def _wants_upload(track: Track, detection: Observation, params: TrackParams) -> bool:
+    if detection.confidence < params.upload_min_confidence:
+        return False
+    return track.uploaded_confidence is None or detection.confidence >= track.uploaded_confidence + params.upload_margin
+
+
+class Tracker:
+    """The matcher over a sequence of frames in memory, in the order given: a batch job's frames in frame order.
+
+    `update` answers each frame's assignments as the live path does; `hazards()` lists the confirmed ones.
+    """
+
+    def __init__(self, params: TrackParams) -> None:
+        self.params = params
+        self._open: list[Track] = []
+        self._confirmed: dict[str, Track] = {}
+
+    def update(self, frame: FrameInput) -> list[Assignment]:
+        result = associate(self._open, frame, self.params)
+        self._open = result.open_tracks
+        for track in result.changed:
+            self._confirmed[track.hazard_id] = track
+        return result.assignments
+
+    def hazards(self) -> list[HazardRecord]:
+        return [HazardRecord.of_track(t) for t in sorted(self._confirmed.values(), key=lambda t: t.first_seen)]

@@ -1,0 +1,194 @@
+"""Lua scripts of tracking. ASSOCIATE runs on one session's keys (one slot); MERGE_INTO_MAP on the hazard map's
+keys (another slot, the fleet's hash tag). No script touches both: merging into the map is its own round trip.
+"""
+
+# The matcher of `matcher.py`, line for line (a test holds the two equal), atomic per session: concurrent frames
+# of one session, from any replica, are associated one after the other and never start two tracks for one hazard.
+# KEYS: the session hash, its tracks hash (`open`: open tracks, `applied`: recent update ids), its hazards hash
+# (hazard id -> confirmed record). ARGV: the frame (JSON), the parameters (JSON), the update's id: an update whose
+# reply was lost and that is replayed finds its id in `applied` and changes nothing.
+ASSOCIATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return cjson.encode({status = 'missing'}) end
+local frame = cjson.decode(ARGV[1])
+local p = cjson.decode(ARGV[2])
+local applied_raw = redis.call('HGET', KEYS[2], 'applied')
+local applied = {}
+if applied_raw then applied = cjson.decode(applied_raw) end
+for _, id in ipairs(applied) do
+  if id == ARGV[3] then return cjson.encode({status = 'duplicate'}) end
+end
+
+local function grow(b, r)
+  local dx, dy = (b[3] - b[1]) * r, (b[4] - b[2]) * r
+  return {b[1] - dx, b[2] - dy, b[3] + dx, b[4] + dy}
+end
+local function iou(a, b)
+  local ix = math.min(a[3], b[3]) - math.max(a[1], b[1])
+  local iy = math.min(a[4], b[4]) - math.max(a[2], b[2])
+  if ix <= 0 or iy <= 0 then return 0 end
+  local inter = ix * iy
+  local union = (a[3] - a[1]) * (a[4] - a[2]) + (b[3] - b[1]) * (b[4] - b[2]) - inter
+  if union > 0 then return inter / union end
+  return 0
+end
+
+local tracks = {}
+local open_raw = redis.call('HGET', KEYS[2], 'open')
+if open_raw then
+  for _, t in ipairs(cjson.decode(open_raw)) do
+    if frame.at - t.last_seen <= p.max_gap_seconds then table.insert(tracks, t) end
+  end
+end
+local detections = frame.detections
+local candidates = {}
+for ti, t in ipairs(tracks) do
+  if math.abs(frame.at - t.last_seen) <= p.max_gap_seconds then
+    local grown = grow(t.box, p.box_expand)
+    for di, d in ipairs(detections) do
+      if d.class_id == t.class_id then
+        local overlap = iou(grown, grow(d.box, p.box_expand))
+        if overlap >= p.iou_threshold then table.insert(candidates, {overlap, ti, di}) end
+      end
+    end
+  end
+end
+table.sort(candidates, function(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+local track_of, taken = {}, {}
+for _, c in ipairs(candidates) do
+  if not track_of[c[3]] and not taken[c[2]] then
+    track_of[c[3]] = c[2]
+    taken[c[2]] = true
+  end
+end
+
+local assignments, changed = {}, {}
+for di, d in ipairs(detections) do
+  local ti = track_of[di]
+  local t
+  local new = false
+  if not ti then
+    t = {hazard_id = d.candidate_id, label = d.label, class_id = d.class_id, box = d.box,
+      first_seen = frame.at, last_seen = frame.at, frames = 1, max_confidence = d.confidence,
+      best_request_id = frame.request_id, best_at = frame.at, best_lat = frame.lat, best_lon = frame.lon,
+      model = frame.model, confirmed = (p.min_hits <= 1)}
+    table.insert(tracks, t)
+    new = t.confirmed
+  else
+    t = tracks[ti]
+    if frame.at >= t.last_seen then t.box = d.box end
+    t.first_seen = math.min(t.first_seen, frame.at)
+    t.last_seen = math.max(t.last_seen, frame.at)
+    t.frames = t.frames + 1
+    if d.confidence > t.max_confidence then
+      t.max_confidence = d.confidence
+      t.best_request_id, t.best_at = frame.request_id, frame.at
+      t.best_lat, t.best_lon, t.model = frame.lat, frame.lon, frame.model
+    end
+    if not t.confirmed and t.frames >= p.min_hits then
+      t.confirmed = true
+      new = true
+    end
+  end
+  local upload = false
+  if t.confirmed and d.confidence >= p.upload_min_confidence and
+      (t.uploaded_confidence == nil or d.confidence >= t.uploaded_confidence + p.upload_margin) then
+    upload = true
+    t.uploaded_confidence, t.upload_media_id = d.confidence, frame.media_id
+  end
+  if t.confirmed then table.insert(changed, t) end
+  table.insert(assignments, {t.hazard_id, new and 1 or 0, upload and 1 or 0})
+end
+
+table.insert(applied, ARGV[3])
+while #applied > 64 do table.remove(applied, 1) end
+redis.call('HSET', KEYS[2], 'open', cjson.encode(tracks), 'applied', cjson.encode(applied))
+for _, t in ipairs(changed) do redis.call('HSET', KEYS[3], t.hazard_id, cjson.encode(t)) end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], pttl)
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], pttl) end
+end
+return cjson.encode({status = 'ok', assignments = assignments, changed = changed})
+"""
+
+# One session's confirmed, located hazard into the fleet's map. KEYS: the geo set (member: map id), the expiry
+# zset (map id -> when it expires), the sources hash (`<session>/<hazard>` -> map id). ARGV: the entries' key
+# prefix, now, TTL seconds, merge radius (m), the source, label, lon, lat, confidence, first seen, last seen,
+# best frame URL ('' when none yet), a new id for a new entry, the model. Each source is one report of its entry
+# (a session re-reporting a better view replaces its report); the entry's position is the confidence-weighted
+# mean of its reports, `reports` the number of distinct sessions. Expired entries are purged first (bounded).
+MERGE_INTO_MAP = """
+local prefix, now, ttl, radius = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local source, label = ARGV[5], ARGV[6]
+local keep_for = ttl + 86400  -- keys outlive their expiry a day, so a purge still finds what to clean up
+
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+for _, old in ipairs(expired) do
+  for _, s in ipairs(redis.call('HKEYS', prefix .. old .. ':reports')) do
+    if redis.call('HGET', KEYS[3], s) == old then redis.call('HDEL', KEYS[3], s) end
+  end
+  redis.call('DEL', prefix .. old, prefix .. old .. ':reports')
+  redis.call('ZREM', KEYS[1], old)
+  redis.call('ZREM', KEYS[2], old)
+end
+
+local id = redis.call('HGET', KEYS[3], source)
+if id and redis.call('EXISTS', prefix .. id) == 0 then id = nil end
+if not id then
+  local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius, 'm',
+    'ASC', 'COUNT', 32)
+  for _, candidate in ipairs(near) do
+    if redis.call('HGET', prefix .. candidate, 'label') == label then
+      id = candidate
+      break
+    end
+  end
+end
+if not id then id = ARGV[13] end
+local entry, reports_key = prefix .. id, prefix .. id .. ':reports'
+local url = ARGV[12]
+if url == '' then  -- a newer best frame still uploading: the report keeps the annotated frame that has landed
+  local old = redis.call('HGET', reports_key, source)
+  if old then url = cjson.decode(old).url or '' end
+end
+redis.call('HSET', KEYS[3], source, id)
+redis.call('HSET', reports_key, source, cjson.encode({lon = tonumber(ARGV[7]), lat = tonumber(ARGV[8]),
+  confidence = tonumber(ARGV[9]), first_seen = tonumber(ARGV[10]), last_seen = tonumber(ARGV[11]),
+  url = url, model = ARGV[14]}))
+
+local sum_w, sum_lon, sum_lat, first, last = 0, 0, 0, nil, nil
+local sessions, session_count = {}, 0
+local best, max_confidence
+local raw = redis.call('HGETALL', reports_key)
+for i = 1, #raw, 2 do
+  local r = cjson.decode(raw[i + 1])
+  local w = math.max(r.confidence, 0.001)
+  sum_w, sum_lon, sum_lat = sum_w + w, sum_lon + w * r.lon, sum_lat + w * r.lat
+  if first == nil or r.first_seen < first then first = r.first_seen end
+  if last == nil or r.last_seen > last then last = r.last_seen end
+  if max_confidence == nil or r.confidence > max_confidence then max_confidence = r.confidence end
+  local session = string.match(raw[i], '^(.-)/')
+  if not sessions[session] then
+    sessions[session] = true
+    session_count = session_count + 1
+  end
+  if best == nil or (r.url ~= '' and best.url == '') or
+      ((r.url ~= '') == (best.url ~= '') and r.confidence > best.confidence) then
+    best = r
+  end
+end
+local lon, lat = sum_lon / sum_w, sum_lat / sum_w
+redis.call('GEOADD', KEYS[1], lon, lat, id)
+redis.call('HSET', entry, 'label', label, 'lon', tostring(lon), 'lat', tostring(lat), 'reports', session_count,
+  'first_reported', tostring(first), 'last_reported', tostring(last), 'max_confidence', tostring(max_confidence),
+  'best_frame_url', best.url, 'model', best.model)
+redis.call('ZADD', KEYS[2], now + ttl, id)
+redis.call('EXPIRE', entry, keep_for)
+redis.call('EXPIRE', reports_key, keep_for)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], keep_for) end
+return id
+"""

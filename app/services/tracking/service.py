@@ -1,0 +1,140 @@
+"""Tracking for the detection path and the hazard routes: a frame's detections become hazards of its session,
+confirmed hazards with a location go on the fleet's map, and both are read back as records or GeoJSON.
+
+A frame whose association Redis cannot take now (degraded mode) is answered without hazard ids; its update is
+kept with its history write (`PendingWrite.tracking`) and replayed before it, so the session's hazards are whole
+once Redis is back. Replaying is idempotent: an update applied once is recognised by its id.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from app.services.errors import HazardMapUnavailable, SessionStoreUnavailable, ValidationFailed
+from app.services.inference.types import Detection
+from app.services.sessions.store import SessionStore
+from app.services.tracking.hazard_map import HazardMap, MapHazard, parse_bbox, parse_near
+from app.services.tracking.store import Associated, SessionTracks, upload_url
+from app.services.tracking.types import (
+    Assignment,
+    FrameInput,
+    FrameMeta,
+    HazardRecord,
+    TrackParams,
+    frame_time,
+    observation_of,
+)
+from app.types import RecordUploadUrl
+
+log = structlog.get_logger(__name__)
+HAZARD_ID_BYTES = 8
+DEFAULT_NEAR_RADIUS_M = 100.0
+
+
+def new_hazard_id() -> str:
+    return secrets.token_hex(HAZARD_ID_BYTES)
+
+
+def frame_input(
+    request_id: str,
+    detections: Sequence[Detection],
+    meta: FrameMeta,
+    *,
+    received_at: float,
+    model: str = "",
+    media_id: str = "",
+) -> FrameInput:
+    """A frame as the matcher sees it: its time is the capture time when the client gives one, else `received_at`;
+    every detection carries a fresh hazard id, used if it starts a track."""
+    at = frame_time(meta.captured_at if meta.captured_at is not None else received_at)
+    observations = tuple(observation_of(d, new_hazard_id()) for d in detections)
+    lat, lon = (meta.lat, meta.lon) if meta.located else (None, None)
+    return FrameInput(request_id, at, observations, lat, lon, model, media_id)
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """`assignments` per detection, in order; None when Redis could not take the update now and `kept` holds it
+    (to travel with the frame's history write)."""
+
+    assignments: list[Assignment] | None
+    kept: str | None = None
+
+
+class TrackingService:
+    def __init__(self, sessions: SessionStore, tracks: SessionTracks, hazard_map: HazardMap) -> None:
+        self._sessions = sessions
+        self._tracks = tracks
+        self._map = hazard_map
+
+    @property
+    def params(self) -> TrackParams:
+        return self._tracks.params
+
+    async def track(self, session_id: str, frame: FrameInput) -> Tracked:
+        """Associate the frame now; if Redis is down, keep the update for replay instead."""
+        if not frame.observations:
+            return Tracked([])  # nothing to associate; stale tracks are closed by the next frame's time
+        update = json.dumps({"update_id": secrets.token_hex(8), "frame": frame.as_json()})
+        try:
+            return Tracked(await self.apply(session_id, update))
+        except SessionStoreUnavailable:
+            return Tracked(None, update)
+
+    async def apply(self, session_id: str, update: str) -> list[Assignment]:
+        """One kept or fresh update: associate it (atomic), then put what it confirmed or improved on the map."""
+        fields = json.loads(update)
+        frame = fields["frame"]
+        associated = await self._tracks.associate(session_id, json.dumps(frame), str(fields["update_id"]))
+        await self._merge(session_id, str(frame["request_id"]), str(frame.get("media_id", "")), associated)
+        return associated.assignments
+
+    async def _merge(self, session_id: str, request_id: str, media_id: str, associated: Associated) -> None:
+        new = {a.hazard_id for a in associated.assignments if a.new_hazard}
+        for track in associated.changed:
+            improved = track.best_request_id == request_id or (media_id and track.upload_media_id == media_id)
+            if track.best_lat is None or not (track.hazard_id in new or improved):
+                continue
+            try:
+                await self._map.merge(session_id, HazardRecord.of_track(track))
+            except HazardMapUnavailable as exc:  # the next better view of it merges again
+                log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=track.hazard_id, **exc.details)
+
+    async def session_hazards(self, session_id: str) -> list[HazardRecord]:
+        await self._sessions.get(session_id)  # 404 for an unknown or expired session
+        return await self._tracks.hazards(session_id)
+
+    def recording_uploads(self, record: RecordUploadUrl) -> RecordUploadUrl:
+        """`record` (the session's uploads ledger), then the map: a landed best frame becomes its entry's picture."""
+
+        async def record_then_map(session_id: str, media_id: str, outcome: str) -> None:
+            await record(session_id, media_id, outcome)
+            url = upload_url(media_id, {media_id: outcome})
+            if url is None:
+                return
+            try:
+                for hazard in await self._tracks.hazards(session_id):
+                    if hazard.upload_media_id == media_id and hazard.located:
+                        await self._map.merge(session_id, hazard)
+            except (SessionStoreUnavailable, HazardMapUnavailable) as exc:
+                log.warning("hazard_map_picture_not_recorded", session_id=session_id, media_id=media_id, **exc.details)
+
+        return record_then_map
+
+    async def map_hazards(
+        self, *, bbox: str | None, near: str | None, radius_m: float | None, limit: int
+    ) -> list[MapHazard]:
+        """Exactly one of `bbox` and `near` (with an optional `radius_m`)."""
+        if (bbox is None) == (near is None):
+            raise ValidationFailed("Give either bbox or near.", details={"fields": ["bbox", "near"]})
+        if bbox is not None:
+            if radius_m is not None:
+                raise ValidationFailed("radius_m goes with near, not bbox.", details={"field": "radius_m"})
+            return await self._map.within(parse_bbox(bbox), limit)
+        assert near is not None
+        return await self._map.near(parse_near(near, radius_m or DEFAULT_NEAR_RADIUS_M), limit)

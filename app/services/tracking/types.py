@@ -1,0 +1,213 @@
+"""Plain data of tracking: what a frame brings (its detections, time and GPS) and what a track remembers.
+
+No Redis and no numpy here: the matcher, the session store, the batch jobs and the routers all share these.
+Numbers are rounded where they enter (`observation_of`, `FrameInput`): the Lua twin of the matcher keeps at most
+14 significant digits in JSON, so both see exactly the same values and reach exactly the same decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.services.inference.types import Detection
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in the frame's pixels
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """What the client says about a frame: WGS-84 position, heading (degrees), speed, capture time (epoch s)."""
+
+    lat: float | None = None
+    lon: float | None = None
+    heading: float | None = None
+    speed_mps: float | None = None
+    captured_at: float | None = None
+
+    @property
+    def located(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    min_hits: int = 3  # frames before a track is a hazard (flicker of one or two frames never is)
+    max_gap_seconds: float = 1.0  # a track not matched for longer is closed
+    iou_threshold: float = 0.2  # of the expanded boxes
+    box_expand: float = 0.25  # each side grows by this fraction of the box's width/height
+    upload_min_confidence: float = 0.5  # a hazard's frame is uploaded only when at least this confident
+    upload_margin: float = 0.1  # a later frame replaces the uploaded one when this much more confident
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One detection as the matcher sees it; `candidate_id` names the track it starts if nothing matches."""
+
+    label: str
+    class_id: int
+    confidence: float
+    box: Box
+    candidate_id: str
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    request_id: str
+    at: float  # epoch seconds: the capture time, or when the frame was admitted
+    observations: tuple[Observation, ...]
+    lat: float | None = None
+    lon: float | None = None
+    model: str = ""
+    media_id: str = ""  # names the frame's annotated upload, should it be uploaded for one of its hazards
+
+    def as_json(self) -> dict[str, Any]:
+        """For the Lua twin: no nulls (cjson would decode them as a sentinel, not nil)."""
+        located = {"lat": self.lat, "lon": self.lon} if self.lat is not None and self.lon is not None else {}
+        return {
+            "request_id": self.request_id,
+            "at": self.at,
+            **located,
+            "model": self.model,
+            "media_id": self.media_id,
+            "detections": [
+                {
+                    "label": o.label,
+                    "class_id": o.class_id,
+                    "confidence": o.confidence,
+                    "box": list(o.box),
+                    "candidate_id": o.candidate_id,
+                }
+                for o in self.observations
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What one detection of a frame became: its hazard, whether this frame confirmed it, whether to upload it."""
+
+    hazard_id: str
+    new_hazard: bool
+    upload: bool
+
+
+@dataclass
+class Track:
+    hazard_id: str
+    label: str
+    class_id: int
+    box: Box
+    first_seen: float
+    last_seen: float
+    frames: int
+    max_confidence: float
+    best_request_id: str
+    best_at: float
+    best_lat: float | None
+    best_lon: float | None
+    model: str
+    confirmed: bool = False
+    uploaded_confidence: float | None = None
+    upload_media_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "hazard_id": self.hazard_id,
+            "label": self.label,
+            "class_id": self.class_id,
+            "box": list(self.box),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "frames": self.frames,
+            "max_confidence": self.max_confidence,
+            "best_request_id": self.best_request_id,
+            "best_at": self.best_at,
+            "best_lat": self.best_lat,
+            "best_lon": self.best_lon,
+            "model": self.model,
+            "confirmed": self.confirmed,
+            "uploaded_confidence": self.uploaded_confidence,
+            "upload_media_id": self.upload_media_id,
+        }
+
+    @classmethod
+    def of_json(cls, data: dict[str, Any]) -> Track:
+        box = data["box"]
+        return cls(
+            hazard_id=str(data["hazard_id"]),
+            label=str(data["label"]),
+            class_id=int(data["class_id"]),
+            box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+            first_seen=float(data["first_seen"]),
+            last_seen=float(data["last_seen"]),
+            frames=int(data["frames"]),
+            max_confidence=float(data["max_confidence"]),
+            best_request_id=str(data["best_request_id"]),
+            best_at=float(data["best_at"]),
+            best_lat=_number(data.get("best_lat")),
+            best_lon=_number(data.get("best_lon")),
+            model=str(data.get("model") or ""),
+            confirmed=bool(data.get("confirmed")),
+            uploaded_confidence=_number(data.get("uploaded_confidence")),
+            upload_media_id=_string(data.get("upload_media_id")),
+        )
+
+
+@dataclass(frozen=True)
+class HazardRecord:
+    """A confirmed hazard as the API shows it. Its location is the GPS of its best (most confident) frame."""
+
+    hazard_id: str
+    label: str
+    first_seen: float
+    last_seen: float
+    frames: int
+    max_confidence: float
+    model: str
+    lat: float | None
+    lon: float | None
+    best_request_id: str
+    upload_media_id: str | None
+    best_frame_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def located(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+    @classmethod
+    def of_track(cls, track: Track, best_frame_url: str | None = None) -> HazardRecord:
+        return cls(
+            hazard_id=track.hazard_id,
+            label=track.label,
+            first_seen=track.first_seen,
+            last_seen=track.last_seen,
+            frames=track.frames,
+            max_confidence=track.max_confidence,
+            model=track.model,
+            lat=track.best_lat,
+            lon=track.best_lon,
+            best_request_id=track.best_request_id,
+            upload_media_id=track.upload_media_id,
+            best_frame_url=best_frame_url,
+        )
+
+
+def observation_of(detection: Detection, candidate_id: str) -> Observation:
+    """A detection rounded the way both matchers see it (see the module's docstring)."""
+    d = detection
+    box = (round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2))
+    return Observation(d.label, d.class_id, round(float(d.confidence), 6), box, candidate_id)
+
+
+def frame_time(seconds: float) -> float:
+    return round(seconds, 3)
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _string(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,229 @@
+"""Batch jobs through one app with its embedded worker: real Redis, real SAQ queue, real model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.settings import Settings
+from tests.conftest import RunningApp
+from tests.support.images import encode, scene, scene_with_hazards
+from tests.support.waiting import wait_for
+
+StartApp = Callable[..., Any]
+
+
+def frame(seed: int) -> bytes:
+    return encode(scene(seed).image, quality=85)
+
+
+def files(frames: list[bytes], metas: list[dict[str, Any]] | None = None) -> list[tuple[str, Any]]:
+    parts: list[tuple[str, Any]] = []
+    for i, data in enumerate(frames):
+        parts.append(("file", (f"frame-{i:03d}.jpg", data, "image/jpeg")))
+        if metas is not None:
+            parts.append(("meta", (None, json.dumps(metas[i]))))
+    return parts
+
+
+async def job_status(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    response = await client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_finished(client: httpx.AsyncClient, job_id: str, within: float = 60.0) -> dict[str, Any]:
+    async def finished() -> bool:
+        return (await job_status(client, job_id))["status"] in ("completed", "failed", "cancelled")
+
+    await wait_for(finished, f"job {job_id} finished", within)
+    return await job_status(client, job_id)
+
+
+async def results(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/jobs/{job_id}/results", params={"limit": 500})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+@pytest.fixture
+async def jobs_api(start_app: StartApp, make_settings: Callable[..., Settings]) -> RunningApp:
+    return await start_app(make_settings(embedded_worker=True))  # type: ignore[no-any-return]
+
+
+async def test_a_job_of_frames_completes_with_the_answers_detect_gives(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    created = await client.post("/jobs", json={"name": "drive-1", "options": {"conf": 0.3}})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["job_id"]
+    assert created.json()["status"] == "open"
+    _, hazard_frame = scene_with_hazards(3)
+    frames = [hazard_frame, frame(11), frame(12)]
+    metas = [{"lat": 52.5, "lon": 13.4, "captured_at": "2026-11-24T10:00:00Z"}, {}, {"filename": "named.jpg"}]
+    added = await client.post(f"/jobs/{job_id}/frames", files=files(frames, metas))
+    assert added.status_code == 202, added.text
+    assert added.json()["accepted"] == 3
+    assert (await client.post(f"/jobs/{job_id}/close")).status_code == 200
+
+    job = await wait_finished(client, job_id)
+    assert job["status"] == "completed"
+    assert (job["total"], job["done"], job["failed"]) == (3, 3, 0)
+    items = await results(client, job_id)
+    assert [item["frame_id"] for item in items] == added.json()["frame_ids"]
+    assert items[0]["meta"]["lat"] == 52.5 and items[0]["meta"]["filename"] == "frame-000.jpg"
+    assert items[2]["meta"]["filename"] == "named.jpg"
+    assert job["hazards"] == sum(len(item["detections"]) for item in items) > 0
+
+    session_id = await jobs_api.new_session()
+    for item, data in zip(items, frames, strict=True):
+        live = await client.post(f"/detect/{session_id}", params={"conf": 0.3}, files={"file": ("f.jpg", data)})
+        assert live.status_code == 200
+        assert item["detections"] == live.json()["detections"]
+        assert item["image"] == live.json()["image"]
+
+
+async def test_resubmitted_frames_are_served_from_the_cache_without_inference(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    frames = [frame(21), frame(22)]
+    first = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{first}/frames", files=files(frames))
+    await client.post(f"/jobs/{first}/close")
+    assert (await wait_finished(client, first))["cached"] == 0
+    engine = jobs_api.app.state.runtime.registry.active_engine
+    completed_before = engine.stats().completed
+
+    second = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{second}/frames", files=files(frames))
+    await client.post(f"/jobs/{second}/close")
+    job = await wait_finished(client, second)
+    assert (job["done"], job["cached"]) == (2, 2)
+    assert engine.stats().completed == completed_before  # no inference ran
+    assert [i["detections"] for i in await results(client, second)] == [
+        i["detections"] for i in await results(client, first)
+    ]
+
+
+async def test_a_garbage_frame_fails_alone_and_the_rest_are_done(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{job_id}/frames", files=files([frame(31), b"not an image at all", frame(32)]))
+    await client.post(f"/jobs/{job_id}/close")
+    job = await wait_finished(client, job_id)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", 2, 1)
+    failed = [item for item in await results(client, job_id) if item["status"] == "failed"]
+    assert [(item["index"], item["error"]["code"]) for item in failed] == [(1, "INVALID_IMAGE")]
+
+
+async def test_a_one_frame_job_in_one_call(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    created = await client.post(
+        "/jobs", data={"job": json.dumps({"name": "try-a-frame"})}, files=files([frame(41)])
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["total"] == 1 and len(created.json()["frame_ids"]) == 1
+    job_id = created.json()["job_id"]
+    await client.post(f"/jobs/{job_id}/close")
+    assert (await wait_finished(client, job_id))["done"] == 1
+
+
+async def test_results_stream_as_json_lines(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{job_id}/frames", files=files([frame(51), frame(52), frame(53)]))
+    await client.post(f"/jobs/{job_id}/close")
+    await wait_finished(client, job_id)
+    response = await client.get(f"/jobs/{job_id}/results.jsonl")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert [line["index"] for line in lines] == [0, 1, 2]
+
+
+async def test_job_errors(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    for path in ("/jobs/not-a-job-id", "/jobs/" + "A" * 22, "/jobs/x:y/results"):
+        response = await client.get(path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "JOB_NOT_FOUND", path
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{job_id}/close")
+    late = await client.post(f"/jobs/{job_id}/frames", files=files([frame(61)]))
+    assert late.status_code == 409 and late.json()["error"]["code"] == "JOB_NOT_OPEN"
+    bad = await client.post("/jobs", json={"options": {"conf": 2}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
+    unknown_session = await client.post("/jobs", json={"session_id": "A" * 32})
+    assert unknown_session.status_code == 404
+    bad_meta = await client.post(
+        f"/jobs/{(await client.post('/jobs', json={})).json()['job_id']}/frames",
+        files=files([frame(62)], [{"lat": 123}]),
+    )
+    assert bad_meta.status_code == 422
+
+
+async def test_backpressure_refuses_a_whole_call(
+    start_app: StartApp, make_settings: Callable[..., Settings]
+) -> None:
+    api = await start_app(make_settings(embedded_worker=False, job_pending_bytes_limit=150_000))
+    client = api.client
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    big = [frame(71), frame(72)]
+    first = await client.post(f"/jobs/{job_id}/frames", files=files(big))
+    assert first.status_code == 202
+    refused = await client.post(f"/jobs/{job_id}/frames", files=files(big * 4))
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "BACKPRESSURE" and "retry-after" in refused.headers
+    assert (await job_status(client, job_id))["total"] == 2  # nothing of the refused call was taken
+
+
+async def test_cancelled_frames_are_never_inferred(start_app: StartApp, make_settings: Callable[..., Settings]) -> None:
+    api = await start_app(make_settings(embedded_worker=False))  # nothing works the queue until we say so
+    client = api.client
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{job_id}/frames", files=files([frame(81 + i) for i in range(5)]))
+    cancelled = await client.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    worker = await start_app(make_settings(embedded_worker=True, fleet_name=api.app.state.runtime.settings.fleet_name))
+    engine = worker.app.state.runtime.registry.active_engine
+    completed = engine.stats().completed
+    queue = worker.app.state.runtime.jobs.queue
+
+    async def drained() -> bool:
+        return (await queue.depth())["batch"] == 0 and worker.app.state.runtime.jobs.processor.calls >= 5
+
+    await wait_for(drained, "the cancelled job's frames taken and dropped")
+    assert engine.stats().completed == completed
+    job = await job_status(client, job_id)
+    assert (job["status"], job["done"], job["failed"], job["total"]) == ("cancelled", 0, 0, 5)
+    assert (await client.delete(f"/jobs/{job_id}")).status_code == 200  # cancelling twice changes nothing
+
+
+async def test_ingest_dir_reads_only_below_its_root(
+    start_app: StartApp, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    root = tmp_path / "drives"
+    (root / "day1" / "sub").mkdir(parents=True)
+    (root / "day1" / "a.jpg").write_bytes(frame(91))
+    (root / "day1" / "sub" / "b.jpg").write_bytes(frame(92))
+    (root / "day1" / "notes.txt").write_text("not an image")
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "c.jpg").write_bytes(frame(93))
+    (root / "escape").symlink_to(outside)
+    api = await start_app(make_settings(embedded_worker=True, ingest_root=root))
+    client = api.client
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    for path in ("../secret", "escape", "/etc", "day1/../../secret"):
+        refused = await client.post(f"/jobs/{job_id}/ingest-dir", json={"path": path})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "INGEST_REFUSED", path
+    accepted = await client.post(f"/jobs/{job_id}/ingest-dir", json={"path": "day1"})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["accepted"] == 2
+    await client.post(f"/jobs/{job_id}/close")
+    await wait_finished(client, job_id)
+    assert [i["meta"]["filename"] for i in await results(client, job_id)] == ["day1/a.jpg", "day1/sub/b.jpg"]
