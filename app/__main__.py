@@ -19,6 +19,7 @@ from types import FrameType
 
 import uvicorn
 
+from app.logging import configure_logging
 from app.server import bounded_protocol, fit_descriptor_limit
 from app.settings import SettingsError, get_settings
 
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = get_settings()
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_json)
     max_connections = fit_descriptor_limit(settings.http_max_connections)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_shutdown)

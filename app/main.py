@@ -17,6 +17,7 @@ from app.openapi import DocumentedAPI, operation_id
 from app.routers.admin import create_admin_router
 from app.routers.detect import create_detect_router
 from app.routers.docs import create_docs_router
+from app.routers.hazards import create_hazards_router
 from app.routers.health import create_health_router
 from app.routers.jobs import create_jobs_router
 from app.routers.media import create_media_router
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     app.include_router(create_detect_router(runtime.detection, settings))
+    app.include_router(create_hazards_router(runtime.tracking))
     app.include_router(
         create_jobs_router(runtime.jobs.service, settings.job_max_frames_per_request, settings.max_image_bytes)
     )

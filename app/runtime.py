@@ -24,12 +24,13 @@ from app.job_runtime import JobRuntime
 from app.services.auth import OperatorAuth
 from app.services.breakers import AsyncBreaker
 from app.services.detection import DetectionService
+from app.services.detectors import EngineCall
 from app.services.errors import ApiError
 from app.services.fleet import FleetAgent, FleetControl, new_process_id
 from app.services.health import HealthChecks
 from app.services.inference.probe import Probe
 from app.services.inference.registry import ModelRegistry
-from app.services.inference.types import ModelLoadError
+from app.services.inference.types import ModelLoadError, Priority
 from app.services.memory import rss_mb
 from app.services.metrics import Metrics
 from app.services.model_control import ModelControl
@@ -39,6 +40,7 @@ from app.services.sessions.metadata import MetadataLimits
 from app.services.sessions.pending import replay_forever
 from app.services.sessions.store import CreationLimits, SessionStore
 from app.services.tasks import cancel, cancel_all
+from app.services.tracking.service import create_tracking
 from app.services.uploads.policy import UploadPolicy
 from app.services.uploads.service import UploadService
 from app.settings import Settings
@@ -91,7 +93,15 @@ class Runtime:
             pending_file=settings.pending_writes_file or settings.spool_dir / PENDING_WRITES_FILE,
             observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
-        self.uploads = UploadService(settings, self.metrics, self.sessions.set_upload_url)
+        self.tracking = create_tracking(
+            settings,
+            self.redis,
+            self.redis_breaker,
+            self.sessions,
+            lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
+        )
+        record_upload = self.tracking.recording_uploads(self.sessions.set_upload_url)  # + the map's best frames
+        self.uploads = UploadService(settings, self.metrics, record_upload)
         self.probe = Probe()
         self.registry = ModelRegistry(
             settings.model_repository,
@@ -108,13 +118,17 @@ class Runtime:
         self.jobs = JobRuntime(
             settings, self.metrics, self.registry, self.sessions, process_id=self.process_id, role=role
         )
-        self.detection = DetectionService(self.sessions, upload_policy, self.metrics, self.jobs.live_detector)
+        self.detection = DetectionService(
+            self.sessions, upload_policy, self.metrics, self.jobs.live_detector, self.tracking
+        )
         self.health = HealthChecks(
             self.state,
             self.registry,
             self.sessions,
             self.uploads,
             self.probe,
+            self.jobs.live_detector,
+            holds_models=self.holds_models,
             fail_open=settings.session_store_fail_open,
             deep_cache_seconds=settings.health_deep_cache_seconds,
         )
@@ -198,7 +212,7 @@ class Runtime:
     async def _verify_engine(self, engine: DetectionEngine) -> None:
         """Warm it, then prove it on the probe frame before it may serve."""
         await engine.warm_up(self.settings.model_warmup_requests)
-        result = await self.probe.run(engine)
+        result, _ = await self.probe.run(EngineCall(engine, None, Priority.INTERACTIVE))
         if not result.ok:
             raise ModelLoadError(
                 f"{engine.info.name} failed the probe frame: expected {result.expected_labels}, "

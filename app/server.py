@@ -105,7 +105,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         if not self.busy and not self.transport.is_closing():
             ConnectionStats.note("header_timeout")
-            self.transport.close()
+            self._close()
 
     def _evict_one(self) -> None:
         """Close the connection idle (or half-open) the longest; none when every other one is serving a request."""
@@ -119,7 +119,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 victim = connection
         if victim is not None:
             ConnectionStats.note("evicted")
-            victim.transport.close()
+            victim._close()
+
+    def _close(self) -> None:
+        # Out of the count at once: its connection_lost comes a loop iteration later, and a request head parsed
+        # meanwhile would find the server "full" (uvicorn's limit_concurrency counts this set) and get a 503.
+        self.connections.discard(self)
+        self.transport.close()
 
 
 def bounded_protocol(header_timeout: float, max_connections: int) -> type[BoundedHttpProtocol]:

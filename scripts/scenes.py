@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +193,145 @@ def write_dataset(root: Path, train: int, val: int, seed: int) -> Path:
     config = root / "hazards.yaml"
     config.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
     return config
+
+
+# --- Drives: a camera moving along a synthetic road past placed hazards of known identity and GPS -----------------
+# Pinhole camera at CAMERA_HEIGHT_M above a flat road: a ground point `d` metres ahead and `x` metres to the right
+# is drawn at (vanish_x + f * x / d, horizon + f * h / d), with f = FOCAL_FRACTION * width. Hazards are visible from
+# VISIBLE_FROM_M to VISIBLE_TO_M ahead, which keeps their drawn size within what the model was trained on.
+
+CAMERA_HEIGHT_M = 1.4
+FOCAL_FRACTION = 0.9
+VISIBLE_FROM_M, VISIBLE_TO_M = 4.5, 14.0
+HAZARD_SIZE_M = (1.3, 0.9, 1.2, 1.7)  # pothole width, cone height, debris spread, crack length
+METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class PlacedHazard:
+    hazard_id: int
+    class_id: int
+    distance_m: float  # along the road from its start
+    lateral_m: float  # right of the road's centre line
+    lat: float
+    lon: float
+    look: int  # seed of its shape and colours: the same in every frame and for every vehicle
+
+    @property
+    def label(self) -> str:
+        return CLASS_NAMES[self.class_id]
+
+
+@dataclass(frozen=True)
+class Road:
+    seed: int
+    origin: tuple[float, float]  # lat, lon of its start
+    bearing_deg: float  # direction of travel, clockwise from north
+    length_m: float
+    hazards: tuple[PlacedHazard, ...]
+
+    def position(self, distance_m: float, lateral_m: float = 0.0) -> tuple[float, float]:
+        """WGS-84 lat, lon of a point on the road (local flat-earth approximation, fine over a few km)."""
+        bearing = math.radians(self.bearing_deg)
+        east = distance_m * math.sin(bearing) + lateral_m * math.cos(bearing)
+        north = distance_m * math.cos(bearing) - lateral_m * math.sin(bearing)
+        lat0, lon0 = self.origin
+        return lat0 + north / METRES_PER_DEGREE, lon0 + east / (METRES_PER_DEGREE * math.cos(math.radians(lat0)))
+
+
+@dataclass(frozen=True)
+class DriveFrame:
+    index: int
+    seconds: float  # since the drive started
+    image: Image.Image
+    lat: float  # the camera's GPS fix (with noise)
+    lon: float
+    heading: float
+    speed_mps: float
+    visible: list[tuple[int, Hazard]]  # placed hazard id and its box in this frame
+
+
+def generate_road(seed: int, length_m: float = 200.0, hazards: int = 8, neighbours: float = 0.15) -> Road:
+    """Hazards at least 12 m apart along the road; with probability `neighbours` one gets a same-class neighbour
+    beside it (same distance, the other side of the lane)."""
+    rng = np.random.default_rng(seed)
+    origin = (float(rng.uniform(40, 55)), float(rng.uniform(-5, 20)))
+    bearing = float(rng.uniform(0, 360))
+    road = Road(seed, origin, bearing, length_m, ())
+    placed: list[PlacedHazard] = []
+    gaps = rng.uniform(12, 30, hazards)
+    distance = 20.0
+    for gap in gaps:
+        distance += float(gap)
+        if distance > length_m - VISIBLE_FROM_M:
+            break
+        class_id = int(rng.integers(0, len(CLASS_NAMES)))
+        lateral = float(rng.uniform(-1.4, 1.4))
+        sides = [lateral]
+        if rng.random() < neighbours:
+            sides = [-abs(lateral) - 0.4, abs(lateral) + 0.4]
+        for side in sides:
+            lat, lon = road.position(distance, side)
+            look = int(rng.integers(0, 2**31))
+            placed.append(PlacedHazard(len(placed), class_id, distance, side, lat, lon, look))
+    return Road(seed, origin, bearing, length_m, tuple(placed))
+
+
+def _drive_background(seed: int, width: int, height: int) -> tuple[Image.Image, int, float]:
+    rng = np.random.default_rng(seed)
+    horizon = int(height * rng.uniform(0.33, 0.4))
+    vanish_x = width * rng.uniform(0.45, 0.55)
+    pixels = np.zeros((height, width, 3), np.uint8)
+    sky_top = rng.integers(120, 220, size=3)
+    pixels[:horizon] = np.linspace(sky_top, sky_top * 0.7 + 60, horizon).astype(np.uint8)[:, None, :]
+    pixels[horizon:] = np.array([rng.integers(40, 90), rng.integers(90, 150), rng.integers(30, 70)])
+    image = Image.fromarray(pixels)
+    tone = int(rng.integers(70, 120))
+    road = [(vanish_x - 10, horizon), (vanish_x + 10, horizon), (width * 1.1, height), (-width * 0.1, height)]
+    ImageDraw.Draw(image).polygon(road, fill=(tone, tone, tone + 4))
+    return image, horizon, vanish_x
+
+
+def drive(
+    road: Road,
+    *,
+    speed_mps: float,
+    fps: float,
+    seed: int,
+    lane_offset_m: float = 0.0,
+    gps_bias_m: float = 1.5,
+    gps_noise_m: float = 0.5,
+    size: tuple[int, int] = SCENE_SIZE,
+) -> Iterator[DriveFrame]:
+    """One vehicle's frames from the road's start to its end. Its GPS has a bias of its own (drawn once, about
+    `gps_bias_m`) plus per-fix noise; the camera sees every hazard between VISIBLE_FROM_M and VISIBLE_TO_M ahead."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    background, horizon, vanish_x = _drive_background(road.seed, width, height)
+    focal = FOCAL_FRACTION * width
+    bias = rng.normal(0, gps_bias_m, 2)
+    index = 0
+    while (travelled := index / fps * speed_mps) < road.length_m:
+        image = background.copy()
+        visible: list[tuple[int, Hazard]] = []
+        placed = [h for h in road.hazards if VISIBLE_FROM_M <= h.distance_m - travelled <= VISIBLE_TO_M]
+        for hazard in sorted(placed, key=lambda h: -h.distance_m):  # far first: near ones are drawn over them
+            ahead = hazard.distance_m - travelled
+            extent = focal * HAZARD_SIZE_M[hazard.class_id] / ahead
+            cx = vanish_x + focal * (hazard.lateral_m - lane_offset_m) / ahead
+            ground_y = horizon + focal * CAMERA_HEIGHT_M / ahead
+            cy = ground_y - extent / 2 if hazard.class_id == 1 else ground_y  # a cone stands on the road
+            layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+            box = _PAINTERS[hazard.class_id](ImageDraw.Draw(layer), np.random.default_rng(hazard.look), cx, cy, extent)
+            box = (max(0.0, box[0]), max(0.0, box[1]), min(float(width), box[2]), min(float(height), box[3]))
+            image.paste(layer, (0, 0), layer)
+            visible.append((hazard.hazard_id, Hazard(hazard.class_id, box)))
+        noise = rng.normal(0, 6, (height, width, 1))
+        image = Image.fromarray(np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8))
+        fix = bias + rng.normal(0, gps_noise_m, 2)
+        lat, lon = road.position(travelled + float(fix[0]), lane_offset_m + float(fix[1]))
+        yield DriveFrame(index, index / fps, image, lat, lon, road.bearing_deg, speed_mps, visible)
+        index += 1
 
 
 def main() -> None:

@@ -32,10 +32,29 @@ from app.services.errors import (
     ValidationFailed,
 )
 from app.services.inference.types import DetectOptions
+from app.services.tracking.meta import FIELDS as META_FIELDS
+from app.services.tracking.meta import RANGES as META_RANGES
+from app.services.tracking.meta import frame_meta
+from app.services.tracking.types import Assignment
 from app.settings import Settings
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
 _BINARY = {"type": "string", "format": "binary"}
+# Where and when the frame was taken: query parameters, or these multipart fields beside `file` (not both).
+META_DESCRIPTIONS = {
+    "lat": "Latitude, WGS-84 degrees (with lon).",
+    "lon": "Longitude, WGS-84 degrees (with lat).",
+    "heading": "Heading, degrees clockwise from north.",
+    "speed_mps": "Speed, metres per second.",
+    "captured_at": "When the frame was taken, RFC 3339 with an offset; tracking uses it instead of the arrival time.",
+}
+META_PROPERTIES: dict[str, dict[str, object]] = {
+    **{
+        field: {"type": "number", "minimum": low, "maximum": high, "description": META_DESCRIPTIONS[field]}
+        for field, (low, high) in META_RANGES.items()
+    },
+    "captured_at": {"type": "string", "format": "date-time", "description": META_DESCRIPTIONS["captured_at"]},
+}
 # The body is read by hand (no form parsing or validation layer on the hot path), so the spec says what is read.
 FRAME_REQUEST_BODY = {
     "required": True,
@@ -44,7 +63,7 @@ FRAME_REQUEST_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"file": {**_BINARY, "description": "A JPEG, PNG or WebP image."}},
+                "properties": {"file": {**_BINARY, "description": "A JPEG, PNG or WebP image."}, **META_PROPERTIES},
                 "required": ["file"],
                 "additionalProperties": False,
             },
@@ -78,20 +97,30 @@ def _media_type(request: Request) -> str:
     return media_type
 
 
-async def _read_frame(request: Request, media_type: str, max_bytes: int) -> bytes:
+async def _read_frame(request: Request, media_type: str, max_bytes: int, fields: dict[str, str]) -> bytes:
+    """The image; a multipart body's metadata fields are copied into `fields`."""
     try:
-        return await _read_body(request, media_type, max_bytes)
+        return await _read_body(request, media_type, max_bytes, fields)
     except ClientDisconnect:  # gone mid-body: nobody to answer, and not a server error
         raise ClientClosedRequest(details={"reason": CLIENT_DISCONNECTED}) from None
 
 
-async def _read_body(request: Request, media_type: str, max_bytes: int) -> bytes:
+async def _read_body(request: Request, media_type: str, max_bytes: int, fields: dict[str, str]) -> bytes:
     if media_type != "multipart/form-data":
         return await request.body()  # the body-size middleware stops it at the limit
     form = await request.form(max_files=1, max_fields=8)
-    unexpected = sorted({key for key in form if key != "file"})
-    if unexpected:  # the spec says `file` and nothing else: a request that says more is not what was documented
-        raise ValidationFailed("Send only the multipart field 'file'.", details={"unexpected_fields": unexpected})
+    unexpected = sorted({key for key in form if key != "file" and key not in META_FIELDS})
+    if unexpected:  # the spec says what is read and nothing else: a request that says more is not what was documented
+        raise ValidationFailed(
+            "Send only the multipart field 'file' and the frame's metadata fields.",
+            details={"unexpected_fields": unexpected},
+        )
+    for key in META_FIELDS:
+        values = form.getlist(key)
+        if len(values) > 1 or any(not isinstance(value, str) for value in values):
+            raise ValidationFailed(f"Send '{key}' once, as a plain field.", details={"field": key})
+        if values:
+            fields[key] = str(values[0])
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ValidationFailed("Send the image in a multipart field named 'file'.", details={"field": "file"})
@@ -116,20 +145,37 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
         model: Annotated[
             str | None, Query(max_length=128, description="A loaded model version; the active one by default.")
         ] = None,
+        lat: Annotated[float | None, Query(ge=-90, le=90, description=META_DESCRIPTIONS["lat"])] = None,
+        lon: Annotated[float | None, Query(ge=-180, le=180, description=META_DESCRIPTIONS["lon"])] = None,
+        heading: Annotated[float | None, Query(ge=0, le=360, description=META_DESCRIPTIONS["heading"])] = None,
+        speed_mps: Annotated[float | None, Query(ge=0, le=150, description=META_DESCRIPTIONS["speed_mps"])] = None,
+        captured_at: Annotated[
+            str | None,
+            Query(
+                max_length=64, description=META_DESCRIPTIONS["captured_at"], json_schema_extra={"format": "date-time"}
+            ),
+        ] = None,
     ) -> DetectResponse:
-        """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image."""
+        """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image. Each detection
+        names its hazard (`hazard_id`), and the frame that confirms a hazard says so once (`new_hazard`)."""
         deadline = time.monotonic() + settings.request_timeout_seconds
         media_type = _media_type(request)
         request_id = current_request_id() or ""
+        query = {"lat": lat, "lon": lon, "heading": heading, "speed_mps": speed_mps, "captured_at": captured_at}
+        if media_type != "multipart/form-data":
+            frame_meta(query, {})  # nothing else can come: a wrong value is refused before the session is touched
+        fields: dict[str, str] = {}
         frame = await detection.serve_frame(
             session_id,
             request_id,
-            lambda: _read_frame(request, media_type, settings.max_image_bytes),
+            lambda: _read_frame(request, media_type, settings.max_image_bytes, fields),
             DetectOptions(conf, iou, max_det),
             deadline,
             model,
+            frame_meta=lambda: frame_meta(query, fields),
         )
         result, info = frame.result, frame.model
+        hazards: list[Assignment | None] = [*frame.hazards] if frame.hazards else [None] * len(result.detections)
         return DetectResponse(
             request_id=request_id,
             session_id=session_id,
@@ -139,8 +185,10 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
                     class_id=d.class_id,
                     confidence=d.confidence,
                     box=Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
+                    hazard_id=hazard.hazard_id if hazard else None,
+                    new_hazard=hazard.new_hazard if hazard else False,
                 )
-                for d in result.detections
+                for d, hazard in zip(result.detections, hazards, strict=True)
             ],
             image=ImageSize(width=result.width, height=result.height),
             model=ModelRef(name=info.name, version=info.version),

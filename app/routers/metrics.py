@@ -21,6 +21,8 @@ def create_metrics_router(metrics: Metrics, sessions: SessionStore) -> APIRouter
         with contextlib.suppress(SessionStoreUnavailable):
             metrics.active_sessions.set(await sessions.count_active())
         metrics.pending_writes.set(len(sessions.pending))
+        metrics.pending_writes_lost.labels("buffer_full").set(sessions.pending.dropped)
+        metrics.pending_writes_lost.labels("session_gone").set(sessions.pending.discarded)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router

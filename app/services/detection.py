@@ -1,4 +1,4 @@
-"""One frame through the service: admit to its session -> read -> detect -> record in history -> queue the upload."""
+"""One frame through the service: admit to its session -> read -> detect -> track -> queue the upload -> record."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.metrics import Metrics
 from app.services.sessions.store import FrameAdmission, SessionStore
+from app.services.tracking.service import Tracked, TrackingService, frame_input
+from app.services.tracking.types import Assignment, FrameMeta
 from app.services.uploads.policy import UploadPolicy
 from app.services.uploads.service import UploadJob
 from app.services.uploads.status import UploadStatus
@@ -30,6 +32,7 @@ class FrameResult:
     result: DetectionResult
     admission: FrameAdmission
     model: ModelInfo
+    hazards: list[Assignment] | None = None  # per detection; None when tracking could not run now (degraded)
 
 
 def history_entry(
@@ -38,13 +41,18 @@ def history_entry(
     admission: FrameAdmission,
     upload: UploadStatus | dict[str, Any],
     model: ModelInfo,
+    hazards: list[Assignment] | None = None,
 ) -> dict[str, Any]:
-    """`upload`: a status, or the uploads ledger's record of a queued upload (media id, settle-by time)."""
+    """`upload`: a status, or the uploads ledger's record of a queued upload (media id, settle-by time).
+    `hazards`: what tracking made of each detection, when it could run."""
+    detections = [detection_json(d) for d in result.detections]
+    for detection, hazard in zip(detections, hazards or [], strict=False):
+        detection.update(hazard_id=hazard.hazard_id, new_hazard=hazard.new_hazard)
     return {
         "request_id": request_id,
         "at": datetime.now(UTC).isoformat(),
         "hazard_counts": dict(Counter(d.label for d in result.detections)),
-        "detections": [detection_json(d) for d in result.detections],
+        "detections": detections,
         "image": {"width": result.width, "height": result.height},
         "degraded": admission.degraded,
         "upload": {"status": upload.value} if isinstance(upload, UploadStatus) else upload,
@@ -68,7 +76,9 @@ class DetectionService:
         upload_policy: UploadPolicy,
         metrics: Metrics,
         detector: Detector,
+        tracking: TrackingService | None = None,
     ) -> None:
+        self._tracking = tracking
         self._sessions = sessions
         self._upload_policy = upload_policy
         self._metrics = metrics
@@ -102,9 +112,12 @@ class DetectionService:
         options: DetectOptions,
         deadline: float,
         model: str | None = None,
+        frame_meta: Callable[[], FrameMeta] | None = None,
     ) -> FrameResult:
         """`model` picks a loaded version by name; the active one by default. The engine is taken once, at
-        admission: a hot-swap meanwhile does not move this frame to another model."""
+        admission: a hot-swap meanwhile does not move this frame to another model. `frame_meta`: where and when
+        the frame was taken, known once its body has been read (multipart fields)."""
+        received_at = time.time()
         if self._closing:
             raise ShuttingDown(retry_after=1)
         detector = self._detector.bind(model)  # refuse before touching the session when nothing can serve it
@@ -114,13 +127,15 @@ class DetectionService:
         try:
             admission = await self._sessions.admit_frame(session_id)
             frame = await read_before(read_frame, deadline)
+            meta = frame_meta() if frame_meta is not None else FrameMeta()  # 422 before the model runs
             result, info = await detector.detect(frame, options, deadline)
             upload = UploadJob(session_id, request_id, frame, result.detections)
-            upload_status = self._upload_policy.offer(upload)
+            tracked = await self._track(upload, result, info, meta, received_at)
+            upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
             upload_record = self._upload_policy.history_record(upload, upload_status)
-            entry = history_entry(request_id, result, admission, upload_record, info)
+            entry = history_entry(request_id, result, admission, upload_record, info, tracked.assignments)
             # Counted once served; a write Redis cannot take before the deadline is kept (frame_count: null).
-            frame_count = await self._sessions.record_detection(session_id, entry, admission, deadline)
+            frame_count = await self._sessions.record_detection(session_id, entry, admission, deadline, tracked.kept)
             admission = replace(admission, frame_count=frame_count)
         finally:
             self._in_flight -= 1
@@ -128,7 +143,22 @@ class DetectionService:
                 self._idle.set()
         self._observe(result, admission, info.name)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
-        return FrameResult(request_id, session_id, result, admission, info)
+        return FrameResult(request_id, session_id, result, admission, info, tracked.assignments)
+
+    async def _track(
+        self, upload: UploadJob, result: DetectionResult, info: ModelInfo, meta: FrameMeta, received_at: float
+    ) -> Tracked:
+        if self._tracking is None:
+            return Tracked(None)
+        frame = frame_input(
+            upload.request_id,
+            result.detections,
+            meta,
+            received_at=received_at,
+            model=info.name,
+            media_id=upload.media_id,
+        )
+        return await self._tracking.track(upload.session_id, frame)
 
     def _observe(self, result: DetectionResult, admission: FrameAdmission, model: str) -> None:
         for stage, milliseconds in result.timings_ms.items():

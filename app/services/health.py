@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from app.services.detectors import Detector
 from app.services.errors import ApiError
 from app.services.inference.probe import Probe
 from app.services.inference.registry import ModelRegistry
@@ -28,7 +29,9 @@ class HealthChecks:
         sessions: SessionStore,
         uploads: UploadService,
         probe: Probe,
+        detector: Detector,
         *,
+        holds_models: bool,
         fail_open: bool,
         deep_cache_seconds: float = 5.0,
     ) -> None:
@@ -37,6 +40,8 @@ class HealthChecks:
         self._sessions = sessions
         self._uploads = uploads
         self._probe = probe
+        self._detector = detector  # where live frames run: this process's engine, or the queue's workers
+        self._holds_models = holds_models
         self._fail_open = fail_open
         self._deep_cache_seconds = deep_cache_seconds
         self._deep_run: asyncio.Task[dict[str, Any]] | None = None
@@ -52,6 +57,8 @@ class HealthChecks:
         return {"ok": True, "latency_ms": ms(latency), "breaker": breaker.state}
 
     def _model(self) -> dict[str, Any]:
+        if not self._holds_models:  # the deep check proves the workers answer; readiness needs only this process
+            return {"ok": True, "reason": "INFERENCE_MODE=remote: models run on the queue's workers"}
         engine = self._registry.active_engine
         if engine is not None and self._state.phase in (Phase.READY, Phase.SHUTTING_DOWN):
             return {"ok": True, "name": engine.info.name, "version": engine.info.version}
@@ -75,14 +82,11 @@ class HealthChecks:
         }
 
     async def _inference(self) -> dict[str, Any]:
-        engine = self._registry.active_engine
-        if engine is None:
-            return {"ok": False, "reason": self._state.model_error or "model is loading"}
         try:
-            result = await self._probe.run(engine)
+            result, model = await self._probe.run(self._detector.bind(None))
         except ApiError as exc:
-            return {"ok": False, "reason": exc.code}
-        return {**asdict(result), "model": engine.info.name}
+            return {"ok": False, "reason": self._state.model_error or exc.code}
+        return {**asdict(result), "model": model.name}
 
     async def deep(self) -> dict[str, Any]:
         """The latest deep report, at most `deep_cache_seconds` old (`age_seconds` says how old)."""

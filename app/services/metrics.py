@@ -84,6 +84,12 @@ class Metrics:
         self.pending_writes = Gauge(
             "hazard_session_pending_writes", "History writes kept while Redis is down.", registry=r
         )
+        self.pending_writes_lost = Gauge(
+            "hazard_session_pending_writes_lost",
+            "Kept history writes given up since start: buffer_full (pushed out), session_gone (found no session).",
+            ["reason"],
+            registry=r,
+        )
         self.uploads = Counter("hazard_uploads", "Annotated frame uploads, by outcome.", ["outcome"], registry=r)
         self.upload_spool = Gauge("hazard_upload_spool_files", "Uploads waiting in the spool.", registry=r)
         self.upload_disk_errors = Counter(

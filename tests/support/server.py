@@ -19,6 +19,23 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 MODEL_DIR = ROOT / "models" / "best0408_openvino_model"
 
 
+def process_env(redis_url: str, tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment of a real server or worker process of the suite: its own fleet unless told otherwise."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "MODEL_DIR": str(MODEL_DIR),
+        "MODEL_REPOSITORY": str(MODEL_DIR.parent),
+        "MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
+        "FLEET_NAME": f"test-{uuid.uuid4().hex[:12]}",  # its own desired model state unless told otherwise
+        "STORAGE_DIR": str(tmp_path / "uploads"),
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "LOG_LEVEL": "INFO",
+        "CLOUDINARY_URL": "cloudinary://123456:never-log-this-secret@demo?upload_prefix=http://127.0.0.1:9",
+        **env,
+    }
+
+
 class Server:
     def __init__(
         self,
@@ -34,19 +51,7 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.log_path = tmp_path / "server.log"
-        environment = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "MODEL_DIR": str(MODEL_DIR),
-            "MODEL_REPOSITORY": str(MODEL_DIR.parent),
-            "MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
-            "FLEET_NAME": f"test-{uuid.uuid4().hex[:12]}",  # its own desired model state unless told otherwise
-            "STORAGE_DIR": str(tmp_path / "uploads"),
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "LOG_LEVEL": "INFO",
-            "CLOUDINARY_URL": "cloudinary://123456:never-log-this-secret@demo?upload_prefix=http://127.0.0.1:9",
-            **env,
-        }
+        environment = process_env(redis_url, tmp_path, **env)
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
         command += [access_log_flag, "--timeout-graceful-shutdown", "20"]
         if launcher is not None:
@@ -79,3 +84,37 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log_path: 
         except httpx.TransportError:
             pass
         time.sleep(0.1)
+
+
+class WorkerProcess:
+    """A real `hazard-worker` process (python -m app.worker), with its stdout kept in a log file."""
+
+    def __init__(self, redis_url: str, tmp_path: Path, **env: str) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.metrics_port = free_port()
+        self.log_path = tmp_path / "worker.log"
+        environment = process_env(redis_url, tmp_path, WORKER_METRICS_PORT=str(self.metrics_port), **env)
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.worker"], cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+
+    def wait_ready(self, within: float = 60.0) -> None:
+        """Until its model is warm and its consumers run (its log says so)."""
+        deadline = time.monotonic() + within
+        while not any(line.get("event") == "queue_consumers_started" for line in self.log_lines()):
+            assert self.process.poll() is None, f"worker exited {self.process.returncode}:\n{self.log_path.read_text()}"
+            assert time.monotonic() < deadline, f"worker not ready within {within} s:\n{self.log_path.read_text()}"
+            time.sleep(0.1)
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.close()

@@ -1,4 +1,4 @@
-"""The built-in probe frame: a road scene with known hazards, run through an engine to prove it works.
+"""The built-in probe frame: a road scene with known hazards, run through a detector to prove it works.
 
 Used before a version may serve (hot-swap) and by `/health/deep`. Only labels the model knows are
 expected, so a model with other classes is checked for running, not for finding the demo's hazards.
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.services.inference.types import DetectOptions
+from app.services.inference.types import DetectOptions, ModelInfo
 from app.services.timing import ms_since
 
 if TYPE_CHECKING:
-    from app.services.inference.engine import DetectionEngine
+    from app.services.detectors import BoundDetector
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 PROBE_IMAGE = ASSETS / "probe.jpg"
@@ -37,10 +37,11 @@ class Probe:
         self.image = image.read_bytes()
         self.labels = frozenset(json.loads(expected.read_text())["labels"])
 
-    async def run(self, engine: DetectionEngine) -> ProbeResult:
-        """Detect on the probe frame (raises the engine's typed errors when it cannot run at all)."""
+    async def run(self, detector: BoundDetector) -> tuple[ProbeResult, ModelInfo]:
+        """Detect on the probe frame (raises the detector's typed errors when it cannot run at all)."""
         started = time.perf_counter()
-        result = await engine.detect(self.image, DetectOptions(), time.monotonic() + PROBE_DEADLINE_SECONDS)
-        expected = self.labels & set(engine.info.class_names)
+        deadline = time.monotonic() + PROBE_DEADLINE_SECONDS
+        result, model = await detector.detect(self.image, DetectOptions(), deadline)
+        expected = self.labels & set(model.class_names)
         found = {d.label for d in result.detections}
-        return ProbeResult(expected <= found, ms_since(started), sorted(expected), sorted(found))
+        return ProbeResult(expected <= found, ms_since(started), sorted(expected), sorted(found)), model

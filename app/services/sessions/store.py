@@ -149,6 +149,8 @@ class SessionStore:
         self._clock = clock
         self._observe = observe
         self.pending = PendingWrites(pending_limit, pending_file)
+        # Applies a kept tracking update (`services/tracking/service.py`), set by the runtime.
+        self.replay_tracking: Callable[[str, str], Awaitable[object]] | None = None
         self.known = KnownSessions(max(pending_limit, 1000))  # ids Redis confirmed: their kept writes are verified
         self._creation_limits = creation_limits or CreationLimits()
         self._count_max_age = count_max_age
@@ -277,12 +279,24 @@ class SessionStore:
         return FrameAdmission(verified=True)
 
     async def record_detection(
-        self, session_id: str, entry: dict[str, Any], admission: FrameAdmission, deadline: float | None = None
+        self,
+        session_id: str,
+        entry: dict[str, Any],
+        admission: FrameAdmission,
+        deadline: float | None = None,
+        tracking: str | None = None,
     ) -> int | None:
         """Append to the session's history and count the frame; the session's frame_count, or None when the write
-        is kept for replay: Redis is down, or it could not answer before `deadline` (time.monotonic) came near."""
+        is kept for replay: Redis is down, or it could not answer before `deadline` (time.monotonic) came near.
+        `tracking`: the frame's tracking update Redis could not take; the write is kept with it, and replayed after
+        it, so the two land together."""
         verified = admission.verified or session_id in self.known
-        write = PendingWrite(session_id, json.dumps(entry), admission.degraded, self._clock(), verified)
+        write = PendingWrite(
+            session_id, json.dumps(entry), admission.degraded, self._clock(), verified, tracking=tracking
+        )
+        if tracking is not None:
+            self.pending.keep(write)
+            return None
         remaining = None if deadline is None else deadline - time.monotonic() - RESPONSE_MARGIN_SECONDS
         try:
             if remaining is not None and remaining <= 0:
@@ -304,7 +318,13 @@ class SessionStore:
 
     async def replay_pending(self) -> int:
         """Write what degraded mode kept, oldest first, until Redis fails again. Returns how many were written."""
-        return await self.pending.replay(lambda write: self._guarded("replay", lambda: self._apply(write)))
+        return await self.pending.replay(self._replay)
+
+    async def _replay(self, write: PendingWrite) -> int:
+        """A kept frame's tracking update first (its own idempotent round trip), then its history entry."""
+        if write.tracking is not None and self.replay_tracking is not None:
+            await self.replay_tracking(write.session_id, write.tracking)
+        return await self._guarded("replay", lambda: self._apply(write))
 
     async def history(self, session_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Most recent first, with each entry's upload URL filled in once known."""

@@ -151,4 +151,4 @@ class Tracker:
         return result.assignments
 
     def hazards(self) -> list[HazardRecord]:
-        return [HazardRecord.of_track(t) for t in sorted(self._confirmed.values(), key=lambda t: t.first_seen)]
+        return [HazardRecord.of_track(t) for t in sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))]

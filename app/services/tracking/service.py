@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from app.services.breakers import AsyncBreaker
 from app.services.errors import HazardMapUnavailable, SessionStoreUnavailable, ValidationFailed
 from app.services.inference.types import Detection
 from app.services.sessions.store import SessionStore
@@ -29,7 +30,8 @@ from app.services.tracking.types import (
     frame_time,
     observation_of,
 )
-from app.types import RecordUploadUrl
+from app.settings import Settings
+from app.types import RecordUploadUrl, RedisClient, RedisObserver
 
 log = structlog.get_logger(__name__)
 HAZARD_ID_BYTES = 8
@@ -64,6 +66,11 @@ class Tracked:
 
     assignments: list[Assignment] | None
     kept: str | None = None
+
+    @property
+    def upload_wanted(self) -> bool | None:
+        """Whether the frame is a hazard's frame to upload; None when tracking could not decide."""
+        return None if self.assignments is None else any(a.upload for a in self.assignments)
 
 
 class TrackingService:
@@ -138,3 +145,33 @@ class TrackingService:
             return await self._map.within(parse_bbox(bbox), limit)
         assert near is not None
         return await self._map.near(parse_near(near, radius_m or DEFAULT_NEAR_RADIUS_M), limit)
+
+
+def create_tracking(
+    settings: Settings,
+    client: RedisClient,
+    breaker: AsyncBreaker,
+    sessions: SessionStore,
+    observe: RedisObserver | None = None,
+) -> TrackingService:
+    """Tracking on the service's one Redis client and breaker; the session store replays kept updates through it."""
+    params = TrackParams(
+        min_hits=settings.track_min_hits,
+        max_gap_seconds=settings.track_max_gap_seconds,
+        iou_threshold=settings.track_iou_threshold,
+        box_expand=settings.track_box_expand,
+        upload_min_confidence=settings.upload_min_confidence,
+        upload_margin=settings.upload_best_frame_margin,
+    )
+    tracks = SessionTracks(client, breaker, params, observe)
+    hazard_map = HazardMap(
+        client,
+        breaker,
+        settings.fleet_name,
+        merge_meters=settings.hazard_merge_meters,
+        ttl_days=settings.hazard_map_ttl_days,
+        observe=observe,
+    )
+    service = TrackingService(sessions, tracks, hazard_map)
+    sessions.replay_tracking = service.apply
+    return service

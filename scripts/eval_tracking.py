@@ -1,0 +1,246 @@
+"""Hazards, not boxes, measured: generated drives through the real service path, scored against the truth.
+
+`make eval-tracking`. Each seed is a road with placed hazards of known identity and GPS; three vehicles drive it
+(own speed, lane offset and GPS bias), each as a session whose frames go through `DetectionService.serve_frame`
+(the real model, the Lua association in a private redis-server, the hazard map). Per session, each reported
+(confirmed) hazard is identified with the true hazard its detections overlapped most. Printed last:
+
+  count_error  |reported - true| / true, over every session
+  duplicates   true hazards reported more than once / true
+  misses       true hazards never reported / true
+  map_error    |map hazards - true hazards| / true, after the three vehicles (plus map duplicates and misses,
+               and the mean distance of a map hazard from its true position)
+
+Held-out seeds by default: the defaults of TRACK_* and HAZARD_MERGE_METERS were chosen on `--seeds 1 2 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from scenes import DriveFrame, Road, drive, generate_road
+
+from app.logging import configure_logging
+from app.runtime import Runtime
+from app.services.inference.types import DetectOptions
+from app.services.tracking.hazard_map import distance_m
+from app.services.tracking.matcher import iou
+from app.services.tracking.types import Box, FrameMeta
+from app.settings import Settings
+
+HELD_OUT_SEEDS = (9101, 9102, 9103)
+VEHICLES = 3
+MODEL_DIR = Path("models/best0408_openvino_model")
+TRUTH_IOU = 0.3
+MAP_MATCH_M = 20.0
+EPOCH = 1_750_000_000.0
+
+
+@dataclass
+class Score:
+    true: int = 0
+    reported: int = 0
+    duplicates: int = 0
+    misses: int = 0
+    false_reports: int = 0
+    map_true: int = 0
+    map_reported: int = 0
+    map_duplicates: int = 0
+    map_misses: int = 0
+    map_offsets: list[float] = field(default_factory=list)
+    frames: int = 0
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (make system-deps)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with tempfile.TemporaryDirectory() as data:
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        process = subprocess.Popen([*command, "--dir", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start")
+                time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.kill()
+            process.wait()
+
+
+async def _read(body: bytes) -> bytes:
+    return body
+
+
+def _given(meta: FrameMeta) -> FrameMeta:
+    return meta
+
+
+def jpeg(frame: DriveFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def truth_of(box: Box, class_id: int, frame: DriveFrame, taken: set[int]) -> int | None:
+    """The placed hazard a detection shows: same class, best IoU at least TRUTH_IOU, not claimed yet."""
+    best, best_iou = None, TRUTH_IOU
+    for hazard_id, hazard in frame.visible:
+        if hazard.class_id == class_id and hazard_id not in taken:
+            overlap = iou(box, hazard.box)
+            if overlap >= best_iou:
+                best, best_iou = hazard_id, overlap
+    return best
+
+
+async def drive_session(runtime: Runtime, road: Road, vehicle: int, fps: float, score: Score) -> None:
+    rng = np.random.default_rng(road.seed * 100 + vehicle)
+    speed = float(rng.uniform(6.0, 10.0))
+    session = await runtime.sessions.create({"vehicle": f"eval-{vehicle}"}, None)
+    votes: dict[str, Counter[int]] = defaultdict(Counter)
+    seen: set[int] = set()
+    start = EPOCH + road.seed * 10_000 + vehicle * 1_000
+    options = DetectOptions(conf=0.25, iou=0.45, max_det=100)
+    lane = float(rng.uniform(-0.3, 0.3))
+    for frame in drive(road, speed_mps=speed, fps=fps, seed=road.seed * 100 + vehicle, lane_offset_m=lane):
+        body = jpeg(frame)
+        meta = FrameMeta(frame.lat, frame.lon, frame.heading, frame.speed_mps, start + frame.seconds)
+
+        served = await runtime.detection.serve_frame(
+            session.session_id,
+            uuid.uuid4().hex,
+            partial(_read, body),
+            options,
+            time.monotonic() + 30,
+            frame_meta=partial(_given, meta),
+        )
+        score.frames += 1
+        seen.update(hazard_id for hazard_id, _ in frame.visible)
+        taken: set[int] = set()
+        for detection, assignment in zip(served.result.detections, served.hazards or [], strict=False):
+            box = (detection.x1, detection.y1, detection.x2, detection.y2)
+            true_id = truth_of(box, detection.class_id, frame, taken)
+            if true_id is not None:
+                taken.add(true_id)
+                votes[assignment.hazard_id][true_id] += 1
+    reported = await runtime.tracking.session_hazards(session.session_id)
+    per_truth: Counter[int] = Counter()
+    for hazard in reported:
+        if votes[hazard.hazard_id]:
+            per_truth[votes[hazard.hazard_id].most_common(1)[0][0]] += 1
+        else:
+            score.false_reports += 1
+    score.true += len(seen)
+    score.reported += len(reported)
+    score.duplicates += sum(1 for true_id in seen if per_truth[true_id] > 1)
+    score.misses += sum(1 for true_id in seen if per_truth[true_id] == 0)
+
+
+async def score_map(runtime: Runtime, road: Road, score: Score) -> None:
+    lats = [h.lat for h in road.hazards]
+    lons = [h.lon for h in road.hazards]
+    margin = 0.002  # ~200 m around the road's hazards: every map entry of this road, and no other road's
+    bbox = f"{min(lons) - margin},{min(lats) - margin},{max(lons) + margin},{max(lats) + margin}"
+    entries = await runtime.tracking.map_hazards(bbox=bbox, near=None, radius_m=None, limit=1000)
+    per_truth: Counter[int] = Counter()
+    for entry in entries:
+        candidates = [
+            (distance_m(entry.lat, entry.lon, h.lat, h.lon), h.hazard_id)
+            for h in road.hazards
+            if h.label == entry.label
+        ]
+        nearest = min(candidates, default=None)
+        if nearest is not None and nearest[0] <= MAP_MATCH_M:
+            per_truth[nearest[1]] += 1
+            score.map_offsets.append(nearest[0])
+    score.map_true += len(road.hazards)
+    score.map_reported += len(entries)
+    score.map_duplicates += sum(1 for h in road.hazards if per_truth[h.hazard_id] > 1)
+    score.map_misses += sum(1 for h in road.hazards if per_truth[h.hazard_id] == 0)
+
+
+async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) -> Score:
+    score = Score()
+    with redis_server() as redis_url, tempfile.TemporaryDirectory() as work:
+        settings = Settings(
+            environment="test",
+            redis_url=redis_url,
+            model_dir=MODEL_DIR,
+            model_repository=MODEL_DIR.parent,
+            model_cache_dir=Path(work) / "cache",
+            storage_dir=Path(work) / "uploads",
+            spool_dir=Path(work) / "spool",
+            fleet_name=f"eval-{uuid.uuid4().hex[:8]}",
+            log_level="WARNING",
+            model_warmup_requests=1,
+            request_timeout_seconds=30,
+            session_rate_limit_per_second=10_000,
+            session_rate_limit_burst=10_000,
+            **overrides,  # type: ignore[arg-type]
+        )
+        configure_logging(settings.log_level, settings.log_json)
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            for seed in seeds:
+                road = generate_road(seed)
+                for vehicle in range(VEHICLES):
+                    await drive_session(runtime, road, vehicle, fps, score)
+                await score_map(runtime, road, score)
+                print(f"seed {seed}: {len(road.hazards)} hazards, {score.frames} frames so far", flush=True)
+        finally:
+            await runtime.stop()
+    return score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(HELD_OUT_SEEDS))
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--set", nargs="*", default=[], help="setting overrides, e.g. track_min_hits=2")
+    args = parser.parse_args()
+    overrides = {key: float(value) for key, value in (item.split("=", 1) for item in args.set)}
+    started = time.monotonic()
+    score = asyncio.run(evaluate(args.seeds, args.fps, overrides))
+    true = max(score.true, 1)
+    map_true = max(score.map_true, 1)
+    offset = float(np.mean(score.map_offsets)) if score.map_offsets else float("nan")
+    print(
+        f"sessions={len(args.seeds) * VEHICLES} frames={score.frames} true={score.true} reported={score.reported} "
+        f"false_reports={score.false_reports} seconds={time.monotonic() - started:.0f}"
+    )
+    print(
+        f"map: true={score.map_true} map_hazards={score.map_reported} map_duplicates={score.map_duplicates} "
+        f"map_misses={score.map_misses} mean_offset_m={offset:.1f}"
+    )
+    print(
+        f"count_error={abs(score.reported - score.true) / true:.3f} duplicates={score.duplicates / true:.3f} "
+        f"misses={score.misses / true:.3f} map_error={abs(score.map_reported - score.map_true) / map_true:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Real `hazard-worker` processes beside a real API process: scale-out, a worker killed mid-job, SIGTERM, and
+the split deployment (a web tier without OpenVINO, inference on the workers)."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.detections import boxes
+from tests.support.images import encode, scene, scene_with_hazards
+from tests.support.redis_process import RedisProcess
+from tests.support.server import Server, WorkerProcess
+
+# Short enough that a dead worker's frame comes back within seconds: the sweep looks every second, and a frame
+# untouched for two is a dead worker's.
+FAST_RECOVERY = {"WORKER_SWEEP_SECONDS": "1", "JOB_HEARTBEAT_SECONDS": "2", "LOG_LEVEL": "INFO"}
+JOB_FRAMES = 50
+
+
+def frames(count: int, first_seed: int) -> list[bytes]:
+    return [encode(scene(first_seed + i).image, quality=85) for i in range(count)]
+
+
+def wait_until(condition: Any, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not met within {within} s"
+        time.sleep(0.1)
+
+
+def job_status(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def submit(client: httpx.Client, data: list[bytes], chunk: int = 10) -> str:
+    job_id: str = client.post("/jobs", json={"name": "drive"}).json()["job_id"]
+    for start in range(0, len(data), chunk):
+        parts = [("file", (f"{start + i}.jpg", d, "image/jpeg")) for i, d in enumerate(data[start : start + chunk])]
+        assert client.post(f"/jobs/{job_id}/frames", files=parts).status_code == 202
+    assert client.post(f"/jobs/{job_id}/close").status_code == 200
+    return job_id
+
+
+def all_results(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = client.get(f"/jobs/{job_id}/results", params={"limit": 500}).json()["items"]
+    return items
+
+
+def batch_frames_done(worker: WorkerProcess) -> float:
+    """What this worker's own /metrics says it worked."""
+    done = 'hazard_queued_frames_total{outcome="done",priority="batch"}'
+    return sum(float(line.split()[-1]) for line in worker.metrics().splitlines() if line.startswith(done))
+
+
+@pytest.fixture
+def fleet(redis_server: RedisProcess) -> dict[str, str]:
+    return {"FLEET_NAME": f"test-{uuid.uuid4().hex[:12]}", **FAST_RECOVERY}
+
+
+@pytest.fixture
+def stack(redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """An API without a worker of its own, and two worker processes, on one fleet."""
+    api = Server(redis_server.url, tmp_path / "api", EMBEDDED_WORKER="false", **fleet)
+    workers = [WorkerProcess(redis_server.url, tmp_path / f"worker-{i}", **fleet) for i in range(2)]
+    try:
+        api.wait_ready()
+        for worker in workers:
+            worker.wait_ready()
+        yield {"api": api, "workers": workers}
+    finally:
+        api.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def test_two_workers_share_a_job_and_a_killed_one_loses_nothing(stack: dict[str, Any]) -> None:
+    api, workers = stack["api"], stack["workers"]
+    _, hazard_frame = scene_with_hazards(5)
+    data = [hazard_frame, *frames(JOB_FRAMES - 1, 100)]
+    with httpx.Client(base_url=api.base_url, timeout=30) as client:
+        job_id = submit(client, data)
+        wait_until(lambda: job_status(client, job_id)["done"] >= 10, "first frames done")
+        workers[0].process.send_signal(signal.SIGKILL)  # mid-job: frames in its hands are swept back
+        workers[0].process.wait(timeout=10)
+        wait_until(lambda: job_status(client, job_id)["status"] == "completed", "job completed", within=90)
+        job = job_status(client, job_id)
+        assert (job["total"], job["done"], job["failed"]) == (JOB_FRAMES, JOB_FRAMES, 0)
+        items = all_results(client, job_id)
+        assert [item["index"] for item in items] == list(range(JOB_FRAMES))  # every frame once, none twice
+        assert job["hazards"] == sum(len(item["detections"]) for item in items) > 0
+        assert batch_frames_done(workers[1]) > 0  # the survivor worked frames too
+
+        session = client.post("/sessions").json()["session_id"]
+        for item, frame in zip(items, data, strict=True):
+            live = client.post(f"/detect/{session}", files={"file": ("f.jpg", frame, "image/jpeg")}).json()
+            assert boxes(item["detections"]) == boxes(live["detections"]), item["index"]
+
+
+def test_a_worker_stops_on_sigterm_leaving_the_queue_to_others(
+    redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]
+) -> None:
+    api = Server(redis_server.url, tmp_path / "api", EMBEDDED_WORKER="false", **fleet)
+    worker = WorkerProcess(redis_server.url, tmp_path / "worker", WORKER_SHUTDOWN_SECONDS="5", **fleet)
+    try:
+        api.wait_ready()
+        worker.wait_ready()
+        with httpx.Client(base_url=api.base_url, timeout=30) as client:
+            job_id = submit(client, frames(30, 300))
+            wait_until(lambda: job_status(client, job_id)["done"] >= 1, "a frame done")
+            stopped_at = time.monotonic()
+            worker.process.send_signal(signal.SIGTERM)
+            assert worker.process.wait(timeout=20) == 0
+            assert time.monotonic() - stopped_at < 15  # the frames in hand, then out
+            job = job_status(client, job_id)
+            assert job["status"] == "running" and job["done"] + job["failed"] < 30  # the rest stayed queued
+            queued = client.get("/jobs/queue").json()["batch"]
+            assert queued == 30 - job["done"] - job["failed"]  # nothing in hand was lost on the way out
+            events = [line["event"] for line in worker.log_lines()]
+            assert "worker_stopped" in events
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def test_remote_mode_serves_detect_through_workers_without_openvino(
+    redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]
+) -> None:
+    web = Server(redis_server.url, tmp_path / "web", INFERENCE_MODE="remote", **fleet)
+    worker = WorkerProcess(redis_server.url, tmp_path / "worker", **fleet)
+    try:
+        web.wait_ready()
+        maps = Path(f"/proc/{web.process.pid}/maps").read_text()
+        assert "openvino" not in maps  # the web tier never loaded the runtime
+        worker.wait_ready()
+        _, frame = scene_with_hazards(3)
+        with httpx.Client(base_url=web.base_url, timeout=30) as client:
+            session = client.post("/sessions").json()["session_id"]
+            answer = client.post(f"/detect/{session}", files={"file": ("f.jpg", frame, "image/jpeg")})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["detections"] and body["model"]["name"] == "best0408_openvino_model", body
+            assert "queue_round_trip" in body["timings_ms"]
+            history = client.get(f"/sessions/{session}/detections").json()
+            assert history["items"][0]["detections"] == body["detections"]
+            garbage = client.post(f"/detect/{session}", content=b"junk", headers={"content-type": "image/jpeg"})
+            assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "INVALID_IMAGE"
+        assert "openvino" not in Path(f"/proc/{web.process.pid}/maps").read_text()
+    finally:
+        web.stop()
+        worker.stop()
+
+
+def test_remote_mode_without_workers_answers_504_by_the_deadline(
+    redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]
+) -> None:
+    web = Server(redis_server.url, tmp_path / "web", INFERENCE_MODE="remote", REQUEST_TIMEOUT_SECONDS="0.5", **fleet)
+    try:
+        web.wait_ready()
+        with httpx.Client(base_url=web.base_url, timeout=30) as client:
+            session = client.post("/sessions").json()["session_id"]
+            started = time.monotonic()
+            answer = client.post(f"/detect/{session}", files={"file": ("f.jpg", frames(1, 9)[0], "image/jpeg")})
+            assert answer.status_code == 504 and answer.json()["error"]["code"] == "DEADLINE_EXCEEDED"
+            assert time.monotonic() - started < 5
+    finally:
+        web.stop()
