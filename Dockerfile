@@ -46,6 +46,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
 # hazard-api (app/__main__.py): uvicorn with one worker (OpenVINO already spreads one inference over every core,
-# MODEL_INFERENCE_THREADS), no access log, 10 s graceful shutdown. It is PID 1 and gets SIGTERM itself; the lifespan
+# MODEL_INFERENCE_THREADS), no access log, 10 s graceful shutdown, at most HTTP_MAX_CONNECTIONS connections with
+# request heads due within HTTP_HEADER_TIMEOUT_SECONDS. It raises its RLIMIT_NOFILE to fit them (Docker's default
+# hard limit, 1048576, allows it; `docker run --ulimit nofile=2048:2048` is the least that fits the default 1000). It is PID 1 and gets SIGTERM itself; the lifespan
 # then drains for SHUTDOWN_DRAIN_SECONDS, and a completed stop exits 0.
 CMD ["hazard-api", "--host", "0.0.0.0", "--port", "8000"]

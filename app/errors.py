@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,8 +76,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         details = {"reason": str(exc.detail)}
         return error_response(422, "VALIDATION_ERROR", "The request body could not be parsed.", details)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-    # The framework's headers travel with it: `Allow` on a 405 says which methods the route has.
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every documented method of the path: Starlette's 405 names only the first route's, and GET /jobs and
+    POST /jobs are two routes of one path. The spec is the list of what each path answers."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:

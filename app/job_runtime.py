@@ -9,6 +9,7 @@ its live frames to the workers.
 from __future__ import annotations
 
 import redis.asyncio as redis
+import structlog
 
 from app.services.detectors import Detector, LocalDetector, RemoteDetector
 from app.services.inference.registry import ModelRegistry
@@ -20,9 +21,11 @@ from app.services.jobs.queue import FrameQueue, QueueLimits
 from app.services.jobs.service import IngestLimits, JobService
 from app.services.jobs.store import JobLimits, JobStore
 from app.services.metrics import Metrics
+from app.services.redis_client import REDIS_FAILURES
 from app.services.sessions.store import SessionStore
 from app.settings import Settings
 
+log = structlog.get_logger(__name__)
 INGEST_CHUNK_FRAMES = 20
 # Longer than a blocking dequeue, so an idle consumer's BLMOVE never reads as a dead connection.
 QUEUE_SOCKET_TIMEOUT_SECONDS = DEQUEUE_TIMEOUT_SECONDS + 4
@@ -104,4 +107,7 @@ class JobRuntime:
     async def stop(self) -> None:
         if self.consumers is not None:
             await self.consumers.stop(self._settings.worker_shutdown_seconds)
-        await self.queue.close()
+        try:
+            await self.queue.close()
+        except REDIS_FAILURES as exc:  # the queue's Redis is down: nothing to close cleanly, and the stop goes on
+            log.warning("queue_close_failed", error=type(exc).__name__)

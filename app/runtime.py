@@ -112,7 +112,12 @@ class Runtime:
             drain_seconds=settings.model_drain_seconds,
         )
         self.registry.on_change = self._model_changed
-        upload_policy = UploadPolicy(self.uploads, settings.upload_min_confidence, settings.upload_min_interval_seconds)
+        upload_policy = UploadPolicy(
+            self.uploads,
+            settings.upload_min_confidence,
+            settings.upload_min_interval_seconds,
+            per_hazard=settings.upload_per_hazard,
+        )
         self.process_id = new_process_id(role)
         self.holds_models = role == "worker" or settings.inference_mode == "local"
         self.jobs = JobRuntime(

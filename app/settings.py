@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     hazard_map_ttl_days: float = Field(30.0, gt=0)  # a map hazard with no new report for this long expires
     # A confirmed hazard's frame is uploaded once; a later frame replaces it when this much more confident.
     upload_best_frame_margin: float = Field(0.1, ge=0, le=1)
+    upload_per_hazard: bool = True  # False: every confident frame, throttled by UPLOAD_MIN_INTERVAL_SECONDS
 
     # Batch jobs, the job queue (SAQ) and workers
     inference_mode: Literal["local", "remote"] = "local"  # remote: /detect goes through the queue to workers

@@ -151,6 +151,7 @@ def make_settings(
             "log_level": "WARNING",
             "model_warmup_requests": 1,
             "upload_min_interval_seconds": 0,  # tests that count uploads want every frame considered
+            "upload_per_hazard": False,  # ... not only a hazard's confirming frame (tests/test_hazards_api.py does)
             "active_sessions_refresh_seconds": 0,  # tests read the gauge right after changing sessions
             "queue_redis_url": queue_url,
             # Tests of other features do not work batch frames; the jobs tests turn the worker on.

@@ -25,6 +25,7 @@ from starlette.routing import Match
 import app.__main__ as launcher
 from app.main import create_app
 from app.schemas import SessionOut
+from app.server import BoundedHttpProtocol
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,10 @@ K8S = DEPLOY / "k8s"
 ARTILLERY = ROOT / "artillery"
 DOCKERFILE = ROOT / "Dockerfile"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "hazard-api.service"
+WORKER_UNIT = DEPLOY / "systemd" / "hazard-worker.service"
+WORKER_ENV_EXAMPLE = DEPLOY / "systemd" / "hazard-worker.env.example"
+WORKER_DEPLOYMENT = K8S / "worker-deployment.yaml"
+KEDA = K8S / "keda-scaledobject.yaml"  # optional (KEDA's CRDs): not in kustomization.yaml
 STACK = ROOT / "scripts" / "stack.sh"
 APP_PORT = 8000
 UVICORN_GRACEFUL_SECONDS = 10  # --timeout-graceful-shutdown in every launcher
@@ -49,6 +54,29 @@ def shutdown_seconds(env: dict[str, Any]) -> float:
     """Worst-case stop time after SIGTERM: uvicorn's graceful shutdown, then the lifespan's drain and upload flush."""
     stages = ("SHUTDOWN_DRAIN_SECONDS", "UPLOAD_FLUSH_SECONDS")
     return UVICORN_GRACEFUL_SECONDS + sum(float(env.get(name, setting_default(name.lower()))) for name in stages)
+
+
+def worker_shutdown_seconds(env: dict[str, Any]) -> float:
+    """hazard-worker's worst-case stop after SIGTERM (Runtime.stop): the frames in hand, the drain, the upload flush."""
+    stages = ("WORKER_SHUTDOWN_SECONDS", "SHUTDOWN_DRAIN_SECONDS", "UPLOAD_FLUSH_SECONDS")
+    bound = sum(float(env.get(name, setting_default(name.lower()))) for name in stages)
+    assert bound > float(env.get("WORKER_SHUTDOWN_SECONDS", setting_default("worker_shutdown_seconds")))
+    return bound
+
+
+def setting_names() -> set[str]:
+    return {name.upper() for name in Settings.model_fields}
+
+
+def model_cache_dir(env: dict[str, Any], workdir: str) -> str:
+    """Where a process writes OpenVINO's compiled-model cache (MODEL_CACHE_DIR, relative to its working directory)."""
+    cache = str(env.get("MODEL_CACHE_DIR", Settings.model_fields["model_cache_dir"].default))
+    return cache if cache.startswith("/") else f"{workdir}/{cache}"
+
+
+def writable(path: str, roots: set[str]) -> bool:
+    """Whether `path` lies in one of the writable mounts (or is one)."""
+    return any(Path(path) == Path(root) or Path(root) in Path(path).parents for root in roots)
 
 
 def load_yaml(path: Path) -> list[dict[str, Any]]:
@@ -162,6 +190,9 @@ def test_image_serves_one_uvicorn_worker_on_all_interfaces(monkeypatch: pytest.M
     assert options["workers"] == 1
     assert options["access_log"] is False
     assert options["timeout_graceful_shutdown"] == UVICORN_GRACEFUL_SECONDS
+    # What one process accepts is bounded whatever the launcher's flags (app/server.py).
+    assert issubclass(options["http"], BoundedHttpProtocol)
+    assert options["limit_concurrency"] == options["http"].max_connections >= 1
 
 
 def test_image_bakes_in_the_default_model_and_installs_the_app_wheel() -> None:
@@ -227,6 +258,8 @@ def test_deploy_and_artillery_hold_the_expected_yaml_files() -> None:
         "deploy/k8s/hpa.yaml",
         "deploy/k8s/pdb.yaml",
         "deploy/k8s/secret.example.yaml",
+        "deploy/k8s/worker-deployment.yaml",
+        "deploy/k8s/keda-scaledobject.yaml",
         *(f"artillery/{name}.yml" for name in SCENARIOS),
     }
     assert expected <= names
@@ -244,9 +277,10 @@ def test_yaml_file_parses_to_mappings(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def k8s() -> dict[str, dict[str, Any]]:
-    """Every manifest under deploy/k8s by kind (one of each kind is expected)."""
+    """Every manifest of the API's side under deploy/k8s by kind (one of each kind is expected); the worker's
+    Deployment and the optional KEDA objects have fixtures of their own."""
     by_kind: dict[str, dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(set(K8S.glob("*.yaml")) - {WORKER_DEPLOYMENT, KEDA}):
         for doc in load_yaml(path):
             if "apiVersion" in doc and "kind" in doc and doc["kind"] != "Kustomization":
                 assert doc["kind"] not in by_kind, f"two {doc['kind']} manifests"
@@ -379,6 +413,10 @@ def test_writable_dirs_are_mounted_on_a_read_only_root(container: dict[str, Any]
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
     env = dockerfile_env(final_stage())
     assert {env["STORAGE_DIR"], env["SPOOL_DIR"], "/tmp"} <= mounts
+    # Loading a model creates MODEL_CACHE_DIR: on a read-only root that is an OSError, and no model.
+    (workdir,) = instructions(final_stage(), "WORKDIR")
+    plain = {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
+    assert writable(model_cache_dir(plain, workdir), mounts)
 
 
 def test_selectors_pick_the_deployment_pods(k8s: dict[str, dict[str, Any]], pod: dict[str, Any]) -> None:
@@ -400,11 +438,202 @@ def test_hpa_scales_the_deployment_on_cpu(k8s: dict[str, dict[str, Any]]) -> Non
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
 
-def test_kustomization_applies_everything_but_the_secret_example() -> None:
+def test_kustomization_applies_everything_but_the_secret_example_and_keda() -> None:
     (kustomization,) = load_yaml(K8S / "kustomization.yaml")
     resources = set(kustomization["resources"])
     assert "secret.example.yaml" not in resources
-    assert resources == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert KEDA.name not in resources  # KEDA's CRDs may be absent: applied apart
+    assert WORKER_DEPLOYMENT.name in resources
+    assert resources == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml", KEDA.name}
+
+
+# --- the worker (hazard-worker) on Kubernetes, and its optional KEDA scaler -----------------------------------
+
+
+def metrics_probe_code(argv: list[str]) -> tuple[str, int]:
+    """A probe written as `python -c <code>` that reads http://127.0.0.1:<port>/metrics: its code and port."""
+    assert argv[:2] == ["python", "-c"], argv  # the image has python, not curl
+    url = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", argv[2])
+    assert url, argv[2]
+    return argv[2], int(url[1])
+
+
+def check_metrics_probe(code: str, port: int) -> None:
+    """The probe's own code against the app's metrics registry (what hazard-worker serves), moved to a free port:
+    it fails while no model is ready and passes once one is."""
+    import sys
+
+    from prometheus_client import start_http_server
+
+    from app.services.metrics import Metrics
+
+    metrics = Metrics()
+    local_port = free_port()
+    server, _ = start_http_server(local_port, addr="127.0.0.1", registry=metrics.registry)
+    local = code.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{local_port}/")
+
+    def probe() -> int:
+        return subprocess.run([sys.executable, "-c", local], capture_output=True, timeout=30, check=False).returncode
+
+    try:
+        assert probe() != 0  # no model yet
+        metrics.set_model_states({"v1": "available"}, {"name": "v1", "version": "1"})
+        assert probe() == 0
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def worker_deployment() -> dict[str, Any]:
+    (doc,) = load_yaml(WORKER_DEPLOYMENT)
+    assert (doc["apiVersion"], doc["kind"]) == ("apps/v1", "Deployment")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def worker_pod(worker_deployment: dict[str, Any]) -> dict[str, Any]:
+    return dict(worker_deployment["spec"]["template"])
+
+
+@pytest.fixture(scope="module")
+def worker_container(worker_pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = worker_pod["spec"]["containers"]
+    return dict(container)
+
+
+def container_env(k8s: dict[str, dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The plain settings a container's process sees: its ConfigMap's data, then its own values."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        assert source["configMapRef"]["name"] == k8s["ConfigMap"]["metadata"]["name"]
+        env.update(k8s["ConfigMap"]["data"])
+    env.update({entry["name"]: entry["value"] for entry in container.get("env", []) if "value" in entry})
+    return env
+
+
+def test_worker_deployment_runs_hazard_worker_from_the_api_image(
+    worker_container: dict[str, Any], container: dict[str, Any]
+) -> None:
+    assert worker_container["command"] == ["hazard-worker"] and "args" not in worker_container
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["hazard-worker"] == "app.worker:main"
+    assert worker_container["image"] == container["image"]
+
+
+def test_worker_settings_exist_and_its_redis_url_is_the_apis_secret(
+    k8s: dict[str, dict[str, Any]], worker_container: dict[str, Any], container: dict[str, Any]
+) -> None:
+    names = {entry["name"] for entry in worker_container["env"]}
+    assert names <= setting_names(), names - setting_names()
+    assert set(container_env(k8s, worker_container)) <= setting_names()
+    ref = env_entry(worker_container, "REDIS_URL")["valueFrom"]["secretKeyRef"]
+    assert ref == env_entry(container, "REDIS_URL")["valueFrom"]["secretKeyRef"]
+    # Same queue as the API: FLEET_NAME (ConfigMap) is shared, and QUEUE_REDIS_URL is set on both or neither.
+    assert "FLEET_NAME" not in names
+    assert ("QUEUE_REDIS_URL" in names) == ("QUEUE_REDIS_URL" in {entry["name"] for entry in container["env"]})
+
+
+def test_worker_metrics_port_is_declared_scraped_and_probed(
+    k8s: dict[str, dict[str, Any]], worker_pod: dict[str, Any], worker_container: dict[str, Any]
+) -> None:
+    port = int(container_env(k8s, worker_container).get("WORKER_METRICS_PORT", setting_default("worker_metrics_port")))
+    (declared,) = worker_container["ports"]
+    assert (declared["name"], declared["containerPort"]) == ("metrics", port)
+    annotations = worker_pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert (int(annotations["prometheus.io/port"]), annotations["prometheus.io/path"]) == (port, "/metrics")
+    # No HTTP API: liveness is its metrics port answering (it does from before the model loads until exit) ...
+    liveness = worker_container["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/metrics" and resolve_port(worker_container, liveness["port"]) == port
+    # ... and readiness is its model warm, read from those metrics by the probe's own code.
+    code, probed = metrics_probe_code(worker_container["readinessProbe"]["exec"]["command"])
+    assert probed == port
+    check_metrics_probe(code, probed)
+
+
+def test_worker_cpu_matches_inference_threads_in_a_guaranteed_pod(worker_container: dict[str, Any]) -> None:
+    threads = int(env_entry(worker_container, "MODEL_INFERENCE_THREADS")["value"])
+    resources = worker_container["resources"]
+    assert cpu_cores(resources["requests"]["cpu"]) == cpu_cores(resources["limits"]["cpu"]) == threads
+    assert resources["requests"]["memory"] == resources["limits"]["memory"]
+
+
+def test_worker_termination_grace_covers_its_shutdown(
+    k8s: dict[str, dict[str, Any]], worker_pod: dict[str, Any], worker_container: dict[str, Any]
+) -> None:
+    env = container_env(k8s, worker_container)
+    assert worker_pod["spec"]["terminationGracePeriodSeconds"] > worker_shutdown_seconds(env)
+    assert "lifecycle" not in worker_container  # no preStop sleep to budget: no Service routes to it
+
+
+def test_worker_pods_are_apart_from_the_api_pods(
+    k8s: dict[str, dict[str, Any]], worker_deployment: dict[str, Any], worker_pod: dict[str, Any]
+) -> None:
+    labels = worker_pod["metadata"]["labels"].items()
+    assert worker_deployment["spec"]["selector"]["matchLabels"].items() <= labels
+    assert worker_deployment["metadata"]["name"] != k8s["Deployment"]["metadata"]["name"]
+    for selector in (
+        k8s["Service"]["spec"]["selector"],
+        k8s["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        k8s["Deployment"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels, selector
+    assert k8s["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] != worker_deployment["metadata"]["name"]
+
+
+def test_worker_runs_as_the_image_user_with_writable_dirs_mounted(
+    k8s: dict[str, dict[str, Any]], worker_pod: dict[str, Any], worker_container: dict[str, Any]
+) -> None:
+    context = worker_pod["spec"]["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert str(context["runAsUser"]) == instructions(final_stage(), "USER")[-1].split(":")[0]
+    if worker_container["securityContext"].get("readOnlyRootFilesystem"):
+        image_env = dockerfile_env(final_stage())
+        (workdir,) = instructions(final_stage(), "WORKDIR")
+        mounts = {mount["mountPath"] for mount in worker_container["volumeMounts"]}
+        cache = model_cache_dir(container_env(k8s, worker_container), workdir)
+        for path in (image_env["STORAGE_DIR"], image_env["SPOOL_DIR"], "/tmp", cache):
+            assert writable(path, mounts), path
+
+
+@pytest.fixture(scope="module")
+def keda() -> dict[str, dict[str, Any]]:
+    by_kind = {doc["kind"]: doc for doc in load_yaml(KEDA)}
+    assert set(by_kind) == {"ScaledObject", "TriggerAuthentication"}
+    assert all(doc["apiVersion"] == "keda.sh/v1alpha1" for doc in by_kind.values())
+    return by_kind
+
+
+def saq_queued_key(fleet_name: str) -> str:
+    """The Redis list of batch frames waiting for a worker, as the app's queue names it through SAQ."""
+    from redis.asyncio import Redis
+    from saq.queue.redis import RedisQueue
+
+    from app.services.jobs.queue import FrameQueue, QueueLimits
+
+    queue = FrameQueue(Redis(), fleet_name, QueueLimits(1, 1, 1, 1))  # a client never connected: names only
+    assert isinstance(queue.batch, RedisQueue)
+    return queue.batch.namespace("queued")
+
+
+def test_keda_scales_the_worker_deployment_on_the_saq_batch_list(
+    keda: dict[str, dict[str, Any]], k8s: dict[str, dict[str, Any]], worker_deployment: dict[str, Any]
+) -> None:
+    scaled = keda["ScaledObject"]["spec"]
+    target = scaled["scaleTargetRef"]
+    assert (target.get("kind", "Deployment"), target["name"]) == ("Deployment", worker_deployment["metadata"]["name"])
+    # Never to zero: remote-mode API processes send live frames to the workers, and a cold worker loads its model.
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "redis"
+    fleet = k8s["ConfigMap"]["data"].get("FLEET_NAME", Settings.model_fields["fleet_name"].default)
+    assert trigger["metadata"]["listName"] == saq_queued_key(fleet) == f"saq:{fleet}:batch:queued"
+    assert int(trigger["metadata"]["listLength"]) >= 1
+    assert trigger["authenticationRef"]["name"] == keda["TriggerAuthentication"]["metadata"]["name"]
+    # Its Redis address and password come from a Secret, never from the manifest.
+    assert {"address", "host", "password"}.isdisjoint(trigger["metadata"])
+    parameters = {ref["parameter"] for ref in keda["TriggerAuthentication"]["spec"]["secretTargetRef"]}
+    assert {"address", "password"} <= parameters
 
 
 # --- docker compose ------------------------------------------------------------------------------------------
@@ -457,6 +686,66 @@ def test_compose_stop_grace_covers_the_drain(compose: dict[str, Any]) -> None:
     assert grace.endswith("s") and float(grace[:-1]) > shutdown_seconds(api["environment"])
 
 
+def test_compose_environments_name_settings(compose: dict[str, Any]) -> None:
+    for name in ("api", "worker"):
+        names = set(compose["services"][name]["environment"])
+        assert names <= setting_names(), (name, names - setting_names())
+
+
+def test_compose_worker_runs_hazard_worker_from_the_api_image_beside_redis(compose: dict[str, Any]) -> None:
+    api, worker = compose["services"]["api"], compose["services"]["worker"]
+    assert worker["command"] == ["hazard-worker"]
+    assert (worker["image"], worker["build"]) == (api["image"], api["build"])
+    assert "ports" not in worker and "container_name" not in worker  # `--scale worker=N` works
+    env = worker["environment"]
+    assert env["REDIS_URL"] == api["environment"]["REDIS_URL"] and urlsplit(env["REDIS_URL"]).hostname == "redis"
+    assert env.get("FLEET_NAME") == api["environment"].get("FLEET_NAME")  # the queue they share
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert set(compose["services"]["redis"]["networks"]) & set(worker["networks"])
+    assert float(worker["cpus"]) == float(env["MODEL_INFERENCE_THREADS"])
+
+
+def test_compose_worker_healthcheck_reads_model_ready_on_its_metrics_port(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    code, port = metrics_probe_code(test[1:])
+    assert port == int(worker["environment"]["WORKER_METRICS_PORT"])
+    assert str(port) in {str(item) for item in worker.get("expose", [])}
+    check_metrics_probe(code, port)
+
+
+def test_compose_worker_stop_grace_covers_its_shutdown(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    grace = worker["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > worker_shutdown_seconds(worker["environment"])
+
+
+def test_compose_worker_has_writable_dirs_on_a_read_only_root(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    if not worker.get("read_only"):
+        pytest.skip("root filesystem is writable")
+    image_env = dockerfile_env(final_stage())
+    (workdir,) = instructions(final_stage(), "WORKDIR")
+    mounts = compose_writable_mounts(worker)
+    cache = model_cache_dir(worker["environment"], workdir)
+    for path in (image_env["STORAGE_DIR"], image_env["SPOOL_DIR"], "/tmp", cache):
+        assert writable(path, mounts), path
+
+
+def compose_writable_mounts(service: dict[str, Any]) -> set[str]:
+    mounts = {entry.split(":")[0] for entry in service.get("tmpfs", [])}
+    return mounts | {volume.split(":")[1] for volume in service.get("volumes", [])}
+
+
+def test_compose_api_can_write_its_model_cache(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    if not api.get("read_only"):
+        pytest.skip("root filesystem is writable")
+    (workdir,) = instructions(final_stage(), "WORKDIR")
+    assert writable(model_cache_dir(api["environment"], workdir), compose_writable_mounts(api))
+
+
 # --- systemd -------------------------------------------------------------------------------------------------
 
 
@@ -474,16 +763,27 @@ def unit() -> configparser.ConfigParser:
     return parser
 
 
-def test_systemd_unit_runs_uvicorn_from_a_venv_as_a_service_user(unit: configparser.ConfigParser) -> None:
+def test_systemd_unit_runs_the_launcher_from_a_venv_as_a_service_user(unit: configparser.ConfigParser) -> None:
     service = unit["Service"]
     assert service["User"] not in {"", "root", "0"}
     assert service["WorkingDirectory"].startswith("/")
     assert service["EnvironmentFile"].lstrip("-").startswith("/")
     argv = shlex.split(service["ExecStart"])
-    assert argv[0].endswith("/bin/uvicorn") and "venv" in argv[0]
-    assert argv[1] == "app.main:app"
-    assert argv[argv.index("--workers") + 1] == "1"
-    assert argv[argv.index("--timeout-graceful-shutdown") + 1] == str(UVICORN_GRACEFUL_SECONDS)
+    # hazard-api: one worker, the graceful shutdown and the connection bounds (test_image_serves_... checks them)
+    assert argv[0].endswith("/bin/hazard-api") and "venv" in argv[0]
+    assert argv[1:] == ["--host", "${HOST}", "--port", "${PORT}"]
+    assert int(service["LimitNOFILE"]) >= Settings.model_fields["http_max_connections"].default + 256
+
+
+def test_systemd_unit_writes_only_where_systemd_lets_it(unit: configparser.ConfigParser) -> None:
+    service = unit["Service"]
+    if service.get("ProtectSystem") != "strict":
+        pytest.skip("the file system is writable")
+    env = unit_environment(SYSTEMD_UNIT)
+    state = {f"/var/lib/{entry}" for entry in service.get("StateDirectory", "").split()}
+    cache = {f"/var/cache/{entry}" for entry in service.get("CacheDirectory", "").split()}
+    assert writable(env["STORAGE_DIR"], state) and writable(env["SPOOL_DIR"], state)
+    assert writable(model_cache_dir(env, service["WorkingDirectory"]), state | cache)
 
 
 def test_systemd_unit_restarts_on_failure_and_waits_for_the_drain(unit: configparser.ConfigParser) -> None:
@@ -492,6 +792,83 @@ def test_systemd_unit_restarts_on_failure_and_waits_for_the_drain(unit: configpa
     assert service["KillSignal"] == "SIGTERM"
     assert int(service["TimeoutStopSec"]) > shutdown_seconds({})
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.fixture(scope="module")
+def worker_unit() -> configparser.ConfigParser:
+    parser = CaseSensitiveConfigParser(strict=False, interpolation=None)
+    parser.read(WORKER_UNIT, encoding="utf-8")
+    return parser
+
+
+def unit_environment(path: Path) -> dict[str, str]:
+    """Every Environment= assignment of a unit (ConfigParser keeps only the last of a repeated key)."""
+    env: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Environment="):
+            for item in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
+def env_example(path: Path) -> tuple[dict[str, str], set[str]]:
+    """An env file's assignments, and every name it mentions (commented-out examples too)."""
+    values: dict[str, str] = {}
+    names: set[str] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
+        if match:
+            names.add(match[2])
+            if not match[1]:
+                values[match[2]] = match[3]
+    return values, names
+
+
+def test_systemd_worker_unit_runs_hazard_worker_from_the_api_units_venv(
+    worker_unit: configparser.ConfigParser, unit: configparser.ConfigParser
+) -> None:
+    service = worker_unit["Service"]
+    assert service["User"] not in {"", "root", "0"}
+    assert service["WorkingDirectory"].startswith("/")
+    assert service["EnvironmentFile"].lstrip("-").startswith("/")
+    (program,) = shlex.split(service["ExecStart"])
+    assert program.endswith("/bin/hazard-worker") and "venv" in program
+    assert program.rsplit("/bin/", 1)[0] == shlex.split(unit["Service"]["ExecStart"])[0].rsplit("/bin/", 1)[0]
+    env = unit_environment(WORKER_UNIT)
+    assert set(env) - {"PYTHONUNBUFFERED"} <= setting_names()
+    # ProtectSystem=strict: what it writes lives in the directories systemd makes writable for it.
+    state = {f"/var/lib/{entry}" for entry in service["StateDirectory"].split()}
+    assert {env["STORAGE_DIR"], env["SPOOL_DIR"]} <= state
+    assert env["MODEL_CACHE_DIR"] in {f"/var/cache/{entry}" for entry in service["CacheDirectory"].split()}
+
+
+def test_systemd_worker_unit_waits_for_the_frames_in_hand(worker_unit: configparser.ConfigParser) -> None:
+    service = worker_unit["Service"]
+    values, _ = env_example(WORKER_ENV_EXAMPLE)
+    assert service["Restart"] == "on-failure"
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) > worker_shutdown_seconds({**unit_environment(WORKER_UNIT), **values})
+    assert worker_unit["Install"]["WantedBy"] == "multi-user.target"
+    # No client connections, but Redis pools, one connection per queue consumer, OpenVINO, logs: above the
+    # usual soft limit (1024) with room to spare.
+    fields = Settings.model_fields
+    needed = sum(
+        int(fields[name].default)
+        for name in ("redis_max_connections", "worker_batch_concurrency", "worker_live_concurrency")
+    )
+    assert int(service["LimitNOFILE"]) >= max(1024, 4 * (needed + 256))
+
+
+def test_systemd_worker_env_example_names_settings_and_holds_placeholders(
+    worker_unit: configparser.ConfigParser,
+) -> None:
+    values, names = env_example(WORKER_ENV_EXAMPLE)
+    assert names <= setting_names(), names - setting_names()
+    assert {"REDIS_URL", "FLEET_NAME"} <= set(values)  # the queue the web tier uses
+    assert "CHANGE_ME" in values["REDIS_URL"]
+    port = values.get("WORKER_METRICS_PORT", unit_environment(WORKER_UNIT).get("WORKER_METRICS_PORT"))
+    assert port and int(port) > 0  # a worker without metrics would be invisible
 
 
 # --- Artillery -----------------------------------------------------------------------------------------------
@@ -579,12 +956,21 @@ def test_stack_script_is_strict_bash() -> None:
     subprocess.run(["bash", "-n", str(STACK)], check=True, timeout=10)
 
 
+def test_stack_waits_out_each_process_stop_before_sigkill() -> None:
+    text = STACK.read_text(encoding="utf-8")
+    api = re.search(r'^STOP_TIMEOUT="\$\{STOP_TIMEOUT:-(\d+)\}"', text, re.MULTILINE)
+    worker = re.search(r'^WORKER_STOP_TIMEOUT="\$\{WORKER_STOP_TIMEOUT:-(\d+)\}"', text, re.MULTILINE)
+    assert api and worker
+    assert int(api[1]) > shutdown_seconds({})
+    assert int(worker[1]) > worker_shutdown_seconds({})
+
+
 def test_makefile_operator_targets_call_the_stack_script() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     declared = re.search(r"^\.PHONY:(.*)$", makefile, re.MULTILINE)
     assert declared
     phony = set(declared[1].split())
-    for target in ("up", "down", "status", "logs", "restart-web"):
+    for target in ("up", "down", "status", "logs", "restart-web", "restart-worker"):
         assert target in phony, target
         recipe = re.search(rf"^{re.escape(target)}:.*\n\t(.*)$", makefile, re.MULTILINE)
         assert recipe and f"scripts/stack.sh {target}" in recipe[1], target
@@ -604,12 +990,17 @@ def test_stack_status_says_not_running_when_nothing_runs(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert "api: not running" in result.stdout
+    assert "worker: not running" in result.stdout
     assert "redis: not running" in result.stdout
 
 
+STACK_KEPT_SETTINGS = ("FLEET_NAME", "QUEUE_REDIS_URL", "INFERENCE_MODE", "EMBEDDED_WORKER")  # stack.sh records them
+
+
 def stack_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """The stack's state (PID files, log, Redis data, uploads) under tmp_path: never the repo's var/."""
-    env = {key: value for key, value in os.environ.items() if key not in {"HOST", "PORT", "REDIS_URL", "MAKEFLAGS"}}
+    """The stack's state (PID files, logs, Redis data, uploads, the worker's) under tmp_path: never the repo's var/."""
+    given = {"HOST", "PORT", "REDIS_URL", "MAKEFLAGS", "WORKER_METRICS_PORT", *STACK_KEPT_SETTINGS}
+    env = {key: value for key, value in os.environ.items() if key not in given}
     env.update(
         RUN_DIR=str(tmp_path / "run"),
         LOG_FILE=str(tmp_path / "log" / "api.log"),
@@ -718,8 +1109,8 @@ def test_makefile_passes_host_and_port_to_the_stack_only_when_given(tmp_path: Pa
         assert "PORT=" not in recipe(target) and "HOST=" not in recipe(target)
         assert "PORT='8123'" in recipe(target, "PORT=8123")
         assert "HOST='0.0.0.0'" in recipe(target, extra={"HOST": "0.0.0.0"})
-    assert "--host 127.0.0.1 --port 8000 " in recipe("run")
-    assert "--port 8123 " in recipe("run", "PORT=8123")
+    assert recipe("run").endswith("/hazard-api --host 127.0.0.1 --port 8000")
+    assert recipe("run", "PORT=8123").endswith(" --port 8123")
 
 
 def test_stack_down_is_harmless_when_nothing_ever_ran(stack_dirs: Path) -> None:
@@ -763,46 +1154,126 @@ def test_stack_never_stops_a_redis_it_did_not_start(stack_dirs: Path) -> None:
         foreign.kill()
 
 
-def test_stack_up_remembers_its_port_and_down_stops_the_api_and_its_redis(stack_dirs: Path) -> None:
-    if not os.access(ROOT / ".venv" / "bin" / "uvicorn", os.X_OK):
+def process_environment(pid: int) -> dict[str, str]:
+    """The environment a running process was started with (Linux /proc)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def metrics_text(port: int) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def batch_frames_done(metrics: str) -> float:
+    done = 'hazard_queued_frames_total{outcome="done",priority="batch"}'
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(done))
+
+
+def run_one_frame_job(base: str) -> None:
+    """A batch job of one frame through the API, until it completes."""
+    import httpx
+
+    frame = (ARTILLERY / "frames" / "road_1280x720.jpg").read_bytes()
+    with httpx.Client(base_url=base, timeout=30) as client:
+        job_id = client.post("/jobs", json={"name": "stack"}).json()["job_id"]
+        added = client.post(f"/jobs/{job_id}/frames", files=[("file", ("road.jpg", frame, "image/jpeg"))])
+        assert added.status_code == 202, added.text
+        assert client.post(f"/jobs/{job_id}/close").status_code == 200
+        assert wait_until(lambda: client.get(f"/jobs/{job_id}").json()["status"] == "completed", 30)
+        assert client.get(f"/jobs/{job_id}").json()["done"] == 1
+
+
+def test_stack_keeps_only_settings_the_app_has() -> None:
+    kept = re.search(r'^KEPT_SETTINGS="([^"]*)"', STACK.read_text(encoding="utf-8"), re.MULTILINE)
+    assert kept and tuple(kept[1].split()) == STACK_KEPT_SETTINGS
+    assert set(STACK_KEPT_SETTINGS) <= setting_names()
+
+
+def test_stack_up_runs_the_api_and_a_worker_restarts_each_alone_and_down_stops_all(stack_dirs: Path) -> None:
+    if not os.access(ROOT / ".venv" / "bin" / "hazard-api", os.X_OK):
         pytest.skip(".venv is not installed (make run or make test installs it)")
-    port, redis_port = free_port(), free_port()
+    import uuid
+
+    port, redis_port, metrics_port = free_port(), free_port(), free_port()
+    fleet = f"stack-{uuid.uuid4().hex[:8]}"
     base = f"http://127.0.0.1:{port}"
     run_dir = stack_dirs / "run"
-    told = stack_env(stack_dirs, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
-    untold = stack_env(stack_dirs)  # neither PORT nor REDIS_URL: both come from what `up` recorded
+    told = stack_env(
+        stack_dirs,
+        PORT=str(port),
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        WORKER_METRICS_PORT=str(metrics_port),
+        FLEET_NAME=fleet,
+    )
+    untold = stack_env(stack_dirs)  # no PORT, REDIS_URL, WORKER_METRICS_PORT, FLEET_NAME: all from the records
 
     up = stack("up", told, timeout=120)
     assert up.returncode == 0, up.stdout + up.stderr
     assert http_status(f"{base}/health/ready") == 200
+    assert "\nhazard_model_ready 1.0" in metrics_text(metrics_port)  # `up` returns once the worker's model is warm
     assert redis_answers(redis_port)
     api_pid = recorded_pid(run_dir / "api.pid")
+    worker_pid = recorded_pid(run_dir / "worker.pid")
     redis_pid = recorded_pid(run_dir / f"redis-{redis_port}.pid")
-    assert (run_dir / "api.env").stat().st_mode & 0o077 == 0  # REDIS_URL may hold a password
+    for record in ("api.env", "worker.env"):
+        assert (run_dir / record).stat().st_mode & 0o077 == 0  # REDIS_URL may hold a password
+    api_env, worker_env = process_environment(api_pid), process_environment(worker_pid)
+    assert api_env["EMBEDDED_WORKER"] == "false"  # the worker takes the batch frames
+    assert api_env["FLEET_NAME"] == worker_env["FLEET_NAME"] == fleet  # one queue
+    assert worker_env["WORKER_METRICS_PORT"] == str(metrics_port)
+    assert worker_env["SPOOL_DIR"] != api_env["SPOOL_DIR"]  # never retries the API's spooled uploads
 
     status = stack("status", untold)
     assert status.returncode == 0, status.stderr
     assert f"api: running (pid {api_pid}) on {base}" in status.stdout
+    assert f"EMBEDDED_WORKER=false FLEET_NAME={fleet}" in status.stdout
+    assert f"worker: running (pid {worker_pid}), metrics on http://127.0.0.1:{metrics_port}/metrics" in status.stdout
+    assert "model ready -> yes" in status.stdout
     assert f"redis: answering on 127.0.0.1:{redis_port}" in status.stdout
     assert f"redis: pid {redis_pid} on port {redis_port} started by" in status.stdout
 
+    run_one_frame_job(base)
+    assert batch_frames_done(metrics_text(metrics_port)) == 1  # the worker worked it, not the API
+
     elsewhere = stack("up", {**untold, "PORT": str(free_port())})
     assert elsewhere.returncode != 0 and f"already running on {base}" in elsewhere.stderr
-    assert pid_alive(api_pid)
+    other_metrics = stack("up", {**untold, "WORKER_METRICS_PORT": str(free_port())})
+    assert other_metrics.returncode != 0
+    assert f"worker already running with metrics on port {metrics_port}" in other_metrics.stderr
+    assert pid_alive(api_pid) and pid_alive(worker_pid)
 
     restarted = stack("restart-web", untold, timeout=120)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     assert not pid_alive(api_pid)
     api_pid = recorded_pid(run_dir / "api.pid")
     assert http_status(f"{base}/health/ready") == 200
+    assert process_environment(api_pid)["FLEET_NAME"] == fleet
+    assert pid_alive(worker_pid) and recorded_pid(run_dir / "worker.pid") == worker_pid  # its model stays loaded
+    assert batch_frames_done(metrics_text(metrics_port)) == 1
+
+    restarted = stack("restart-worker", untold, timeout=120)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert not pid_alive(worker_pid)
+    worker_pid = recorded_pid(run_dir / "worker.pid")
+    assert "\nhazard_model_ready 1.0" in metrics_text(metrics_port)  # a fresh process on the recorded port
+    assert process_environment(worker_pid)["FLEET_NAME"] == fleet
+    assert pid_alive(api_pid) and recorded_pid(run_dir / "api.pid") == api_pid
+    assert http_status(f"{base}/health/ready") == 200
 
     down = stack("down", untold, timeout=90)
     assert down.returncode == 0, down.stdout + down.stderr
     assert wait_until(lambda: http_status(f"{base}/health/live") == 0)
+    assert wait_until(lambda: not metrics_text(metrics_port))
     assert wait_until(lambda: not redis_answers(redis_port))
-    assert not pid_alive(api_pid) and not pid_alive(redis_pid)
+    assert not pid_alive(api_pid) and not pid_alive(worker_pid) and not pid_alive(redis_pid)
     assert not list(run_dir.iterdir())
 
     again = stack("down", untold)
     assert again.returncode == 0, again.stderr
-    assert "api not running" in again.stdout
+    assert "api not running" in again.stdout and "worker not running" in again.stdout

@@ -47,7 +47,8 @@ async def test_multipart_frame_is_answered_with_the_documented_shape(api: Runnin
     labels = {d["label"] for d in body["detections"]}
     assert {h.label for h in SCENE.hazards} & labels, "the scene's hazards should be found"
     for detection in body["detections"]:
-        assert set(detection) == {"label", "class_id", "confidence", "box"}
+        assert set(detection) == {"label", "class_id", "confidence", "box", "hazard_id", "new_hazard"}
+        assert detection["hazard_id"] and detection["new_hazard"] is False  # one frame does not confirm a hazard
         box = detection["box"]
         assert 0 <= box["x1"] < box["x2"] <= 1280 and 0 <= box["y1"] < box["y2"] <= 720
 

@@ -30,6 +30,18 @@ BODY_TIMEOUT_SECONDS = 2
 STOP_BOUND_SECONDS = BODY_TIMEOUT_SECONDS + 8
 
 
+class LimitedHazardApi(Server):
+    """`hazard-api` as operators run it, in a process limited to the descriptors the attack exhausted."""
+
+    launcher = ("prlimit", f"--nofile={SERVER_NOFILE}:{SERVER_NOFILE}", sys.executable, "-m", "app")
+
+
+class PlainUvicorn(Server):
+    """uvicorn without --timeout-graceful-shutdown: left alone, it waits for every open request at a stop."""
+
+    launcher = (sys.executable, "-m", "uvicorn", "app.main:app", "--no-access-log")
+
+
 def half_open(port: int) -> socket.socket:
     """A connection that starts a request head and never finishes it (a slow-header client)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -64,11 +76,9 @@ def room_for_the_flood() -> Iterator[None]:
 def test_half_open_flood_leaves_probes_and_clients_answered(
     redis_server: RedisProcess, tmp_path: Path, room_for_the_flood: None
 ) -> None:
-    launcher = ["prlimit", f"--nofile={SERVER_NOFILE}:{SERVER_NOFILE}", sys.executable, "-m", "app"]
-    server = Server(
+    server = LimitedHazardApi(
         redis_server.url,
         tmp_path,
-        launcher=launcher,
         HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT_SECONDS),
         REQUEST_TIMEOUT_SECONDS="10",
     )
@@ -129,10 +139,7 @@ def test_sigterm_stops_within_the_apps_own_bound_without_a_graceful_flag(
     redis_server: RedisProcess, tmp_path: Path
 ) -> None:
     # Plain uvicorn, no --timeout-graceful-shutdown: uvicorn alone would wait for the trickled body forever.
-    launcher = [sys.executable, "-m", "uvicorn", "app.main:app", "--no-access-log"]
-    server = Server(
-        redis_server.url, tmp_path, launcher=launcher, REQUEST_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_SECONDS)
-    )
+    server = PlainUvicorn(redis_server.url, tmp_path, REQUEST_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_SECONDS))
     stop = threading.Event()
     answer: list[bytes] = []
     slow = threading.Thread(target=trickle, args=(server.port, stop, answer), daemon=True)

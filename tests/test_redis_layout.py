@@ -56,7 +56,9 @@ async def start_quiet_app(start_app: Any, settings: Settings) -> RunningApp:
 async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing_behind(
     start_app: Any, make_settings: Callable[..., Settings], redis_target: RedisTarget, direct_redis: DirectRedis
 ) -> None:
-    api = await start_quiet_app(start_app, make_settings(upload_min_confidence=0.3, session_ended_grace_seconds=1))
+    # One frame confirms a hazard (track_min_hits=1), so it is uploaded and every kind of session key is written.
+    settings = make_settings(upload_min_confidence=0.3, session_ended_grace_seconds=1, track_min_hits=1)
+    api = await start_quiet_app(start_app, settings)
     flush(redis_target)
     session_id = await api.new_session(metadata={"vehicle": "van-7"})
     detected = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
@@ -76,7 +78,7 @@ async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing
     base = session_key(session_id)
     assert base == f"session:{{{session_id}}}"  # literal braces: Redis Cluster hashes only the id
     keys = all_keys(redis_target)
-    assert keys == {base, f"{base}:history", f"{base}:uploads"}
+    assert keys == {base, f"{base}:history", f"{base}:uploads", f"{base}:tracks", f"{base}:hazards"}
     assert {key_slot(key.encode()) for key in keys} == {key_slot(session_id.encode())}
     if isinstance(redis_target, RedisCluster):  # the server agrees with the client's slot arithmetic
         server_slots = {

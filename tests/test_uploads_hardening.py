@@ -28,8 +28,11 @@ from tests.support.server import Server
 from tests.support.waiting import wait_for
 
 SETTLED = {"uploaded", "spooled", "dropped", "failed", "shed", "skipped", "none", "lost"}
-# Uploads fail fast and are retried fast: what a test waits for plays out within a few seconds.
+# Uploads fail fast and are retried fast: what a test waits for plays out within a few seconds. Every frame's
+# hazards are new ones (tracks confirmed at once, closed at once), so every frame with hazards is uploaded.
 FAST_UPLOADS: dict[str, Any] = {
+    "track_min_hits": 1,
+    "track_max_gap_seconds": 0.001,
     "upload_min_confidence": 0.3,
     "upload_retry_base_seconds": 0.05,
     "upload_retry_max_seconds": 0.2,
@@ -123,7 +126,7 @@ async def test_every_answer_says_nosniff_media_errors_included(make_settings: An
     )
 
     async def uploaded() -> bool:
-        return (await history_uploads(running.client, session_id))[0]["status"] == "uploaded"
+        return bool((await history_uploads(running.client, session_id))[0]["status"] == "uploaded")
 
     await wait_for(uploaded, "upload landed", within=10)
     url = (await history_uploads(running.client, session_id))[0]["url"]
@@ -201,7 +204,7 @@ async def test_start_removes_stale_temporaries_and_keeps_local_storage_within_it
     await running.client.post(f"/detect/{session_id}", content=hazard_frame(), headers={"content-type": "image/jpeg"})
 
     async def landed() -> bool:
-        return (await history_uploads(running.client, session_id))[0]["status"] == "uploaded"
+        return bool((await history_uploads(running.client, session_id))[0]["status"] == "uploaded")
 
     await wait_for(landed, "upload landed", within=10)
     total = sum(path.stat().st_size for path in storage.rglob("*.jpg"))
@@ -253,6 +256,8 @@ def fault_server_env(fake: FakeCloudinary, model_cache: Path, tmp_path: Path, **
         "STORAGE_DIR": str(tmp_path / "uploads"),
         "LOG_LEVEL": "WARNING",
         "HEALTH_DEEP_CACHE_SECONDS": "0",
+        "TRACK_MIN_HITS": "1",
+        "TRACK_MAX_GAP_SECONDS": "0.001",
         "UPLOAD_MIN_CONFIDENCE": "0.3",
         "UPLOAD_MIN_INTERVAL_SECONDS": "0",
         "UPLOAD_RETRY_BASE_SECONDS": "0.05",
@@ -348,6 +353,7 @@ def test_sigkill_mid_burst_every_spooled_upload_lands_after_restart_and_nothing_
         senders = [threading.Thread(target=burst) for _ in range(3)]
         for sender in senders:
             sender.start()
+
         def spooled_and_queued() -> bool:
             deep = httpx.get(f"{first.base_url}/health/deep", timeout=10).json()["checks"]["storage"]
             return len(list(spool.glob("*.json"))) >= 8 and deep["queued"] >= 2

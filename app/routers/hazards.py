@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 
-from app.openapi import REQUEST_ERRORS, error_responses
+from app.openapi import ERROR_SCHEMA, REQUEST_ERRORS, error_responses
 from app.schemas import HazardOut, MapHazardCollection, SessionHazardCollection, SessionHazards
-from app.services.errors import HazardMapUnavailable, SessionNotFound, SessionStoreUnavailable
+from app.services.errors import ApiError, HazardMapUnavailable, SessionNotFound, SessionStoreUnavailable
 from app.services.tracking import geojson
 from app.services.tracking.service import TrackingService
 
-NUMBER = r"-?\d{1,3}(\.\d{1,12})?"
+NUMBER = r"-?\d{1,3}(\.\d{1,17})?"
 BBOX_PATTERN = rf"^{NUMBER},{NUMBER},{NUMBER},{NUMBER}$"
 NEAR_PATTERN = rf"^{NUMBER},{NUMBER}$"
 MAX_RADIUS_M = 50_000.0
@@ -24,9 +25,20 @@ class GeoJSONResponse(JSONResponse):
     media_type = geojson.MEDIA_TYPE
 
 
+def json_error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
+    """`error_responses` for a route whose answer is GeoJSON: its errors are still `application/json` (FastAPI
+    would document a response `model` under the route's own media type)."""
+    responses = error_responses(*errors)
+    for response in responses.values():
+        response.pop("model")
+        response["content"]["application/json"]["schema"] = {"$ref": REF_PREFIX + ERROR_SCHEMA}
+    return responses
+
+
 def create_hazards_router(tracking: TrackingService) -> APIRouter:
     router = APIRouter(tags=["hazards"])
     session_errors = error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
+    geojson_session_errors = json_error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
 
     @router.get("/sessions/{session_id}/hazards", responses=session_errors)
     async def list_session_hazards(session_id: str) -> SessionHazards:
@@ -36,7 +48,7 @@ def create_hazards_router(tracking: TrackingService) -> APIRouter:
 
     @router.get(
         "/sessions/{session_id}/hazards.geojson",
-        responses=session_errors,
+        responses=geojson_session_errors,
         response_class=GeoJSONResponse,
         response_model=SessionHazardCollection,
     )
@@ -48,7 +60,7 @@ def create_hazards_router(tracking: TrackingService) -> APIRouter:
 
     @router.get(
         "/hazards",
-        responses=error_responses(*REQUEST_ERRORS, HazardMapUnavailable),
+        responses=json_error_responses(*REQUEST_ERRORS, HazardMapUnavailable),
         response_class=GeoJSONResponse,
         response_model=MapHazardCollection,
     )

@@ -29,6 +29,7 @@ from app.routers.detect import IMAGE_TYPES
 from app.services.errors import (
     Backpressure,
     ImageTooLarge,
+    IngestDisabled,
     IngestRefused,
     JobFinished,
     JobNotFound,
@@ -44,29 +45,47 @@ from app.services.jobs.service import BatchOptions, JobService
 from app.services.jobs.store import NewFrame
 
 _BINARY = {"type": "string", "format": "binary"}
+_FRAME_ENCODING = {"file": {"contentType": ", ".join(sorted(IMAGE_TYPES | {"application/octet-stream"}))}}
+_JSON_TEXT = {"type": "string", "contentMediaType": "application/json"}
+# One frame per `file` part, repeated for more (a schema array would make clients and checkers drop filenames).
 _FRAME_PARTS = {
-    "file": {"type": "array", "items": _BINARY, "description": "JPEG, PNG or WebP images, one per part."},
+    "file": {**_BINARY, "description": "A JPEG, PNG or WebP image; repeat the part for more frames."},
     "meta": {
-        "type": "array",
-        "items": {"type": "string"},
-        "description": "Optional JSON (FrameMeta) per frame: a `meta` part describes the `file` part before it.",
+        **_JSON_TEXT,
+        "description": "Optional FrameMeta JSON; repeatable: the n-th `meta` part describes the n-th `file` part "
+        "(fewer metas than files is fine; more is refused).",
     },
 }
 FRAMES_BODY = {
     "required": True,
     "content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": _FRAME_PARTS, "required": ["file"]}}
+        "multipart/form-data": {
+            "encoding": _FRAME_ENCODING,
+            "schema": {
+                "type": "object",
+                "properties": _FRAME_PARTS,
+                "required": ["file"],
+                "additionalProperties": False,
+            },
+        }
     },
 }
+_JOB_CREATE = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+_JOB_CREATE.pop("$defs", None)  # JobOptions is a component already (JobOut's options)
 CREATE_BODY = {
     "required": False,
     "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+        "application/json": {"schema": _JOB_CREATE},
         "multipart/form-data": {
+            "encoding": _FRAME_ENCODING,
             "schema": {
                 "type": "object",
-                "properties": {"job": {"type": "string", "description": "JobCreate as JSON"}, **_FRAME_PARTS},
-            }
+                "properties": {
+                    "job": {"type": "string", "contentMediaType": "application/json", "description": "JobCreate JSON"},
+                    **_FRAME_PARTS,
+                },
+                "additionalProperties": False,
+            },
         },
     },
 }
@@ -85,27 +104,27 @@ def _validated(model: type[M], raw: str | bytes, field: str) -> M:
 
 
 def _frames(form: FormData, max_frames: int, max_bytes: int) -> list[tuple[UploadFile, FrameMeta]]:
-    """`file` parts in order, each with the `meta` part that follows it (if any)."""
-    frames: list[tuple[UploadFile, FrameMeta]] = []
-    for key, value in form.multi_items():
-        if key == "file" and isinstance(value, UploadFile):
-            media_type = (value.content_type or "application/octet-stream").lower()
-            if media_type not in IMAGE_TYPES | {"application/octet-stream"}:
-                raise UnsupportedMediaType(details={"content_type": media_type, "accepted": sorted(IMAGE_TYPES)})
-            if value.size is not None and value.size > max_bytes:
-                raise ImageTooLarge(details={"max_bytes": max_bytes, "part": len(frames)})
-            frames.append((value, FrameMeta(filename=value.filename)))
-        elif key == "meta" and isinstance(value, str) and frames:
-            upload, given = frames[-1]
-            meta = _validated(FrameMeta, value, "meta")
-            frames[-1] = (upload, meta if meta.filename else meta.model_copy(update={"filename": given.filename}))
-        elif key not in ("job",):
-            raise ValidationFailed(
-                "Send `file` parts, each optionally followed by its `meta` part.", details={"field": key}
-            )
-    if len(frames) > max_frames:
+    """The `file` parts in order, the n-th with the n-th `meta` part (a frame without one is named by its file)."""
+    unexpected = sorted({key for key in form if key not in ("file", "meta", "job")})
+    if unexpected:
+        raise ValidationFailed("Send `file` parts and optional `meta` parts only.", details={"fields": unexpected})
+    uploads = [value for value in form.getlist("file") if isinstance(value, UploadFile)]
+    metas = [_validated(FrameMeta, value, "meta") for value in form.getlist("meta") if isinstance(value, str)]
+    if len(uploads) > max_frames:
         raise ValidationFailed("Too many frames in one request.", details={"max_frames": max_frames})
-    return frames
+    if len(metas) > len(uploads):
+        raise ValidationFailed("More `meta` parts than `file` parts.", details={"files": len(uploads)})
+    for number, upload in enumerate(uploads):
+        media_type = (upload.content_type or "application/octet-stream").lower()
+        if media_type not in IMAGE_TYPES | {"application/octet-stream"}:
+            raise UnsupportedMediaType(details={"content_type": media_type, "accepted": sorted(IMAGE_TYPES)})
+        if upload.size is not None and upload.size > max_bytes:
+            raise ImageTooLarge(details={"max_bytes": max_bytes, "file": number})
+    metas += [FrameMeta() for _ in range(len(uploads) - len(metas))]
+    return [
+        (upload, meta if meta.filename else meta.model_copy(update={"filename": upload.filename}))
+        for upload, meta in zip(uploads, metas, strict=True)
+    ]
 
 
 async def _read(frames: list[tuple[UploadFile, FrameMeta]]) -> list[NewFrame]:
@@ -175,7 +194,9 @@ def create_jobs_router(jobs: JobService, max_frames: int, max_image_bytes: int) 
     @router.post(
         "/{job_id}/ingest-dir",
         status_code=status.HTTP_202_ACCEPTED,
-        responses=error_responses(*JSON_BODY_ERRORS, *JOB_ERRORS, JobNotOpen, Backpressure, IngestRefused),
+        responses=error_responses(
+            *JSON_BODY_ERRORS, *JOB_ERRORS, JobNotOpen, Backpressure, IngestRefused, IngestDisabled
+        ),
     )
     async def ingest_dir(job_id: str, body: IngestDir) -> FramesAccepted:
         """Queue every image of a server-side directory below INGEST_ROOT (off unless it is set)."""

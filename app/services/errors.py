@@ -215,6 +215,12 @@ class QueueUnavailable(ApiError):
     message = "The job queue cannot be reached; retry shortly."
 
 
+class IngestDisabled(ApiError):
+    code = "INGEST_DISABLED"
+    status = 404
+    message = "Server-side ingestion is off (INGEST_ROOT is not set)."
+
+
 class IngestRefused(ApiError):
     code = "INGEST_REFUSED"
     status = 400

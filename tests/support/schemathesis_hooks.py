@@ -8,13 +8,19 @@ With it, positive cases carry real images of the declared type; negative cases s
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
+from pydantic import BaseModel, ValidationError
 
+from app.job_schemas import FrameMeta, JobCreate
 from app.services.errors import ValidationFailed
 from app.services.sessions.metadata import MetadataLimits, validate_metadata
+from app.services.tracking.hazard_map import parse_bbox, parse_near
+from app.services.tracking.meta import FIELDS as META_FIELDS
+from app.services.tracking.meta import frame_meta
 
 SIZES = [(64, 48), (320, 180), (17, 31)]
 
@@ -43,4 +49,53 @@ def filter_body(context: schemathesis.HookContext, body: object) -> bool:
         validate_metadata(body["metadata"], MetadataLimits())
     except ValidationFailed:
         return False
+    return True
+
+
+def _valid_json(model: type[BaseModel], raw: object) -> bool:
+    try:
+        model.model_validate_json(raw if isinstance(raw, str | bytes) and raw else "{}")
+    except ValidationError:
+        return False
+    return True
+
+
+@schemathesis.hook("filter_body")
+def frames_and_their_meta(context: schemathesis.HookContext, body: object) -> bool:
+    """A job's multipart parts carry JSON (FrameMeta, JobCreate) and pair the n-th `meta` with the n-th `file`:
+    rules JSON Schema cannot state for multipart fields, so bodies that break them are not schema-valid cases."""
+    if not isinstance(body, dict) or not ({"meta", "job"} & set(body)):
+        return True
+    metas = body.get("meta") or []
+    files = body.get("file") or []
+    if not isinstance(metas, list) or not isinstance(files, list) or len(metas) > len(files):
+        return False
+    return all(_valid_json(FrameMeta, meta) for meta in metas) and _valid_json(JobCreate, body.get("job"))
+
+
+@schemathesis.hook("filter_case")
+def frame_metadata_and_map_queries(context: schemathesis.HookContext, case: Any) -> bool:
+    """Rules across parameters that JSON Schema cannot state: a frame's `lat` and `lon` come together, each metadata
+    field either as a query parameter or a multipart field; a map query has `bbox` or `near` (with `radius_m`),
+    inside the coordinate ranges. Cases that break them are rightly refused (422), so they are not valid ones."""
+    query = dict(case.query or {})
+    path = case.operation.path
+    if path.startswith("/detect/"):
+        form = case.body if isinstance(case.body, dict) else {}
+        try:
+            frame_meta(
+                {k: v for k, v in query.items() if k in META_FIELDS},
+                {k: str(v) for k, v in form.items() if k in META_FIELDS},
+            )
+        except ValidationFailed:
+            return False
+        return True
+    if path == "/hazards":
+        bbox, near = query.get("bbox"), query.get("near")
+        if (bbox is None) == (near is None) or (bbox is not None and "radius_m" in query):
+            return False
+        try:
+            parse_bbox(str(bbox)) if bbox is not None else parse_near(str(near), 1.0)
+        except ValidationFailed:
+            return False
     return True

@@ -37,16 +37,11 @@ def process_env(redis_url: str, tmp_path: Path, **env: str) -> dict[str, str]:
 
 
 class Server:
-    def __init__(
-        self,
-        redis_url: str,
-        tmp_path: Path,
-        access_log_flag: str = "--no-access-log",
-        launcher: list[str] | None = None,
-        **env: str,
-    ) -> None:
-        """`launcher`: the command that serves on `--host 127.0.0.1 --port <port>` (those two are appended), in
-        place of uvicorn with this suite's flags (e.g. `[sys.executable, "-m", "app"]`)."""
+    # A subclass may name the command that serves on `--host 127.0.0.1 --port <port>` (those two are appended),
+    # in place of uvicorn with this suite's flags, e.g. `(sys.executable, "-m", "app")`.
+    launcher: tuple[str, ...] | None = None
+
+    def __init__(self, redis_url: str, tmp_path: Path, access_log_flag: str = "--no-access-log", **env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -54,8 +49,8 @@ class Server:
         environment = process_env(redis_url, tmp_path, **env)
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
         command += [access_log_flag, "--timeout-graceful-shutdown", "20"]
-        if launcher is not None:
-            command = [*launcher, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.launcher is not None:
+            command = [*self.launcher, "--host", "127.0.0.1", "--port", str(self.port)]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT)
 

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-from app.services.errors import DeadlineExceeded
 from app.services.inference.model import LoadedModel
 from app.services.inference.pool import InferencePool
 from app.services.inference.postprocess import decode_output
@@ -42,9 +41,9 @@ class DetectionEngine:
         for _ in range(count):
             await self.pool.infer(blank, time.monotonic() + deadline_seconds)
 
-    def _prepare(self, data: bytes, deadline: float) -> tuple[np.ndarray, Letterbox, float, float]:
+    def _prepare(self, data: bytes, deadline: float) -> tuple[np.ndarray, Letterbox, float, float] | None:
         if time.monotonic() >= deadline:  # waited for a decode thread past its deadline: never start the decode
-            raise DeadlineExceeded(details={"stage": "decode"})
+            return None
         started = time.perf_counter()
         decoded = decode(data, self.info.input_height, self.info.input_width, self._max_pixels, self._max_decode_pixels)
         decoded_at = time.perf_counter()
@@ -58,9 +57,13 @@ class DetectionEngine:
         with self.pool.admission(priority):
             try:  # nor wait for one past the deadline (the thread, if it started, finishes on its own)
                 async with asyncio.timeout(deadline - time.monotonic()):
-                    batch, transform, decode_s, preprocess_s = await asyncio.to_thread(self._prepare, data, deadline)
+                    prepared = await asyncio.to_thread(self._prepare, data, deadline)
             except TimeoutError:
-                raise DeadlineExceeded(details={"stage": "decode"}) from None
+                prepared = None
+            if prepared is None:
+                self.pool._expire(deadline)  # counted with the frames that expired waiting for the model; raises
+            assert prepared is not None
+            batch, transform, decode_s, preprocess_s = prepared
             output, queue_s, infer_s = await self.pool.infer(batch, deadline, priority)
         started = time.perf_counter()
         boxes, scores, class_ids = decode_output(

@@ -78,6 +78,11 @@ class InferencePool:
         self._slots = SlotScheduler(size)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = 0
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for an infer request, live and batch."""
+        return self._slots.waiting
+
     def stats(self) -> PoolStats:
         return PoolStats(self.size, self._queued, self._in_flight, self._rejected, self._expired, self._completed)
 

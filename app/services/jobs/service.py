@@ -11,7 +11,13 @@ from typing import Any
 
 import structlog
 
-from app.services.errors import ApiError, Backpressure, IngestRefused, QueueUnavailable
+from app.services.errors import (
+    ApiError,
+    Backpressure,
+    IngestDisabled,
+    IngestRefused,
+    QueueUnavailable,
+)
 from app.services.inference.types import DetectOptions
 from app.services.jobs.processor import failed_json
 from app.services.jobs.queue import FrameQueue
@@ -158,14 +164,16 @@ class JobService:
     def _ingest_files(self, path: str) -> tuple[Path, list[Path]]:
         root = self._ingest.root
         if root is None:
-            raise IngestRefused("Server-side ingestion is off (INGEST_ROOT is not set).")
+            raise IngestDisabled
         base = root.resolve()
         try:
             target = (base / path).resolve(strict=True)
         except (OSError, RuntimeError):
             raise IngestRefused("No such directory below the ingestion root.", details={"path": path}) from None
-        if not target.is_relative_to(base) or not target.is_dir():
+        if not target.is_relative_to(base):
             raise IngestRefused(details={"path": path})
+        if not target.is_dir():
+            raise IngestRefused("Not a directory.", details={"path": path})
         files = sorted(
             f
             for f in target.rglob("*")

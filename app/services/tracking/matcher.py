@@ -46,15 +46,16 @@ def associate(tracks: Iterable[Track], frame: FrameInput, params: TrackParams) -
     """One frame against the open tracks; returns each detection's hazard and the tracks still open after it.
 
     A track unmatched for more than `max_gap_seconds` (before this frame's time) is closed. Frames may be applied
-    out of order (concurrent requests): times only move forward (`max`), and a track is confirmed by its count of
-    frames, so the frame that confirms it is reported exactly once whatever the order.
+    out of order (concurrent requests): a frame matches a track within the gap of its time span, before or after
+    it; times only widen the span, and a track is confirmed by its count of frames, so the frame that confirms it
+    is reported exactly once whatever the order. Reordered by more than the gap, a track would split in two.
     """
     open_tracks = [t for t in tracks if frame.at - t.last_seen <= params.max_gap_seconds]
     detections = frame.observations
     pairs: list[tuple[float, int, int]] = []
     for ti, track in enumerate(open_tracks):
-        if abs(frame.at - track.last_seen) > params.max_gap_seconds:
-            continue
+        if max(track.first_seen - frame.at, frame.at - track.last_seen, 0.0) > params.max_gap_seconds:
+            continue  # the frame is further than the gap from the track's time span, before or after it
         grown = expanded(track.box, params.box_expand)
         for di, detection in enumerate(detections):
             if detection.class_id != track.class_id:
@@ -151,4 +152,5 @@ class Tracker:
         return result.assignments
 
     def hazards(self) -> list[HazardRecord]:
-        return [HazardRecord.of_track(t) for t in sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))]
+        tracks = sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))
+        return [HazardRecord.of_track(t) for t in tracks]

@@ -42,7 +42,7 @@ end
 local detections = frame.detections
 local candidates = {}
 for ti, t in ipairs(tracks) do
-  if math.abs(frame.at - t.last_seen) <= p.max_gap_seconds then
+  if math.max(t.first_seen - frame.at, frame.at - t.last_seen, 0) <= p.max_gap_seconds then
     local grown = grow(t.box, p.box_expand)
     for di, d in ipairs(detections) do
       if d.class_id == t.class_id then

@@ -15,7 +15,10 @@ THROTTLE_SESSIONS = 100_000  # sessions remembered for throttling; the oldest is
 
 
 class UploadPolicy:
-    def __init__(self, uploads: UploadService, min_confidence: float, min_interval_seconds: float) -> None:
+    def __init__(
+        self, uploads: UploadService, min_confidence: float, min_interval_seconds: float, per_hazard: bool = True
+    ) -> None:
+        self._per_hazard = per_hazard  # False: tracking's decision is ignored, the interval throttle decides
         self._uploads = uploads
         self._min_confidence = min_confidence
         self._min_interval = min_interval_seconds
@@ -27,6 +30,7 @@ class UploadPolicy:
         could not decide (Redis down), and the interval throttle decides instead."""
         if not any(d.confidence >= self._min_confidence for d in job.detections):
             return UploadStatus.NONE
+        wanted = wanted if self._per_hazard else None
         if wanted is False:
             return UploadStatus.SKIPPED
         now = time.monotonic()

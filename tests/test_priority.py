@@ -1,0 +1,82 @@
+"""Live frames before batch frames: the pool's priority admission, on its own and on the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from PIL import Image
+
+from app.services.inference.model import LoadedModel
+from app.services.inference.pool import SlotScheduler
+from app.services.inference.types import DetectOptions, Priority
+from tests.support.images import encode
+from tests.support.waiting import wait_for
+from tests.test_engine import loaded_model, new_engine
+
+__all__ = ["loaded_model"]  # the module-scoped fixture, shared with the engine tests
+
+
+async def served_order(scheduler: SlotScheduler, arrivals: list[tuple[str, Priority]]) -> list[str]:
+    """Hold the only slot, queue `arrivals` in order, then release: the order the waiters got the slot."""
+    order: list[str] = []
+    await scheduler.acquire(Priority.INTERACTIVE)
+
+    async def wait(name: str, priority: Priority) -> None:
+        await scheduler.acquire(priority)
+        order.append(name)
+        scheduler.release()
+
+    tasks = []
+    for name, priority in arrivals:
+        tasks.append(asyncio.create_task(wait(name, priority)))
+        await asyncio.sleep(0)  # let it reach the queue, so arrival order is the list's
+    scheduler.release()
+    await asyncio.gather(*tasks)
+    return order
+
+
+async def test_live_waiters_go_before_batch_waiters_that_came_first() -> None:
+    arrivals = [("b1", Priority.BATCH), ("b2", Priority.BATCH), ("live", Priority.INTERACTIVE), ("b3", Priority.BATCH)]
+    assert await served_order(SlotScheduler(1), arrivals) == ["live", "b1", "b2", "b3"]
+
+
+async def test_a_live_backlog_larger_than_the_pool_is_served_newest_first() -> None:
+    arrivals = [(f"live{i}", Priority.INTERACTIVE) for i in range(3)]
+    assert await served_order(SlotScheduler(1), arrivals) == ["live2", "live1", "live0"]
+    within_pool = [(f"live{i}", Priority.INTERACTIVE) for i in range(2)]
+    assert await served_order(SlotScheduler(2), within_pool) == ["live0", "live1"]  # FIFO while it fits
+
+
+async def test_a_waiter_that_gives_up_never_holds_a_slot() -> None:
+    scheduler = SlotScheduler(1)
+    await scheduler.acquire(Priority.INTERACTIVE)
+    waiter = asyncio.create_task(scheduler.acquire(Priority.BATCH))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert scheduler.waiting == 0
+    scheduler.release()
+    await asyncio.wait_for(scheduler.acquire(Priority.BATCH), 1)  # the slot came back
+
+
+async def test_live_frames_admitted_behind_a_batch_backlog_finish_first(loaded_model: LoadedModel) -> None:
+    engine = new_engine(loaded_model, pool_size=1)
+    frame = encode(Image.new("RGB", (640, 360), (90, 90, 90)))
+    finished: list[str] = []
+
+    async def run(name: str, priority: Priority) -> None:
+        await engine.detect(frame, DetectOptions(), time.monotonic() + 30, priority)
+        finished.append(name)
+
+    batch = [asyncio.create_task(run(f"batch{i}", Priority.BATCH)) for i in range(6)]
+
+    async def backlog(size: int) -> bool:
+        return engine.pool.waiting >= size
+
+    await wait_for(lambda: backlog(5), "the batch backlog queued")
+    live = [asyncio.create_task(run("live", Priority.INTERACTIVE))]
+    await asyncio.gather(*batch, *live)
+    # Ahead of it: the batch frame on the device, and at most one more that took the slot while the live frame
+    # was still decoding; the other four, queued before it arrived, finish after it.
+    assert finished.index("live") <= 2, finished
