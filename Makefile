@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test lint system-deps model model-int8 eval bench clean up down status logs restart-web restart-worker faults soak
+.PHONY: run test lint system-deps model model-int8 eval eval-tracking bench clean up down status logs restart-web restart-worker faults soak
 
 $(STAMP): pyproject.toml
 	./scripts/ensure-system-deps.sh
@@ -62,6 +62,11 @@ model-int8:
 
 eval: $(STAMP)
 	PYTHONPATH=scripts $(PY) scripts/evaluate.py
+
+# Hazards, not boxes: generated drives (3 vehicles per road) through the real service path and a private Redis;
+# prints, last, count_error, duplicates, misses and map_error on held-out seeds (see scripts/eval_tracking.py).
+eval-tracking: $(STAMP) system-deps
+	PYTHONPATH=scripts $(PY) scripts/eval_tracking.py
 
 clean:
 	./scripts/stack.sh down  # var/run records what is running: stop it before the records go

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         create_jobs_router(runtime.jobs.service, settings.job_max_frames_per_request, settings.max_image_bytes)
     )
     app.include_router(create_health_router(runtime.health))
-    app.include_router(create_metrics_router(runtime.metrics, runtime.sessions))
+    app.include_router(create_metrics_router(runtime.metrics, runtime.sessions, runtime.jobs.service))
     app.include_router(create_media_router(settings.storage_dir))
     app.include_router(create_admin_router(runtime.auth, runtime.model_control))
     app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))

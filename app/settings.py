@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     fleet_poll_seconds: float = Field(0.5, gt=0)
 
     # Hazard tracking (per session) and the fleet's hazard map
-    track_min_hits: int = Field(3, ge=1)  # frames before a track is a hazard (new_hazard: true on the last one)
+    track_min_hits: int = Field(5, ge=1)  # frames before a track is a hazard (new_hazard: true on the last one)
     track_max_gap_seconds: float = Field(1.0, gt=0)  # a track unmatched for longer is closed
     track_iou_threshold: float = Field(0.2, gt=0, le=1)  # IoU of the expanded boxes to match a track
     track_box_expand: float = Field(0.25, ge=0, le=2)  # each side of both boxes grows by this fraction first

@@ -209,4 +209,5 @@ async def test_openapi_schema_documents_every_route(api: RunningApp) -> None:
         "/sessions/{session_id}/detections",
     } <= set(schema["paths"])
     detect = schema["paths"]["/detect/{session_id}"]["post"]
-    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det", "model"}
+    metadata = {"lat", "lon", "heading", "speed_mps", "captured_at"}
+    assert {p["name"] for p in detect["parameters"]} == {"session_id", "conf", "iou", "max_det", "model", *metadata}

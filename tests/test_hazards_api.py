@@ -110,7 +110,7 @@ async def test_a_drive_reports_each_hazard_once_with_its_location(api: RunningAp
 async def test_the_same_hazard_in_every_frame_is_uploaded_once_and_keeps_its_best_frame_url(
     start_app: StartApp, make_settings: MakeSettings
 ) -> None:
-    api = await start_app(make_settings(upload_min_confidence=0.3, upload_per_hazard=True))
+    api = await start_app(make_settings(upload_min_confidence=0.3, upload_per_hazard=True, track_min_hits=3))
     session_id = await api.new_session()
     answers = []
     for index in range(8):
@@ -283,3 +283,17 @@ async def test_tracking_updates_of_frames_served_while_redis_is_down_are_replaye
 
 async def _nothing_pending(api: RunningApp) -> bool:
     return len(api.app.state.runtime.sessions.pending) == 0
+
+
+async def test_coordinates_at_the_edges_of_the_range_are_answered(api: RunningApp) -> None:
+    """Redis GEO stores no point beyond ±85.05° latitude: such a hazard stays in its session, off the map."""
+    session_id = await api.new_session()
+    for index in range(5):  # TRACK_MIN_HITS
+        frame_params: dict[str, Any] = {"lat": -90, "lon": -180, "captured_at": rfc3339(START + index / 15)}
+        response = await api.client.post(f"/detect/{session_id}", params=frame_params, content=FRAME, headers=JPEG)
+        assert response.status_code == 200, response.text
+    records = (await api.client.get(f"/sessions/{session_id}/hazards")).json()["hazards"]
+    assert records and all(r["location"] == {"lat": -90, "lon": -180} for r in records)
+    queries: list[dict[str, Any]] = [{"bbox": "-180,-90,180,90"}, {"near": "90,180", "radius_m": 50000}]
+    for query in [*queries, {"bbox": "-180,-90,-179,-89"}]:
+        assert_valid_geojson(await api.client.get("/hazards", params=query))

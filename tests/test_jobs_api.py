@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,14 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, both_redis_backends
 from tests.support.detections import boxes
 from tests.support.images import encode, scene, scene_with_hazards
 from tests.support.waiting import wait_for
 
 StartApp = Callable[..., Any]
+# Sessions on one Redis or a cluster; the queue and job state always on a standalone one (QUEUE_REDIS_URL).
+pytestmark = both_redis_backends
 
 
 def frame(seed: int) -> bytes:
@@ -96,7 +99,8 @@ async def test_a_job_of_frames_completes_with_the_answers_detect_gives(jobs_api:
 
 async def test_resubmitted_frames_are_served_from_the_cache_without_inference(jobs_api: RunningApp) -> None:
     client = jobs_api.client
-    frames = [frame(21), frame(22)]
+    fresh = secrets.randbelow(10**9)  # the cache is content-addressed and outlives tests: frames no test sent
+    frames = [frame(fresh), frame(fresh + 1)]
     first = (await client.post("/jobs", json={})).json()["job_id"]
     await client.post(f"/jobs/{first}/frames", files=files(frames))
     await client.post(f"/jobs/{first}/close")
@@ -110,6 +114,10 @@ async def test_resubmitted_frames_are_served_from_the_cache_without_inference(jo
     job = await wait_finished(client, second)
     assert (job["done"], job["cached"]) == (2, 2)
     assert engine.stats().completed == completed_before  # no inference ran
+    scrape = (await client.get("/metrics")).text
+    assert 'hazard_result_cache_total{outcome="hit"} 2.0' in scrape
+    assert 'hazard_jobs_total{status="completed"} 2.0' in scrape
+    assert 'hazard_queued_frames_total{outcome="cached",priority="batch"} 2.0' in scrape
     assert [i["detections"] for i in await results(client, second)] == [
         i["detections"] for i in await results(client, first)
     ]
@@ -229,3 +237,18 @@ async def test_ingest_dir_reads_only_below_its_root(
     await client.post(f"/jobs/{job_id}/close")
     await wait_finished(client, job_id)
     assert [i["meta"]["filename"] for i in await results(client, job_id)] == ["day1/a.jpg", "day1/sub/b.jpg"]
+
+
+async def test_detect_consults_the_cache_only_when_asked(
+    start_app: StartApp, make_settings: Callable[..., Settings]
+) -> None:
+    api = await start_app(make_settings(detect_cache=True))
+    engine = api.app.state.runtime.registry.active_engine
+    session_id = await api.new_session()
+    data = frame(secrets.randbelow(10**9))
+    first = await api.client.post(f"/detect/{session_id}", files={"file": ("f.jpg", data)})
+    completed = engine.stats().completed
+    second = await api.client.post(f"/detect/{session_id}", files={"file": ("f.jpg", data)})
+    assert second.status_code == 200 and engine.stats().completed == completed  # no inference ran
+    assert list(second.json()["timings_ms"]) == ["cache"]
+    assert boxes(second.json()["detections"]) == boxes(first.json()["detections"])

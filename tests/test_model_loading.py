@@ -90,3 +90,10 @@ def test_output_that_is_not_a_detection_head_is_refused(tmp_path: Path) -> None:
     folder = write_end_to_end_export(tmp_path / "odd_openvino_model", [[1, 2, 3, 4, 5]])  # [1, 1, 5]
     with pytest.raises(ModelLoadError, match="unsupported detection output shape"):
         load_model(folder)
+
+
+def test_a_cache_folder_that_cannot_be_made_means_no_cache_not_no_model(tmp_path: Path) -> None:
+    blocker = tmp_path / "read-only-root"
+    blocker.write_text("a file where the cache folder would go, as on a read-only filesystem")
+    model = load_model(MODEL_DIR, cache_dir=blocker / "model-cache")
+    assert model.info.name == MODEL_DIR.name

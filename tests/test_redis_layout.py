@@ -15,7 +15,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError
 
 from app.services.redis_client import create_redis
-from app.services.sessions.store import session_key
+from app.services.sessions.store import creation_key, session_key
 from app.settings import Settings
 from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_backends, node_clients
 from tests.support.images import scene_with_hazards
@@ -77,6 +77,10 @@ async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing
 
     base = session_key(session_id)
     assert base == f"session:{{{session_id}}}"  # literal braces: Redis Cluster hashes only the id
+    # The client's creation budget is the client's, not the session's: its own key, on its own clock.
+    creation = creation_key(settings.fleet_name, "127.0.0.1")
+    assert 0 < direct_redis.pttl(creation) <= 3_600_000
+    direct_redis.delete(creation)
     keys = all_keys(redis_target)
     assert keys == {base, f"{base}:history", f"{base}:uploads", f"{base}:tracks", f"{base}:hazards"}
     assert {key_slot(key.encode()) for key in keys} == {key_slot(session_id.encode())}

@@ -135,7 +135,7 @@ def test_a_worker_stops_on_sigterm_leaving_the_queue_to_others(
 def test_remote_mode_serves_detect_through_workers_without_openvino(
     redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]
 ) -> None:
-    web = Server(redis_server.url, tmp_path / "web", INFERENCE_MODE="remote", **fleet)
+    web = Server(redis_server.url, tmp_path / "web", INFERENCE_MODE="remote", ADMIN_TOKEN="operator-token", **fleet)
     worker = WorkerProcess(redis_server.url, tmp_path / "worker", **fleet)
     try:
         web.wait_ready()
@@ -154,6 +154,10 @@ def test_remote_mode_serves_detect_through_workers_without_openvino(
             assert history["items"][0]["detections"] == body["detections"]
             garbage = client.post(f"/detect/{session}", content=b"junk", headers={"content-type": "image/jpeg"})
             assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "INVALID_IMAGE"
+            fleet_view = client.get("/admin/api/fleet", headers={"authorization": "Bearer operator-token"}).json()
+            roles = {process["role"]: process for process in fleet_view["processes"]}
+            assert roles["worker"]["status"] == "running" and roles["worker"]["active_model"] == body["model"]["name"]
+            assert roles["api"]["models"] == []  # the web tier beats, and holds nothing
         assert "openvino" not in Path(f"/proc/{web.process.pid}/maps").read_text()
     finally:
         web.stop()

@@ -7,12 +7,13 @@ import contextlib
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.services.errors import SessionStoreUnavailable
+from app.services.errors import QueueUnavailable, SessionStoreUnavailable
+from app.services.jobs.service import JobService
 from app.services.metrics import Metrics
 from app.services.sessions.store import SessionStore
 
 
-def create_metrics_router(metrics: Metrics, sessions: SessionStore) -> APIRouter:
+def create_metrics_router(metrics: Metrics, sessions: SessionStore, jobs: JobService) -> APIRouter:
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", include_in_schema=False)
@@ -20,6 +21,8 @@ def create_metrics_router(metrics: Metrics, sessions: SessionStore) -> APIRouter
         # Reads only (a cached scan, never a write). Redis down: keep the last known value; the breaker gauge says why.
         with contextlib.suppress(SessionStoreUnavailable):
             metrics.active_sessions.set(await sessions.count_active())
+        with contextlib.suppress(QueueUnavailable):
+            await jobs.queue_depth()  # sets hazard_queue_depth
         metrics.pending_writes.set(len(sessions.pending))
         metrics.pending_writes_lost.labels("buffer_full").set(sessions.pending.dropped)
         metrics.pending_writes_lost.labels("session_gone").set(sessions.pending.discarded)

@@ -205,7 +205,7 @@ class FleetAgent:
             heartbeat_at=json.dumps(now),
             interval_seconds=json.dumps(self._heartbeat_seconds),
             last_error=json.dumps(self.last_error),
-            models=json.dumps(self._registry.describe()),
+            models=json.dumps(self._registry.describe() if self._holds_models else []),
             active_model=json.dumps(self._registry.active),
         )
         key = self._keys.process(self.process_id)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openvino as ov
+import structlog
 import yaml
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
 from app.services.inference.types import ModelInfo, ModelLoadError, OutputFormat
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,7 @@ def load_model(
     config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
     if inference_threads:
         config["INFERENCE_NUM_THREADS"] = inference_threads
-    if cache_dir is not None:  # a re-load of the same IR then skips compilation
-        cache_dir.mkdir(parents=True, exist_ok=True)
+    if cache_dir is not None and _writable(cache_dir):  # a re-load of the same IR then skips compilation
         config["CACHE_DIR"] = str(cache_dir)
     try:
         compiled = core.compile_model(model, device, config)
@@ -134,3 +137,16 @@ def load_model(
     )
     optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     return LoadedModel(info, compiled, optimal, round(compile_seconds, 3))
+
+
+def _writable(cache_dir: Path) -> bool:
+    """A cache folder that cannot be made or written (a read-only root filesystem) means no cache, not no model."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("model_cache_unusable", cache_dir=str(cache_dir), error=str(exc))
+        return False
+    if not os.access(cache_dir, os.W_OK):
+        log.warning("model_cache_unusable", cache_dir=str(cache_dir), error="not writable")
+        return False
+    return True

@@ -26,6 +26,7 @@ from app.types import RedisClient, RedisObserver
 T = TypeVar("T")
 EARTH_RADIUS_M = 6_372_797.560856  # the radius Redis' GEO commands use, so distances agree with theirs
 MAP_ID_BYTES = 8
+GEO_MAX_LAT = 85.05112878  # Redis GEO (web mercator) stores no point nearer the poles than this
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class HazardMap:
         """Report a session's located hazard; returns the map entry it became part of."""
         if record.lat is None or record.lon is None:
             raise ValueError("only located hazards go on the map")
+        if abs(record.lat) > GEO_MAX_LAT:
+            return ""  # no roads there, and Redis GEO cannot store it: the session keeps its record
         args = [
             self._entry_prefix,
             repr(self._clock()),
@@ -167,6 +170,12 @@ class HazardMap:
         """Entries within `radius_m` of a point, nearest first."""
         return await self._search(where.lon, where.lat, where.radius_m, limit, None)
 
+    @staticmethod
+    def _searchable(lon: float, lat: float, radius_m: float) -> tuple[float, float, float]:
+        """A search centre Redis accepts (latitude within GEO_MAX_LAT) whose circle still covers the asked one."""
+        clamped = max(-GEO_MAX_LAT, min(GEO_MAX_LAT, lat))
+        return lon, clamped, radius_m + distance_m(lat, lon, clamped, lon)
+
     async def within(self, box: BBox, limit: int) -> list[MapHazard]:
         """Entries inside a bounding box: a radius search around its centre that covers it, filtered exactly."""
         lat, lon = (box.min_lat + box.max_lat) / 2, (box.min_lon + box.max_lon) / 2
@@ -175,15 +184,28 @@ class HazardMap:
 
     async def _search(self, lon: float, lat: float, radius_m: float, limit: int, box: BBox | None) -> list[MapHazard]:
         now = self._clock()
+        center_lon, center_lat, search_m = self._searchable(lon, lat, radius_m)
+
+        def wanted(coordinates: list[Any]) -> bool:
+            entry_lon, entry_lat = float(coordinates[0]), float(coordinates[1])
+            if box is not None:
+                return box.contains(entry_lon, entry_lat)
+            return search_m == radius_m or distance_m(lat, lon, entry_lat, entry_lon) <= radius_m
 
         async def read() -> list[MapHazard]:
             found = cast(
                 list[Any],
                 await self._redis.geosearch(
-                    self._geo, longitude=lon, latitude=lat, radius=radius_m, unit="m", sort="ASC", withcoord=True
+                    self._geo,
+                    longitude=center_lon,
+                    latitude=center_lat,
+                    radius=search_m,
+                    unit="m",
+                    sort="ASC",
+                    withcoord=True,
                 ),
             )
-            ids = [str(item[0]) for item in found if box is None or box.contains(*map(float, item[1]))]
+            ids = [str(item[0]) for item in found if wanted(item[1])]
             hazards: list[MapHazard] = []
             for start in range(0, len(ids), 100):  # bounded pipelines; stop reading once `limit` are in
                 batch = ids[start : start + 100]

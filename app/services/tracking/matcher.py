@@ -103,8 +103,8 @@ def _start(detection: Observation, frame: FrameInput, params: TrackParams) -> Tr
         max_confidence=detection.confidence,
         best_request_id=frame.request_id,
         best_at=frame.at,
-        best_lat=frame.lat,
-        best_lon=frame.lon,
+        lat=frame.lat,
+        lon=frame.lon,
         model=frame.model,
         confirmed=params.min_hits <= 1,
     )
@@ -114,13 +114,15 @@ def _extend(track: Track, detection: Observation, frame: FrameInput, params: Tra
     """Add the frame to the track; True when this frame is the one that confirms it."""
     if frame.at >= track.last_seen:
         track.box = detection.box  # the newest view; a late (out-of-order) frame does not move it back
+        if frame.lat is not None:
+            track.lat, track.lon = frame.lat, frame.lon  # the nearest view: where the camera passes it
     track.first_seen = min(track.first_seen, frame.at)
     track.last_seen = max(track.last_seen, frame.at)
     track.frames += 1
     if detection.confidence > track.max_confidence:
         track.max_confidence = detection.confidence
         track.best_request_id, track.best_at = frame.request_id, frame.at
-        track.best_lat, track.best_lon, track.model = frame.lat, frame.lon, frame.model
+        track.model = frame.model
     if not track.confirmed and track.frames >= params.min_hits:
         track.confirmed = True
         return True

@@ -73,20 +73,23 @@ for di, d in ipairs(detections) do
   if not ti then
     t = {hazard_id = d.candidate_id, label = d.label, class_id = d.class_id, box = d.box,
       first_seen = frame.at, last_seen = frame.at, frames = 1, max_confidence = d.confidence,
-      best_request_id = frame.request_id, best_at = frame.at, best_lat = frame.lat, best_lon = frame.lon,
+      best_request_id = frame.request_id, best_at = frame.at, lat = frame.lat, lon = frame.lon,
       model = frame.model, confirmed = (p.min_hits <= 1)}
     table.insert(tracks, t)
     new = t.confirmed
   else
     t = tracks[ti]
-    if frame.at >= t.last_seen then t.box = d.box end
+    if frame.at >= t.last_seen then
+      t.box = d.box
+      if frame.lat ~= nil then t.lat, t.lon = frame.lat, frame.lon end
+    end
     t.first_seen = math.min(t.first_seen, frame.at)
     t.last_seen = math.max(t.last_seen, frame.at)
     t.frames = t.frames + 1
     if d.confidence > t.max_confidence then
       t.max_confidence = d.confidence
       t.best_request_id, t.best_at = frame.request_id, frame.at
-      t.best_lat, t.best_lon, t.model = frame.lat, frame.lon, frame.model
+      t.model = frame.model
     end
     if not t.confirmed and t.frames >= p.min_hits then
       t.confirmed = true
@@ -118,9 +121,10 @@ return cjson.encode({status = 'ok', assignments = assignments, changed = changed
 # One session's confirmed, located hazard into the fleet's map. KEYS: the geo set (member: map id), the expiry
 # zset (map id -> when it expires), the sources hash (`<session>/<hazard>` -> map id). ARGV: the entries' key
 # prefix, now, TTL seconds, merge radius (m), the source, label, lon, lat, confidence, first seen, last seen,
-# best frame URL ('' when none yet), a new id for a new entry, the model. Each source is one report of its entry
-# (a session re-reporting a better view replaces its report); the entry's position is the confidence-weighted
-# mean of its reports, `reports` the number of distinct sessions. Expired entries are purged first (bounded).
+# best frame URL ('' when none yet), a new id for a new entry, the model. Each source is one report of one entry
+# (a session re-reporting a closer view replaces its report, and may move it to another entry); the entry's
+# position is the confidence-weighted mean of its reports, `reports` the number of distinct sessions. Expired
+# entries are purged first (bounded).
 MERGE_INTO_MAP = """
 local prefix, now, ttl, radius = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local source, label = ARGV[5], ARGV[6]
@@ -136,59 +140,75 @@ for _, old in ipairs(expired) do
   redis.call('ZREM', KEYS[2], old)
 end
 
-local id = redis.call('HGET', KEYS[3], source)
-if id and redis.call('EXISTS', prefix .. id) == 0 then id = nil end
-if not id then
-  local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius, 'm',
-    'ASC', 'COUNT', 32)
-  for _, candidate in ipairs(near) do
-    if redis.call('HGET', prefix .. candidate, 'label') == label then
-      id = candidate
-      break
+-- An entry's position and summary from its reports (deleted when none is left).
+local function recompute(id)
+  local entry, reports_key = prefix .. id, prefix .. id .. ':reports'
+  local raw = redis.call('HGETALL', reports_key)
+  if #raw == 0 then
+    redis.call('DEL', entry, reports_key)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    return
+  end
+  local sum_w, sum_lon, sum_lat, first, last = 0, 0, 0, nil, nil
+  local sessions, session_count = {}, 0
+  local best, max_confidence
+  for i = 1, #raw, 2 do
+    local r = cjson.decode(raw[i + 1])
+    local w = math.max(r.confidence, 0.001)
+    sum_w, sum_lon, sum_lat = sum_w + w, sum_lon + w * r.lon, sum_lat + w * r.lat
+    if first == nil or r.first_seen < first then first = r.first_seen end
+    if last == nil or r.last_seen > last then last = r.last_seen end
+    if max_confidence == nil or r.confidence > max_confidence then max_confidence = r.confidence end
+    local session = string.match(raw[i], '^(.-)/')
+    if not sessions[session] then
+      sessions[session] = true
+      session_count = session_count + 1
+    end
+    if best == nil or (r.url ~= '' and best.url == '') or
+        ((r.url ~= '') == (best.url ~= '') and r.confidence > best.confidence) then
+      best = r
     end
   end
+  local lon, lat = sum_lon / sum_w, sum_lat / sum_w
+  redis.call('GEOADD', KEYS[1], lon, lat, id)
+  redis.call('HSET', entry, 'label', label, 'lon', tostring(lon), 'lat', tostring(lat), 'reports', session_count,
+    'first_reported', tostring(first), 'last_reported', tostring(last), 'max_confidence', tostring(max_confidence),
+    'best_frame_url', best.url, 'model', best.model)
+  redis.call('EXPIRE', entry, keep_for)
+  redis.call('EXPIRE', reports_key, keep_for)
 end
-if not id then id = ARGV[13] end
-local entry, reports_key = prefix .. id, prefix .. id .. ':reports'
+
+-- The report goes to the nearest entry of its class within the radius, found again at every report: a session's
+-- location moves as the camera comes closer, and a report first placed from afar must be able to join the entry
+-- the other sessions' reports built. Without one, it stays where it was, or starts a new entry.
+local current = redis.call('HGET', KEYS[3], source)
+if current and redis.call('EXISTS', prefix .. current) == 0 then current = nil end
+local id
+local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius, 'm',
+  'ASC', 'COUNT', 32)
+for _, candidate in ipairs(near) do
+  if redis.call('HGET', prefix .. candidate, 'label') == label then
+    id = candidate
+    break
+  end
+end
+id = id or current or ARGV[13]
 local url = ARGV[12]
-if url == '' then  -- a newer best frame still uploading: the report keeps the annotated frame that has landed
-  local old = redis.call('HGET', reports_key, source)
+if url == '' and current then  -- a newer best frame still uploading: the report keeps the picture that landed
+  local old = redis.call('HGET', prefix .. current .. ':reports', source)
   if old then url = cjson.decode(old).url or '' end
 end
+if current and current ~= id then
+  redis.call('HDEL', prefix .. current .. ':reports', source)
+  recompute(current)
+end
 redis.call('HSET', KEYS[3], source, id)
-redis.call('HSET', reports_key, source, cjson.encode({lon = tonumber(ARGV[7]), lat = tonumber(ARGV[8]),
+redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = tonumber(ARGV[7]), lat = tonumber(ARGV[8]),
   confidence = tonumber(ARGV[9]), first_seen = tonumber(ARGV[10]), last_seen = tonumber(ARGV[11]),
   url = url, model = ARGV[14]}))
-
-local sum_w, sum_lon, sum_lat, first, last = 0, 0, 0, nil, nil
-local sessions, session_count = {}, 0
-local best, max_confidence
-local raw = redis.call('HGETALL', reports_key)
-for i = 1, #raw, 2 do
-  local r = cjson.decode(raw[i + 1])
-  local w = math.max(r.confidence, 0.001)
-  sum_w, sum_lon, sum_lat = sum_w + w, sum_lon + w * r.lon, sum_lat + w * r.lat
-  if first == nil or r.first_seen < first then first = r.first_seen end
-  if last == nil or r.last_seen > last then last = r.last_seen end
-  if max_confidence == nil or r.confidence > max_confidence then max_confidence = r.confidence end
-  local session = string.match(raw[i], '^(.-)/')
-  if not sessions[session] then
-    sessions[session] = true
-    session_count = session_count + 1
-  end
-  if best == nil or (r.url ~= '' and best.url == '') or
-      ((r.url ~= '') == (best.url ~= '') and r.confidence > best.confidence) then
-    best = r
-  end
-end
-local lon, lat = sum_lon / sum_w, sum_lat / sum_w
-redis.call('GEOADD', KEYS[1], lon, lat, id)
-redis.call('HSET', entry, 'label', label, 'lon', tostring(lon), 'lat', tostring(lat), 'reports', session_count,
-  'first_reported', tostring(first), 'last_reported', tostring(last), 'max_confidence', tostring(max_confidence),
-  'best_frame_url', best.url, 'model', best.model)
+recompute(id)
 redis.call('ZADD', KEYS[2], now + ttl, id)
-redis.call('EXPIRE', entry, keep_for)
-redis.call('EXPIRE', reports_key, keep_for)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], keep_for) end
 return id
 """

@@ -98,14 +98,12 @@ class TrackingService:
         fields = json.loads(update)
         frame = fields["frame"]
         associated = await self._tracks.associate(session_id, json.dumps(frame), str(fields["update_id"]))
-        await self._merge(session_id, str(frame["request_id"]), str(frame.get("media_id", "")), associated)
+        await self._merge(session_id, associated)
         return associated.assignments
 
-    async def _merge(self, session_id: str, request_id: str, media_id: str, associated: Associated) -> None:
-        new = {a.hazard_id for a in associated.assignments if a.new_hazard}
-        for track in associated.changed:
-            improved = track.best_request_id == request_id or (media_id and track.upload_media_id == media_id)
-            if track.best_lat is None or not (track.hazard_id in new or improved):
+    async def _merge(self, session_id: str, associated: Associated) -> None:
+        for track in associated.changed:  # confirmed and seen in this frame: its location or picture may be new
+            if track.lat is None:
                 continue
             try:
                 await self._map.merge(session_id, HazardRecord.of_track(track))

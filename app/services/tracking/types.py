@@ -32,7 +32,7 @@ class FrameMeta:
 
 @dataclass(frozen=True)
 class TrackParams:
-    min_hits: int = 3  # frames before a track is a hazard (flicker of one or two frames never is)
+    min_hits: int = 5  # frames before a track is a hazard (a short flicker never is)
     max_gap_seconds: float = 1.0  # a track not matched for longer is closed
     iou_threshold: float = 0.2  # of the expanded boxes
     box_expand: float = 0.25  # each side grows by this fraction of the box's width/height
@@ -104,8 +104,8 @@ class Track:
     max_confidence: float
     best_request_id: str
     best_at: float
-    best_lat: float | None
-    best_lon: float | None
+    lat: float | None  # the camera's GPS at the track's latest frame that had one: its nearest view
+    lon: float | None
     model: str
     confirmed: bool = False
     uploaded_confidence: float | None = None
@@ -123,8 +123,8 @@ class Track:
             "max_confidence": self.max_confidence,
             "best_request_id": self.best_request_id,
             "best_at": self.best_at,
-            "best_lat": self.best_lat,
-            "best_lon": self.best_lon,
+            "lat": self.lat,
+            "lon": self.lon,
             "model": self.model,
             "confirmed": self.confirmed,
             "uploaded_confidence": self.uploaded_confidence,
@@ -145,8 +145,8 @@ class Track:
             max_confidence=float(data["max_confidence"]),
             best_request_id=str(data["best_request_id"]),
             best_at=float(data["best_at"]),
-            best_lat=_number(data.get("best_lat")),
-            best_lon=_number(data.get("best_lon")),
+            lat=_number(data.get("lat")),
+            lon=_number(data.get("lon")),
             model=str(data.get("model") or ""),
             confirmed=bool(data.get("confirmed")),
             uploaded_confidence=_number(data.get("uploaded_confidence")),
@@ -186,8 +186,8 @@ class HazardRecord:
             frames=track.frames,
             max_confidence=track.max_confidence,
             model=track.model,
-            lat=track.best_lat,
-            lon=track.best_lon,
+            lat=track.lat,
+            lon=track.lon,
             best_request_id=track.best_request_id,
             upload_media_id=track.upload_media_id,
             best_frame_url=best_frame_url,
