@@ -146,11 +146,13 @@ def submit_job(url: str, frames: list[bytes]) -> str:
 def job_rate(url: str, job_id: str, total: int) -> float:
     """Frames/s from the first frame done to the last (polled; excludes the upload of the frames)."""
     first_at: float | None = None
+    first_done = 0
     with httpx.Client(base_url=url, timeout=10) as client:
         while True:
             job = client.get(f"/jobs/{job_id}").json()
-            if first_at is None and job["done"] + job["failed"] > 0:
-                first_at, first_done = time.monotonic(), job["done"] + job["failed"]
+            finished = int(job["done"]) + int(job["failed"])
+            if first_at is None and finished > 0:
+                first_at, first_done = time.monotonic(), finished
             if job["status"] in ("completed", "failed"):
                 assert job["done"] == total, job
                 assert first_at is not None
