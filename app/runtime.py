@@ -176,7 +176,8 @@ class Runtime:
             log.info("pending_writes_loaded", count=loaded)
         replay = replay_forever(self.sessions.replay_pending, self.sessions.pending, REPLAY_INTERVAL_SECONDS)
         self._background.append(asyncio.create_task(replay, name="replay-pending-writes"))
-        await self.uploads.start()
+        if self.role == "api":  # only API processes annotate frames; a worker must not take their spool
+            await self.uploads.start()
         await self.jobs.start()
         engine = self.registry.active_engine
         if engine is not None:
@@ -296,7 +297,8 @@ class Runtime:
         except OSError as exc:
             saved = 0
             log.error("pending_writes_not_saved", count=len(self.sessions.pending), error=str(exc))
-        await self.uploads.stop(self.settings.upload_flush_seconds)
+        if self.role == "api":
+            await self.uploads.stop(self.settings.upload_flush_seconds)
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self.started_at, 1),

@@ -313,7 +313,7 @@ class HazardOut(BaseModel):
     frames: int = Field(description="Frames it was detected in.")
     max_confidence: float
     best_frame_url: str | None = Field(description="Its best annotated frame, once that upload has landed.")
-    location: Location | None = Field(description="The GPS of its most confident frame; null without GPS.")
+    location: Location | None = Field(description="The GPS of the last frame that saw it; null without GPS.")
 
     @classmethod
     def of(cls, record: HazardRecord) -> HazardOut:

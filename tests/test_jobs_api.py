@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as redis
 
 from app.settings import Settings
 from tests.conftest import RunningApp, both_redis_backends
@@ -252,3 +253,25 @@ async def test_detect_consults_the_cache_only_when_asked(
     assert second.status_code == 200 and engine.stats().completed == completed  # no inference ran
     assert list(second.json()["timings_ms"]) == ["cache"]
     assert boxes(second.json()["detections"]) == boxes(first.json()["detections"])
+
+
+async def test_frames_that_waited_past_their_ttl_fail_and_the_job_still_finishes(
+    start_app: StartApp, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(job_frame_ttl_seconds=1)
+    api = await start_app(settings)  # no worker yet: the frames wait
+    client = api.client
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    await client.post(f"/jobs/{job_id}/frames", files=files([frame(111), frame(112)]))
+    await client.post(f"/jobs/{job_id}/close")
+    queue_redis = redis.Redis.from_url(settings.queue_url)
+
+    async def frames_expired() -> bool:
+        return not await queue_redis.exists(f"job:{{{job_id}}}:frames")
+
+    await wait_for(frames_expired, "the waiting frames expired", within=10)
+    await queue_redis.aclose()
+    await start_app(make_settings(embedded_worker=True, fleet_name=settings.fleet_name))
+    job = await wait_finished(client, job_id)
+    assert (job["status"], job["done"], job["failed"]) == ("failed", 0, 2)
+    assert {item["error"]["code"] for item in await results(client, job_id)} == {"FRAME_EXPIRED"}

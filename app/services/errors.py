@@ -203,6 +203,12 @@ class JobFinished(ApiError):
     message = "The job has already finished; there is nothing left to cancel."
 
 
+class FrameExpired(ApiError):
+    code = "FRAME_EXPIRED"
+    status = 410
+    message = "The frame waited for a worker longer than JOB_FRAME_TTL_SECONDS; send it again."
+
+
 class Backpressure(ApiError):
     code = "BACKPRESSURE"
     status = 429

@@ -20,7 +20,15 @@ import structlog
 from saq.types import Context
 
 from app.services.detectors import Detector
-from app.services.errors import ApiError, DeadlineExceeded, ModelNotLoaded, ModelNotReady, Overloaded, ShuttingDown
+from app.services.errors import (
+    ApiError,
+    DeadlineExceeded,
+    FrameExpired,
+    ModelNotLoaded,
+    ModelNotReady,
+    Overloaded,
+    ShuttingDown,
+)
 from app.services.inference.codec import detection_json, result_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.jobs.queue import error_json
@@ -89,11 +97,14 @@ class FrameProcessor:
         self.calls += 1
         self._observe_wait(ctx, "batch")
         claimed = await self._store.claim(job_id, index)
-        if claimed.state != "run":  # cancelled, expired, or a retry of a frame already recorded
+        base = {"frame_id": frame_id(index), "index": index, "meta": claimed.meta}
+        if claimed.state == "expired":  # recorded, so the job can still finish
+            await self._finish(job_id, index, {**base, **failed_json(FrameExpired())}, failed=True)
+            return "failed"
+        if claimed.state != "run":  # cancelled, the job gone, or a retry of a frame already recorded
             await self._store.release_bytes(claimed.released_bytes)
             self._metrics.queued_frames.labels("batch", claimed.state).inc()
             return claimed.state
-        base = {"frame_id": frame_id(index), "index": index, "meta": claimed.meta}
         try:
             with self._holding():
                 detector = self._batch.bind(model)

@@ -21,7 +21,8 @@ return first
 """
 
 # ARGV: index, now. -> {state, bytes, meta}; state: 'run', 'done' (a result exists: a retry after it was
-# written), 'cancelled' (bytes dropped; their size is returned so the caller can release it), 'gone'.
+# written), 'cancelled' (bytes dropped; their size is returned so the caller can release it), 'expired' (the
+# frame waited past JOB_FRAME_TTL_SECONDS), 'gone' (the job itself expired).
 CLAIM_FRAME = """
 local index = ARGV[1]
 if redis.call('HEXISTS', KEYS[4], index) == 1 then return {'done', '', ''} end
@@ -33,7 +34,7 @@ if status == 'cancelled' then
   return {'cancelled', tostring(size), ''}
 end
 local frame = redis.call('HGET', KEYS[2], index)
-if not frame then return {'gone', '', ''} end
+if not frame then return {'expired', '', redis.call('HGET', KEYS[3], index) or '{}'} end
 if status == 'open' then redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[2]) end
 return {'run', frame, redis.call('HGET', KEYS[3], index) or '{}'}
 """

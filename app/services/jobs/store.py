@@ -44,7 +44,7 @@ class NewFrame:
 
 @dataclass(frozen=True)
 class ClaimedFrame:
-    """What a worker found when it went to take a frame: `state` is run, done, cancelled or gone."""
+    """What a worker found when it went to take a frame: `state` is run, done, cancelled, expired or gone."""
 
     state: str
     data: bytes = b""
@@ -140,6 +140,8 @@ class JobStore:
             return ClaimedFrame("run", bytes(data), json.loads(meta))
         if state == "cancelled":
             return ClaimedFrame("cancelled", released_bytes=int(data or 0))
+        if state == "expired":
+            return ClaimedFrame("expired", meta=json.loads(meta))
         return ClaimedFrame(state)
 
     async def record(

@@ -156,7 +156,8 @@ class Track:
 
 @dataclass(frozen=True)
 class HazardRecord:
-    """A confirmed hazard as the API shows it. Its location is the GPS of its best (most confident) frame."""
+    """A confirmed hazard as the API shows it. Its location is the GPS of the last frame that saw it (the nearest
+    view); its best frame (picture, confidence) is its most confident one."""
 
     hazard_id: str
     label: str
