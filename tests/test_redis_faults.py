@@ -48,6 +48,8 @@ def fault_settings(make_settings: MakeSettings, redis: RedisProcess, **overrides
         "redis_mode": "standalone",
         "request_timeout_seconds": DEADLINE_SECONDS,
         "breaker_reset_seconds": 1.0,
+        # The history must hold every frame of the run (2 s around the freeze), or "no entry lost" cannot be seen.
+        "session_history_limit": max(200, round(FRAMES_PER_SECOND * (FREEZE_SECONDS + 2) * 1.5)),
         **overrides,
     }
     return make_settings(**values)
@@ -73,11 +75,17 @@ async def steady_frames(api: RunningApp, session_id: str, seconds: float) -> lis
 
 async def history_ids(api: RunningApp, session_id: str) -> list[str] | None:
     """The request ids in the session's history; None while Redis cannot be read (the breaker still open)."""
-    response = await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 200})
-    if response.status_code == 503:
-        return None
-    assert response.status_code == 200, response.text
-    return [item["request_id"] for item in response.json()["items"]]
+    ids: list[str] = []
+    while True:
+        page = {"limit": 200, "offset": len(ids)}
+        response = await api.client.get(f"/sessions/{session_id}/detections", params=page)
+        if response.status_code == 503:
+            return None
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        ids += [item["request_id"] for item in items]
+        if len(items) < page["limit"]:
+            return ids
 
 
 @pytest.mark.timeout(60 + 2 * FREEZE_SECONDS)
