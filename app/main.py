@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.client_address import ClientAddress, parse_networks
+from app.control_runtime import create_control_runtime
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import BodyDeadlineMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
@@ -23,6 +24,7 @@ from app.routers.jobs import create_jobs_router
 from app.routers.media import create_media_router
 from app.routers.metrics import create_metrics_router
 from app.routers.sessions import create_sessions_router
+from app.routers.ui import create_ui_router
 from app.runtime import Runtime
 from app.settings import Settings, SettingsError, get_settings
 
@@ -70,6 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(create_metrics_router(runtime.metrics, runtime.sessions, runtime.jobs.service))
     app.include_router(create_media_router(settings.storage_dir))
     app.include_router(create_admin_router(runtime.auth, runtime.model_control))
+    control = create_control_runtime(settings, runtime)
+    app.include_router(
+        create_ui_router(
+            control.center,
+            control.sessions,
+            runtime.auth,
+            ClientAddress(settings.client_address_header, parse_networks(settings.trusted_proxies)),
+            secure_cookies=control.secure_cookies,
+        )
+    )
     app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))
     app.add_middleware(
         BodySizeLimitMiddleware,

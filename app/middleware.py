@@ -77,6 +77,7 @@ class RequestContextMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         self.metrics.request_latency.labels(template, scope["method"], str(status)).observe(elapsed)
+        self.metrics.recent_detect.observe(template, status, elapsed)
         access_log.info(
             "request",
             method=scope["method"],

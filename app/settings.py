@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None  # `Authorization: Bearer <ADMIN_TOKEN>` for machine clients
     admin_login_max_failures: int = Field(5, ge=1)
     admin_login_window_seconds: int = Field(300, ge=1)
+    # Control center logins: how long one lasts (no sliding), and the key that signs its cookie (unset: a random
+    # key per process, so logins end with a restart and are not shared between replicas).
+    admin_session_hours: float = Field(8.0, gt=0, le=720)
+    admin_session_secret: SecretStr | None = None
 
     # Circuit breakers
     breaker_fail_max: int = Field(3, ge=1)
@@ -205,7 +209,15 @@ class SettingsError(ValueError):
 
 # Values never repeated in an error message: they can carry credentials.
 _SECRET_FIELDS = frozenset(
-    {"redis_url", "queue_redis_url", "cloudinary_url", "admin_password_hash", "admin_password", "admin_token"}
+    {
+        "redis_url",
+        "queue_redis_url",
+        "cloudinary_url",
+        "admin_password_hash",
+        "admin_password",
+        "admin_token",
+        "admin_session_secret",
+    }
 )
 _MAX_ECHOED_CHARS = 80
 

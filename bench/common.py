@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -56,3 +57,13 @@ def road_frame(seed: int = 4, size: tuple[int, int] = (1280, 720)) -> bytes:
             buffer = io.BytesIO()
             scene.image.save(buffer, format="JPEG", quality=85)
             return buffer.getvalue()
+
+
+def machine() -> dict[str, object]:
+    """Which CPU a figure is from: OpenVINO runs the IR in bf16 where the CPU has it, in f32 elsewhere."""
+    import openvino as ov
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return {"cpu": model, "cores": os.cpu_count(), "openvino_capabilities": list(capabilities)}

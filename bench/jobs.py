@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -36,7 +35,7 @@ import httpx
 
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
-from bench.common import MODEL_DIR, road_frame
+from bench.common import MODEL_DIR, machine, road_frame
 from bench.engine import saturated_throughput
 from bench.load import run_load
 
@@ -185,8 +184,7 @@ def main() -> None:
     for _ in range(200):
         hashlib.sha256(frame).digest()
     report: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+        **machine(),
         "frame_bytes": len(frame),
         "sha256_ms": round((time.perf_counter() - started) / 200 * 1000, 4),
     }

@@ -1,4 +1,4 @@
-"""Operator authentication: one check for the admin API (Basic or Bearer) and, later, the dashboard login.
+"""Operator authentication: one check for the admin API (Basic or Bearer) and the control center's login form.
 
 Where the secret comes from, in order: `ADMIN_PASSWORD_HASH` (argon2, any environment); `ADMIN_PASSWORD`
 (plain, refused in production); in local development or tests with neither, a random password generated at
@@ -99,6 +99,20 @@ class OperatorAuth:
             return
         await self._count_failure(client)
         raise Unauthorized("Wrong credentials.")
+
+    async def check_login(self, user: str, password: str, client: str) -> None:
+        """The control center's login form: like `authenticate`, but a wrong user name counts and answers exactly
+        as a wrong password does (the password is verified either way, so timing tells nothing either)."""
+        if self._hash is None:
+            raise AdminDisabled(details={"reason": self.disabled_reason})
+        retry_after = await self._blocked_for(client)
+        if retry_after is not None:
+            raise TooManyLoginAttempts(retry_after=retry_after)
+        password_ok = await self._valid(Credentials(password=password))
+        if hmac.compare_digest(user.encode(), ADMIN_USER.encode()) and password_ok:
+            return
+        await self._count_failure(client)
+        raise Unauthorized("Wrong user name or password.")
 
     async def _valid(self, credentials: Credentials) -> bool:
         if credentials.token is not None and self._token is not None:

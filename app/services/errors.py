@@ -240,3 +240,18 @@ class ClientClosedRequest(ApiError):
     code = "CLIENT_CLOSED_REQUEST"
     status = 499
     message = "The client closed the connection before the request was read."
+
+
+# The control center (login-protected pages under /admin; not part of the documented API).
+
+
+class CrossSiteRequestRefused(ApiError):
+    code = "CSRF_REFUSED"
+    status = 403
+    message = "Refused: the request did not come from the control center's own pages."
+
+
+class OperatorSessionUnavailable(ApiError):
+    code = "ADMIN_SESSION_UNAVAILABLE"
+    status = 503
+    message = "Operator sessions cannot be read or written: Redis cannot be reached."

@@ -13,12 +13,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from app.services.inference.types import PoolStats
+from app.services.latency_window import LatencyWindow
 
 # Dense around the 150 ms P95 target, so its quantile estimate is sharp.
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+DETECT_ROUTE = "/detect/{session_id}"  # the route template the request middleware records
 
 
 class _PoolCollector(Collector):
@@ -119,6 +121,8 @@ class Metrics:
         self.model_state = Gauge(
             "hazard_model_state", "1 for each version's current state.", ["model", "state"], registry=r
         )
+        # The control center's live P50/P95 chart of this process's /detect answers (exact, over recent minutes).
+        self.recent_detect = LatencyWindow(DETECT_ROUTE)
 
     def watch_pool(self, read_stats: Callable[[], PoolStats | None]) -> None:
         self.registry.register(_PoolCollector(read_stats))
