@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import DetectionOut, ImageSize, ModelRef
+from app.schemas import DetectionOut, ImageSize, ModelRef, PointGeometry
 
 JobStatus = Literal["open", "running", "completed", "failed", "cancelled"]
 
@@ -119,3 +119,29 @@ class JobList(BaseModel):
 class QueueDepth(BaseModel):
     live: int
     batch: int
+
+
+class JobHazardProperties(BaseModel):
+    hazard_id: str
+    label: str
+    first_seen: datetime
+    last_seen: datetime
+    frames: int
+    max_confidence: float
+    best_frame_url: str | None = Field(description="Job frames are not uploaded: null.")
+    job_id: str
+    model: str = Field(description="The model version that saw its best frame.")
+
+
+class JobHazardFeature(BaseModel):
+    type: Literal["Feature"]
+    id: str
+    geometry: PointGeometry
+    properties: JobHazardProperties
+
+
+class JobHazardCollection(BaseModel):
+    """RFC 7946 FeatureCollection of the hazards tracked over the job's done frames, in frame order."""
+
+    type: Literal["FeatureCollection"]
+    features: list[JobHazardFeature]

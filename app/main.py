@@ -66,7 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(create_detect_router(runtime.detection, settings))
     app.include_router(create_hazards_router(runtime.tracking))
     app.include_router(
-        create_jobs_router(runtime.jobs.service, settings.job_max_frames_per_request, settings.max_image_bytes)
+        create_jobs_router(
+            runtime.jobs.service,
+            runtime.tracking.params,
+            settings.job_max_frames_per_request,
+            settings.max_image_bytes,
+        )
     )
     app.include_router(create_health_router(runtime.health))
     app.include_router(create_metrics_router(runtime.metrics, runtime.sessions, runtime.jobs.service))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import geojson
 import httpx
 import pytest
 import redis.asyncio as redis
@@ -275,3 +276,28 @@ async def test_frames_that_waited_past_their_ttl_fail_and_the_job_still_finishes
     job = await wait_finished(client, job_id)
     assert (job["status"], job["done"], job["failed"]) == ("failed", 0, 2)
     assert {item["error"]["code"] for item in await results(client, job_id)} == {"FRAME_EXPIRED"}
+
+
+async def test_a_job_with_gps_exports_each_hazard_once_as_geojson(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    job_id = (await client.post("/jobs", json={"name": "drive-with-gps"})).json()["job_id"]
+    _, hazard_frame = scene_with_hazards(3)
+    frames = [hazard_frame] * 6  # a camera stopped in front of one scene: its hazards seen six times
+    metas: list[dict[str, Any]] = [
+        {"lat": 52.52 + i * 1e-6, "lon": 13.405, "captured_at": f"2026-11-24T10:00:00.{i}00Z"} for i in range(6)
+    ]
+    assert (await client.post(f"/jobs/{job_id}/frames", files=files(frames, metas))).status_code == 202
+    await client.post(f"/jobs/{job_id}/close")
+    await wait_finished(client, job_id)
+    per_frame = len((await results(client, job_id))[0]["detections"])
+    response = await client.get(f"/jobs/{job_id}/hazards.geojson")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/geo+json")
+    collection = geojson.loads(response.text)
+    assert collection.is_valid and collection["type"] == "FeatureCollection"
+    features = collection["features"]
+    assert 0 < len(features) <= per_frame  # one hazard per object, not one per frame
+    for feature in features:
+        lon, lat = feature["geometry"]["coordinates"]
+        assert (round(lon, 3), round(lat, 3)) == (13.405, 52.52)
+        assert feature["properties"]["job_id"] == job_id and feature["properties"]["frames"] == 6
+    assert (await client.get("/jobs/" + "B" * 22 + "/hazards.geojson")).status_code == 404

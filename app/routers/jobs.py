@@ -18,6 +18,7 @@ from app.job_schemas import (
     IngestDir,
     JobCreate,
     JobCreated,
+    JobHazardCollection,
     JobList,
     JobOut,
     JobResultItem,
@@ -26,6 +27,7 @@ from app.job_schemas import (
 )
 from app.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.routers.detect import IMAGE_TYPES
+from app.routers.hazards import GeoJSONResponse, json_error_responses
 from app.services.errors import (
     Backpressure,
     ImageTooLarge,
@@ -43,6 +45,7 @@ from app.services.errors import (
 from app.services.inference.types import DetectOptions
 from app.services.jobs.service import BatchOptions, JobService
 from app.services.jobs.store import NewFrame
+from app.services.tracking.types import TrackParams
 
 _BINARY = {"type": "string", "format": "binary"}
 _FRAME_ENCODING = {"file": {"contentType": ", ".join(sorted(IMAGE_TYPES | {"application/octet-stream"}))}}
@@ -131,7 +134,7 @@ async def _read(frames: list[tuple[UploadFile, FrameMeta]]) -> list[NewFrame]:
     return [NewFrame(await upload.read(), meta.model_dump(mode="json", exclude_none=True)) for upload, meta in frames]
 
 
-def create_jobs_router(jobs: JobService, max_frames: int, max_image_bytes: int) -> APIRouter:
+def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: int, max_image_bytes: int) -> APIRouter:
     router = APIRouter(prefix="/jobs", tags=["jobs"])
 
     async def parse_form(request: Request) -> FormData:
@@ -228,6 +231,18 @@ def create_jobs_router(jobs: JobService, max_frames: int, max_image_bytes: int) 
             limit=limit,
             total=job["total"],
         )
+
+    @router.get(
+        "/{job_id}/hazards.geojson",
+        responses=json_error_responses(*JOB_ERRORS),
+        response_class=GeoJSONResponse,
+        response_model=JobHazardCollection,
+    )
+    async def export_job_hazards(job_id: str) -> GeoJSONResponse:
+        """Hazards over the job's frames tracked in frame order (one hazard however many frames saw it), those
+        with a location, as an RFC 7946 FeatureCollection."""
+        collection = JobHazardCollection.model_validate(await jobs.hazards(job_id, track_params))
+        return GeoJSONResponse(collection.model_dump(mode="json"))
 
     @router.get(
         "/{job_id}/results.jsonl",

@@ -39,13 +39,21 @@ def hazard_properties(record: HazardRecord) -> dict[str, Any]:
 
 
 def session_collection(session_id: str, records: Iterable[HazardRecord]) -> dict[str, Any]:
+    return _located_collection({"session_id": session_id}, records)
+
+
+def job_collection(job_id: str, records: Iterable[HazardRecord]) -> dict[str, Any]:
+    return _located_collection({"job_id": job_id}, records)
+
+
+def _located_collection(source: dict[str, str], records: Iterable[HazardRecord]) -> dict[str, Any]:
     """Only hazards with a location: GeoJSON has no place for the others."""
     return feature_collection(
         {
             "type": "Feature",
             "id": record.hazard_id,
             "geometry": point(record.lon, record.lat),
-            "properties": {**hazard_properties(record), "session_id": session_id, "model": record.model},
+            "properties": {**hazard_properties(record), **source, "model": record.model},
         }
         for record in records
         if record.lon is not None and record.lat is not None

@@ -110,6 +110,13 @@ class TrackingService:
             except HazardMapUnavailable as exc:  # the next better view of it merges again
                 log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=track.hazard_id, **exc.details)
 
+    async def report_to_map(self, source_id: str, records: Sequence[HazardRecord]) -> None:
+        """Put hazards tracked elsewhere (a batch job's `Tracker`) on the fleet's map, as one source (a session id or
+        e.g. `job-<id>`): the located ones, each merged like a session's."""
+        for record in records:
+            if record.located:
+                await self._map.merge(source_id, record)
+
     async def session_hazards(self, session_id: str) -> list[HazardRecord]:
         await self._sessions.get(session_id)  # 404 for an unknown or expired session
         return await self._tracks.hazards(session_id)
