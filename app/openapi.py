@@ -18,7 +18,7 @@ from fastapi.openapi.constants import REF_PREFIX
 from fastapi.routing import APIRoute
 
 from app.schemas import ErrorResponse
-from app.services.errors import ApiError, PayloadTooLarge, ValidationFailed
+from app.services.errors import ApiError, PayloadTooLarge, RequestTimeout, ValidationFailed
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 RETRY_AFTER_HEADER = {
@@ -35,7 +35,8 @@ EXAMPLE_REQUEST_ID = "6f1c2b7e0a9d4c3f8e5b1a2d3c4e5f60"
 
 # What any route that takes parameters or a JSON body can answer before its code runs.
 REQUEST_ERRORS: tuple[type[ApiError], ...] = (ValidationFailed,)
-JSON_BODY_ERRORS: tuple[type[ApiError], ...] = (PayloadTooLarge, ValidationFailed)
+# A route that reads a body can also time out reading it (REQUEST_BODY_TIMEOUT_SECONDS).
+JSON_BODY_ERRORS: tuple[type[ApiError], ...] = (PayloadTooLarge, RequestTimeout, ValidationFailed)
 
 
 def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:

@@ -24,6 +24,7 @@ from app.services.errors import (
     ModelNotReady,
     Overloaded,
     RateLimited,
+    RequestTimeout,
     SessionEnded,
     SessionNotFound,
     SessionStoreUnavailable,
@@ -74,6 +75,7 @@ FRAME_REQUEST_BODY = {
 }
 DETECT_ERRORS = error_responses(
     *REQUEST_ERRORS,
+    RequestTimeout,
     InvalidImage,
     SessionNotFound,
     SessionEnded,

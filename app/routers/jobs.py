@@ -37,6 +37,7 @@ from app.services.errors import (
     JobNotFound,
     JobNotOpen,
     QueueUnavailable,
+    RequestTimeout,
     SessionNotFound,
     SessionStoreUnavailable,
     UnsupportedMediaType,
@@ -94,7 +95,7 @@ CREATE_BODY = {
 }
 M = TypeVar("M", bound=BaseModel)
 JOB_ERRORS = (*REQUEST_ERRORS, JobNotFound, QueueUnavailable)
-FRAME_ERRORS = (*JOB_ERRORS, JobNotOpen, Backpressure, ImageTooLarge, UnsupportedMediaType)
+FRAME_ERRORS = (*JOB_ERRORS, JobNotOpen, Backpressure, ImageTooLarge, RequestTimeout, UnsupportedMediaType)
 
 
 def _validated(model: type[M], raw: str | bytes, field: str) -> M:
