@@ -13,11 +13,13 @@ STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
 .PHONY: run test lint system-deps model model-int8 eval eval-tracking bench clean up down status logs restart-web restart-worker faults soak
 
-$(STAMP): pyproject.toml
+# The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
+# without the service's dependencies); the tests and `make` users get it editable beside the service.
+$(STAMP): pyproject.toml hazard_client/pyproject.toml
 	./scripts/ensure-system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./hazard_client
 	touch $(STAMP)
 
 system-deps:
@@ -30,8 +32,8 @@ run: $(STAMP) system-deps
 	$(VENV)/bin/hazard-api --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check app tests scripts bench
-	$(VENV)/bin/ruff format --check app tests scripts bench
+	$(VENV)/bin/ruff check app tests scripts bench hazard_client
+	$(VENV)/bin/ruff format --check app tests scripts bench hazard_client
 	$(VENV)/bin/mypy
 
 test: $(STAMP) system-deps lint

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from hazard_client.calls import Frame  # noqa: E402
-from hazard_client.client import AsyncHazardClient, HazardClient  # noqa: E402
-from hazard_client.errors import ApiError, ConnectionFailed, HazardError  # noqa: E402
-from hazard_client.retry import RetryPolicy  # noqa: E402
+from hazard_client.calls import Frame
+from hazard_client.client import AsyncHazardClient, HazardClient
+from hazard_client.errors import ApiError, ConnectionFailed, HazardError
+from hazard_client.retry import RetryPolicy
 
 __all__ = [
     "ApiError",

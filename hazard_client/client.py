@@ -83,6 +83,11 @@ class HazardClient:
         self.detect_retry = detect_retry
         self._http = httpx.Client(transport=transport, **_client_args(base_url, timeout, api_key, max_connections))
 
+    @property
+    def http(self) -> httpx.Client:
+        """The pooled httpx client underneath (event hooks, proxies, ...)."""
+        return self._http
+
     def __enter__(self) -> Self:
         return self
 
@@ -247,9 +252,11 @@ class AsyncHazardClient:
         self.base_url = base_url.rstrip("/")
         self.retry = retry
         self.detect_retry = detect_retry
-        self._http = httpx.AsyncClient(
-            transport=transport, **_client_args(base_url, timeout, api_key, max_connections)
-        )
+        self._http = httpx.AsyncClient(transport=transport, **_client_args(base_url, timeout, api_key, max_connections))
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
 
     async def __aenter__(self) -> Self:
         return self
@@ -369,10 +376,11 @@ class AsyncHazardClient:
                 yield item
             offset, total = offset + page_size, page.total
 
-    async def wait_job(self, job_id: str, timeout: float | None = None, poll_seconds: float = 0.5) -> JobOut:
-        async with asyncio.timeout(timeout):
-            while not (job := await self.job_status(job_id)).finished:
-                await asyncio.sleep(poll_seconds)
+    async def wait_job(self, job_id: str, poll_seconds: float = 0.5) -> JobOut:
+        """Poll until the job has finished; bound it with `asyncio.timeout` where it must end."""
+        # The API announces no completion: polling its counters is the protocol.
+        while not (job := await self.job_status(job_id)).finished:  # noqa: ASYNC110
+            await asyncio.sleep(poll_seconds)
         return job
 
     async def live(self) -> LiveReport:

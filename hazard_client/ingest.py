@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,12 +144,9 @@ class State:
         self.job_id: str | None = None
         self.uploaded: dict[str, str] = {}  # sha256 -> frame id, in job_id
         self.results: dict[str, dict[str, Any]] = {}  # sha256 -> result entry
-        start = {"kind": "start", "version": STATE_VERSION, "folder": str(folder.resolve()), "options": options}
+        self._start = {"kind": "start", "version": STATE_VERSION, "folder": str(folder.resolve()), "options": options}
         if path.exists():
-            self._load(start)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._append(start)
+            self._load(self._start)
 
     def _load(self, start: dict[str, Any]) -> None:
         records = []
@@ -176,8 +173,10 @@ class State:
                 self.results[record["sha256"]] = record["result"]
 
     def _append(self, record: dict[str, Any]) -> None:
+        """Written on the first thing worth keeping: a run that never reached the server leaves no state."""
+        lines = [record] if self.path.exists() else [self._start, record]
         with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            stream.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
 
     def job(self, job_id: str) -> None:
         self.job_id, self.uploaded = job_id, {}
@@ -223,6 +222,11 @@ def _local_failure(code: str, message: str) -> dict[str, Any]:
     }
 
 
+def first_error(group: BaseExceptionGroup[Exception]) -> Exception:
+    error = group.exceptions[0]
+    return first_error(error) if isinstance(error, BaseExceptionGroup) else error
+
+
 def chunks(files: list[SourceFile], max_frames: int, max_bytes: int) -> Iterator[list[SourceFile]]:
     batch: list[SourceFile] = []
     size = 0
@@ -237,13 +241,16 @@ def chunks(files: list[SourceFile], max_frames: int, max_bytes: int) -> Iterator
 
 
 class Ingestion:
-    def __init__(self, client: AsyncHazardClient, settings: Settings, report: Reporter) -> None:
+    def __init__(
+        self, client: AsyncHazardClient, settings: Settings, make_reporter: Callable[[Counts], Reporter]
+    ) -> None:
         self.client = client
         self.settings = settings
-        self.report = report
+        self._make_reporter = make_reporter
         self.counts = Counts()
         self.job_ids: list[str] = []
         self.uploaded_now = 0
+        self._said_waiting_at = float("-inf")
 
     async def run(self, files: list[SourceFile], skipped: int) -> Summary:
         settings = self.settings
@@ -251,11 +258,25 @@ class Ingestion:
         by_sha = {source.sha256: source for source in files}  # identical files are sent once
         self.counts = Counts(total=len(by_sha))
         self._recount(state, by_sha, finished_only=True)
+        self.report = self._make_reporter(self.counts)
+        try:
+            await self._process(state, by_sha)
+        finally:
+            self.report.close(self.counts)
+        summary = self._summary(state, files, skipped)
+        write_results(settings.out, settings.out_format, files, state.results)
+        state.remove()
+        return summary
+
+    async def _process(self, state: State, by_sha: dict[str, SourceFile]) -> None:
         if self.counts.processed:
-            self.report.note(f"{self.counts.processed} of {len(by_sha)} frames finished in an earlier run: not sent again")
+            self.report.note(
+                f"{self.counts.processed} of {len(by_sha)} frames finished in an earlier run: not sent again"
+            )
         job = await self._earlier_job(state)
-        if job is not None and job.status != "open":
+        if job is not None and (job.closed or job.status == "cancelled"):
             self.report.note(f"job {job.job_id} of the earlier run takes no more frames: collecting its results")
+            self.counts.uploaded += sum(not state.finished(sha) for sha in state.uploaded if sha in by_sha)
             await self._follow(state, job.job_id, by_sha, close=False)
             self._recount(state, by_sha, finished_only=True)
             job = None
@@ -271,11 +292,6 @@ class Ingestion:
             self.counts.uploaded += len(pending) - len(to_send)
             await self._follow(state, job.job_id, by_sha, close=True, to_send=to_send)
             self._recount(state, by_sha, finished_only=False)
-        self.report.close(self.counts)
-        summary = self._summary(state, files, skipped)
-        write_results(settings.out, settings.out_format, files, state.results)
-        state.remove()
-        return summary
 
     async def _create_job(self) -> JobOut:
         settings, options = self.settings, self.settings.options
@@ -332,8 +348,8 @@ class Ingestion:
             async with asyncio.TaskGroup() as group:
                 group.create_task(send_and_close())
                 group.create_task(self._watch(job_id, base))
-        except ExceptionGroup as failed:  # the first failure is the story; the other task was cancelled by it
-            raise failed.exceptions[0] from None
+        except ExceptionGroup as failed:  # the first failure is the story; the other tasks were cancelled by it
+            raise first_error(failed) from None
         await self._collect(state, job_id, by_sha)
 
     async def _send(self, state: State, job_id: str, files: list[SourceFile]) -> None:
@@ -344,15 +360,15 @@ class Ingestion:
             base_delay=0.5,
             max_delay=5.0,
             max_wait=settings.backpressure_wait,
-            on_retry=lambda error, delay: self.report.note(
-                f"waiting {delay:.1f} s: the server is busy ({error.code}); the chunk is sent again after"
-            ),
+            on_retry=self._waiting,
         )
 
         async def send_chunks() -> None:
             while waiting:
                 batch = waiting.popleft()
-                frames = [Frame(source.path.read_bytes(), source.name, FrameMeta(filename=source.name)) for source in batch]
+                frames = [
+                    Frame(source.path.read_bytes(), source.name, FrameMeta(filename=source.name)) for source in batch
+                ]
                 try:
                     accepted = await self.client.add_frames(job_id, frames, retry=policy)
                 except ApiError as exc:
@@ -371,7 +387,16 @@ class Ingestion:
                 self.counts.uploaded += len(batch)
                 self.report.update(self.counts)
 
-        await asyncio.gather(*(send_chunks() for _ in range(max(1, settings.concurrency))))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, settings.concurrency)):
+                group.create_task(send_chunks())
+
+    def _waiting(self, error: ApiError, delay: float) -> None:
+        """Waiting out the server's refusal (BACKPRESSURE: its workers are behind): said at most every 10 s."""
+        now = time.monotonic()
+        if now - self._said_waiting_at >= 10:
+            self._said_waiting_at = now
+            self.report.note(f"the server is busy ({error.code}): waiting, then sending again (every {delay:.0f} s)")
 
     async def _watch(self, job_id: str, base: Counts) -> None:
         """Follow the job's counters until it has finished; Stalled when nothing finishes for the stall timeout."""

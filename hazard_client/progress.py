@@ -20,6 +20,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+QUIET_SECONDS = 60.0  # plain lines: nothing changed, nothing said, for up to this long
+
 
 @dataclass
 class Counts:
@@ -84,31 +86,36 @@ class LineReporter:
         self._stream = stream
         self._every = every
         self._started = time.monotonic()
-        self._processed_at_start = counts.processed
+        self._processed_at_start: int | None = None  # the first count seen: frames done before it are not this rate
         self._last_line = float("-inf")
+        self._last_text = ""
 
     def update(self, counts: Counts) -> None:
         now = time.monotonic()
         if now - self._last_line >= self._every:
-            self._last_line = now
-            self._write(counts, now)
+            self._write(counts, now, unless_same=now - self._last_line < QUIET_SECONDS)
 
     def note(self, message: str) -> None:
         self._stream.write(message + "\n")
         self._stream.flush()
 
     def close(self, counts: Counts) -> None:
-        self._write(counts, time.monotonic())
+        self._write(counts, time.monotonic(), unless_same=True)
 
-    def _write(self, counts: Counts, now: float) -> None:
+    def _write(self, counts: Counts, now: float, unless_same: bool = False) -> None:
+        if self._processed_at_start is None:
+            self._started, self._processed_at_start = now, counts.processed
         elapsed = now - self._started
         rate = (counts.processed - self._processed_at_start) / elapsed if elapsed > 0 else 0.0
         left = counts.total - counts.processed
         eta = f"ETA {left / rate:.0f} s" if rate > 0 and left > 0 else "ETA -" if left > 0 else "ETA 0 s"
-        self.note(
+        text = (
             f"progress: uploaded {counts.uploaded}/{counts.total}, processed {counts.processed}/{counts.total} "
-            f"(failed {counts.failed}, cached {counts.cached}), {rate:.1f} frames/s, {eta}"
+            f"(failed {counts.failed}, cached {counts.cached})"
         )
+        if not (unless_same and text == self._last_text):
+            self.note(f"{text}, {rate:.1f} frames/s, {eta}")
+            self._last_line, self._last_text = now, text
 
 
 def reporter(console: Console, counts: Counts, every: float) -> Reporter:

@@ -6,8 +6,9 @@ naming a session in Redis (`services/operator_sessions.py`); POSTs must come fro
 Sec-Fetch-Site) and carry the session's CSRF token (`X-CSRF-Token`, or a `csrf_token` form field).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the routes' Annotated dependencies are local to the factory,
+# and FastAPI can only resolve string annotations against module globals.
+import math
 import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.client_address import ClientAddress
 from app.errors import error_response
+from app.services.auth import OperatorAuth
 from app.services.control_center import MODEL_ACTIONS, STATE_LABELS, ControlCenter
 from app.services.errors import (
     AdminDisabled,
@@ -31,7 +33,6 @@ from app.services.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from app.services.auth import OperatorAuth
 from app.services.operator_sessions import OperatorSession, OperatorSessions, is_same_origin
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -79,7 +80,9 @@ def _duration(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+    return (
+        f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+    )
 
 
 def _templates() -> Jinja2Templates:
@@ -154,9 +157,11 @@ def create_ui_router(
         ):
             raise CrossSiteRequestRefused(details={"origin": request.headers.get("origin")})
 
-    async def checked_post(request: Request, session: Operator) -> OperatorSession:
-        """A state-changing request: from these pages, with this session's CSRF token."""
+    async def checked_post(request: Request) -> OperatorSession:
+        """A state-changing request: from these pages (checked first: a cross-site request is refused as such,
+        whether or not the browser sent the cookie), by a logged-in operator, with this session's CSRF token."""
         require_same_origin(request)
+        session = await operator(request)
         token = request.headers.get(CSRF_HEADER)
         if token is None:
             field = (await request.form()).get(CSRF_FIELD)
@@ -167,7 +172,8 @@ def create_ui_router(
 
     CheckedPost = Annotated[OperatorSession, Depends(checked_post)]
 
-    def view(request: Request, session: OperatorSession, active: str, **context: Any) -> dict[str, Any]:
+    def view(session: OperatorSession, active: str, **context: Any) -> dict[str, Any]:
+        """A full page's context: the CSRF token its htmx requests send, and which page the nav marks."""
         return {"csrf_token": session.csrf_token, "active_page": active, **context}
 
     # --- Login and logout ------------------------------------------------------------------------------------
@@ -220,12 +226,12 @@ def create_ui_router(
             # One message whatever was wrong: the page never says whether it was the user or the password.
             return login_form(request, next_page, error="Wrong user name or password.", status=401, nonce=nonce)
         except TooManyLoginAttempts as exc:
-            wait = int(exc.retry_after or 1)
-            response = login_form(
+            wait = max(1, math.ceil(exc.retry_after or 1))
+            throttled = login_form(
                 request, next_page, error=f"Too many failed logins: wait {wait} s.", status=429, nonce=nonce
             )
-            response.headers["retry-after"] = str(wait)
-            return response
+            throttled.headers["retry-after"] = str(wait)
+            return throttled
         cookie, _ = await sessions.open()
         response = RedirectResponse(next_page, status_code=303)
         response.set_cookie(
@@ -254,16 +260,16 @@ def create_ui_router(
     @router.get("")
     async def dashboard(request: Request, session: Operator) -> HTMLResponse:
         models = await center.models()
-        context = view(request, session, "dashboard", models=models, diagnostics=await center.diagnostics())
+        context = view(session, "dashboard", models=models, diagnostics=await center.diagnostics())
         return page(request, "control/dashboard.html", context)
 
     @router.get("/jobs")
     async def jobs_page(request: Request, session: Operator) -> HTMLResponse:
-        return page(request, "control/jobs.html", view(request, session, "jobs", **await jobs_context()))
+        return page(request, "control/jobs.html", view(session, "jobs", **await jobs_context()))
 
     @router.get("/sessions")
     async def sessions_page(request: Request, session: Operator) -> HTMLResponse:
-        return page(request, "control/sessions.html", view(request, session, "sessions", **await sessions_context()))
+        return page(request, "control/sessions.html", view(session, "sessions", **await sessions_context()))
 
     # --- Fragments (htmx) and data ---------------------------------------------------------------------------
 
