@@ -367,6 +367,16 @@ def test_cloudinary_url_is_an_optional_secret(k8s: dict[str, dict[str, Any]], co
     assert ref["optional"] is True
 
 
+def test_operator_secrets_are_optional_secrets_every_replica_shares(
+    k8s: dict[str, dict[str, Any]], container: dict[str, Any]
+) -> None:
+    for name in ("ADMIN_PASSWORD_HASH", "ADMIN_SESSION_SECRET"):
+        assert name.lower() in Settings.model_fields
+        ref = env_entry(container, name)["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == k8s["Secret"]["metadata"]["name"] and ref["optional"] is True
+        assert ref["key"] in k8s["Secret"]["stringData"]
+
+
 def test_no_secret_sits_in_plain_config(k8s: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
     config = k8s.get("ConfigMap", {}).get("data", {})
     for name in ("REDIS_URL", "CLOUDINARY_URL"):
