@@ -54,7 +54,7 @@ class DetectionEngine:
         self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
     ) -> DetectionResult:
         """Detect hazards in one encoded image; raises the typed errors of app.services.errors."""
-        with self.pool.admission(priority):
+        with self.pool.admission(priority, deadline):
             try:  # nor wait for one past the deadline (the thread, if it started, finishes on its own)
                 async with asyncio.timeout(deadline - time.monotonic()):
                     prepared = await asyncio.to_thread(self._prepare, data, deadline)

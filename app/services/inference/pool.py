@@ -2,7 +2,10 @@
 
 Admission is a bounded count of live requests inside the engine (decoding or waiting for
 an infer request); past it, callers are rejected at once. Each request carries a
-deadline; one that passes while waiting is dropped before it reaches the model.
+deadline; one that passes while waiting is dropped before it reaches the model. A live
+request is also refused at once when the wait it can expect (the live requests ahead of it,
+at the pool's measured service rate) plus its own inference would pass its deadline: it
+could only time out, and queueing it would make the ones behind it wait too.
 
 A free infer request goes to a waiting live (interactive) frame before any batch frame. When more live
 frames wait than the pool holds, the newest is served first (adaptive LIFO): under a burst the older ones
@@ -12,6 +15,7 @@ are the likeliest to miss their deadline anyway, and they expire by it as before
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -25,6 +29,8 @@ from app.services.errors import DeadlineExceeded, Overloaded
 from app.services.inference.types import PoolStats, Priority
 
 Output = npt.NDArray[np.float32]
+# Weight of the newest sample in the smoothed time a request holds an infer request (about the last 10 count).
+SERVICE_TIME_SMOOTHING = 0.2
 
 
 class SlotScheduler:
@@ -77,18 +83,34 @@ class InferencePool:
         self._requests.set_callback(self._on_done)
         self._slots = SlotScheduler(size)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = 0
+        self._service_s: float | None = None  # smoothed time a request holds an infer request; None until measured
 
     @property
     def waiting(self) -> int:
         """Requests waiting for an infer request, live and batch."""
         return self._slots.waiting
 
+    @property
+    def service_rate(self) -> float | None:
+        """Requests per second the pool completes while busy (measured); None before the first one."""
+        return None if self._service_s is None else self.size / self._service_s
+
     def stats(self) -> PoolStats:
         return PoolStats(self.size, self._queued, self._in_flight, self._rejected, self._expired, self._completed)
 
+    def expected_seconds(self) -> float | None:
+        """How long a live request admitted now can expect to take to leave the pool: the live requests already
+        inside (decoding, waiting, running) go first, `size` at a time, then its own inference. Counted in arrival
+        order: adaptive LIFO only changes which of them pays the wait. None before the pool has measured a request."""
+        if self._service_s is None:
+            return None
+        ahead = max(0, self._queued + 1 - self.size)
+        return ahead * self._service_s / self.size + self._service_s
+
     @contextmanager
-    def admission(self, priority: Priority = Priority.INTERACTIVE) -> Iterator[None]:
-        """Hold a place in the bounded queue for the whole engine call; full queue -> Overloaded at once.
+    def admission(self, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None) -> Iterator[None]:
+        """Hold a place in the bounded queue for the whole engine call; full queue -> Overloaded at once, and so is
+        a request that can expect to pass its `deadline` (time.monotonic) before it is served.
         Batch frames are bounded by their workers' concurrency instead, and never take a live frame's place."""
         if priority is Priority.BATCH:
             yield
@@ -96,6 +118,14 @@ class InferencePool:
         if self._queued >= self._max_queue:
             self._rejected += 1
             raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
+        expected = self.expected_seconds() if deadline is not None else None
+        remaining = deadline - time.monotonic() if deadline is not None else 0.0
+        if expected is not None and 0 < remaining < expected:  # already late: DeadlineExceeded, as before
+            self._rejected += 1
+            raise Overloaded(
+                retry_after=max(1, math.ceil(expected)),
+                details={"expected_wait_ms": round(expected * 1000, 1), "deadline_in_ms": round(remaining * 1000, 1)},
+            )
         self._queued += 1
         try:
             yield
@@ -121,7 +151,10 @@ class InferencePool:
         self._in_flight += 1
         # The slot is given back by the completion callback, not here, so a cancelled caller
         # never lets a new request in while its own is still running on the device.
-        self._requests.start_async({0: batch}, (loop, future))
+        # share_inputs: OpenVINO reads `batch` in place instead of copying it into the request's tensor; `batch` stays
+        # referenced (this frame) and unchanged until the result is back. Every call must share: a copying call would
+        # write into the tensor a previous sharing call left on the request, i.e. into that call's freed array.
+        self._requests.start_async({0: batch}, (loop, future, started), share_inputs=True)
         output = await future
         return output, started - waited_from, time.monotonic() - started
 
@@ -135,16 +168,22 @@ class InferencePool:
         return loop.time() + (deadline - time.monotonic())
 
     def _on_done(
-        self, request: ov.InferRequest, userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output]]
+        self, request: ov.InferRequest, userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float]
     ) -> None:
         # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
-        loop, future = userdata
+        loop, future, started = userdata
         output = request.get_output_tensor(0).data.copy()
-        loop.call_soon_threadsafe(self._complete, future, output)
+        loop.call_soon_threadsafe(self._complete, future, output, started)
 
-    def _complete(self, future: asyncio.Future[Output], output: Output) -> None:
+    def _complete(self, future: asyncio.Future[Output], output: Output, started: float) -> None:
         self._in_flight -= 1
         self._completed += 1
+        # How long the slot was held, start to release on the loop (the hop included): what the next one waits.
+        # The pool's first request pays one-off costs (allocations, kernel selection): not a service time.
+        held = time.monotonic() - started
+        previous = self._service_s
+        if self._completed > 1:
+            self._service_s = held if previous is None else previous + SERVICE_TIME_SMOOTHING * (held - previous)
         self._slots.release()
         if not future.done():
             future.set_result(output)
