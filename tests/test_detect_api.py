@@ -53,6 +53,16 @@ async def test_multipart_frame_is_answered_with_the_documented_shape(api: Runnin
         assert 0 <= box["x1"] < box["x2"] <= 1280 and 0 <= box["y1"] < box["y2"] <= 720
 
 
+async def test_server_timing_header_carries_the_stage_timings_of_the_answer(api: RunningApp) -> None:
+    session_id = await api.new_session()
+    response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    metrics = [entry.strip().split(";dur=") for entry in response.headers["server-timing"].split(",")]
+    assert {name: float(duration) for name, duration in metrics} == response.json()["timings_ms"]
+    failed = await api.client.post(f"/detect/{session_id}", content=b"junk", headers={"content-type": "image/jpeg"})
+    assert failed.status_code == 400 and "server-timing" not in failed.headers  # timings only for a served frame
+
+
 @pytest.mark.parametrize(("fmt", "media_type"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")])
 async def test_raw_image_bodies_are_accepted(api: RunningApp, fmt: str, media_type: str) -> None:
     session_id = await api.new_session()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -15,7 +16,7 @@ from PIL import Image
 from app.services.errors import DeadlineExceeded, Overloaded
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import LoadedModel, load_model
-from app.services.inference.types import DetectOptions
+from app.services.inference.types import DetectOptions, Priority
 from tests.conftest import MODEL_DIR
 from tests.support.images import encode
 
@@ -130,6 +131,53 @@ async def test_requests_waiting_past_their_deadline_expire_under_a_burst(loaded_
     assert len(expired) + len(served) == 60
     stats = engine.stats()
     assert (stats.expired, stats.completed, stats.queued, stats.in_flight) == (len(expired), len(served), 0, 0)
+
+
+async def test_a_frame_that_can_only_time_out_is_refused_at_admission(loaded_model: LoadedModel) -> None:
+    engine = new_engine(loaded_model, pool_size=1, max_queue=64)
+    pool = engine.pool
+    assert pool.expected_seconds() is None  # nothing measured yet: the queue bound alone decides
+    await engine.warm_up(4)
+    rate = pool.service_rate
+    expected_alone = pool.expected_seconds()
+    assert rate is not None and rate > 0 and expected_alone is not None
+    with ExitStack() as inside:
+        for _ in range(10):  # ten live frames already inside the engine, ahead of the next one
+            inside.enter_context(pool.admission(Priority.INTERACTIVE, time.monotonic() + 60))
+        expected = pool.expected_seconds()
+        assert expected is not None and expected > expected_alone
+        too_soon = time.monotonic() + expected / 2
+        with pytest.raises(Overloaded) as refused, pool.admission(Priority.INTERACTIVE, too_soon):
+            pytest.fail("admitted a frame whose deadline comes before its expected turn")
+        assert refused.value.retry_after is not None and refused.value.retry_after >= 1
+        assert set(refused.value.details) == {"expected_wait_ms", "deadline_in_ms"}
+        with pool.admission(Priority.INTERACTIVE, time.monotonic() + 2 * expected + 1):
+            pass  # time enough: admitted
+        with pool.admission(Priority.BATCH, time.monotonic() + expected / 2):
+            pass  # batch frames are bounded by their workers, not by the live queue
+    assert engine.stats().rejected == 1
+    assert engine.stats().queued == 0
+    with pytest.raises(DeadlineExceeded):  # already late is still a deadline miss, not an overload
+        await engine.detect(encode(Image.new("RGB", (320, 320))), DetectOptions(), time.monotonic() - 0.001)
+
+
+async def test_under_a_burst_every_frame_is_served_refused_or_expired(loaded_model: LoadedModel) -> None:
+    engine = new_engine(loaded_model, pool_size=1, max_queue=64)
+    await engine.warm_up(4)
+    expected = engine.pool.expected_seconds()
+    assert expected is not None
+    frame = encode(Image.new("RGB", (320, 320)))
+    deadline = time.monotonic() + 5 * expected  # room for about five of forty
+    outcomes = await asyncio.gather(
+        *(engine.detect(frame, DetectOptions(), deadline) for _ in range(40)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, Overloaded)]
+    expired = [o for o in outcomes if isinstance(o, DeadlineExceeded)]
+    served = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(refused) + len(expired) + len(served) == 40
+    assert refused, "frames that could only time out were queued"
+    stats = engine.stats()
+    assert (stats.rejected, stats.expired, stats.queued, stats.in_flight) == (len(refused), len(expired), 0, 0)
 
 
 async def test_timings_cover_every_stage(loaded_model: LoadedModel) -> None:

@@ -18,6 +18,7 @@ from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.metrics import Metrics
 from app.services.sessions.store import FrameAdmission, SessionStore
+from app.services.tasks import InFlight
 from app.services.tracking.service import Tracked, TrackingService, frame_input
 from app.services.tracking.types import Assignment, FrameMeta
 from app.services.uploads.policy import UploadPolicy
@@ -83,26 +84,19 @@ class DetectionService:
         self._upload_policy = upload_policy
         self._metrics = metrics
         self._detector = detector
-        self._in_flight = 0
+        self._frames = InFlight()
         self._closing = False
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._frames.count
 
     def refuse_new_frames(self) -> None:
         self._closing = True
 
     async def wait_idle(self, seconds: float) -> bool:
         """Wait for frames already accepted to finish; False if some were still running after `seconds`."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await self._frames.wait_idle(seconds)
 
     async def serve_frame(
         self,
@@ -122,9 +116,7 @@ class DetectionService:
             raise ShuttingDown(retry_after=1)
         detector = self._detector.bind(model)  # refuse before touching the session when nothing can serve it
         structlog.contextvars.bind_contextvars(session_id=session_id, model=detector.label)
-        self._in_flight += 1
-        self._idle.clear()
-        try:
+        with self._frames.hold():
             admission = await self._sessions.admit_frame(session_id)
             frame = await read_before(read_frame, deadline)
             meta = frame_meta() if frame_meta is not None else FrameMeta()  # 422 before the model runs
@@ -137,10 +129,6 @@ class DetectionService:
             # Counted once served; a write Redis cannot take before the deadline is kept (frame_count: null).
             frame_count = await self._sessions.record_detection(session_id, entry, admission, deadline, tracked.kept)
             admission = replace(admission, frame_count=frame_count)
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
         self._observe(result, admission, info.name)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
         return FrameResult(request_id, session_id, result, admission, info, tracked.assignments)

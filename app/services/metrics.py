@@ -38,7 +38,11 @@ class _PoolCollector(Collector):
             "hazard_inference_queue_depth", "Requests admitted, not yet inferred.", value=stats.queued
         )
         yield GaugeMetricFamily("hazard_inference_in_flight", "Inferences running now.", value=stats.in_flight)
-        yield CounterMetricFamily("hazard_inference_rejected", "Requests refused: queue full.", value=stats.rejected)
+        yield CounterMetricFamily(
+            "hazard_inference_rejected",
+            "Requests refused: queue full, or an expected wait past the deadline.",
+            value=stats.rejected,
+        )
         yield CounterMetricFamily("hazard_inference_expired", "Requests dropped: deadline passed.", value=stats.expired)
         yield CounterMetricFamily("hazard_inference_completed", "Inferences completed.", value=stats.completed)
 

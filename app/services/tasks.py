@@ -1,4 +1,4 @@
-"""Stopping background tasks for sure.
+"""Stopping background tasks for sure, and knowing when the work under way is done.
 
 Python 3.11's `asyncio.wait_for` (which redis-py awaits for every command) can swallow a cancellation
 that lands just as its inner call completes, and the task then runs on: one `cancel()` is not enough.
@@ -7,6 +7,8 @@ that lands just as its inner call completes, and the task then runs on: one `can
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 CANCEL_RETRY_SECONDS = 0.1
 CANCEL_GIVE_UP_SECONDS = 5.0
@@ -28,3 +30,32 @@ async def cancel(task: asyncio.Task[None] | None) -> None:
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         await cancel(task)
+
+
+class InFlight:
+    """Work under way, counted, so a stop can wait for exactly that work (bounded)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """True once nothing is under way; False if something still was after `seconds`."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True

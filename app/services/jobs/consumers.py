@@ -88,8 +88,8 @@ class QueueConsumers:
     async def stop(self, seconds: float) -> None:
         """Take no new frame, let the frames in hand finish for up to `seconds`, then end the loops."""
         self._stopping = True
-        if not await self._processor.wait_idle(seconds):
-            log.warning("worker_stop_timed_out", frames_in_hand=self._processor.in_hand)
+        if not await self._processor.in_hand.wait_idle(seconds):
+            log.warning("worker_stop_timed_out", frames_in_hand=self._processor.in_hand.count)
         await cancel_all(self._tasks)
         for worker, _ in self._consumers:
             worker.event.set()

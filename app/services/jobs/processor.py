@@ -9,11 +9,8 @@ attempt, whose failure is recorded so the job still finishes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -34,6 +31,7 @@ from app.services.inference.types import DetectionResult, DetectOptions, ModelIn
 from app.services.jobs.queue import error_json
 from app.services.jobs.store import JobStore, frame_id
 from app.services.metrics import Metrics
+from app.services.tasks import InFlight
 
 log = structlog.get_logger(__name__)
 TRANSIENT = (DeadlineExceeded, Overloaded, ModelNotReady, ModelNotLoaded, ShuttingDown)
@@ -54,22 +52,8 @@ class FrameProcessor:
         self._batch = batch
         self._metrics = metrics
         self._batch_frame_seconds = batch_frame_seconds
-        self._in_hand = 0
+        self.in_hand = InFlight()  # frames running now: a stop waits for exactly those
         self.calls = 0  # frames handed to this processor, whatever became of them
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @property
-    def in_hand(self) -> int:
-        return self._in_hand
-
-    async def wait_idle(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
 
     async def live_frame(
         self, ctx: Context, *, frame: str, options: dict[str, Any], model: str | None, deadline: float
@@ -81,7 +65,7 @@ class FrameProcessor:
         try:
             if remaining <= 0:  # it waited in the queue past its deadline: nobody is listening any more
                 raise DeadlineExceeded(details={"waited_in": "queue"})
-            with self._holding():
+            with self.in_hand.hold():
                 result, info = await self._live.bind(model).detect(
                     base64.b64decode(frame), DetectOptions(**options), time.monotonic() + remaining
                 )
@@ -106,7 +90,7 @@ class FrameProcessor:
             self._metrics.queued_frames.labels("batch", claimed.state).inc()
             return claimed.state
         try:
-            with self._holding():
+            with self.in_hand.hold():
                 detector = self._batch.bind(model)
                 result, info = await detector.detect(
                     claimed.data, DetectOptions(**options), time.monotonic() + self._batch_frame_seconds
@@ -136,18 +120,6 @@ class FrameProcessor:
         job = ctx.get("job")
         if job is not None and job.queued:
             self._metrics.queue_wait.labels(priority).observe(max(0.0, time.time() - job.queued / 1000))
-
-    @contextmanager
-    def _holding(self) -> Iterator[None]:
-        """Counts a frame as in hand while it runs, so a stop can wait for exactly those."""
-        self._in_hand += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_hand -= 1
-            if self._in_hand == 0:
-                self._idle.set()
 
 
 def done_json(result: DetectionResult, model: ModelInfo) -> dict[str, Any]:
