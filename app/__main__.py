@@ -1,11 +1,11 @@
 """`hazard-api` and `python -m app`: serve the API with uvicorn, the way every launcher of this project does.
 
-One worker (OpenVINO already spreads one inference over every core), no access log (the app logs each request
-itself), and 10 s for uvicorn's graceful shutdown before the app's own drain. What one process accepts is bounded
-(app/server.py): HTTP_MAX_CONNECTIONS open connections (503 past it when all are busy; idle and half-open ones
-are closed first), HTTP_HEADER_TIMEOUT_SECONDS for a request head, HTTP_KEEPALIVE_TIMEOUT_SECONDS idle, and the
-descriptor limit raised to fit. HOST and PORT come from the environment unless --host/--port are given; every
-other setting is read by app.settings from the environment.
+One worker (OpenVINO already spreads one inference over every core), uvloop and httptools (named, never a silent
+fallback), no access log (the app logs each request itself), and 10 s for uvicorn's graceful shutdown before the
+app's own drain. What one process accepts is bounded (app/server.py): HTTP_MAX_CONNECTIONS open connections (503
+past it when all are busy; idle and half-open ones are closed first), HTTP_HEADER_TIMEOUT_SECONDS for a request head,
+HTTP_KEEPALIVE_TIMEOUT_SECONDS idle, and the descriptor limit raised to fit. HOST and PORT come from the environment
+unless --host/--port are given; every other setting is read by app.settings from the environment.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         workers=1,
+        loop="uvloop",  # named, not "auto": a missing uvloop fails the start instead of quietly serving on asyncio's
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         http=bounded_protocol(settings.http_header_timeout_seconds, max_connections),

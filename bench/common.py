@@ -65,5 +65,68 @@ def machine() -> dict[str, object]:
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return {"cpu": model, "cores": os.cpu_count(), "openvino_capabilities": list(capabilities)}
+    capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "openvino": ov.get_version(),
+        "openvino_capabilities": capabilities,
+        "bf16": "BF16" in capabilities,  # f32/f16 IRs run in bf16 here; in f32 elsewhere (several times slower)
+    }
+
+
+def model_input_size(model_dir: Path) -> tuple[int, int]:
+    """(height, width) of the model's input, from its Ultralytics metadata.yaml (`imgsz`)."""
+    import yaml
+
+    imgsz = yaml.safe_load((model_dir / "metadata.yaml").read_text()).get("imgsz", [640, 640])
+    return (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+
+
+def decode_ms(frame: bytes, model_dir: Path, repeats: int = 200) -> float:
+    """Median time of the service's own decode (draft-scaled JPEG, EXIF orientation) of `frame`, alone, in ms."""
+    import time
+
+    from app.services.inference.preprocess import decode
+
+    height, width = model_input_size(model_dir)
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        decode(frame, height, width, 40_000_000)
+        samples.append((time.perf_counter() - started) * 1000)
+    return round(float(np.median(samples[repeats // 10 :])), 3)
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process with a TCP socket listening on `port` (IPv4 or IPv6), from /proc; None if none is found."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        path = Path(table)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of `pid` in MiB (VmRSS), None when it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
+    return round(int(line.split()[1]) / 1024, 1) if line else None

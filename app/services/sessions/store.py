@@ -24,6 +24,7 @@ from redis.typing import EncodableT
 
 from app.services.breakers import AsyncBreaker, BreakerOpen
 from app.services.errors import (
+    ApiError,
     RateLimited,
     SessionCreationLimited,
     SessionEnded,
@@ -62,6 +63,27 @@ class CreationLimits:
 def creation_key(namespace: str, client: str) -> str:
     """One key per client, its own hash tag: a single-key script, so it runs on a cluster as on one Redis."""
     return f"session-creations:{{{namespace}|{client}}}"
+
+
+async def guarded(
+    breaker: AsyncBreaker,
+    name: str,
+    operation: Callable[[], Awaitable[T]],
+    observe: RedisObserver | None,
+    unavailable: type[ApiError] = SessionStoreUnavailable,
+) -> T:
+    """One Redis operation through the breaker, timed; any way Redis can fail becomes `unavailable` (503)."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        result = await breaker.call(operation)
+        outcome = "ok"
+        return result
+    except STORE_FAILURES as exc:
+        raise unavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
+    finally:
+        if observe is not None:
+            observe(name, outcome, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -164,18 +186,7 @@ class SessionStore:
         self._take_creation = register_script(client, scripts.TAKE_CREATION)
 
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Through the breaker, timed; any way Redis can fail becomes SessionStoreUnavailable."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await self.breaker.call(operation)
-            outcome = "ok"
-            return result
-        except STORE_FAILURES as exc:
-            raise SessionStoreUnavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
-        finally:
-            if self._observe is not None:
-                self._observe(name, outcome, time.perf_counter() - started)
+        return await guarded(self.breaker, name, operation, self._observe)
 
     async def ping(self) -> float:
         """Round trip to Redis in seconds (through the breaker)."""

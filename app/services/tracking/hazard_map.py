@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from app.services.breakers import AsyncBreaker
 from app.services.errors import HazardMapUnavailable, ValidationFailed
 from app.services.redis_client import register_script
-from app.services.sessions.store import STORE_FAILURES
+from app.services.sessions.store import guarded
 from app.services.tracking import scripts
 from app.services.tracking.types import HazardRecord
 from app.types import RedisClient, RedisObserver
@@ -129,17 +129,7 @@ class HazardMap:
         self._merge = register_script(client, scripts.MERGE_INTO_MAP)
 
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await self.breaker.call(operation)
-            outcome = "ok"
-            return result
-        except STORE_FAILURES as exc:
-            raise HazardMapUnavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
-        finally:
-            if self._observe is not None:
-                self._observe(name, outcome, time.perf_counter() - started)
+        return await guarded(self.breaker, name, operation, self._observe, HazardMapUnavailable)
 
     async def merge(self, session_id: str, record: HazardRecord) -> str:
         """Report a session's located hazard; returns the map entry it became part of."""

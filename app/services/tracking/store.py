@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from app.services.breakers import AsyncBreaker
-from app.services.errors import SessionStoreUnavailable
 from app.services.redis_client import register_script
-from app.services.sessions.store import STORE_FAILURES, session_key
+from app.services.sessions.store import guarded, session_key
 from app.services.tracking import scripts
 from app.services.tracking.types import Assignment, HazardRecord, Track, TrackParams
 from app.services.uploads.ledger import resolve_upload
@@ -70,17 +69,7 @@ class SessionTracks:
         self._associate = register_script(client, scripts.ASSOCIATE)
 
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await self.breaker.call(operation)
-            outcome = "ok"
-            return result
-        except STORE_FAILURES as exc:
-            raise SessionStoreUnavailable(details={"reason": type(exc).__name__}, retry_after=1) from exc
-        finally:
-            if self._observe is not None:
-                self._observe(name, outcome, time.perf_counter() - started)
+        return await guarded(self.breaker, name, operation, self._observe)
 
     async def associate(self, session_id: str, frame_json: str, update_id: str) -> Associated:
         """One frame's detections into the session's tracks, atomically; `frame_json` is `FrameInput.as_json()`."""
