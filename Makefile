@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test lint system-deps model model-int8 eval eval-tracking bench clean up down status logs restart-web restart-worker faults soak
+.PHONY: run test lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -64,6 +64,30 @@ model-int8:
 
 eval: $(STAMP)
 	PYTHONPATH=scripts $(PY) scripts/evaluate.py
+
+# The speed comparison of docs/PERFORMANCE.md against the API already serving on HOST:PORT (`make run` first): the
+# floor (benchmark_app + decode), our sustainable rate, latency at 5/s and at 50 %/90 % of it, overload at 1.5x, and
+# the naive peer (bench/peer.py: FastAPI + Ultralytics on PEER_MODEL_DIR, the same IR) at the same rates. The peer
+# runs from .venv-train (the train extra: torch, ultralytics), never from the service's venv. bench/results/load.json.
+PEER_PORT ?= 8001
+PEER_MODEL_DIR ?= models/best0408_openvino_model
+BENCH_ARGS ?=
+TRAIN_STAMP := .venv-train/.installed
+$(TRAIN_STAMP): pyproject.toml
+	test -x .venv-train/bin/python || python3 -m venv .venv-train
+	.venv-train/bin/pip install --quiet -e '.[train]'
+	touch $(TRAIN_STAMP)
+
+bench-peer: $(STAMP) $(TRAIN_STAMP)
+	@$(PY) -c "import httpx,sys; httpx.get('http://$(HOST):$(PORT)/health/ready', timeout=5).raise_for_status()" \
+	  || { echo "bench-peer: no ready API at $(HOST):$(PORT); start it first (make run)"; exit 1; }
+	.venv-train/bin/python -m bench.peer --port $(PEER_PORT) --model-dir $(PEER_MODEL_DIR) & peer=$$!; \
+	  trap 'kill $$peer' EXIT; \
+	  for _ in $$(seq 120); do \
+	    $(PY) -c "import httpx; httpx.get('http://127.0.0.1:$(PEER_PORT)/health/ready', timeout=2).raise_for_status()" \
+	      2>/dev/null && break; sleep 1; \
+	  done; \
+	  $(PY) -m bench.load --suite --url http://$(HOST):$(PORT) --peer-url http://127.0.0.1:$(PEER_PORT) $(BENCH_ARGS)
 
 # Hazards, not boxes: generated drives (3 vehicles per road) through the real service path and a private Redis;
 # prints, last, count_error, duplicates, misses and map_error on held-out seeds (see scripts/eval_tracking.py).

@@ -83,12 +83,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every documented method of the path: Starlette's 405 names only the first route's, and GET /jobs and
-    POST /jobs are two routes of one path. The spec is the list of what each path answers."""
-    methods: set[str] = set()
+    """The documented methods of the path: Starlette's 405 names only the first route's, and GET /jobs and
+    POST /jobs are two routes of one path. Of the templates that match, the most literal wins (`/jobs/queue`,
+    not `/jobs/{job_id}`), as routing does."""
+    matching: dict[int, set[str]] = {}
     for template, operations in request.app.openapi()["paths"].items():
         if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
-            methods |= {method.upper() for method in operations}
+            matching.setdefault(template.count("{"), set()).update(method.upper() for method in operations)
+    methods = matching[min(matching)] if matching else set()
     if "GET" in methods:
         methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
     return ", ".join(sorted(methods))

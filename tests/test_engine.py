@@ -161,6 +161,25 @@ async def test_a_frame_that_can_only_time_out_is_refused_at_admission(loaded_mod
         await engine.detect(encode(Image.new("RGB", (320, 320))), DetectOptions(), time.monotonic() - 0.001)
 
 
+async def test_a_newcomer_is_refused_when_it_would_make_a_waiting_frame_late(loaded_model: LoadedModel) -> None:
+    # Adaptive LIFO serves a newcomer before the frames already waiting: admitting one must not make them late.
+    engine = new_engine(loaded_model, pool_size=1, max_queue=64)
+    pool = engine.pool
+    await engine.warm_up(4)
+    with ExitStack() as inside:
+        for _ in range(5):
+            inside.enter_context(pool.admission(Priority.INTERACTIVE, time.monotonic() + 60))
+        expected = pool.expected_seconds()  # the sixth frame's: six service times on one infer request
+        assert expected is not None
+        service = expected / 6
+        # The sixth fits with half a service time to spare; a seventh, queued, would take that and more.
+        inside.enter_context(pool.admission(Priority.INTERACTIVE, time.monotonic() + 6.5 * service))
+        newcomer = pool.admission(Priority.INTERACTIVE, time.monotonic() + 60)  # it has time; the sixth would not
+        with pytest.raises(Overloaded), newcomer:
+            pytest.fail("admitted a frame that pushes a waiting one past its deadline")
+    assert engine.stats().rejected == 1
+
+
 async def test_under_a_burst_every_frame_is_served_refused_or_expired(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model, pool_size=1, max_queue=64)
     await engine.warm_up(4)

@@ -54,7 +54,7 @@ class DetectionEngine:
         self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
     ) -> DetectionResult:
         """Detect hazards in one encoded image; raises the typed errors of app.services.errors."""
-        with self.pool.admission(priority, deadline):
+        with self.pool.admission(priority, deadline) as ticket:
             try:  # nor wait for one past the deadline (the thread, if it started, finishes on its own)
                 async with asyncio.timeout(deadline - time.monotonic()):
                     prepared = await asyncio.to_thread(self._prepare, data, deadline)
@@ -64,7 +64,7 @@ class DetectionEngine:
                 self.pool._expire(deadline)  # counted with the frames that expired waiting for the model; raises
             assert prepared is not None
             batch, transform, decode_s, preprocess_s = prepared
-            output, queue_s, infer_s = await self.pool.infer(batch, deadline, priority)
+            output, queue_s, infer_s = await self.pool.infer(batch, deadline, priority, ticket)
         started = time.perf_counter()
         boxes, scores, class_ids = decode_output(
             output, self.info.output_format, options.conf, options.iou, options.max_det

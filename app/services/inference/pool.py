@@ -5,7 +5,9 @@ an infer request); past it, callers are rejected at once. Each request carries a
 deadline; one that passes while waiting is dropped before it reaches the model. A live
 request is also refused at once when the wait it can expect (the live requests ahead of it,
 at the pool's measured service rate) plus its own inference would pass its deadline: it
-could only time out, and queueing it would make the ones behind it wait too.
+could only time out, and queueing it would make the ones behind it wait too. The same holds
+for the live requests already waiting: under adaptive LIFO a newcomer goes before them, so
+one is admitted only while the tightest deadline among them still holds with it queued.
 
 A free infer request goes to a waiting live (interactive) frame before any batch frame. When more live
 frames wait than the pool holds, the newest is served first (adaptive LIFO): under a burst the older ones
@@ -84,6 +86,7 @@ class InferencePool:
         self._slots = SlotScheduler(size)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = 0
         self._service_s: float | None = None  # smoothed time a request holds an infer request; None until measured
+        self._pending: dict[object, float] = {}  # live requests admitted, not yet running -> their deadlines
 
     @property
     def waiting(self) -> int:
@@ -108,34 +111,51 @@ class InferencePool:
         return ahead * self._service_s / self.size + self._service_s
 
     @contextmanager
-    def admission(self, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None) -> Iterator[None]:
+    def admission(self, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None) -> Iterator[object]:
         """Hold a place in the bounded queue for the whole engine call; full queue -> Overloaded at once, and so is
-        a request that can expect to pass its `deadline` (time.monotonic) before it is served.
+        a request that can expect to pass its `deadline` (time.monotonic) before it is served, or to make a live
+        request already waiting pass its own. Yields a ticket for `infer`.
         Batch frames are bounded by their workers' concurrency instead, and never take a live frame's place."""
+        ticket = object()
         if priority is Priority.BATCH:
-            yield
+            yield ticket
             return
         if self._queued >= self._max_queue:
             self._rejected += 1
             raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
-        expected = self.expected_seconds() if deadline is not None else None
-        remaining = deadline - time.monotonic() if deadline is not None else 0.0
-        if expected is not None and 0 < remaining < expected:  # already late: DeadlineExceeded, as before
+        if deadline is not None:
+            self._refuse_if_late(deadline)
+            self._pending[ticket] = deadline
+        self._queued += 1
+        try:
+            yield ticket
+        finally:
+            self._queued -= 1
+            self._pending.pop(ticket, None)
+
+    def _refuse_if_late(self, deadline: float) -> None:
+        expected = self.expected_seconds()
+        now = time.monotonic()
+        if expected is None or deadline <= now:  # not measured yet; or already late: DeadlineExceeded, as before
+            return
+        tightest = min((d for d in self._pending.values() if d > now), default=deadline)
+        remaining = min(deadline, tightest) - now
+        if expected > remaining:
             self._rejected += 1
             raise Overloaded(
                 retry_after=max(1, math.ceil(expected)),
                 details={"expected_wait_ms": round(expected * 1000, 1), "deadline_in_ms": round(remaining * 1000, 1)},
             )
-        self._queued += 1
-        try:
-            yield
-        finally:
-            self._queued -= 1
 
     async def infer(
-        self, batch: npt.NDArray[np.uint8], deadline: float, priority: Priority = Priority.INTERACTIVE
+        self,
+        batch: npt.NDArray[np.uint8],
+        deadline: float,
+        priority: Priority = Priority.INTERACTIVE,
+        ticket: object | None = None,
     ) -> tuple[Output, float, float]:
-        """Run one batch before `deadline` (time.monotonic); returns (output, queue wait s, infer s)."""
+        """Run one batch before `deadline` (time.monotonic); returns (output, queue wait s, infer s).
+        `ticket`: what `admission` yielded; once running, the request no longer waits on its deadline."""
         waited_from = time.monotonic()
         try:
             async with asyncio.timeout_at(self._loop_deadline(deadline)):
@@ -143,6 +163,7 @@ class InferencePool:
         except TimeoutError:
             self._expire(deadline)
         started = time.monotonic()
+        self._pending.pop(ticket, None)
         if started >= deadline:
             self._slots.release()
             self._expire(deadline)
