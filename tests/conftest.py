@@ -156,6 +156,10 @@ def make_settings(
             "queue_redis_url": queue_url,
             # Tests of other features do not work batch frames; the jobs tests turn the worker on.
             "embedded_worker": False,
+            # One test client opens many sessions (fuzzing); the creation limits are tested on their own.
+            "session_create_burst": 100_000,
+            "session_create_rate_per_minute": 100_000.0,
+            "session_create_ttl_budget_seconds": 10**9,
         }
         values.update(overrides)
         return Settings(**values)

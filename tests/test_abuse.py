@@ -107,6 +107,7 @@ async def test_a_trusted_proxys_forwarded_address_is_the_client(
     api = await start_app(
         make_settings(
             session_create_burst=2,
+            session_create_rate_per_minute=6,
             client_address_header="x-forwarded-for",
             trusted_proxies="127.0.0.1, 10.0.0.0/8",
         )
