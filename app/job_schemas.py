@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.schemas import DetectionOut, ImageSize, ModelRef, PointGeometry
+from app.schemas import DetectionOut, ImageSize, ModelRef, PointGeometry, json_integer, json_number, json_string
 
+# JSON Schema's number and integer, as the spec states them: no booleans, no numbers in strings.
+Number = Annotated[float, BeforeValidator(json_number)]
+Integer = Annotated[int, BeforeValidator(json_integer)]
 JobStatus = Literal["open", "running", "completed", "failed", "cancelled"]
 
 
 class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    conf: float = Field(0.25, ge=0, le=1)
-    iou: float = Field(0.45, ge=0, le=1)
-    max_det: int = Field(100, ge=1, le=1000)
+    conf: Number = Field(0.25, ge=0, le=1)
+    iou: Number = Field(0.45, ge=0, le=1)
+    max_det: Integer = Field(100, ge=1, le=1000)
     model: str | None = Field(None, max_length=128, description="A model version; the active one by default.")
 
 
@@ -35,11 +38,11 @@ class FrameMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filename: str | None = Field(None, max_length=512)
-    captured_at: datetime | None = Field(None, description="RFC 3339")
-    lat: float | None = Field(None, ge=-90, le=90)
-    lon: float | None = Field(None, ge=-180, le=180)
-    heading: float | None = Field(None, ge=0, lt=360)
-    speed_mps: float | None = Field(None, ge=0, le=150)
+    captured_at: Annotated[datetime, BeforeValidator(json_string)] | None = Field(None, description="RFC 3339")
+    lat: Number | None = Field(None, ge=-90, le=90)
+    lon: Number | None = Field(None, ge=-180, le=180)
+    heading: Number | None = Field(None, ge=0, lt=360)
+    speed_mps: Number | None = Field(None, ge=0, le=150)
 
 
 class JobOut(BaseModel):

@@ -24,6 +24,20 @@ def json_integer(value: object) -> object:
     return value
 
 
+def json_number(value: object) -> object:
+    """What JSON Schema calls a number: pydantic's lax mode would also take `true` and `"0.5"`."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
+
+
+def json_string(value: object) -> object:
+    """A JSON string (an RFC 3339 time): pydantic's lax mode would also read a number as epoch seconds."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="Stable, machine-readable: SESSION_NOT_FOUND, RATE_LIMITED, ... (see the README).")
     message: str = Field(description="For people; may change between versions.")

@@ -100,7 +100,7 @@ FRAME_ERRORS = (*JOB_ERRORS, JobNotOpen, Backpressure, ImageTooLarge, RequestTim
 
 def _validated(model: type[M], raw: str | bytes, field: str) -> M:
     try:
-        return model.model_validate_json(raw or b"{}", strict=True)  # "0.5" is not a number
+        return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", field, *error["loc"])} for error in exc.errors(include_url=False)]
