@@ -20,7 +20,7 @@ import numpy as np
 
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import load_model
-from app.services.inference.types import DetectOptions
+from app.services.inference.types import DetectOptions, Priority
 from bench.common import MODEL_DIR, benchmark_app, percentiles, road_frame
 
 
@@ -51,7 +51,9 @@ async def saturated_throughput(engine: DetectionEngine, frame: bytes | None, sec
             if frame is None:
                 await engine.pool.infer(batch, time.monotonic() + 10)
             else:
-                await engine.detect(frame, DetectOptions(), time.monotonic() + 10)
+                # Batch priority: FIFO, outside the live admission policy (adaptive LIFO and refusals would starve
+                # one closed-loop client and stop the run): the engine's throughput, not the live path's policy.
+                await engine.detect(frame, DetectOptions(), time.monotonic() + 10, Priority.BATCH)
             done += 1
 
     started = time.monotonic()

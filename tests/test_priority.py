@@ -84,3 +84,21 @@ async def test_live_frames_admitted_behind_a_batch_backlog_finish_first(loaded_m
     # Of the batch frames waiting when it came, at most two go first (ones that took the slot while the live frame
     # was still decoding); in FIFO order every one of them would.
     assert behind >= waiting_ahead - 2, (waiting_ahead, finished)
+
+
+async def test_a_slot_is_kept_for_a_live_frame_still_decoding() -> None:
+    scheduler = SlotScheduler(1)
+    await scheduler.acquire(Priority.BATCH)
+    batch_waiter = asyncio.create_task(scheduler.acquire(Priority.BATCH))
+    await asyncio.sleep(0)
+    scheduler.expect_live()  # admitted, decoding: it will want the slot in a few milliseconds
+    scheduler.release()
+    await asyncio.sleep(0)
+    assert not batch_waiter.done()  # the slot waits for the live frame
+    await asyncio.wait_for(scheduler.acquire(Priority.INTERACTIVE, expected=True), 1)
+    scheduler.release()
+    await asyncio.wait_for(batch_waiter, 1)  # then the batch frame has it
+    scheduler.expect_live()
+    scheduler.live_not_coming()  # e.g. its image did not decode: nothing is kept any more
+    scheduler.release()
+    await asyncio.wait_for(scheduler.acquire(Priority.BATCH), 1)

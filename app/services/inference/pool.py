@@ -36,19 +36,40 @@ SERVICE_TIME_SMOOTHING = 0.2
 
 
 class SlotScheduler:
-    """`size` slots handed out by priority: interactive first (newest first past `size` waiting), then batch FIFO."""
+    """`size` slots handed out by priority: interactive first (newest first past `size` waiting), then batch FIFO.
+
+    A live frame still decoding is expected: a free slot is kept for it rather than given to a batch frame, whose
+    inference it would otherwise have to wait out when it arrives a few milliseconds later."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._free = size
+        self._expected_live = 0
         self._waiting: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
 
     @property
     def waiting(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())
 
-    async def acquire(self, priority: Priority) -> None:
-        if self._free > 0 and not self.waiting:
+    def expect_live(self) -> None:
+        self._expected_live += 1
+
+    def live_not_coming(self) -> None:
+        """An expected live frame left without needing a slot: what was kept for it may go to a batch frame."""
+        self._expected_live -= 1
+        while self._free > self._expected_live and self._waiting[Priority.BATCH]:
+            self._free -= 1
+            self._waiting[Priority.BATCH].popleft().set_result(None)
+
+    async def acquire(self, priority: Priority, expected: bool = False) -> None:
+        """`expected`: a live frame announced with `expect_live`; the slot kept for it is its own."""
+        if expected:
+            self._expected_live -= 1
+        if priority is Priority.BATCH:
+            can_take = self._free > self._expected_live and not self.waiting
+        else:
+            can_take = self._free > 0 and not self._waiting[Priority.INTERACTIVE]
+        if can_take:
             self._free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -74,7 +95,7 @@ class SlotScheduler:
         if live:
             return live.pop() if len(live) > self._size else live.popleft()
         batch = self._waiting[Priority.BATCH]
-        return batch.popleft() if batch else None
+        return batch.popleft() if batch and self._free >= self._expected_live else None
 
 
 class InferencePool:
@@ -84,6 +105,7 @@ class InferencePool:
         self._requests = ov.AsyncInferQueue(compiled, size)
         self._requests.set_callback(self._on_done)
         self._slots = SlotScheduler(size)
+        self._coming: set[object] = set()  # tickets of live frames admitted, not yet at a slot (decoding)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = 0
         self._service_s: float | None = None  # smoothed time a request holds an infer request; None until measured
         self._pending: dict[object, float] = {}  # live requests admitted, not yet running -> their deadlines
@@ -127,11 +149,16 @@ class InferencePool:
             self._refuse_if_late(deadline)
             self._pending[ticket] = deadline
         self._queued += 1
+        self._slots.expect_live()
+        self._coming.add(ticket)
         try:
             yield ticket
         finally:
             self._queued -= 1
             self._pending.pop(ticket, None)
+            if ticket in self._coming:  # left without reaching a slot (refused, bad image, late)
+                self._coming.discard(ticket)
+                self._slots.live_not_coming()
 
     def _refuse_if_late(self, deadline: float) -> None:
         expected = self.expected_seconds()
@@ -157,9 +184,11 @@ class InferencePool:
         """Run one batch before `deadline` (time.monotonic); returns (output, queue wait s, infer s).
         `ticket`: what `admission` yielded; once running, the request no longer waits on its deadline."""
         waited_from = time.monotonic()
+        expected = ticket in self._coming
+        self._coming.discard(ticket)
         try:
             async with asyncio.timeout_at(self._loop_deadline(deadline)):
-                await self._slots.acquire(priority)
+                await self._slots.acquire(priority, expected)
         except TimeoutError:
             self._expire(deadline)
         started = time.monotonic()
