@@ -87,6 +87,9 @@ def frame_metadata_and_map_queries(context: schemathesis.HookContext, case: Any)
         return _job_parts_valid(case.body)
     if path.startswith("/detect/"):
         form = case.body if isinstance(case.body, dict) else {}
+        given = [v for k, v in [*query.items(), *form.items()] if k in META_FIELDS]
+        if any(isinstance(value, list | dict) for value in given):  # a repeated field is refused (422), not valid
+            return False
         try:
             frame_meta(
                 {k: v for k, v in query.items() if k in META_FIELDS},
