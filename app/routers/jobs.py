@@ -51,13 +51,14 @@ from app.services.tracking.types import TrackParams
 _BINARY = {"type": "string", "format": "binary"}
 _FRAME_ENCODING = {"file": {"contentType": ", ".join(sorted(IMAGE_TYPES | {"application/octet-stream"}))}}
 _JSON_TEXT = {"type": "string", "contentMediaType": "application/json"}
-# One frame per `file` part, repeated for more (a schema array would make clients and checkers drop filenames).
+# One frame per `file` part, repeated for more (a schema array of files would make clients and checkers drop the
+# parts' filenames). `meta` parts carry no file: one or many, as a schema can say.
 _FRAME_PARTS = {
     "file": {**_BINARY, "description": "A JPEG, PNG or WebP image; repeat the part for more frames."},
     "meta": {
-        **_JSON_TEXT,
-        "description": "Optional FrameMeta JSON; repeatable: the n-th `meta` part describes the n-th `file` part "
-        "(fewer metas than files is fine; more is refused).",
+        "anyOf": [_JSON_TEXT, {"type": "array", "items": _JSON_TEXT}],
+        "description": "Optional FrameMeta JSON, one part per frame: the n-th `meta` part describes the n-th `file` "
+        "part (fewer metas than files is fine; more is refused).",
     },
 }
 FRAMES_BODY = {
