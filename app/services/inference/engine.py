@@ -61,7 +61,7 @@ class DetectionEngine:
             except TimeoutError:
                 prepared = None
             if prepared is None:
-                self.pool._expire(deadline)  # counted with the frames that expired waiting for the model; raises
+                self.pool.expire(deadline)  # counted with the frames that expired waiting for the model; raises
             assert prepared is not None
             batch, transform, decode_s, preprocess_s = prepared
             output, queue_s, infer_s = await self.pool.infer(batch, deadline, priority, ticket)

@@ -190,12 +190,12 @@ class InferencePool:
             async with asyncio.timeout_at(self._loop_deadline(deadline)):
                 await self._slots.acquire(priority, expected)
         except TimeoutError:
-            self._expire(deadline)
+            self.expire(deadline)
         started = time.monotonic()
         self._pending.pop(ticket, None)
         if started >= deadline:
             self._slots.release()
-            self._expire(deadline)
+            self.expire(deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Output] = loop.create_future()
         self._in_flight += 1
@@ -208,7 +208,8 @@ class InferencePool:
         output = await future
         return output, started - waited_from, time.monotonic() - started
 
-    def _expire(self, deadline: float) -> None:
+    def expire(self, deadline: float) -> None:
+        """Count a request that missed its deadline (waiting for a slot, or for its decode) and raise 504."""
         self._expired += 1
         raise DeadlineExceeded(details={"late_by_ms": round((time.monotonic() - deadline) * 1000, 1)})
 
