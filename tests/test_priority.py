@@ -63,6 +63,24 @@ async def test_a_waiter_that_gives_up_never_holds_a_slot() -> None:
     await asyncio.wait_for(scheduler.acquire(Priority.BATCH), 1)  # the slot came back
 
 
+async def test_a_slot_released_in_the_loop_turn_a_waiter_gives_up_goes_to_the_next_waiter() -> None:
+    """A deadline cancels a waiter's future; before its task can leave the queue, a release runs (the completion
+    callback of the same turn). The release must skip it, not hand it the slot (the slot would be lost)."""
+    for priority in Priority:
+        scheduler = SlotScheduler(1)
+        await scheduler.acquire(Priority.INTERACTIVE)
+        giving_up = asyncio.create_task(scheduler.acquire(priority))
+        next_one = asyncio.create_task(scheduler.acquire(priority))
+        await asyncio.sleep(0)
+        giving_up.cancel()  # its future is cancelled now; its task runs its cleanup only on the next turn
+        scheduler.release()
+        await asyncio.wait_for(next_one, 1)
+        assert (await asyncio.gather(giving_up, return_exceptions=True))[0].__class__ is asyncio.CancelledError
+        assert scheduler.waiting == 0
+        scheduler.release()
+        await asyncio.wait_for(scheduler.acquire(priority), 1)  # and exactly one slot exists again
+
+
 async def test_live_frames_admitted_behind_a_batch_backlog_finish_first(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model, pool_size=1)
     frame = encode(Image.new("RGB", (640, 360), (90, 90, 90)))

@@ -314,6 +314,9 @@ def test_a_full_spool_disk_keeps_detection_answering_counts_and_shows_it_and_res
         server.stop()
 
 
+SENDERS, FRAMES_PER_SENDER = 3, 150
+
+
 def test_sigkill_mid_burst_every_spooled_upload_lands_after_restart_and_nothing_stays_pending(
     redis_server: RedisProcess, fake_cloudinary: FakeCloudinary, model_cache: Path, tmp_path: Path
 ) -> None:
@@ -328,6 +331,7 @@ def test_sigkill_mid_burst_every_spooled_upload_lands_after_restart_and_nothing_
         BREAKER_RESET_SECONDS="1",
         UPLOAD_SETTLE_SECONDS="6",
         UPLOAD_QUEUE_SIZE="256",
+        SESSION_HISTORY_LIMIT=str(SENDERS * FRAMES_PER_SENDER),  # every answered frame stays in the history
     )
     first = Server(redis_server.url, tmp_path / "first", **env)
     spool = tmp_path / "spool"
@@ -341,7 +345,7 @@ def test_sigkill_mid_burst_every_spooled_upload_lands_after_restart_and_nothing_
         def burst() -> None:
             with httpx.Client() as client:
                 number = 0
-                while not stop.is_set() and number < 150:
+                while not stop.is_set() and number < FRAMES_PER_SENDER:
                     try:
                         response = post_frame(client, first, session_id, frames[number % len(frames)])
                     except httpx.TransportError:
@@ -350,7 +354,7 @@ def test_sigkill_mid_burst_every_spooled_upload_lands_after_restart_and_nothing_
                         answered.append(response.json()["request_id"])
                     number += 1
 
-        senders = [threading.Thread(target=burst) for _ in range(3)]
+        senders = [threading.Thread(target=burst) for _ in range(SENDERS)]
         for sender in senders:
             sender.start()
 

@@ -57,9 +57,12 @@ class SlotScheduler:
     def live_not_coming(self) -> None:
         """An expected live frame left without needing a slot: what was kept for it may go to a batch frame."""
         self._expected_live -= 1
-        while self._free > self._expected_live and self._waiting[Priority.BATCH]:
-            self._free -= 1
-            self._waiting[Priority.BATCH].popleft().set_result(None)
+        batch = self._waiting[Priority.BATCH]
+        while self._free > self._expected_live and batch:
+            future = batch.popleft()
+            if not future.done():  # one cancelled in this loop turn takes nothing
+                self._free -= 1
+                future.set_result(None)
 
     async def acquire(self, priority: Priority, expected: bool = False) -> None:
         """`expected`: a live frame announced with `expect_live`; the slot kept for it is its own."""
@@ -79,7 +82,7 @@ class SlotScheduler:
         except BaseException:
             if future.done() and not future.cancelled():
                 self.release()  # handed a slot in the same instant the waiter gave up: pass it on
-            else:
+            elif future in self._waiting[priority]:  # else a release already skipped it
                 self._waiting[priority].remove(future)
             raise
 
@@ -91,6 +94,11 @@ class SlotScheduler:
             future.set_result(None)
 
     def _next_waiter(self) -> asyncio.Future[None] | None:
+        while (future := self._pop_waiter()) is not None and future.done():
+            pass  # cancelled (its deadline passed) in this loop turn, before its task could leave the queue
+        return future
+
+    def _pop_waiter(self) -> asyncio.Future[None] | None:
         live = self._waiting[Priority.INTERACTIVE]
         if live:
             return live.pop() if len(live) > self._size else live.popleft()
