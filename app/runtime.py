@@ -206,14 +206,21 @@ class Runtime:
         model = load_model(
             path,
             device=s.model_device,
-            performance_hint=s.model_performance_hint,
+            performance_hint=s.model_performance_hint or ("LATENCY" if self.role == "api" else "THROUGHPUT"),
             inference_threads=s.model_inference_threads,
             cache_dir=s.model_cache_dir,
             name=name,
         )
         pool_size = s.model_max_concurrent or model.optimal_requests
         log.info("model_compiled", model=name, optimal_requests=model.optimal_requests, pool_size=pool_size)
-        return DetectionEngine(model, pool_size, s.max_request_queue_size, s.max_image_pixels, s.max_decode_pixels)
+        return DetectionEngine(
+            model,
+            pool_size,
+            s.max_request_queue_size,
+            s.max_image_pixels,
+            s.max_decode_pixels,
+            batch_in_live_gaps=self.role == "api",
+        )
 
     async def _verify_engine(self, engine: DetectionEngine) -> None:
         """Warm it, then prove it on the probe frame before it may serve."""

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     model_memory_limit_mb: float = Field(1024.0, gt=0)  # a load that would push RSS past it is refused
     model_drain_seconds: float = Field(10.0, ge=0)  # how long an unloaded version may finish its frames
     model_device: str = "CPU"
-    model_performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    # Default: LATENCY for an API (one infer request on every core: the fastest single frame), THROUGHPUT for a
+    # hazard-worker (a stream per core: the most frames per second).
+    model_performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = None
     model_warmup_requests: int = Field(3, ge=0)
     model_max_concurrent: int | None = Field(None, ge=1, description="infer requests; default: OpenVINO's optimum")
     model_inference_threads: int | None = Field(None, ge=1, description="CPU threads for OpenVINO; default: all cores")
@@ -100,7 +102,7 @@ class Settings(BaseSettings):
     # The queue and job state need one standalone Redis (pub/sub, blocking moves): REDIS_URL by default; required
     # with REDIS_MODE=cluster.
     queue_redis_url: str | None = None
-    worker_batch_concurrency: int = Field(4, ge=1)  # batch frames one process works at once
+    worker_batch_concurrency: int = Field(8, ge=1)  # batch frames one process works at once
     worker_live_concurrency: int = Field(8, ge=1)  # live frames a worker process takes at once (remote mode)
     worker_metrics_port: int = Field(9101, ge=0, le=65535)  # hazard-worker's /metrics; 0: none
     worker_shutdown_seconds: float = Field(10.0, ge=0)  # SIGTERM: how long the frames in hand may finish

@@ -96,7 +96,7 @@ def main() -> None:
         "frames": args.frames,
         "concurrency": args.concurrency,
     }
-    saturation = asyncio.run(engine_saturation(road_frame(), args.seconds))
+    saturation = asyncio.run(engine_saturation(road_frame(), args.seconds, "LATENCY"))
     report["engine_saturation_fps"] = round(saturation, 1)
     with tempfile.TemporaryDirectory() as scratch:
         frames_dir = Path(scratch) / "frames"

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.jobs --frames 300 --seconds 20
 
-1. The full engine's saturation (decode + infer + NMS, in process, the served LATENCY config) vs one
-   `hazard-worker` working a batch job of distinct 1280x720 frames: frames/s from the first frame taken to the
-   job's completion.
+1. The full engine's saturation (decode + infer + NMS, in process; the API's LATENCY config and the worker's
+   THROUGHPUT config, the better one counts) vs one `hazard-worker` working a batch job of distinct 1280x720
+   frames: frames/s from the first frame taken to the job's completion.
 2. Live `/detect` at 50 % of that saturation, open loop, on `make run`'s layout (one API, embedded worker):
    alone, then with a batch job keeping the rest of the engine busy; P95 ratio.
 3. Live `/detect` at a low rate on a local-mode API vs a remote-mode API (no model) + one worker: the queue's
@@ -178,8 +178,8 @@ def job_rate(url: str, job_id: str, total: int) -> float:
             time.sleep(0.05)
 
 
-async def engine_saturation(frame: bytes, seconds: float) -> float:
-    model = load_model(MODEL_DIR, performance_hint="LATENCY")
+async def engine_saturation(frame: bytes, seconds: float, hint: str) -> float:
+    model = load_model(MODEL_DIR, performance_hint=hint)
     engine = DetectionEngine(model, model.optimal_requests, 256, 40_000_000)
     await engine.warm_up(10)
     return await saturated_throughput(engine, frame, seconds, 4 * engine.pool.size)
@@ -207,7 +207,10 @@ def main() -> None:
         "frame_bytes": len(frame),
         "sha256_ms": round((time.perf_counter() - started) / 200 * 1000, 4),
     }
-    report["engine_saturation_fps"] = round(asyncio.run(engine_saturation(frame, args.seconds)), 1)
+    # The API's config (LATENCY: sets the live half load) and the worker's (THROUGHPUT: what one worker is held to).
+    report["engine_saturation_fps"] = round(asyncio.run(engine_saturation(frame, args.seconds, "LATENCY")), 1)
+    throughput = asyncio.run(engine_saturation(frame, args.seconds, "THROUGHPUT"))
+    report["engine_saturation_throughput_hint_fps"] = round(throughput, 1)
     frames = distinct_frames(args.frames)
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as workdir:
         stack = Stack(redis_url, Path(workdir))
@@ -216,7 +219,8 @@ def main() -> None:
             stack.worker()
             job_id = submit_job(api, frames)
             report["worker_batch_fps"] = round(job_rate(api, job_id, len(frames)), 1)
-            report["worker_vs_engine"] = round(report["worker_batch_fps"] / report["engine_saturation_fps"], 3)
+            best = max(report["engine_saturation_fps"], report["engine_saturation_throughput_hint_fps"])
+            report["worker_vs_engine"] = round(report["worker_batch_fps"] / best, 3)
             # Remote vs local at a low rate: the same worker serves the remote API's live frames.
             remote = stack.api(INFERENCE_MODE="remote")
             report["remote_low_rate"] = asyncio.run(run_load(remote, args.low_rate, args.seconds, frame))

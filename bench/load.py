@@ -71,6 +71,7 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         by_status: defaultdict[str, list[float]] = defaultdict(list)
         statuses: Counter[str] = Counter()
         retry_after: Counter[str] = Counter()
+        stages: defaultdict[str, list[float]] = defaultdict(list)
 
         async def one(index: int, scheduled: float) -> None:
             session_id = sessions[index % len(sessions)]
@@ -81,6 +82,8 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
                 status = str(response.status_code)
                 if "retry-after" in response.headers:
                     retry_after[status] += 1
+                for stage, took_ms in server_timing(response.headers.get("server-timing", "")):
+                    stages[stage].append(took_ms)
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             elapsed_ms = (time.perf_counter() - scheduled) * 1000
@@ -110,7 +113,17 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         "with_retry_after": dict(retry_after),
         "latency_ms": percentiles(latencies),
         "latency_ms_by_status": {status: percentiles(samples) for status, samples in sorted(by_status.items())},
+        "server_stages_ms": {stage: percentiles(samples) for stage, samples in stages.items()},
     }
+
+
+def server_timing(header: str) -> list[tuple[str, float]]:
+    """`decode;dur=2.1, infer;dur=4.3` -> [("decode", 2.1), ("infer", 4.3)]."""
+    stages = []
+    for entry in filter(None, (part.strip() for part in header.split(","))):
+        name, _, duration = entry.partition(";dur=")
+        stages.append((name, float(duration)))
+    return stages
 
 
 def sustainable(result: Report) -> bool:

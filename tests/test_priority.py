@@ -7,6 +7,7 @@ import time
 
 from PIL import Image
 
+from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import LoadedModel
 from app.services.inference.pool import SlotScheduler
 from app.services.inference.types import DetectOptions, Priority
@@ -120,3 +121,30 @@ async def test_a_slot_is_kept_for_a_live_frame_still_decoding() -> None:
     scheduler.live_not_coming()  # e.g. its image did not decode: nothing is kept any more
     scheduler.release()
     await asyncio.wait_for(scheduler.acquire(Priority.BATCH), 1)
+
+
+async def run_batch_beside_live(loaded_model: LoadedModel, in_gaps: bool) -> None:
+    """A batch frame submitted while a live frame is inside (decoding, say), then another live frame start to end."""
+    frame = encode(Image.new("RGB", (640, 360), (90, 90, 90)))
+    engine = DetectionEngine(loaded_model, 1, 16, max_pixels=40_000_000, batch_in_live_gaps=in_gaps)
+
+    async def batch_waits_at_the_slot() -> bool:
+        return engine.pool.waiting == 1
+
+    with engine.pool.admission(Priority.INTERACTIVE):
+        batch = asyncio.create_task(engine.detect(frame, DetectOptions(), time.monotonic() + 30, Priority.BATCH))
+        await engine.detect(frame, DetectOptions(), time.monotonic() + 30)
+        if in_gaps:  # an API's engine: the batch frame has not even started its decode
+            assert (batch.done(), engine.pool.waiting, engine.stats().completed) == (False, 0, 1)
+        else:  # a hazard-worker's engine: it decoded beside them and waits at the slot (live frames first)
+            await wait_for(batch_waits_at_the_slot, "the batch frame decoded and waiting for the slot")
+    await asyncio.wait_for(batch, 10)  # the gap came: it runs
+    assert engine.stats().completed == 2
+
+
+async def test_an_api_engine_starts_batch_frames_only_between_live_frames(loaded_model: LoadedModel) -> None:
+    await run_batch_beside_live(loaded_model, in_gaps=True)
+
+
+async def test_a_worker_engine_decodes_batch_frames_beside_live_ones(loaded_model: LoadedModel) -> None:
+    await run_batch_beside_live(loaded_model, in_gaps=False)

@@ -24,11 +24,17 @@ from app.services.timing import ms
 
 class DetectionEngine:
     def __init__(
-        self, model: LoadedModel, pool_size: int, max_queue: int, max_pixels: int, max_decode_pixels: int | None = None
+        self,
+        model: LoadedModel,
+        pool_size: int,
+        max_queue: int,
+        max_pixels: int,
+        max_decode_pixels: int | None = None,
+        batch_in_live_gaps: bool = False,
     ) -> None:
         self.info: ModelInfo = model.info
         self.compile_seconds = model.compile_seconds
-        self.pool = InferencePool(model.compiled, pool_size, max_queue)
+        self.pool = InferencePool(model.compiled, pool_size, max_queue, batch_in_live_gaps)
         self._max_pixels = max_pixels
         self._max_decode_pixels = max_decode_pixels
 
@@ -54,6 +60,14 @@ class DetectionEngine:
         self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
     ) -> DetectionResult:
         """Detect hazards in one encoded image; raises the typed errors of app.services.errors."""
+        if priority is Priority.BATCH:
+            async with self.pool.batch_turn():
+                return await self._detect(data, options, deadline, priority)
+        return await self._detect(data, options, deadline, priority)
+
+    async def _detect(
+        self, data: bytes, options: DetectOptions, deadline: float, priority: Priority
+    ) -> DetectionResult:
         with self.pool.admission(priority, deadline) as ticket:
             try:  # nor wait for one past the deadline (the thread, if it started, finishes on its own)
                 async with asyncio.timeout(deadline - time.monotonic()):
