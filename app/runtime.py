@@ -220,6 +220,7 @@ class Runtime:
             s.max_image_pixels,
             s.max_decode_pixels,
             batch_in_live_gaps=self.role == "api",
+            latency_budget=s.live_latency_budget_seconds,
         )
 
     async def _verify_engine(self, engine: DetectionEngine) -> None:

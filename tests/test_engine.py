@@ -161,6 +161,27 @@ async def test_a_frame_that_can_only_time_out_is_refused_at_admission(loaded_mod
         await engine.detect(encode(Image.new("RGB", (320, 320))), DetectOptions(), time.monotonic() - 0.001)
 
 
+async def test_a_frame_expected_past_its_latency_budget_is_refused_whatever_its_deadline(
+    loaded_model: LoadedModel,
+) -> None:
+    budget = 0.2
+    engine = DetectionEngine(loaded_model, 1, 256, max_pixels=40_000_000, latency_budget=budget)
+    pool = engine.pool
+    await engine.warm_up(4)
+    far = time.monotonic() + 60  # the deadline alone would allow a minute of queueing
+    admitted = 0
+    with ExitStack() as inside:
+        while (expected := pool.expected_seconds()) is not None and expected <= budget:
+            inside.enter_context(pool.admission(Priority.INTERACTIVE, far))  # each expected within the budget
+            admitted += 1
+        assert admitted >= 2  # an inference takes milliseconds: several fit in 200 ms
+        with pytest.raises(Overloaded) as refused, pool.admission(Priority.INTERACTIVE, far):
+            pytest.fail("admitted a frame expected to be served past its latency budget")
+    assert refused.value.retry_after is not None and refused.value.retry_after >= 1
+    assert refused.value.details["deadline_in_ms"] <= budget * 1000
+    assert engine.stats().rejected == 1
+
+
 async def test_a_newcomer_is_refused_when_it_would_make_a_waiting_frame_late(loaded_model: LoadedModel) -> None:
     # Adaptive LIFO serves a newcomer before the frames already waiting: admitting one must not make them late.
     engine = new_engine(loaded_model, pool_size=1, max_queue=64)

@@ -30,11 +30,19 @@ class DetectionEngine:
         max_queue: int,
         max_pixels: int,
         max_decode_pixels: int | None = None,
+        *,
         batch_in_live_gaps: bool = False,
+        latency_budget: float | None = None,
     ) -> None:
         self.info: ModelInfo = model.info
         self.compile_seconds = model.compile_seconds
-        self.pool = InferencePool(model.compiled, pool_size, max_queue, batch_in_live_gaps)
+        self.pool = InferencePool(
+            model.compiled,
+            pool_size,
+            max_queue,
+            batch_in_live_gaps=batch_in_live_gaps,
+            latency_budget=latency_budget,
+        )
         self._max_pixels = max_pixels
         self._max_decode_pixels = max_decode_pixels
 

@@ -107,9 +107,18 @@ class SlotScheduler:
 
 
 class InferencePool:
-    def __init__(self, compiled: ov.CompiledModel, size: int, max_queue: int, batch_in_live_gaps: bool = False) -> None:
+    def __init__(
+        self,
+        compiled: ov.CompiledModel,
+        size: int,
+        max_queue: int,
+        *,
+        batch_in_live_gaps: bool = False,
+        latency_budget: float | None = None,
+    ) -> None:
         self.size = size
         self._batch_in_live_gaps = batch_in_live_gaps
+        self._latency_budget = latency_budget
         self._max_queue = max_queue
         self._requests = ov.AsyncInferQueue(compiled, size)
         self._requests.set_callback(self._on_done)
@@ -147,8 +156,8 @@ class InferencePool:
     @contextmanager
     def admission(self, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None) -> Iterator[object]:
         """Hold a place in the bounded queue for the whole engine call; full queue -> Overloaded at once, and so is
-        a request that can expect to pass its `deadline` (time.monotonic) before it is served, or to make a live
-        request already waiting pass its own. Yields a ticket for `infer`.
+        a request that can expect to pass its `deadline` (time.monotonic; or its latency budget, if sooner) before it
+        is served, or to make a live request already waiting pass its own. Yields a ticket for `infer`.
         Batch frames are bounded by their workers' concurrency instead, and never take a live frame's place."""
         ticket = object()
         if priority is Priority.BATCH:
@@ -158,6 +167,9 @@ class InferencePool:
             self._rejected += 1
             raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
         if deadline is not None:
+            # Past its latency budget a frame is stale for a live client long before its deadline: refused at once.
+            if self._latency_budget is not None:
+                deadline = min(deadline, time.monotonic() + self._latency_budget)
             self._refuse_if_late(deadline)
             self._pending[ticket] = deadline
         self._queued += 1
