@@ -19,6 +19,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
+from tests.support.server import LATENCY_BUDGET_FOR_BURSTS
 
 STOP_WITHIN_SECONDS = 30  # a shutdown that hangs must fail the test, not stall the suite
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "best0408_openvino_model"
@@ -160,6 +161,8 @@ def make_settings(
             "session_create_burst": 100_000,
             "session_create_rate_per_minute": 100_000.0,
             "session_create_ttl_budget_seconds": 10**9,
+            # Bursts of concurrent frames test concurrency, not admission; the latency budget is tested on its own.
+            "live_latency_budget_seconds": LATENCY_BUDGET_FOR_BURSTS,
         }
         values.update(overrides)
         return Settings(**values)
