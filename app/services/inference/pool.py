@@ -57,12 +57,7 @@ class SlotScheduler:
     def live_not_coming(self) -> None:
         """An expected live frame left without needing a slot: what was kept for it may go to a batch frame."""
         self._expected_live -= 1
-        batch = self._waiting[Priority.BATCH]
-        while self._free > self._expected_live and batch:
-            future = batch.popleft()
-            if not future.done():  # one cancelled in this loop turn takes nothing
-                self._free -= 1
-                future.set_result(None)
+        self._hand_out()
 
     async def acquire(self, priority: Priority, expected: bool = False) -> None:
         """`expected`: a live frame announced with `expect_live`; the slot kept for it is its own."""
@@ -82,28 +77,27 @@ class SlotScheduler:
         except BaseException:
             if future.done() and not future.cancelled():
                 self.release()  # handed a slot in the same instant the waiter gave up: pass it on
-            elif future in self._waiting[priority]:  # else a release already skipped it
+            elif future in self._waiting[priority]:  # else a hand-out already skipped it
                 self._waiting[priority].remove(future)
             raise
 
     def release(self) -> None:
-        future = self._next_waiter()
-        if future is None:
-            self._free += 1
-        else:
-            future.set_result(None)
+        self._free += 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Free slots to waiters, live first; a batch frame only past the slots kept for expected live frames."""
+        while self._free > 0 and (future := self._next_waiter()) is not None:
+            if not future.done():  # else cancelled (its deadline passed) in this loop turn, before it could leave
+                self._free -= 1
+                future.set_result(None)
 
     def _next_waiter(self) -> asyncio.Future[None] | None:
-        while (future := self._pop_waiter()) is not None and future.done():
-            pass  # cancelled (its deadline passed) in this loop turn, before its task could leave the queue
-        return future
-
-    def _pop_waiter(self) -> asyncio.Future[None] | None:
         live = self._waiting[Priority.INTERACTIVE]
         if live:
             return live.pop() if len(live) > self._size else live.popleft()
         batch = self._waiting[Priority.BATCH]
-        return batch.popleft() if batch and self._free >= self._expected_live else None
+        return batch.popleft() if batch and self._free > self._expected_live else None
 
 
 class InferencePool:
@@ -167,11 +161,7 @@ class InferencePool:
             self._rejected += 1
             raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
         if deadline is not None:
-            # Past its latency budget a frame is stale for a live client long before its deadline: refused at once.
-            if self._latency_budget is not None:
-                deadline = min(deadline, time.monotonic() + self._latency_budget)
-            self._refuse_if_late(deadline)
-            self._pending[ticket] = deadline
+            self._pending[ticket] = self._refuse_if_late(deadline)
         self._queued += 1
         self._no_live.clear()
         self._slots.expect_live()
@@ -200,19 +190,23 @@ class InferencePool:
             await self._no_live.wait()
             yield
 
-    def _refuse_if_late(self, deadline: float) -> None:
-        expected = self.expected_seconds()
+    def _refuse_if_late(self, deadline: float) -> float:
+        """Returns when the frame must be served by: its deadline, or its latency budget if sooner (past it a live
+        frame is stale long before its deadline)."""
         now = time.monotonic()
+        limit = deadline if self._latency_budget is None else min(deadline, now + self._latency_budget)
+        expected = self.expected_seconds()
         if expected is None or deadline <= now:  # not measured yet; or already late: DeadlineExceeded, as before
-            return
-        tightest = min((d for d in self._pending.values() if d > now), default=deadline)
-        remaining = min(deadline, tightest) - now
+            return limit
+        tightest = min((d for d in self._pending.values() if d > now), default=limit)
+        remaining = min(limit, tightest) - now
         if expected > remaining:
             self._rejected += 1
             raise Overloaded(
                 retry_after=max(1, math.ceil(expected)),
                 details={"expected_wait_ms": round(expected * 1000, 1), "deadline_in_ms": round(remaining * 1000, 1)},
             )
+        return limit
 
     async def infer(
         self,
