@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.services.inference.model import load_model
 from tests.support.detections import boxes
 from tests.support.images import encode, scene, scene_with_hazards
 from tests.support.redis_process import RedisProcess
-from tests.support.server import Server, WorkerProcess
+from tests.support.server import MODEL_DIR, Server, WorkerProcess
 
 # Short enough that a dead worker's frame comes back within seconds: the sweep looks every second, and a frame
 # untouched for two is a dead worker's.
@@ -83,8 +84,20 @@ def stack(redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]) -> 
             worker.stop()
 
 
+def pool_size(metrics: str) -> float:
+    return next(
+        float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("hazard_inference_pool_size")
+    )
+
+
 def test_two_workers_share_a_job_and_a_killed_one_loses_nothing(stack: dict[str, Any]) -> None:
     api, workers = stack["api"], stack["workers"]
+    # A worker compiles for THROUGHPUT, an API for LATENCY: each holds its hint's optimal number of infer requests.
+    optimal = {
+        hint: load_model(MODEL_DIR, performance_hint=hint).optimal_requests for hint in ("LATENCY", "THROUGHPUT")
+    }
+    assert pool_size(workers[1].metrics()) == optimal["THROUGHPUT"]
+    assert pool_size(httpx.get(f"{api.base_url}/metrics", timeout=10).text) == optimal["LATENCY"]
     _, hazard_frame = scene_with_hazards(5)
     data = [hazard_frame, *frames(JOB_FRAMES - 1, 100)]
     with httpx.Client(base_url=api.base_url, timeout=30) as client:
