@@ -227,3 +227,25 @@ async def test_timings_cover_every_stage(loaded_model: LoadedModel) -> None:
     assert all(value >= 0 for value in result.timings_ms.values())
     assert result.timings_ms["infer"] > 0
     assert (result.width, result.height) == (1280, 720)
+
+
+async def test_an_idle_pool_serves_again_after_a_stall_inflated_its_service_time(loaded_model: LoadedModel) -> None:
+    # A stall (CPU throttling, a paused VM, a blocked loop) while a frame runs makes its measured service time
+    # huge. An idle pool must still admit the next frame: refusing it could help no one, and with nothing served
+    # the estimate could never come back down (found live: every frame 503 after a profiler paused the server).
+    budget = 0.1
+    engine = DetectionEngine(loaded_model, 1, 256, max_pixels=40_000_000, latency_budget=budget)
+    pool = engine.pool
+    await engine.warm_up(4)
+    blank = np.full((1, 320, 320, 3), 114, np.uint8)
+    running = asyncio.create_task(pool.infer(blank, time.monotonic() + 10))
+    await asyncio.sleep(0)  # the task takes the free infer request, starts, and awaits its result
+    assert pool.stats().in_flight == 1
+    time.sleep(1.0)  # noqa: ASYNC251 - the stall is the point: the loop sees the completion a second late
+    await running
+    frame = encode(Image.new("RGB", (320, 320)))
+    expected = pool.expected_seconds()
+    assert expected is not None and expected > budget  # the estimate alone now says "past the budget"
+    result = await engine.detect(frame, DetectOptions(), time.monotonic() + 10)  # yet the idle pool serves it
+    assert result.width == 320
+    assert engine.stats().rejected == 0

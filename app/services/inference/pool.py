@@ -5,7 +5,8 @@ an infer request); past it, callers are rejected at once. Each request carries a
 deadline; one that passes while waiting is dropped before it reaches the model. A live
 request is also refused at once when the wait it can expect (the live requests ahead of it,
 at the pool's measured service rate) plus its own inference would pass its deadline: it
-could only time out, and queueing it would make the ones behind it wait too. The same holds
+could only time out, and queueing it would make the ones behind it wait too (never while a slot is free for it:
+then nobody waits). The same holds
 for the live requests already waiting: under adaptive LIFO a newcomer goes before them, so
 one is admitted only while the tightest deadline among them still holds with it queued.
 
@@ -197,6 +198,11 @@ class InferencePool:
         limit = deadline if self._latency_budget is None else min(deadline, now + self._latency_budget)
         expected = self.expected_seconds()
         if expected is None or deadline <= now:  # not measured yet; or already late: DeadlineExceeded, as before
+            return limit
+        if self._queued < self.size:
+            # A slot for it and for every frame inside: nobody waits, so nothing is gained by refusing. Without this a
+            # stall (CPU throttling, a paused VM, a blocked loop) that inflated the service time past the budget
+            # refused every frame of an idle pool, and with no frame served the estimate could never come down.
             return limit
         tightest = min((d for d in self._pending.values() if d > now), default=limit)
         remaining = min(limit, tightest) - now
