@@ -48,6 +48,7 @@ from bench.common import (
     road_frame,
     rss_mib,
 )
+from bench.http import TRANSPORT_ERRORS, LeanClient
 
 FRAMES_PER_SESSION_PER_SECOND = 20  # stays under the default per-session rate limit (30/s)
 GOAL_P95_MS = 150.0  # a sustainable rate keeps P95 under this ...
@@ -58,14 +59,15 @@ WARMUP_REQUESTS = 20
 Report = dict[str, Any]
 
 
-async def open_sessions(client: httpx.AsyncClient, count: int) -> list[str]:
-    responses = await asyncio.gather(*(client.post("/sessions") for _ in range(count)))
-    return [r.raise_for_status().json()["session_id"] for r in responses]
+async def open_sessions(client: LeanClient, count: int) -> list[str]:
+    answers = await asyncio.gather(*(client.post("/sessions") for _ in range(count)))
+    if bad := [answer.status for answer in answers if answer.status != 201]:
+        raise RuntimeError(f"POST /sessions answered {bad}")
+    return [answer.json()["session_id"] for answer in answers]
 
 
 async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Report:
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with LeanClient(url) as client:
         sessions = await open_sessions(client, max(1, math.ceil(rate / FRAMES_PER_SESSION_PER_SECOND)))
         latencies: list[float] = []
         by_status: defaultdict[str, list[float]] = defaultdict(list)
@@ -76,15 +78,13 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         async def one(index: int, scheduled: float) -> None:
             session_id = sessions[index % len(sessions)]
             try:
-                response = await client.post(
-                    f"/detect/{session_id}", content=frame, headers={"content-type": "image/jpeg"}
-                )
-                status = str(response.status_code)
-                if "retry-after" in response.headers:
+                answer = await client.post(f"/detect/{session_id}", frame, "image/jpeg")
+                status = str(answer.status)
+                if "retry-after" in answer.headers:
                     retry_after[status] += 1
-                for stage, took_ms in server_timing(response.headers.get("server-timing", "")):
+                for stage, took_ms in server_timing(answer.headers.get("server-timing", "")):
                     stages[stage].append(took_ms)
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 status = type(exc).__name__
             elapsed_ms = (time.perf_counter() - scheduled) * 1000
             statuses[status] += 1
@@ -133,10 +133,10 @@ def sustainable(result: Report) -> bool:
 
 async def warm(url: str, frame: bytes) -> None:
     """A few sequential frames first, unrecorded: connection pools, the server's first-call costs."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with LeanClient(url) as client:
         (session_id,) = await open_sessions(client, 1)
         for _ in range(WARMUP_REQUESTS):
-            await client.post(f"/detect/{session_id}", content=frame, headers={"content-type": "image/jpeg"})
+            await client.post(f"/detect/{session_id}", frame, "image/jpeg")
 
 
 def measure(

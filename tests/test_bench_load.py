@@ -1,0 +1,58 @@
+"""The load generator of bench/ against a real server process: what docs/PERFORMANCE.md reports is what it measured."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from bench.common import road_frame
+from bench.http import LeanClient
+from bench.load import run_load
+from tests.support.redis_process import RedisProcess
+from tests.support.server import Server
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(redis_server.url, tmp_path_factory.mktemp("bench-server"))
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+def test_an_open_loop_run_answers_every_frame_and_reads_the_server_timing(server: Server) -> None:
+    report = asyncio.run(run_load(server.base_url, rate=20, seconds=1.5, frame=road_frame()))
+    assert report["requests"] == 30
+    assert report["statuses"] == {"200": 30}
+    assert report["errors"] == 0
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] <= report["latency_ms"]["max"]
+    stages = report["server_stages_ms"]
+    assert {"decode", "infer"} <= set(stages)
+    assert stages["infer"]["p50"] > 0
+
+
+async def answers(base_url: str) -> list[tuple[int, str]]:
+    """One connection, kept alive across answers of every kind."""
+    async with LeanClient(base_url) as client:
+        created = await client.post("/sessions")
+        session_id = created.json()["session_id"]
+        unknown = await client.post("/detect/no-such-session", road_frame(), "image/jpeg")
+        garbage = await client.post(f"/detect/{session_id}", b"not an image", "image/jpeg")
+        served = await client.post(f"/detect/{session_id}", road_frame(), "image/jpeg")
+    return [
+        (created.status, ""),
+        (unknown.status, unknown.json()["error"]["code"]),
+        (garbage.status, garbage.json()["error"]["code"]),
+        (served.status, served.headers["content-type"]),
+    ]
+
+
+def test_the_lean_client_reads_each_answer_on_one_kept_alive_connection(server: Server) -> None:
+    assert asyncio.run(answers(server.base_url)) == [
+        (201, ""),
+        (404, "SESSION_NOT_FOUND"),
+        (400, "INVALID_IMAGE"),
+        (200, "application/json"),
+    ]
