@@ -16,7 +16,8 @@ from tests.support.server import Server
 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(redis_server.url, tmp_path_factory.mktemp("bench-server"))
+    # Idle keep-alive connections closed after 1 s: the client must notice and not send on them.
+    running = Server(redis_server.url, tmp_path_factory.mktemp("bench-server"), HTTP_KEEPALIVE_TIMEOUT_SECONDS="1")
     running.wait_ready()
     yield running
     running.stop()
@@ -56,3 +57,18 @@ def test_the_lean_client_reads_each_answer_on_one_kept_alive_connection(server: 
         (400, "INVALID_IMAGE"),
         (200, "application/json"),
     ]
+
+
+async def after_the_server_closed_an_idle_connection(base_url: str) -> tuple[bool, int]:
+    async with LeanClient(base_url) as client:
+        await client.post("/sessions")
+        (idle,) = client._idle
+        async with asyncio.timeout(10):  # the server's 1 s keep-alive timeout closes it: nothing more is sent
+            rest = await idle.reader.read()
+        closed = rest == b"" and idle.reader.at_eof()
+        answer = await client.post("/sessions")
+    return closed, answer.status
+
+
+def test_the_lean_client_does_not_send_on_a_connection_the_server_closed(server: Server) -> None:
+    assert asyncio.run(after_the_server_closed_an_idle_connection(server.base_url)) == (True, 201)
