@@ -74,6 +74,7 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         statuses: Counter[str] = Counter()
         retry_after: Counter[str] = Counter()
         stages: defaultdict[str, list[float]] = defaultdict(list)
+        refusals: defaultdict[str, list[float]] = defaultdict(list)  # the numbers a 503 gives for itself
 
         async def one(index: int, scheduled: float) -> None:
             session_id = sessions[index % len(sessions)]
@@ -84,6 +85,9 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
                     retry_after[status] += 1
                 for stage, took_ms in server_timing(answer.headers.get("server-timing", "")):
                     stages[stage].append(took_ms)
+                if answer.status == 503:
+                    for key, value in refusal_details(answer.body).items():
+                        refusals[key].append(value)
             except TRANSPORT_ERRORS as exc:
                 status = type(exc).__name__
             elapsed_ms = (time.perf_counter() - scheduled) * 1000
@@ -114,6 +118,9 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         "latency_ms": percentiles(latencies),
         "latency_ms_by_status": {status: percentiles(samples) for status, samples in sorted(by_status.items())},
         "server_stages_ms": {stage: percentiles(samples) for stage, samples in stages.items()},
+        # expected_wait_ms: what the engine expected for the refused frame; deadline_in_ms: the time it had, i.e. its
+        # budget, or less when a frame already waiting would have been pushed past its own.
+        "refusals": {key: percentiles(samples) for key, samples in refusals.items()},
     }
 
 
@@ -124,6 +131,17 @@ def server_timing(header: str) -> list[tuple[str, float]]:
         name, _, duration = entry.partition(";dur=")
         stages.append((name, float(duration)))
     return stages
+
+
+def refusal_details(body: bytes) -> dict[str, float]:
+    """The numeric details of a 503 answer in the service's error shape; {} for any other body (e.g. the peer's)."""
+    try:
+        details = json.loads(body)["error"]["details"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(details, dict):
+        return {}
+    return {key: float(value) for key, value in details.items() if isinstance(value, int | float)}
 
 
 def sustainable(result: Report) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from bench.common import road_frame
 from bench.http import LeanClient
-from bench.load import run_load
+from bench.load import refusal_details, run_load
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
 
@@ -72,3 +72,15 @@ async def after_the_server_closed_an_idle_connection(base_url: str) -> tuple[boo
 
 def test_the_lean_client_does_not_send_on_a_connection_the_server_closed(server: Server) -> None:
     assert asyncio.run(after_the_server_closed_an_idle_connection(server.base_url)) == (True, 201)
+
+
+def test_a_refusal_gives_its_numbers_and_any_other_body_none() -> None:
+    overloaded = (
+        b'{"error":{"code":"OVERLOADED","message":"m","details":{"expected_wait_ms":107.0,"deadline_in_ms":100}}}'
+    )
+    assert refusal_details(overloaded) == {"expected_wait_ms": 107.0, "deadline_in_ms": 100.0}
+    assert refusal_details(b'{"error":{"code":"OVERLOADED","details":{"queue_size":64,"why":"full"}}}') == {
+        "queue_size": 64.0
+    }
+    assert refusal_details(b"Service Unavailable") == {}
+    assert refusal_details(b'{"detail":"busy"}') == {}
