@@ -19,7 +19,7 @@ from saq.queue.redis import RedisQueue
 from saq.types import Context
 
 from app.services.jobs.processor import FrameProcessor
-from app.services.jobs.queue import BATCH_FUNCTION, LIVE_FUNCTION, FrameQueue
+from app.services.jobs.queue import ABORT_CHECK_SECONDS, BATCH_FUNCTION, LIVE_FUNCTION, FrameQueue
 from app.services.tasks import cancel_all
 
 log = structlog.get_logger(__name__)
@@ -60,7 +60,7 @@ class QueueConsumers:
             queue,
             functions=[(name, function)],
             id=f"{process_id}:{name}",
-            timers={"sweep": sweep_seconds, "abort": 1, "schedule": 1, "worker_info": 10},
+            timers={"sweep": sweep_seconds, "abort": ABORT_CHECK_SECONDS, "schedule": 1, "worker_info": 10},
             dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
         )
 
