@@ -29,10 +29,11 @@ def frames(count: int, first_seed: int) -> list[bytes]:
     return [encode(scene(first_seed + i).image, quality=85) for i in range(count)]
 
 
-def wait_until(condition: Any, what: str, within: float = 60.0) -> None:
+def wait_until(condition: Any, what: str, within: float = 60.0, state: Any = None) -> None:
+    """Poll `condition` every 0.1 s for up to `within` s; `state()`, if given, says where things stood on failure."""
     deadline = time.monotonic() + within
     while not condition():
-        assert time.monotonic() < deadline, f"{what}: not met within {within} s"
+        assert time.monotonic() < deadline, f"{what}: not met within {within} s" + (f": {state()}" if state else "")
         time.sleep(0.1)
 
 
@@ -108,7 +109,12 @@ def test_two_workers_share_a_job_and_a_killed_one_loses_nothing(stack: dict[str,
         # The dead worker held up to WORKER_BATCH_CONCURRENCY (8) frames: each is swept once its heartbeat lapses
         # (the sweep waits 2 s per frame for an abort a dead worker never acknowledges), then retried: ~20 s here in
         # 8 runs of 9; in one, 3 of the 8 frames were still not swept after 90 s (cause not found), hence the margin.
-        wait_until(lambda: job_status(client, job_id)["status"] == "completed", "job completed", within=140)
+        wait_until(
+            lambda: job_status(client, job_id)["status"] == "completed",
+            "job completed",
+            within=140,
+            state=lambda: (job_status(client, job_id), client.get("/jobs/queue").json()),
+        )
         job = job_status(client, job_id)
         assert (job["total"], job["done"], job["failed"]) == (JOB_FRAMES, JOB_FRAMES, 0)
         items = all_results(client, job_id)
