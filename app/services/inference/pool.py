@@ -5,8 +5,8 @@ an infer request); past it, callers are rejected at once. Each request carries a
 deadline; one that passes while waiting is dropped before it reaches the model. A live
 request is also refused at once when the wait it can expect (the live requests ahead of it,
 at the pool's measured service rate) plus its own inference would pass its deadline: it
-could only time out, and queueing it would make the ones behind it wait too (never while a slot is free for it:
-then nobody waits). The same holds
+could only time out, and queueing it would make the ones behind it wait too. Never while a
+slot is free for it and for every request inside: then nobody waits. The same holds
 for the live requests already waiting: under adaptive LIFO a newcomer goes before them, so
 one is admitted only while the tightest deadline among them still holds with it queued.
 
