@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from redis.asyncio import Redis
-from saq.job import TERMINAL_STATUSES, Status
+from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 
 from app.services.errors import ApiError, DeadlineExceeded
@@ -35,10 +35,30 @@ SWEEP_ABORT_WAIT_SECONDS = 2.0 * ABORT_CHECK_SECONDS
 
 
 class SweepingQueue(RedisQueue):
-    """SAQ's Redis queue with a short wait for a dead worker's frames in its sweep."""
+    """SAQ's Redis queue with a short wait for a dead worker's frames in its sweep, and an abort that leaves a frame
+    on the active list until it is retried or finished."""
 
     async def sweep(self, lock: int = 60, abort: float = SWEEP_ABORT_WAIT_SECONDS) -> list[str]:
         return await super().sweep(lock, abort)
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        """SAQ 0.26's abort less its `LREM active` for a frame no longer queued. A sweep aborts a frame, waits, then
+        retries it; SAQ took the frame off the active list at the abort, so a sweeping worker killed during the wait
+        lost the frame for good (seen: a sweep took a frame just dequeued, not yet marked active, for abandoned;
+        the same worker ran it and was killed: 49 of 50 frames done, nothing queued, forever). Left on the list,
+        the next sweep anywhere finds it stuck and retries it; `retry` and `finish` take it off."""
+        async with self._op_sem, self.redis.pipeline(transaction=True) as pipe:
+            job.status = Status.ABORTING
+            job.error = error
+            pipe.lrem(self._queued, 0, job.id)
+            pipe.zrem(self._incomplete, job.id)
+            pipe.set(job.id, self.serialize(job))
+            pipe.setex(job.abort_id, int(ttl), error)
+            pipe.publish(job.id, job.status)
+            dequeued, *_ = await pipe.execute()
+        if dequeued:  # still queued: nobody runs it, it ends here
+            await self.finish(job, Status.ABORTED, error=error)
+            await self.redis.delete(job.abort_id)
 
 
 @dataclass(frozen=True)
