@@ -217,9 +217,16 @@ async def test_start_removes_stale_temporaries_and_keeps_local_storage_within_it
 
 
 def upload_statuses(server: Server, session_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{server.base_url}/sessions/{session_id}/detections", params={"limit": 200}, timeout=5)
-    assert response.status_code == 200, response.text
-    return [{"request_id": item["request_id"], **item["upload"]} for item in response.json()["items"]]
+    """Every history entry's upload, page by page (a page holds at most 200; a burst test keeps up to 450)."""
+    items: list[dict[str, Any]] = []
+    while True:
+        params = {"limit": 200, "offset": len(items)}
+        response = httpx.get(f"{server.base_url}/sessions/{session_id}/detections", params=params, timeout=5)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        if not page["items"] or len(items) >= page["total"]:
+            return [{"request_id": item["request_id"], **item["upload"]} for item in items]
 
 
 def metric(server: Server, name: str, labels: str) -> float:
