@@ -206,7 +206,7 @@ class Runtime:
         model = load_model(
             path,
             device=s.model_device,
-            performance_hint=s.model_performance_hint or ("LATENCY" if self.role == "api" else "THROUGHPUT"),
+            performance_hint=s.model_performance_hint or ("ADAPTIVE" if self.role == "api" else "THROUGHPUT"),
             inference_threads=s.model_inference_threads,
             cache_dir=s.model_cache_dir,
             name=name,

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     model_device: str = "CPU"
     # Default: LATENCY for an API (one infer request on every core: the fastest single frame), THROUGHPUT for a
     # hazard-worker (a stream per core: the most frames per second).
-    model_performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = None
+    model_performance_hint: Literal["LATENCY", "THROUGHPUT", "ADAPTIVE"] | None = None
     model_warmup_requests: int = Field(3, ge=0)
     model_max_concurrent: int | None = Field(None, ge=1, description="infer requests; default: OpenVINO's optimum")
     model_inference_threads: int | None = Field(None, ge=1, description="CPU threads for OpenVINO; default: all cores")

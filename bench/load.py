@@ -75,9 +75,11 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         retry_after: Counter[str] = Counter()
         stages: defaultdict[str, list[float]] = defaultdict(list)
         refusals: defaultdict[str, list[float]] = defaultdict(list)  # the numbers a 503 gives for itself
+        send_lags: list[float] = []  # how late the generator itself starts a request: its own CPU starvation
 
         async def one(index: int, scheduled: float) -> None:
             session_id = sessions[index % len(sessions)]
+            send_lags.append((time.perf_counter() - scheduled) * 1000)
             try:
                 answer = await client.post(f"/detect/{session_id}", frame, "image/jpeg")
                 status = str(answer.status)
@@ -121,6 +123,8 @@ async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Repor
         # expected_wait_ms: what the engine expected for the refused frame; deadline_in_ms: the time it had, i.e. its
         # budget, or less when a frame already waiting would have been pushed past its own.
         "refusals": {key: percentiles(samples) for key, samples in refusals.items()},
+        # Part of every latency above when the generator shares the server's cores: past saturation it lags too.
+        "send_lag_ms": percentiles(send_lags),
     }
 
 

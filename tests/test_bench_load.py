@@ -32,6 +32,8 @@ def test_an_open_loop_run_answers_every_frame_and_reads_the_server_timing(server
     stages = report["server_stages_ms"]
     assert {"decode", "infer"} <= set(stages)
     assert stages["infer"]["p50"] > 0
+    lag = report["send_lag_ms"]  # the generator's own lateness: never negative, and never more than the latency
+    assert 0 <= lag["p50"] <= lag["max"] <= report["latency_ms"]["max"]
 
 
 async def answers(base_url: str) -> list[tuple[int, str]]:

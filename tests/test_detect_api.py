@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from app.services.inference.types import Priority
 from app.settings import Settings
 from tests.conftest import RunningApp, both_redis_backends
 from tests.support.images import encode, png_bomb, scene_with_hazards
@@ -166,6 +167,22 @@ async def test_full_queue_is_503_overloaded_with_retry_after(start_app: StartApp
     for response in (r for r in responses if r.status_code == 503):
         assert_error(response, 503, "OVERLOADED")
         assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_busy_engine_refuses_before_the_session_is_touched(
+    start_app: StartApp, make_settings: MakeSettings
+) -> None:
+    # Under overload a refusal must cost next to nothing: no Redis round trip, no body read. So a frame for a session
+    # that does not exist is refused as OVERLOADED, not answered 404 after a round trip to Redis.
+    api = await start_app(make_settings(max_request_queue_size=1, model_max_concurrent=1))
+    engine = api.app.state.runtime.registry.active_engine
+    with engine.pool.admission(Priority.INTERACTIVE, None):  # the one place in the engine is taken
+        busy = await api.client.post("/detect/no-such-session", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert_error(busy, 503, "OVERLOADED")
+    assert int(busy.headers["retry-after"]) >= 1
+    assert engine.stats().rejected == 1 and engine.stats().queued == 0
+    free = await api.client.post("/detect/no-such-session", content=FRAME, headers={"content-type": "image/jpeg"})
+    assert_error(free, 404, "SESSION_NOT_FOUND")
 
 
 async def test_a_frame_expected_past_the_latency_budget_is_503_at_once(

@@ -115,6 +115,7 @@ class DetectionService:
         if self._closing:
             raise ShuttingDown(retry_after=1)
         detector = self._detector.bind(model)  # refuse before touching the session when nothing can serve it
+        detector.refuse_if_busy(deadline)  # ... or when the engine is too busy: no Redis round trip for a 503
         structlog.contextvars.bind_contextvars(session_id=session_id, model=detector.label)
         with self._frames.hold():
             admission = await self._sessions.admit_frame(session_id)

@@ -21,6 +21,9 @@ class BoundDetector(Protocol):
 
     label: str  # the version it will run on, as logs and metrics name it ("remote" until a worker answers)
 
+    def refuse_if_busy(self, deadline: float) -> None:
+        """Overloaded at once when the frame could only be refused later: before anything is spent on it."""
+
     async def detect(
         self, frame: bytes, options: DetectOptions, deadline: float
     ) -> tuple[DetectionResult, ModelInfo]: ...
@@ -38,6 +41,10 @@ class EngineCall:
         self._cache = cache
         self._priority = priority
         self.label = engine.info.name
+
+    def refuse_if_busy(self, deadline: float) -> None:
+        if self._priority is Priority.INTERACTIVE:  # batch frames are bounded by their workers instead
+            self._engine.refuse_if_busy(deadline)
 
     async def detect(self, frame: bytes, options: DetectOptions, deadline: float) -> tuple[DetectionResult, ModelInfo]:
         engine = self._engine
@@ -62,6 +69,9 @@ class QueueCall:
     def __init__(self, queue: FrameQueue, model: str | None) -> None:
         self._queue = queue
         self._model = model
+
+    def refuse_if_busy(self, deadline: float) -> None:
+        """The workers' engines are elsewhere: what they cannot take in time comes back as their error."""
 
     async def detect(self, frame: bytes, options: DetectOptions, deadline: float) -> tuple[DetectionResult, ModelInfo]:
         started = time.perf_counter()

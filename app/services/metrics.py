@@ -45,6 +45,11 @@ class _PoolCollector(Collector):
         )
         yield CounterMetricFamily("hazard_inference_expired", "Requests dropped: deadline passed.", value=stats.expired)
         yield CounterMetricFamily("hazard_inference_completed", "Inferences completed.", value=stats.completed)
+        yield CounterMetricFamily(
+            "hazard_inference_solo",
+            "Of the inferences completed, those run alone on every core (ADAPTIVE: a frame found the engine idle).",
+            value=stats.solo,
+        )
 
 
 class Metrics:

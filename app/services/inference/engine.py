@@ -42,18 +42,26 @@ class DetectionEngine:
             max_queue,
             batch_in_live_gaps=batch_in_live_gaps,
             latency_budget=latency_budget,
+            solo=model.solo,
         )
         self._max_pixels = max_pixels
         self._max_decode_pixels = max_decode_pixels
+
+    def refuse_if_busy(self, deadline: float) -> None:
+        self.pool.refuse_if_busy(deadline)
 
     def stats(self) -> PoolStats:
         return self.pool.stats()
 
     async def warm_up(self, count: int, deadline_seconds: float = 30.0) -> None:
-        """Run `count` full-size inferences so the first real request pays no first-call costs."""
+        """Run `count` full-size inferences so the first real request pays no first-call costs, then one more than
+        the pool holds at once: every infer request (each stream, and the solo one) has run before traffic comes."""
         blank = np.full((1, self.info.input_height, self.info.input_width, 3), 114, np.uint8)
+        deadline = time.monotonic() + deadline_seconds
         for _ in range(count):
-            await self.pool.infer(blank, time.monotonic() + deadline_seconds)
+            await self.pool.infer(blank, deadline)
+        if count:
+            await asyncio.gather(*(self.pool.infer(blank, deadline) for _ in range(self.pool.size + 1)))
 
     def _prepare(self, data: bytes, deadline: float) -> tuple[np.ndarray, Letterbox, float, float] | None:
         if time.monotonic() >= deadline:  # waited for a decode thread past its deadline: never start the decode

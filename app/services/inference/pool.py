@@ -13,6 +13,10 @@ one is admitted only while the tightest deadline among them still holds with it 
 A free infer request goes to a waiting live (interactive) frame before any batch frame. When more live
 frames wait than the pool holds, the newest is served first (adaptive LIFO): under a burst the older ones
 are the likeliest to miss their deadline anyway, and they expire by it as before.
+
+With a `solo` compile (the ADAPTIVE hint), a live frame that finds the engine to itself (nothing running,
+waiting or decoding) runs on it alone, every core on its one inference (LATENCY: the fastest answer), holding
+every slot meanwhile; frames that overlap run on the streams, one core each (THROUGHPUT: the most frames/s).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from app.services.inference.types import PoolStats, Priority
 Output = npt.NDArray[np.float32]
 # Weight of the newest sample in the smoothed time a request holds an infer request (about the last 10 count).
 SERVICE_TIME_SMOOTHING = 0.2
+# ADAPTIVE: a lone frame runs solo only once no frame has overlapped another for this long. Under load every switch
+# between the compiles drains the streams (in-process: ~10 % fewer frames/s with one solo run in ten).
+SOLO_AFTER_OVERLAP_SECONDS = 0.05
 
 
 class SlotScheduler:
@@ -82,8 +89,15 @@ class SlotScheduler:
                 self._waiting[priority].remove(future)
             raise
 
-    def release(self) -> None:
-        self._free += 1
+    def only_one_taken(self) -> bool:
+        """The caller's slot is the only one taken and nobody waits for one."""
+        return self._free == self._size - 1 and not self.waiting
+
+    def take_all(self) -> None:
+        self._free = 0
+
+    def release(self, count: int = 1) -> None:
+        self._free += count
         self._hand_out()
 
     def _hand_out(self) -> None:
@@ -110,6 +124,7 @@ class InferencePool:
         *,
         batch_in_live_gaps: bool = False,
         latency_budget: float | None = None,
+        solo: ov.CompiledModel | None = None,
     ) -> None:
         self.size = size
         self._batch_in_live_gaps = batch_in_live_gaps
@@ -117,10 +132,17 @@ class InferencePool:
         self._max_queue = max_queue
         self._requests = ov.AsyncInferQueue(compiled, size)
         self._requests.set_callback(self._on_done)
+        self._solo_requests: ov.AsyncInferQueue | None = None  # a LATENCY compile for a frame alone
+        if solo is not None:
+            self._solo_requests = ov.AsyncInferQueue(solo, 1)
+            self._solo_requests.set_callback(self._on_done)
         self._slots = SlotScheduler(size)
         self._coming: set[object] = set()  # tickets of live frames admitted, not yet at a slot (decoding)
-        self._queued = self._in_flight = self._rejected = self._expired = self._completed = 0
-        self._service_s: float | None = None  # smoothed time a request holds an infer request; None until measured
+        self._queued = self._in_flight = self._rejected = self._expired = self._completed = self._solo_runs = 0
+        # Smoothed time a request holds an infer request (the streams'; a solo run is no measure of a busy pool's
+        # rate); None until measured.
+        self._service_s: float | None = None
+        self._overlapped_at = -math.inf  # when a live frame last found others inside (ADAPTIVE)
         self._pending: dict[object, float] = {}  # live requests admitted, not yet running -> their deadlines
         self._no_live = asyncio.Event()  # no live request inside (decoding, waiting or running)
         self._no_live.set()
@@ -137,7 +159,9 @@ class InferencePool:
         return None if self._service_s is None else self.size / self._service_s
 
     def stats(self) -> PoolStats:
-        return PoolStats(self.size, self._queued, self._in_flight, self._rejected, self._expired, self._completed)
+        return PoolStats(
+            self.size, self._queued, self._in_flight, self._rejected, self._expired, self._completed, self._solo_runs
+        )
 
     def expected_seconds(self) -> float | None:
         """How long a live request admitted now can expect to take to leave the pool: the live requests already
@@ -158,9 +182,7 @@ class InferencePool:
         if priority is Priority.BATCH:
             yield ticket
             return
-        if self._queued >= self._max_queue:
-            self._rejected += 1
-            raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
+        self._refuse_if_full()
         if deadline is not None:
             self._pending[ticket] = self._refuse_if_late(deadline)
         self._queued += 1
@@ -190,6 +212,18 @@ class InferencePool:
         async with self._batch_turn:
             await self._no_live.wait()
             yield
+
+    def refuse_if_busy(self, deadline: float) -> None:
+        """Refuse a live frame now if `admission` would refuse it now, holding nothing: a caller checks before it
+        spends anything else on the frame (a Redis round trip, its body). `admission` checks again: the engine may
+        fill meanwhile."""
+        self._refuse_if_full()
+        self._refuse_if_late(deadline)
+
+    def _refuse_if_full(self) -> None:
+        if self._queued >= self._max_queue:
+            self._rejected += 1
+            raise Overloaded(retry_after=1, details={"queue_size": self._max_queue})
 
     def _refuse_if_late(self, deadline: float) -> float:
         """Returns when the frame must be served by: its deadline, or its latency budget if sooner (past it a live
@@ -238,15 +272,31 @@ class InferencePool:
             self.expire(deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Output] = loop.create_future()
+        requests, slots = self._requests_for(priority)
         self._in_flight += 1
         # The slot is given back by the completion callback, not here, so a cancelled caller
         # never lets a new request in while its own is still running on the device.
         # share_inputs: OpenVINO reads `batch` in place instead of copying it into the request's tensor; `batch` stays
         # referenced (this frame) and unchanged until the result is back. Every call must share: a copying call would
         # write into the tensor a previous sharing call left on the request, i.e. into that call's freed array.
-        self._requests.start_async({0: batch}, (loop, future, started), share_inputs=True)
+        requests.start_async({0: batch}, (loop, future, started, slots), share_inputs=True)
         output = await future
         return output, started - waited_from, time.monotonic() - started
+
+    def _requests_for(self, priority: Priority) -> tuple[ov.AsyncInferQueue, int]:
+        """The solo compile for a live frame alone (it then holds every slot: frames arriving meanwhile wait out
+        one short inference), else a stream (one slot). Frames overlap under load: until none has for a while,
+        lone ones stay on the streams too, instead of draining them for a solo run at every gap."""
+        if self._solo_requests is None or priority is Priority.BATCH:
+            return self._requests, 1
+        now = time.monotonic()
+        if self._coming or not self._slots.only_one_taken():  # other frames inside (live, or batch): they overlap
+            self._overlapped_at = now
+            return self._requests, 1
+        if now - self._overlapped_at < SOLO_AFTER_OVERLAP_SECONDS:
+            return self._requests, 1
+        self._slots.take_all()
+        return self._solo_requests, self.size
 
     def expire(self, deadline: float) -> None:
         """Count a request that missed its deadline (waiting for a slot, or for its decode) and raise 504."""
@@ -259,22 +309,26 @@ class InferencePool:
         return loop.time() + (deadline - time.monotonic())
 
     def _on_done(
-        self, request: ov.InferRequest, userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float]
+        self,
+        request: ov.InferRequest,
+        userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, int],
     ) -> None:
         # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
-        loop, future, started = userdata
+        loop, future, started, slots = userdata
         output = request.get_output_tensor(0).data.copy()
-        loop.call_soon_threadsafe(self._complete, future, output, started)
+        loop.call_soon_threadsafe(self._complete, future, output, started, slots)
 
-    def _complete(self, future: asyncio.Future[Output], output: Output, started: float) -> None:
+    def _complete(self, future: asyncio.Future[Output], output: Output, started: float, slots: int) -> None:
         self._in_flight -= 1
         self._completed += 1
-        # How long the slot was held, start to release on the loop (the hop included): what the next one waits.
-        # The pool's first request pays one-off costs (allocations, kernel selection): not a service time.
-        held = time.monotonic() - started
-        previous = self._service_s
-        if self._completed > 1:
+        if slots > 1:
+            self._solo_runs += 1  # it measured the engine alone, not the rate of a busy one
+        elif self._completed - self._solo_runs > 1:
+            # How long the slot was held, start to release on the loop (the hop included): what the next one waits.
+            # The pool's first request pays one-off costs (allocations, kernel selection): not a service time.
+            held = time.monotonic() - started
+            previous = self._service_s
             self._service_s = held if previous is None else previous + SERVICE_TIME_SMOOTHING * (held - previous)
-        self._slots.release()
+        self._slots.release(slots)
         if not future.done():
             future.set_result(output)

@@ -68,6 +68,7 @@ class PoolStats:
     rejected: int
     expired: int
     completed: int
+    solo: int = 0  # of the completed, run alone on the LATENCY compile (ADAPTIVE hint)
 
 
 class FrameEngine(Protocol):
@@ -75,6 +76,9 @@ class FrameEngine(Protocol):
 
     @property
     def info(self) -> ModelInfo: ...
+
+    def refuse_if_busy(self, deadline: float) -> None:
+        """Overloaded now, if a live frame admitted now would be refused."""
 
     async def detect(
         self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
