@@ -172,13 +172,12 @@ async def test_a_frame_expected_past_its_latency_budget_is_refused_whatever_its_
     service = pool.expected_seconds()
     assert service is not None
     admitted = 0
-    with ExitStack() as inside:
-        # Admit until the pool refuses. Not "while the next is expected within the budget": the first frame's budget
-        # runs out as the loop runs, so that condition and the pool's check part by the loop's own duration.
-        with pytest.raises(Overloaded) as refused:
-            while admitted < 10_000:  # bound: 60 s of deadline would admit ~60 s / service without the budget
-                inside.enter_context(pool.admission(Priority.INTERACTIVE, far))
-                admitted += 1
+    # Admit until the pool refuses. Not "while the next is expected within the budget": the first frame's budget
+    # runs out as the loop runs, so that condition and the pool's check part by the loop's own duration.
+    with ExitStack() as inside, pytest.raises(Overloaded) as refused:
+        while admitted < 10_000:  # bound: 60 s of deadline would admit ~60 s / service without the budget
+            inside.enter_context(pool.admission(Priority.INTERACTIVE, far))
+            admitted += 1
     assert admitted >= 2  # an inference takes milliseconds: several fit in 200 ms
     expected_ms, deadline_in_ms = refused.value.details["expected_wait_ms"], refused.value.details["deadline_in_ms"]
     assert deadline_in_ms <= budget * 1000  # the budget bounds the wait, not the minute-away deadline
