@@ -197,8 +197,9 @@ async def test_a_newcomer_is_refused_when_it_would_make_a_waiting_frame_late(loa
         expected = pool.expected_seconds()  # the sixth frame's: six service times on one infer request
         assert expected is not None
         service = expected / 6
-        # The sixth fits with half a service time to spare; a seventh, queued, would take that and more.
-        inside.enter_context(pool.admission(Priority.INTERACTIVE, time.monotonic() + 6.5 * service))
+        # The sixth fits with most of a service time to spare (a pause between here and its check must not eat it);
+        # a seventh, queued, would take that and more.
+        inside.enter_context(pool.admission(Priority.INTERACTIVE, time.monotonic() + 6.9 * service))
         newcomer = pool.admission(Priority.INTERACTIVE, time.monotonic() + 60)  # it has time; the sixth would not
         with pytest.raises(Overloaded), newcomer:
             pytest.fail("admitted a frame that pushes a waiting one past its deadline")
