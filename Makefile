@@ -71,6 +71,8 @@ eval: $(STAMP)
 # runs from .venv-train (the train extra: torch, ultralytics), never from the service's venv. bench/results/load.json.
 PEER_PORT ?= 8001
 PEER_MODEL_DIR ?= models/best0408_openvino_model
+# e.g. PEER_ARGS="--infer-precision f32" when the API runs with MODEL_INFERENCE_PRECISION=f32
+PEER_ARGS ?=
 BENCH_ARGS ?=
 TRAIN_STAMP := .venv-train/.installed
 $(TRAIN_STAMP): pyproject.toml
@@ -81,7 +83,7 @@ $(TRAIN_STAMP): pyproject.toml
 bench-peer: $(STAMP) $(TRAIN_STAMP)
 	@$(PY) -c "import httpx,sys; httpx.get('http://$(HOST):$(PORT)/health/ready', timeout=5).raise_for_status()" \
 	  || { echo "bench-peer: no ready API at $(HOST):$(PORT); start it first (make run)"; exit 1; }
-	.venv-train/bin/python -m bench.peer --port $(PEER_PORT) --model-dir $(PEER_MODEL_DIR) & peer=$$!; \
+	.venv-train/bin/python -m bench.peer --port $(PEER_PORT) --model-dir $(PEER_MODEL_DIR) $(PEER_ARGS) & peer=$$!; \
 	  trap 'kill $$peer' EXIT; \
 	  for _ in $$(seq 120); do \
 	    $(PY) -c "import httpx; httpx.get('http://127.0.0.1:$(PEER_PORT)/health/ready', timeout=2).raise_for_status()" \

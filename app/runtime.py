@@ -208,11 +208,18 @@ class Runtime:
             device=s.model_device,
             performance_hint=s.model_performance_hint or ("ADAPTIVE" if self.role == "api" else "THROUGHPUT"),
             inference_threads=s.model_inference_threads,
+            inference_precision=s.model_inference_precision,
             cache_dir=s.model_cache_dir,
             name=name,
         )
         pool_size = s.model_max_concurrent or model.optimal_requests
-        log.info("model_compiled", model=name, optimal_requests=model.optimal_requests, pool_size=pool_size)
+        log.info(
+            "model_compiled",
+            model=name,
+            optimal_requests=model.optimal_requests,
+            pool_size=pool_size,
+            precision=model.precision,
+        )
         return DetectionEngine(
             model,
             pool_size,
@@ -235,16 +242,16 @@ class Runtime:
 
     def _model_changed(self) -> None:
         engine = self.registry.active_engine
-        info = engine.info if engine is not None else None
         active = (
             {
-                "name": info.name,
-                "version": info.version,
-                "input_size": f"{info.input_width}x{info.input_height}",
-                "device": info.device,
-                "output_format": info.output_format.value,
+                "name": engine.info.name,
+                "version": engine.info.version,
+                "input_size": f"{engine.info.input_width}x{engine.info.input_height}",
+                "device": engine.info.device,
+                "precision": engine.precision,
+                "output_format": engine.info.output_format.value,
             }
-            if info
+            if engine is not None
             else None
         )
         self.metrics.set_model_states({v["name"]: v["state"] for v in self.registry.describe()}, active)

@@ -218,6 +218,7 @@ class ModelCheck(BaseModel):
     ok: bool
     name: str | None = None
     version: str | None = None
+    precision: str | None = Field(None, description="What the model computes in on this replica: bf16, f32, ...")
     reason: str | None = None
 
 

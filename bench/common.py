@@ -24,18 +24,23 @@ class BenchmarkAppResult:
     hint: str
     median_latency_ms: float
     throughput_fps: float
+    precision: str  # what it ran in, as it reports it ("float32", "bfloat16")
 
 
-def benchmark_app(xml: Path, hint: str, seconds: int) -> BenchmarkAppResult:
-    """OpenVINO's own tool on the same IR: the yardstick our numbers are divided by."""
+def benchmark_app(xml: Path, hint: str, seconds: int, precision: str | None = None) -> BenchmarkAppResult:
+    """OpenVINO's own tool on the same IR (in the precision the server runs it in, if pinned): the yardstick our
+    numbers are divided by."""
     binary = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     command = [binary, "-m", str(xml), "-d", "CPU", "-hint", hint, "-t", str(seconds)]
+    if precision:
+        command += ["-infer_precision", precision]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     median = re.search(r"Median:\s+([\d.]+) ms", output)
     fps = re.search(r"Throughput:\s+([\d.]+) FPS", output)
-    if not (median and fps):
+    ran_in = re.search(r"INFERENCE_PRECISION_HINT: <Type: '(\w+)'>", output)
+    if not (median and fps and ran_in):
         raise RuntimeError(f"could not parse benchmark_app output:\n{output}")
-    return BenchmarkAppResult(hint, float(median.group(1)), float(fps.group(1)))
+    return BenchmarkAppResult(hint, float(median.group(1)), float(fps.group(1)), ran_in.group(1))
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -72,6 +77,9 @@ def machine() -> dict[str, object]:
         "openvino": ov.get_version(),
         "openvino_capabilities": capabilities,
         "bf16": "BF16" in capabilities,  # f32/f16 IRs run in bf16 here; in f32 elsewhere (several times slower)
+        # Set: oneDNN kept to that instruction set (e.g. AVX2, to stand in for an older CPU); servers and
+        # benchmark_app started from this environment inherit it.
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
 
 

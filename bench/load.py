@@ -231,13 +231,14 @@ def overload_check(result: Report) -> dict[str, bool]:
     }
 
 
-def floor(model_dir: Path, frame: bytes, seconds: int) -> Report:
+def floor(model_dir: Path, frame: bytes, seconds: int, precision: str | None) -> Report:
     xml = next(model_dir.glob("*.xml"))
-    latency = benchmark_app(xml, "latency", seconds)
-    throughput = benchmark_app(xml, "throughput", seconds)
+    latency = benchmark_app(xml, "latency", seconds, precision)
+    throughput = benchmark_app(xml, "throughput", seconds, precision)
     decode = decode_ms(frame, model_dir)
     report = {
         "model_dir": str(model_dir),
+        "inference_precision": {"served": precision, "benchmark_app": latency.precision},
         "benchmark_app_latency_median_ms": latency.median_latency_ms,
         "benchmark_app_latency_hint_fps": latency.throughput_fps,
         "benchmark_app_throughput_hint_fps": throughput.throughput_fps,
@@ -248,14 +249,15 @@ def floor(model_dir: Path, frame: bytes, seconds: int) -> Report:
     return report
 
 
-def served_model_dir(url: str) -> Path:
-    """The IR the server at `url` runs now (its active version's folder), so the floor is measured on the same one."""
+def served_model(url: str) -> tuple[Path, str | None]:
+    """The IR the server at `url` runs now (its active version's folder) and the precision it runs it in, so the
+    floor is measured on the same one, the same way."""
     try:
-        ready = httpx.get(f"{url}/health/ready", timeout=5).json()
-        candidate = MODEL_DIR.parent / ready["checks"]["model"]["name"]
+        model = httpx.get(f"{url}/health/ready", timeout=5).json()["checks"]["model"]
+        candidate = MODEL_DIR.parent / model["name"]
     except (httpx.HTTPError, KeyError, TypeError, ValueError):
-        return MODEL_DIR
-    return candidate if candidate.is_dir() else MODEL_DIR
+        return MODEL_DIR, None
+    return candidate if candidate.is_dir() else MODEL_DIR, model.get("precision")
 
 
 def server_rss(url: str) -> Report:
@@ -355,10 +357,13 @@ def main() -> None:
             parser.error("load tests target loopback only")
     frame = road_frame()
     host = machine()
-    cpu = f"{host['cpu']} ({host['cores']} cores, {'bf16' if host['bf16'] else 'no bf16: f32'})"
+    served_dir, precision = served_model(args.url)
+    model_dir = args.model_dir or served_dir
+    runs_in = precision or ("bf16" if host["bf16"] else "f32")
+    isa = f", oneDNN capped at {host['onednn_max_cpu_isa']}" if host["onednn_max_cpu_isa"] else ""
+    cpu = f"{host['cpu']} ({host['cores']} cores, {'bf16' if host['bf16'] else 'no bf16'}, runs {runs_in}{isa})"
     print(json.dumps({"machine": host}), flush=True)
-    model_dir = args.model_dir or served_model_dir(args.url)
-    floor_report = floor(model_dir, frame, args.floor_seconds) if args.floor or args.suite else None
+    floor_report = floor(model_dir, frame, args.floor_seconds, precision) if args.floor or args.suite else None
     report: Report = {"machine": host, "frame_bytes": len(frame), "url": args.url, "floor": floor_report}
     if args.suite:
         report.update(run_suite(args, frame, cpu, floor_report))

@@ -27,10 +27,25 @@ from PIL import Image
 MODEL_DIR = Path("models/best0408_openvino_model")
 
 
-def create_peer(model_dir: Path) -> FastAPI:
+def pin_precision(precision: str) -> None:
+    """Every OpenVINO compile in this process computes in `precision`: Ultralytics passes its own config and
+    offers no setting for it, so a user of the peer would have to do this to match MODEL_INFERENCE_PRECISION."""
+    import openvino as ov
+
+    compile_model = ov.Core.compile_model
+
+    def compile_in_precision(self: ov.Core, model: Any, device_name: Any = None, config: Any = None) -> Any:
+        return compile_model(self, model, device_name, {**(config or {}), "INFERENCE_PRECISION_HINT": precision})
+
+    ov.Core.compile_model = compile_in_precision
+
+
+def create_peer(model_dir: Path, precision: str | None = None) -> FastAPI:
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no update checks or telemetry from the peer
     from ultralytics import YOLO  # the train environment's; never importable from the service's
 
+    if precision:
+        pin_precision(precision)
     imgsz = yaml.safe_load((model_dir / "metadata.yaml").read_text()).get("imgsz", 640)
     model = YOLO(str(model_dir), task="detect")
     app = FastAPI(title="naive peer")
@@ -65,12 +80,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--infer-precision", help="f32, bf16 ...: as the served model's MODEL_INFERENCE_PRECISION")
     args = parser.parse_args()
     import uvicorn
 
     # uvicorn's defaults (uvloop and httptools where installed, as for ours), one worker, no access log (ours has
     # its own single request line; the peer gets none, which only flatters it).
-    uvicorn.run(create_peer(args.model_dir), host=args.host, port=args.port, workers=1, access_log=False)
+    peer = create_peer(args.model_dir, args.infer_precision)
+    uvicorn.run(peer, host=args.host, port=args.port, workers=1, access_log=False)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,7 @@ class ModelCheck(BaseModel):
     ok: bool
     name: str | None = None
     version: str | None = None
+    precision: str | None = None
     reason: str | None = None
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.common import road_frame
+from bench.common import MODEL_DIR, benchmark_app, road_frame
 from bench.http import LeanClient
-from bench.load import refusal_details, run_load
+from bench.load import refusal_details, run_load, served_model
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
 
@@ -34,6 +34,13 @@ def test_an_open_loop_run_answers_every_frame_and_reads_the_server_timing(server
     assert stages["infer"]["p50"] > 0
     lag = report["send_lag_ms"]  # the generator's own lateness: never negative, and never more than the latency
     assert 0 <= lag["p50"] <= lag["max"] <= report["latency_ms"]["max"]
+
+
+def test_the_floor_is_measured_on_the_served_ir_in_the_served_precision(server: Server) -> None:
+    model_dir, precision = served_model(server.base_url)
+    assert model_dir == MODEL_DIR and precision in {"bf16", "f32"}
+    ran = benchmark_app(next(model_dir.glob("*.xml")), "latency", 1, "f32")  # as for MODEL_INFERENCE_PRECISION=f32
+    assert ran.precision == "float32" and ran.median_latency_ms > 0
 
 
 async def answers(base_url: str) -> list[tuple[int, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,6 +31,14 @@ async def test_ready_app_answers_every_probe(api: RunningApp) -> None:
     )
     assert checks["redis"]["ok"] and checks["redis"]["latency_ms"] >= 0
     assert checks["storage"]["ok"]
+
+
+async def test_the_precision_the_model_runs_in_is_reported(start_app: StartApp, make_settings: MakeSettings) -> None:
+    api = await start_app(make_settings(model_inference_precision="f32"))
+    ready = await api.client.get("/health/ready")
+    assert ready.json()["checks"]["model"]["precision"] == "f32"
+    metrics = (await api.client.get("/metrics")).text
+    assert re.search(r'hazard_model_info\{[^}]*precision="f32"', metrics), metrics
 
 
 async def test_starting_app_is_live_but_not_ready(start_app: StartApp, make_settings: MakeSettings) -> None:

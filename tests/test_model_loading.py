@@ -46,6 +46,27 @@ def test_committed_model_is_a_raw_yolo_export_with_its_metadata() -> None:
     assert model.optimal_requests >= 1
 
 
+async def test_a_pinned_precision_is_compiled_as_asked_and_finds_the_same_hazards() -> None:
+    # MODEL_INFERENCE_PRECISION=f32: what a fleet of mixed CPUs (bf16 or not) or a capped ISA needs.
+    default = load_model(MODEL_DIR, performance_hint="ADAPTIVE")
+    pinned = load_model(MODEL_DIR, performance_hint="ADAPTIVE", inference_precision="f32")
+    assert default.precision in {"bf16", "f32"}  # OpenVINO's choice: bf16 where the CPU has it
+    assert pinned.precision == "f32"
+    assert pinned.solo is not None  # both of ADAPTIVE's compiles take it
+    assert pinned.solo.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    frame = (Path(__file__).parent / "fixtures" / "scenes" / "scene_0.png").read_bytes()
+    found = []
+    for model in (default, pinned):
+        engine = DetectionEngine(model, pool_size=1, max_queue=4, max_pixels=40_000_000)
+        result = await engine.detect(frame, DetectOptions(conf=0.25, iou=0.45), time.monotonic() + 10)
+        found.append(
+            sorted((d.class_id, round(d.x1), round(d.y1), round(d.x2), round(d.y2)) for d in result.detections)
+        )
+    assert found[0], "the scene holds hazards"
+    assert [d[0] for d in found[0]] == [d[0] for d in found[1]]
+    assert np.abs(np.array(found[0])[:, 1:] - np.array(found[1])[:, 1:]).max() <= 2  # pixels
+
+
 async def test_end_to_end_export_with_dynamic_input_is_served(tmp_path: Path) -> None:
     model = load_model(write_end_to_end_export(tmp_path / "tiny_openvino_model", E2E_ROWS))
     assert model.info.output_format is OutputFormat.END_TO_END

@@ -61,7 +61,7 @@ class HealthChecks:
             return {"ok": True, "reason": "INFERENCE_MODE=remote: models run on the queue's workers"}
         engine = self._registry.active_engine
         if engine is not None and self._state.phase in (Phase.READY, Phase.SHUTTING_DOWN):
-            return {"ok": True, "name": engine.info.name, "version": engine.info.version}
+            return {"ok": True, "name": engine.info.name, "version": engine.info.version, "precision": engine.precision}
         return {"ok": False, "reason": self._state.model_error or "model is loading"}
 
     async def readiness(self) -> dict[str, Any]:

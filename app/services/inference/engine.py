@@ -35,6 +35,7 @@ class DetectionEngine:
         latency_budget: float | None = None,
     ) -> None:
         self.info: ModelInfo = model.info
+        self.precision = model.precision
         self.compile_seconds = model.compile_seconds
         self.pool = InferencePool(
             model.compiled,

@@ -29,6 +29,7 @@ class LoadedModel:
     optimal_requests: int
     compile_seconds: float = 0.0  # read + fold + compile (near zero when the compile cache has it)
     solo: ov.CompiledModel | None = None  # ADAPTIVE: the LATENCY compile for a frame alone (`compiled` has streams)
+    precision: str = "f32"  # what the device computes in (OpenVINO's INFERENCE_PRECISION_HINT once compiled)
 
 
 def _read_metadata(model_dir: Path) -> dict[str, Any]:
@@ -102,6 +103,7 @@ def load_model(
     device: str = "CPU",
     performance_hint: str = LATENCY,
     inference_threads: int | None = None,
+    inference_precision: str | None = None,
     cache_dir: Path | None = None,
     name: str | None = None,
 ) -> LoadedModel:
@@ -122,6 +124,8 @@ def load_model(
     config: dict[str, Any] = {}
     if inference_threads:
         config["INFERENCE_NUM_THREADS"] = inference_threads
+    if inference_precision:
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
     if cache_dir is not None and _writable(cache_dir):  # a re-load of the same IR then skips compilation
         config["CACHE_DIR"] = str(cache_dir)
     adaptive = performance_hint == ADAPTIVE
@@ -144,7 +148,15 @@ def load_model(
         device=device,
     )
     optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    return LoadedModel(info, compiled, optimal, round(compile_seconds, 3), solo)
+    return LoadedModel(info, compiled, optimal, round(compile_seconds, 3), solo, _precision(compiled))
+
+
+def _precision(compiled: ov.CompiledModel) -> str:
+    """What the device computes in ("bf16", "f32", ...); "" where the device does not say."""
+    try:
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    except RuntimeError:
+        return ""
 
 
 def _writable(cache_dir: Path) -> bool:
