@@ -29,7 +29,7 @@ class LoadedModel:
     optimal_requests: int
     compile_seconds: float = 0.0  # read + fold + compile (near zero when the compile cache has it)
     solo: ov.CompiledModel | None = None  # ADAPTIVE: the LATENCY compile for a frame alone (`compiled` has streams)
-    precision: str = "f32"  # what the device computes in (OpenVINO's INFERENCE_PRECISION_HINT once compiled)
+    precision: str = ""  # what the device computes in ("bf16", "f32": INFERENCE_PRECISION_HINT once compiled)
 
 
 def _read_metadata(model_dir: Path) -> dict[str, Any]:
