@@ -7,10 +7,12 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from app.runtime import Runtime
 from app.settings import Settings
 from tests.conftest import RunningApp, wait_until_ready
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import free_port
+from tests.support.waiting import wait_for
 
 _, FRAME = scene_with_hazards(seed=7, size=(640, 360))
 
@@ -81,7 +83,10 @@ async def test_redis_down_is_degraded_but_ready_when_fail_open(
 async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
     start_app: StartApp, make_settings: MakeSettings
 ) -> None:
-    api = await start_app(make_settings(model_max_concurrent=1, request_timeout_seconds=30))
+    # A budget that never refuses: eight frames on one infer request can exceed 100 ms on a slow machine.
+    settings = make_settings(model_max_concurrent=1, request_timeout_seconds=30, live_latency_budget_seconds=30)
+    api = await start_app(settings)
+    runtime: Runtime = api.app.state.runtime
     session_id = await api.new_session()
     in_flight = [
         asyncio.create_task(
@@ -89,8 +94,13 @@ async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
         )
         for _ in range(8)
     ]
-    await asyncio.sleep(0.05)
-    stopping = asyncio.create_task(api.app.state.runtime.stop())
+
+    async def all_accepted() -> bool:  # running, or already answered: none can be refused by the stop any more
+        return runtime.detection.in_flight + sum(task.done() for task in in_flight) == 8
+
+    # Polled every millisecond: the stop comes while most of them still wait for the one infer request.
+    await wait_for(all_accepted, "all eight frames accepted", every=0.001)
+    stopping = asyncio.create_task(runtime.stop())
     await asyncio.sleep(0)
     ready = await api.client.get("/health/ready")
     assert ready.status_code == 503 and "shutting down" in ready.json()["reasons"]

@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 POLL_SECONDS = 0.05
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], what: str = "condition", within: float = 15.0) -> None:
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], what: str = "condition", within: float = 15.0, every: float = POLL_SECONDS
+) -> None:
     deadline = time.monotonic() + within
     while not await condition():
         assert time.monotonic() < deadline, f"{what}: not met within {within} s"
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(every)
