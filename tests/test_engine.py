@@ -293,3 +293,20 @@ async def test_adaptive_runs_a_lone_frame_on_every_core_and_overlapping_frames_o
     assert alone, "the fixture scene has hazards to compare"
     for found in burst:  # the same answer from either compile
         assert all(np.abs(np.subtract(a, b)).max() <= 2.0 for (_, a), (_, b) in zip(found, alone, strict=True))
+
+
+async def test_adaptive_with_one_infer_request_still_tells_solo_runs_from_stream_runs(
+    adaptive_model: LoadedModel,
+) -> None:
+    # MODEL_MAX_CONCURRENT=1: a solo run then holds one slot, as a stream run does; it must still count as solo and
+    # stay out of the streams' service time (what the overload estimate divides by).
+    engine = DetectionEngine(adaptive_model, 1, 8, max_pixels=40_000_000)
+    frame = np.full((1, 320, 320, 3), 114, np.uint8)
+    deadline = time.monotonic() + 30
+    for _ in range(2):  # alone in a fresh engine (nothing has ever overlapped): solo
+        await engine.pool.infer(frame, deadline)
+    assert engine.stats().solo == 2
+    assert engine.pool.expected_seconds() is None  # no stream run measured yet
+    await asyncio.gather(*(engine.pool.infer(frame, deadline) for _ in range(3)))  # overlapping: the stream
+    assert engine.stats().solo < engine.stats().completed
+    assert engine.pool.expected_seconds() is not None

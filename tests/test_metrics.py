@@ -77,8 +77,9 @@ async def test_metrics_move_with_real_traffic(api: RunningApp) -> None:
         == 4
     )  # three frames and the unknown session: each one round trip
     assert value(after, "hazard_inference_completed_total") - value(before, "hazard_inference_completed_total") == 3
-    # An API compiles ADAPTIVE: of the inferences, those that ran alone on every core are counted too.
-    assert 0 <= value(after, "hazard_inference_solo_total") <= value(after, "hazard_inference_completed_total")
+    # An API compiles ADAPTIVE: the inferences that ran alone on every core are counted too, at least the first
+    # warm-up inference (alone in a fresh engine).
+    assert 1 <= value(after, "hazard_inference_solo_total") <= value(after, "hazard_inference_completed_total")
     assert value(after, "hazard_inference_queue_depth") == 0 and value(after, "hazard_inference_in_flight") == 0
     assert value(after, "hazard_active_sessions") >= 1
     assert value(after, "hazard_breaker_state", dependency="redis") == 0

@@ -272,31 +272,31 @@ class InferencePool:
             self.expire(deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Output] = loop.create_future()
-        requests, slots = self._requests_for(priority)
+        requests, solo = self._requests_for(priority)
         self._in_flight += 1
         # The slot is given back by the completion callback, not here, so a cancelled caller
         # never lets a new request in while its own is still running on the device.
         # share_inputs: OpenVINO reads `batch` in place instead of copying it into the request's tensor; `batch` stays
         # referenced (this frame) and unchanged until the result is back. Every call must share: a copying call would
         # write into the tensor a previous sharing call left on the request, i.e. into that call's freed array.
-        requests.start_async({0: batch}, (loop, future, started, slots), share_inputs=True)
+        requests.start_async({0: batch}, (loop, future, started, solo), share_inputs=True)
         output = await future
         return output, started - waited_from, time.monotonic() - started
 
-    def _requests_for(self, priority: Priority) -> tuple[ov.AsyncInferQueue, int]:
+    def _requests_for(self, priority: Priority) -> tuple[ov.AsyncInferQueue, bool]:
         """The solo compile for a live frame alone (it then holds every slot: frames arriving meanwhile wait out
         one short inference), else a stream (one slot). Frames overlap under load: until none has for a while,
         lone ones stay on the streams too, instead of draining them for a solo run at every gap."""
         if self._solo_requests is None or priority is Priority.BATCH:
-            return self._requests, 1
+            return self._requests, False
         now = time.monotonic()
         if self._coming or not self._slots.only_one_taken():  # other frames inside (live, or batch): they overlap
             self._overlapped_at = now
-            return self._requests, 1
+            return self._requests, False
         if now - self._overlapped_at < SOLO_AFTER_OVERLAP_SECONDS:
-            return self._requests, 1
+            return self._requests, False
         self._slots.take_all()
-        return self._solo_requests, self.size
+        return self._solo_requests, True
 
     def expire(self, deadline: float) -> None:
         """Count a request that missed its deadline (waiting for a slot, or for its decode) and raise 504."""
@@ -311,17 +311,17 @@ class InferencePool:
     def _on_done(
         self,
         request: ov.InferRequest,
-        userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, int],
+        userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool],
     ) -> None:
         # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
-        loop, future, started, slots = userdata
+        loop, future, started, solo = userdata
         output = request.get_output_tensor(0).data.copy()
-        loop.call_soon_threadsafe(self._complete, future, output, started, slots)
+        loop.call_soon_threadsafe(self._complete, future, output, started, solo)
 
-    def _complete(self, future: asyncio.Future[Output], output: Output, started: float, slots: int) -> None:
+    def _complete(self, future: asyncio.Future[Output], output: Output, started: float, solo: bool) -> None:
         self._in_flight -= 1
         self._completed += 1
-        if slots > 1:
+        if solo:
             self._solo_runs += 1  # it measured the engine alone, not the rate of a busy one
         elif self._completed - self._solo_runs > 1:
             # How long the slot was held, start to release on the loop (the hop included): what the next one waits.
@@ -329,6 +329,6 @@ class InferencePool:
             held = time.monotonic() - started
             previous = self._service_s
             self._service_s = held if previous is None else previous + SERVICE_TIME_SMOOTHING * (held - previous)
-        self._slots.release(slots)
+        self._slots.release(self.size if solo else 1)
         if not future.done():
             future.set_result(output)
