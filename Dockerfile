@@ -45,7 +45,7 @@ EXPOSE 8000
 # slim has no curl; urlopen raises (exit 1) on a refused connection or a non-2xx answer.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
-# hazard-api (app/__main__.py): uvicorn with one worker (OpenVINO already spreads one inference over every core,
+# hazard-api (app/entrypoints/api.py): uvicorn with one worker (OpenVINO already spreads one inference over every core,
 # MODEL_INFERENCE_THREADS), no access log, 10 s graceful shutdown, at most HTTP_MAX_CONNECTIONS connections with
 # request heads due within HTTP_HEADER_TIMEOUT_SECONDS. It raises its RLIMIT_NOFILE to fit them (Docker's default
 # hard limit, 1048576, allows it; `docker run --ulimit nofile=2048:2048` is the least that fits the default 1000). It is PID 1 and gets SIGTERM itself; the lifespan

@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak
+.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml hazard_client/pyproject.toml
 system-deps:
 	./scripts/ensure-system-deps.sh
 
-# hazard-api (app/__main__.py): one uvicorn worker (OpenVINO already spreads one inference over every core, see
-# README "Workers"), no access log, 10 s graceful shutdown, and the connection bounds of app/server.py.
+# hazard-api (app/entrypoints/api.py): one uvicorn worker (OpenVINO already spreads one inference over every core, see
+# README "Workers"), no access log, 10 s graceful shutdown, and the connection bounds of app/entrypoints/server.py.
 run: $(STAMP) system-deps
 	./scripts/ensure-redis.sh
 	$(VENV)/bin/hazard-api --host $(HOST) --port $(PORT)
@@ -39,15 +39,19 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(VENV)/bin/pytest
 
+# Everything but the system tier (processes, browser, deploy files, faults, soak): a few minutes.
+test-fast: $(STAMP) system-deps
+	$(VENV)/bin/pytest -m "not system"
+
 # The fault and soak tests at the length of the original findings (the suite runs them short): Redis frozen
 # 20 s under 20 frames/s, and a 10-minute soak over short-lived sessions.
 FAULT_FREEZE_SECONDS ?= 20
 SOAK_SECONDS ?= 600
 faults: $(STAMP) system-deps
-	FAULT_FREEZE_SECONDS=$(FAULT_FREEZE_SECONDS) $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_redis_faults.py
+	FAULT_FREEZE_SECONDS=$(FAULT_FREEZE_SECONDS) $(VENV)/bin/pytest -q -p no:cacheprovider tests/system/test_redis_faults.py
 
 soak: $(STAMP) system-deps
-	SOAK_SECONDS=$(SOAK_SECONDS) $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/test_soak.py
+	SOAK_SECONDS=$(SOAK_SECONDS) $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/system/test_soak.py
 
 # Rebuild the demo model from generated scenes (needs the train extra; no network). See README.
 model:
@@ -130,8 +134,7 @@ restart-worker: $(STAMP)
 # The unit tests under each other supported Python on PATH (3.11 is `make test`'s), each in its own venv under
 # build/ with a regular (non-editable) install of '.[dev]'. A Python that is not there is skipped; none at all fails.
 PYTHONS ?= python3.12 python3.13
-UNIT_TESTS := tests/test_postprocess.py tests/test_preprocess.py tests/test_settings.py tests/test_engine.py \
-	tests/test_breakers.py
+UNIT_TESTS := tests/unit tests/integration/services/inference/test_engine.py
 test-pythons: system-deps
 	@tested=0; for py in $(PYTHONS); do \
 	  if ! $$py -c 'import sys' >/dev/null 2>&1; then echo "test-pythons: $$py not found, skipped"; continue; fi; \

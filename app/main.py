@@ -9,24 +9,24 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from app import __version__
-from app.client_address import ClientAddress, parse_networks
-from app.control_runtime import create_control_runtime
-from app.errors import install_error_handlers
-from app.logging import configure_logging
-from app.middleware import BodyDeadlineMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
-from app.openapi import DocumentedAPI, operation_id
-from app.routers.admin import create_admin_router
-from app.routers.detect import create_detect_router
-from app.routers.docs import create_docs_router
-from app.routers.hazards import create_hazards_router
-from app.routers.health import create_health_router
-from app.routers.jobs import create_jobs_router
-from app.routers.media import create_media_router
-from app.routers.metrics import create_metrics_router
-from app.routers.sessions import create_sessions_router
-from app.routers.ui import create_ui_router
-from app.runtime import Runtime
+from app.http.client_address import ClientAddress, parse_networks
+from app.http.errors import install_error_handlers
+from app.http.middleware import BodyDeadlineMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
+from app.http.openapi import DocumentedAPI, operation_id
+from app.http.routers.admin import create_admin_router
+from app.http.routers.detect import create_detect_router
+from app.http.routers.docs import create_docs_router
+from app.http.routers.hazards import create_hazards_router
+from app.http.routers.health import create_health_router
+from app.http.routers.jobs import create_jobs_router
+from app.http.routers.media import create_media_router
+from app.http.routers.metrics import create_metrics_router
+from app.http.routers.sessions import create_sessions_router
+from app.http.routers.ui import create_ui_router
+from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
+from app.wiring.control import create_control_runtime
+from app.wiring.runtime import Runtime
 
 JSON_BODY_LIMIT = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024

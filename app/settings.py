@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     ingest_wait_seconds: float = Field(60.0, ge=0)  # how long one ingestion waits out backpressure
 
     # Operators (admin API and control center)
-    admin_password_hash: SecretStr | None = None  # argon2, e.g. from `python -m app.hash_password`
+    admin_password_hash: SecretStr | None = None  # argon2, e.g. from `python -m app.entrypoints.hash_password`
     admin_password: SecretStr | None = None  # plain: local development and tests only
     admin_token: SecretStr | None = None  # `Authorization: Bearer <ADMIN_TOKEN>` for machine clients
     admin_login_max_failures: int = Field(5, ge=1)

@@ -111,7 +111,7 @@ class Stack:
 
     def worker(self) -> None:
         port = free_port()
-        self._start([sys.executable, "-m", "app.worker"], f"worker-{port}", WORKER_METRICS_PORT=str(port))
+        self._start([sys.executable, "-m", "app.entrypoints.worker"], f"worker-{port}", WORKER_METRICS_PORT=str(port))
         deadline = time.monotonic() + 90
         while "hazard_model_ready 1.0" not in _metrics(port):
             assert time.monotonic() < deadline, "worker not ready"

@@ -1,5 +1,5 @@
 """Typed answers of the API. Each class has the name of the OpenAPI component it reads (`GET /openapi.json`), the
-same fields and the same required ones: tests/test_client.py checks them against the served document.
+same fields and the same required ones: tests/api/test_client.py checks them against the served document.
 
 Readers are tolerant: a field the server adds later is ignored, not an error (pydantic's default).
 """

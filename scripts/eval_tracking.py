@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 from scenes import DriveFrame, Road, drive, generate_road
 
-from app.logging import configure_logging
-from app.runtime import Runtime
 from app.services.inference.types import DetectOptions
+from app.services.observability.logging import configure_logging
 from app.services.tracking.hazard_map import distance_m
 from app.services.tracking.matcher import iou
 from app.services.tracking.types import Box, FrameMeta
 from app.settings import Settings
+from app.wiring.runtime import Runtime
 
 HELD_OUT_SEEDS = (9101, 9102, 9103)
 VEHICLES = 3

@@ -204,7 +204,7 @@ start_api() {
     fi
     echo "---- $(date -u +%Y-%m-%dT%H:%M:%SZ) starting api on $BASE_URL" >>"$LOG_FILE"
     # setsid: its own session, so a Ctrl-C or a closed terminal in this shell does not reach the server.
-    # hazard-api: one uvicorn worker, 10 s graceful shutdown, the connection bounds of app/server.py.
+    # hazard-api: one uvicorn worker, 10 s graceful shutdown, the connection bounds of app/entrypoints/server.py.
     $DETACH nohup "$VENV/bin/hazard-api" --host "$HOST" --port "$PORT" </dev/null >>"$LOG_FILE" 2>&1 &
     pid=$!
     echo "$pid" >"$API_PID_FILE"

@@ -28,6 +28,17 @@ RedisTarget = RedisProcess | RedisCluster
 SyncRedis = redis.Redis | redis.cluster.RedisCluster
 # `pytestmark = both_redis_backends` runs every test of a module once per REDIS_MODE; ids say which.
 both_redis_backends = pytest.mark.parametrize("redis_backend", ["standalone", "cluster"], indirect=True)
+TIERS = ("unit", "integration", "api", "system")  # the folders under tests/, each a registered marker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test carries its folder's tier as a marker: `pytest -m unit`, `-m "not system"`."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        tier = item.path.resolve().relative_to(tests_dir).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +163,7 @@ def make_settings(
             "log_level": "WARNING",
             "model_warmup_requests": 1,
             "upload_min_interval_seconds": 0,  # tests that count uploads want every frame considered
-            "upload_per_hazard": False,  # ... not only a hazard's confirming frame (tests/test_hazards_api.py does)
+            "upload_per_hazard": False,  # ... not only a hazard's confirming frame (tests/api/test_hazards.py does)
             "active_sessions_refresh_seconds": 0,  # tests read the gauge right after changing sessions
             "queue_redis_url": queue_url,
             # Tests of other features do not work batch frames; the jobs tests turn the worker on.

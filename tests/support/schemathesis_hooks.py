@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from app.job_schemas import FrameMeta, JobCreate
-from app.services.errors import ValidationFailed
+from app.http.schemas.jobs import FrameMeta, JobCreate
+from app.services.core.errors import ValidationFailed
 from app.services.sessions.metadata import MetadataLimits, validate_metadata
 from app.services.tracking.hazard_map import parse_bbox, parse_near
 from app.services.tracking.meta import FIELDS as META_FIELDS

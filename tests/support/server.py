@@ -87,7 +87,7 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log_path: 
 
 
 class WorkerProcess:
-    """A real `hazard-worker` process (python -m app.worker), with its stdout kept in a log file."""
+    """A real `hazard-worker` process (python -m app.entrypoints.worker), with its stdout kept in a log file."""
 
     def __init__(self, redis_url: str, tmp_path: Path, **env: str) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,11 @@ class WorkerProcess:
         environment = process_env(redis_url, tmp_path, WORKER_METRICS_PORT=str(self.metrics_port), **env)
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.worker"], cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app.entrypoints.worker"],
+            cwd=ROOT,
+            env=environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def log_lines(self) -> list[dict[str, Any]]:

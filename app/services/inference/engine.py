@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from app.services.core.timing import ms
 from app.services.inference.model import LoadedModel
 from app.services.inference.pool import InferencePool
 from app.services.inference.postprocess import decode_output
@@ -19,7 +20,6 @@ from app.services.inference.types import (
     PoolStats,
     Priority,
 )
-from app.services.timing import ms
 
 
 class DetectionEngine:
@@ -76,7 +76,7 @@ class DetectionEngine:
     async def detect(
         self, data: bytes, options: DetectOptions, deadline: float, priority: Priority = Priority.INTERACTIVE
     ) -> DetectionResult:
-        """Detect hazards in one encoded image; raises the typed errors of app.services.errors."""
+        """Detect hazards in one encoded image; raises the typed errors of app.services.core.errors."""
         if priority is Priority.BATCH:
             async with self.pool.batch_turn():
                 return await self._detect(data, options, deadline, priority)

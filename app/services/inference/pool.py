@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov
 
-from app.services.errors import DeadlineExceeded, Overloaded
+from app.services.core.errors import DeadlineExceeded, Overloaded
 from app.services.inference.types import PoolStats, Priority
 
 Output = npt.NDArray[np.float32]

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.services.errors import ImageTooLarge, InvalidImage
+from app.services.core.errors import ImageTooLarge, InvalidImage
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 LETTERBOX_FILL = 114  # Ultralytics' pad grey (114, 114, 114); the model was trained with it

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.services.core.timing import ms_since
 from app.services.inference.types import DetectOptions, ModelInfo
-from app.services.timing import ms_since
 
 if TYPE_CHECKING:
-    from app.services.detectors import BoundDetector
+    from app.services.detection.detectors import BoundDetector
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 PROBE_IMAGE = ASSETS / "probe.jpg"
 PROBE_EXPECTED = ASSETS / "probe.json"  # {"labels": [...]}: what the bundled model must find in probe.jpg
 PROBE_DEADLINE_SECONDS = 5.0

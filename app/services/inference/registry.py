@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from app.services.errors import ModelActive, ModelMemoryLimit, ModelNotFound, ModelNotLoaded, ModelNotReady
+from app.services.core.errors import ModelActive, ModelMemoryLimit, ModelNotFound, ModelNotLoaded, ModelNotReady
 from app.services.inference.types import ModelLoadError
-from app.services.memory import MIB, rss_mb
+from app.services.observability.memory import MIB, rss_mb
 
 if TYPE_CHECKING:  # the engine imports OpenVINO; the registry itself only hands engines around
     from app.services.inference.engine import DetectionEngine

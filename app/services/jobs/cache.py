@@ -14,11 +14,11 @@ from dataclasses import replace
 import structlog
 from redis.asyncio import Redis
 
+from app.services.core.redis_client import REDIS_FAILURES
+from app.services.core.timing import ms_since
 from app.services.inference.codec import result_from_json, result_json
 from app.services.inference.types import DetectionResult, DetectOptions, FrameEngine, ModelInfo, Priority
-from app.services.metrics import Metrics
-from app.services.redis_client import REDIS_FAILURES
-from app.services.timing import ms_since
+from app.services.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 

@@ -18,9 +18,9 @@ from saq import Worker
 from saq.queue.redis import RedisQueue
 from saq.types import Context
 
+from app.services.core.asyncio_tasks import cancel_all
 from app.services.jobs.processor import FrameProcessor
 from app.services.jobs.queue import ABORT_CHECK_SECONDS, BATCH_FUNCTION, LIVE_FUNCTION, FrameQueue
-from app.services.tasks import cancel_all
 
 log = structlog.get_logger(__name__)
 DEQUEUE_TIMEOUT_SECONDS = 1  # a loop re-checks for a stop this often while the queue is empty

@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from saq.types import Context
 
-from app.services.detectors import Detector
-from app.services.errors import (
+from app.services.core.asyncio_tasks import InFlight
+from app.services.core.errors import (
     ApiError,
     DeadlineExceeded,
     FrameExpired,
@@ -26,12 +26,12 @@ from app.services.errors import (
     Overloaded,
     ShuttingDown,
 )
+from app.services.detection.detectors import Detector
 from app.services.inference.codec import detection_json, result_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.jobs.queue import error_json
 from app.services.jobs.store import JobStore, frame_id
-from app.services.metrics import Metrics
-from app.services.tasks import InFlight
+from app.services.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 TRANSIENT = (DeadlineExceeded, Overloaded, ModelNotReady, ModelNotLoaded, ShuttingDown)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 
-from app.services.errors import ApiError, DeadlineExceeded
+from app.services.core.errors import ApiError, DeadlineExceeded
 from app.services.inference.types import DetectOptions
 
 LIVE_FUNCTION = "live_frame"

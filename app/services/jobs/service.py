@@ -12,20 +12,20 @@ from typing import Any
 
 import structlog
 
-from app.services.errors import (
+from app.services.core.errors import (
     ApiError,
     Backpressure,
     IngestDisabled,
     IngestRefused,
     QueueUnavailable,
 )
+from app.services.core.redis_client import REDIS_FAILURES
 from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
 from app.services.jobs.processor import failed_json
 from app.services.jobs.queue import FrameQueue
 from app.services.jobs.store import JobStore, NewFrame, frame_id
-from app.services.metrics import Metrics
-from app.services.redis_client import REDIS_FAILURES
+from app.services.observability.metrics import Metrics
 from app.services.sessions.store import SessionStore
 from app.services.tracking import geojson
 from app.services.tracking.matcher import Tracker

@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
-from app.services.errors import Backpressure, JobFinished, JobNotFound, JobNotOpen
+from app.services.core.errors import Backpressure, JobFinished, JobNotFound, JobNotOpen
 from app.services.jobs import scripts
 
 JOB_ID_BYTES = 16

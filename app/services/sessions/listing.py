@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.services.breakers import AsyncBreaker
-from app.services.errors import SessionStoreUnavailable
+from app.services.core.breakers import AsyncBreaker
+from app.services.core.errors import SessionStoreUnavailable
+from app.services.core.types import RedisClient
 from app.services.sessions.store import SCAN_BATCH, SESSION_MATCH, STORE_FAILURES, Session, _session_from_hash
-from app.types import RedisClient
 
 T = TypeVar("T")
 SCAN_CAP = 2000

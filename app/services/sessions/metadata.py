@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from app.services.errors import ValidationFailed
+from app.services.core.errors import ValidationFailed
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 import redis.asyncio as redis
 import structlog
 
-from app.services.errors import SessionStoreUnavailable
-from app.services.files import write_atomic
+from app.services.core.errors import SessionStoreUnavailable
+from app.services.core.files import write_atomic
 
 log = structlog.get_logger(__name__)
 

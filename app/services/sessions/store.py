@@ -22,8 +22,8 @@ from typing import Any, TypeVar, cast
 import structlog
 from redis.typing import EncodableT
 
-from app.services.breakers import AsyncBreaker, BreakerOpen
-from app.services.errors import (
+from app.services.core.breakers import AsyncBreaker, BreakerOpen
+from app.services.core.errors import (
     ApiError,
     RateLimited,
     SessionCreationLimited,
@@ -32,13 +32,13 @@ from app.services.errors import (
     SessionStoreUnavailable,
     ValidationFailed,
 )
-from app.services.ids import SESSION_ID, SESSION_ID_BYTES
-from app.services.redis_client import REDIS_FAILURES, register_script
+from app.services.core.ids import SESSION_ID, SESSION_ID_BYTES
+from app.services.core.redis_client import REDIS_FAILURES, register_script
+from app.services.core.types import RedisClient, RedisObserver
 from app.services.sessions import scripts
 from app.services.sessions.metadata import MetadataLimits, validate_metadata
 from app.services.sessions.pending import KnownSessions, PendingWrite, PendingWrites
 from app.services.uploads.ledger import resolve_upload
-from app.types import RedisClient, RedisObserver
 
 STORE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, BreakerOpen)
 

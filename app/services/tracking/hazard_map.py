@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from app.services.breakers import AsyncBreaker
-from app.services.errors import HazardMapUnavailable, ValidationFailed
-from app.services.redis_client import register_script
+from app.services.core.breakers import AsyncBreaker
+from app.services.core.errors import HazardMapUnavailable, ValidationFailed
+from app.services.core.redis_client import register_script
+from app.services.core.types import RedisClient, RedisObserver
 from app.services.sessions.store import guarded
 from app.services.tracking import scripts
 from app.services.tracking.types import HazardRecord
-from app.types import RedisClient, RedisObserver
 
 T = TypeVar("T")
 EARTH_RADIUS_M = 6_372_797.560856  # the radius Redis' GEO commands use, so distances agree with theirs

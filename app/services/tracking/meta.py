@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.services.errors import ValidationFailed
+from app.services.core.errors import ValidationFailed
 from app.services.tracking.types import FrameMeta
 
 # Inclusive ranges of the numeric fields: WGS-84 degrees, compass degrees, metres per second.

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from app.services.breakers import AsyncBreaker
-from app.services.errors import HazardMapUnavailable, SessionStoreUnavailable, ValidationFailed
+from app.services.core.breakers import AsyncBreaker
+from app.services.core.errors import HazardMapUnavailable, SessionStoreUnavailable, ValidationFailed
+from app.services.core.types import RecordUploadUrl, RedisClient, RedisObserver
 from app.services.inference.types import Detection
 from app.services.sessions.store import SessionStore
 from app.services.tracking.hazard_map import HazardMap, MapHazard, parse_bbox, parse_near
@@ -31,7 +32,6 @@ from app.services.tracking.types import (
     observation_of,
 )
 from app.settings import Settings
-from app.types import RecordUploadUrl, RedisClient, RedisObserver
 
 log = structlog.get_logger(__name__)
 HAZARD_ID_BYTES = 8

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from app.services.breakers import AsyncBreaker
-from app.services.redis_client import register_script
+from app.services.core.breakers import AsyncBreaker
+from app.services.core.redis_client import register_script
+from app.services.core.types import RedisClient, RedisObserver
 from app.services.sessions.store import guarded, session_key
 from app.services.tracking import scripts
 from app.services.tracking.types import Assignment, HazardRecord, Track, TrackParams
 from app.services.uploads.ledger import resolve_upload
-from app.types import RedisClient, RedisObserver
 
 T = TypeVar("T")
 

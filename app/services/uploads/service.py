@@ -23,18 +23,18 @@ from typing import Any
 
 import structlog
 
-from app.services.breakers import AsyncBreaker
+from app.services.core.asyncio_tasks import cancel
+from app.services.core.breakers import AsyncBreaker
+from app.services.core.timing import ms_since
+from app.services.core.types import RecordUploadUrl
 from app.services.inference.types import Detection
-from app.services.metrics import Metrics
-from app.services.tasks import cancel
-from app.services.timing import ms_since
+from app.services.observability.metrics import Metrics
 from app.services.uploads.annotate import annotate
 from app.services.uploads.ledger import new_media_id, outcome_value
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.services.uploads.status import UPLOAD_OUTCOMES, UploadStatus
 from app.services.uploads.stores import LocalStore, image_store, write_probe
 from app.settings import Settings
-from app.types import RecordUploadUrl
 
 log = structlog.get_logger(__name__)
 

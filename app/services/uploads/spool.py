@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from app.services.files import write_atomic
+from app.services.core.files import write_atomic
 from app.services.uploads.ledger import MEDIA_ID, new_media_id
 
 log = structlog.get_logger(__name__)

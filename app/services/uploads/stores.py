@@ -20,9 +20,9 @@ import cloudinary.exceptions
 import cloudinary.uploader
 from pydantic import SecretStr
 
-from app.services.errors import MediaNotFound
-from app.services.files import write_atomic
-from app.services.timing import ms_since
+from app.services.core.errors import MediaNotFound
+from app.services.core.files import write_atomic
+from app.services.core.timing import ms_since
 from app.services.uploads.ledger import MEDIA_NAME
 from app.services.uploads.retention import Retention
 

@@ -1,0 +1,60 @@
+"""`hazard-worker`: a process that holds the model and works frames from the job queue; no HTTP routes.
+
+It loads the fleet's desired active model (as an API process does), publishes a heartbeat with role
+`worker`, obeys the same control commands, serves its own Prometheus metrics on WORKER_METRICS_PORT, and
+takes live frames (remote-mode API processes) before batch frames. SIGTERM or SIGINT: no new frame is taken,
+the frames in hand finish (WORKER_SHUTDOWN_SECONDS at most), the rest stay queued for other workers, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+import structlog
+from prometheus_client import start_http_server
+
+from app.services.observability.logging import configure_logging
+from app.settings import Settings, SettingsError, load_settings
+from app.wiring.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    runtime = Runtime(settings, role="worker")
+    metrics_server = _serve_metrics(runtime, settings.worker_metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    starting = asyncio.create_task(runtime.start(), name="runtime-start")
+    log.info("worker_started", process_id=runtime.process_id, metrics_port=settings.worker_metrics_port)
+    await stop.wait()
+    log.info("worker_stopping", process_id=runtime.process_id)
+    await runtime.stop_after(starting)
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    log.info("worker_stopped", process_id=runtime.process_id)
+
+
+def _serve_metrics(runtime: Runtime, port: int) -> WSGIServer | None:
+    if port == 0:
+        return None
+    server, _ = start_http_server(port, registry=runtime.metrics.registry)
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""POST /detect/{session_id}: read the frame, hand it to the detection service, shape the answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
+
+from app.http.openapi import REQUEST_ERRORS, error_responses
+from app.http.schemas.common import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
+from app.services.core.errors import (
+    CLIENT_DISCONNECTED,
+    ClientClosedRequest,
+    DeadlineExceeded,
+    ImageTooLarge,
+    InvalidImage,
+    ModelNotFound,
+    ModelNotLoaded,
+    ModelNotReady,
+    Overloaded,
+    RateLimited,
+    RequestTimeout,
+    SessionEnded,
+    SessionNotFound,
+    SessionStoreUnavailable,
+    ShuttingDown,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from app.services.core.request_context import current_request_id
+from app.services.detection.service import DetectionService
+from app.services.inference.types import DetectOptions
+from app.services.tracking.meta import FIELDS as META_FIELDS
+from app.services.tracking.meta import RANGES as META_RANGES
+from app.services.tracking.meta import frame_meta
+from app.services.tracking.types import Assignment
+from app.settings import Settings
+
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+_BINARY = {"type": "string", "format": "binary"}
+# Where and when the frame was taken: query parameters, or these multipart fields beside `file` (not both).
+META_DESCRIPTIONS = {
+    "lat": "Latitude, WGS-84 degrees (with lon).",
+    "lon": "Longitude, WGS-84 degrees (with lat).",
+    "heading": "Heading, degrees clockwise from north.",
+    "speed_mps": "Speed, metres per second.",
+    "captured_at": "When the frame was taken, RFC 3339 with an offset; tracking uses it instead of the arrival time.",
+}
+META_PROPERTIES: dict[str, dict[str, object]] = {
+    **{
+        field: {"type": "number", "minimum": low, "maximum": high, "description": META_DESCRIPTIONS[field]}
+        for field, (low, high) in META_RANGES.items()
+    },
+    "captured_at": {"type": "string", "format": "date-time", "description": META_DESCRIPTIONS["captured_at"]},
+}
+# The body is read by hand (no form parsing or validation layer on the hot path), so the spec says what is read.
+FRAME_REQUEST_BODY = {
+    "required": True,
+    "description": "The frame: a multipart field `file`, or the raw image with its own content type.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {**_BINARY, "description": "A JPEG, PNG or WebP image."}, **META_PROPERTIES},
+                "required": ["file"],
+                "additionalProperties": False,
+            },
+            "encoding": {"file": {"contentType": ", ".join(sorted(IMAGE_TYPES | {"application/octet-stream"}))}},
+        },
+        **{media_type: {"schema": _BINARY} for media_type in sorted(IMAGE_TYPES)},
+    },
+}
+DETECT_ERRORS = error_responses(
+    *REQUEST_ERRORS,
+    RequestTimeout,
+    InvalidImage,
+    SessionNotFound,
+    SessionEnded,
+    ModelNotFound,
+    ModelNotLoaded,
+    ImageTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    Overloaded,
+    ModelNotReady,
+    SessionStoreUnavailable,
+    ShuttingDown,
+    DeadlineExceeded,
+)
+
+
+def _media_type(request: Request) -> str:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "multipart/form-data" and media_type not in IMAGE_TYPES:
+        raise UnsupportedMediaType(details={"content_type": media_type or None, "accepted": sorted(IMAGE_TYPES)})
+    return media_type
+
+
+async def _read_frame(request: Request, media_type: str, max_bytes: int, fields: dict[str, str]) -> bytes:
+    """The image; a multipart body's metadata fields are copied into `fields`."""
+    try:
+        return await _read_body(request, media_type, max_bytes, fields)
+    except ClientDisconnect:  # gone mid-body: nobody to answer, and not a server error
+        raise ClientClosedRequest(details={"reason": CLIENT_DISCONNECTED}) from None
+
+
+async def _read_body(request: Request, media_type: str, max_bytes: int, fields: dict[str, str]) -> bytes:
+    if media_type != "multipart/form-data":
+        return await request.body()  # the body-size middleware stops it at the limit
+    form = await request.form(max_files=1, max_fields=8)
+    unexpected = sorted({key for key in form if key != "file" and key not in META_FIELDS})
+    if unexpected:  # the spec says what is read and nothing else: a request that says more is not what was documented
+        raise ValidationFailed(
+            "Send only the multipart field 'file' and the frame's metadata fields.",
+            details={"unexpected_fields": unexpected},
+        )
+    for key in META_FIELDS:
+        values = form.getlist(key)
+        if len(values) > 1 or any(not isinstance(value, str) for value in values):
+            raise ValidationFailed(f"Send '{key}' once, as a plain field.", details={"field": key})
+        if values:
+            fields[key] = str(values[0])
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ValidationFailed("Send the image in a multipart field named 'file'.", details={"field": "file"})
+    if upload.content_type and upload.content_type.lower() not in IMAGE_TYPES | {"application/octet-stream"}:
+        raise UnsupportedMediaType(details={"content_type": upload.content_type, "accepted": sorted(IMAGE_TYPES)})
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(details={"max_bytes": max_bytes})
+    return data
+
+
+def server_timing(timings_ms: dict[str, float]) -> str:
+    """The stage timings as a `Server-Timing` header (W3C): browsers' dev tools and clients see where the time went."""
+    return ", ".join(f"{stage};dur={milliseconds}" for stage, milliseconds in timings_ms.items())
+
+
+def create_detect_router(detection: DetectionService, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["detect"])
+
+    @router.post("/detect/{session_id}", responses=DETECT_ERRORS, openapi_extra={"requestBody": FRAME_REQUEST_BODY})
+    async def detect_frame(
+        request: Request,
+        response: Response,
+        session_id: str,
+        conf: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_confidence,
+        iou: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_iou,
+        max_det: Annotated[int, Query(ge=1, le=1000)] = settings.default_max_detections,
+        model: Annotated[
+            str | None, Query(max_length=128, description="A loaded model version; the active one by default.")
+        ] = None,
+        lat: Annotated[float | None, Query(ge=-90, le=90, description=META_DESCRIPTIONS["lat"])] = None,
+        lon: Annotated[float | None, Query(ge=-180, le=180, description=META_DESCRIPTIONS["lon"])] = None,
+        heading: Annotated[float | None, Query(ge=0, le=360, description=META_DESCRIPTIONS["heading"])] = None,
+        speed_mps: Annotated[float | None, Query(ge=0, le=150, description=META_DESCRIPTIONS["speed_mps"])] = None,
+        captured_at: Annotated[
+            str | None,
+            Query(
+                max_length=64, description=META_DESCRIPTIONS["captured_at"], json_schema_extra={"format": "date-time"}
+            ),
+        ] = None,
+    ) -> DetectResponse:
+        """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image. Each detection
+        names its hazard (`hazard_id`), and the frame that confirms a hazard says so once (`new_hazard`)."""
+        deadline = time.monotonic() + settings.request_timeout_seconds
+        media_type = _media_type(request)
+        request_id = current_request_id() or ""
+        query = {"lat": lat, "lon": lon, "heading": heading, "speed_mps": speed_mps, "captured_at": captured_at}
+        if media_type != "multipart/form-data":
+            frame_meta(query, {})  # nothing else can come: a wrong value is refused before the session is touched
+        fields: dict[str, str] = {}
+        frame = await detection.serve_frame(
+            session_id,
+            request_id,
+            lambda: _read_frame(request, media_type, settings.max_image_bytes, fields),
+            DetectOptions(conf, iou, max_det),
+            deadline,
+            model,
+            frame_meta=lambda: frame_meta(query, fields),
+        )
+        result, info = frame.result, frame.model
+        response.headers["server-timing"] = server_timing(result.timings_ms)
+        hazards: list[Assignment | None] = [*frame.hazards] if frame.hazards else [None] * len(result.detections)
+        return DetectResponse(
+            request_id=request_id,
+            session_id=session_id,
+            detections=[
+                DetectionOut(
+                    label=d.label,
+                    class_id=d.class_id,
+                    confidence=d.confidence,
+                    box=Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
+                    hazard_id=hazard.hazard_id if hazard else None,
+                    new_hazard=hazard.new_hazard if hazard else False,
+                )
+                for d, hazard in zip(result.detections, hazards, strict=True)
+            ],
+            image=ImageSize(width=result.width, height=result.height),
+            model=ModelRef(name=info.name, version=info.version),
+            session=SessionCheck(
+                verified=frame.admission.verified,
+                degraded=frame.admission.degraded,
+                frame_count=frame.admission.frame_count,
+            ),
+            timings_ms=result.timings_ms,
+        )
+
+    return router

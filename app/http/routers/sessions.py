@@ -1,0 +1,71 @@
+"""Session lifecycle routes."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, status
+from pydantic import BeforeValidator, Field
+
+from app.http.client_address import ClientAddress
+from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
+from app.http.schemas import common as schemas
+from app.http.schemas.common import HistoryItem, HistoryPage, SessionOut
+from app.services.core.errors import SessionCreationLimited, SessionNotFound, SessionStoreUnavailable
+from app.services.sessions.store import SessionStore
+
+
+def create_sessions_router(
+    sessions: SessionStore, history_limit: int, max_ttl_seconds: int, client_address: ClientAddress | None = None
+) -> APIRouter:
+    clients = client_address or ClientAddress(None, [])
+    router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+    class SessionCreate(schemas.SessionCreate):
+        # This deployment's maximum: the spec states it, and a request over it is refused like any invalid one.
+        ttl_seconds: Annotated[int, Field(ge=1, le=max_ttl_seconds), BeforeValidator(schemas.json_integer)] | None = (
+            Field(None, description="Sliding TTL; at most SESSION_MAX_TTL_SECONDS.")
+        )
+
+    @router.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        responses=error_responses(*JSON_BODY_ERRORS, SessionCreationLimited, SessionStoreUnavailable),
+    )
+    async def create_session(request: Request, body: Annotated[SessionCreate | None, Body()] = None) -> SessionOut:
+        """Start a session; frames are sent to `/detect/{session_id}` with the id it answers. Each client may open
+        SESSION_CREATE_BURST at once, then SESSION_CREATE_RATE_PER_MINUTE, within a TTL budget (429 otherwise)."""
+        body = body or SessionCreate()
+        return SessionOut.of(await sessions.create(body.metadata, body.ttl_seconds, clients.of(request)))
+
+    @router.get("/{session_id}", responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable))
+    async def get_session(session_id: str) -> SessionOut:
+        return SessionOut.of(await sessions.get(session_id))
+
+    @router.post(
+        "/{session_id}/end", responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
+    )
+    async def end_session(session_id: str) -> SessionOut:
+        """End it; it stays readable for SESSION_ENDED_GRACE_SECONDS, then expires."""
+        return SessionOut.of(await sessions.end(session_id))
+
+    @router.get(
+        "/{session_id}/detections",
+        responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable),
+        response_model_exclude_none=True,  # `upload.url` only once the frame has landed
+    )
+    async def list_detections(
+        session_id: str,
+        limit: Annotated[int, Query(ge=1, le=history_limit)] = 20,
+        # The history keeps at most `history_limit` entries: past that every page is empty.
+        offset: Annotated[int, Query(ge=0, le=history_limit)] = 0,
+    ) -> HistoryPage:
+        """The session's detection history, newest first."""
+        items, total = await sessions.history(session_id, limit, offset)
+        return HistoryPage(
+            session_id=session_id,
+            items=[HistoryItem.model_validate(item) for item in items],
+            total=total,
+            limit=limit,
+            offset=offset,
+        )
+
+    return router

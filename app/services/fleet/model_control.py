@@ -1,0 +1,101 @@
+"""Operator actions on models: done here first (so a broken version is refused with its reason), then
+written to the fleet's desired state so every other process converges to the same thing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from app.services.core.errors import FleetStateUnavailable, ModelLoadFailed
+from app.services.core.redis_client import REDIS_FAILURES
+from app.services.fleet.agent import FleetControl
+from app.services.inference.registry import ModelRegistry
+from app.services.inference.types import ModelLoadError
+
+log = structlog.get_logger(__name__)
+
+# (active, loaded) -> (active, loaded): how an action changes the desired state.
+DesiredChange = Callable[[str, frozenset[str]], tuple[str, frozenset[str]]]
+
+
+class ModelControl:
+    def __init__(self, registry: ModelRegistry, fleet: FleetControl, *, local: bool = True) -> None:
+        self._registry = registry
+        self._fleet = fleet
+        self._local = local  # False: this process holds no model (remote mode); the fleet's workers act
+
+    async def overview(self) -> dict[str, Any]:
+        try:
+            desired = await self._fleet.desired()
+            processes = await self._fleet.processes()
+        except REDIS_FAILURES:
+            desired, processes = None, []
+        per_process = {
+            p["process_id"]: {
+                "status": p["status"],
+                "active": p.get("active_model"),
+                "models": {m["name"]: m["state"] for m in p.get("models", [])},
+            }
+            for p in processes
+        }
+        return {
+            "active": self._registry.active,
+            "desired": None
+            if desired is None
+            else {"active": desired.active, "loaded": sorted(desired.loaded), "generation": desired.generation},
+            "versions": self._registry.describe(),
+            "processes": per_process,
+        }
+
+    async def load(self, name: str) -> dict[str, Any]:
+        await self._locally(self._registry.load, name)
+        return await self._publish(lambda active, loaded: (active, loaded | {name}), name)
+
+    async def unload(self, name: str) -> dict[str, Any]:
+        if self._local:
+            await self._registry.unload(name)  # refuses the active version (409) before anything is written
+        return await self._publish(lambda active, loaded: (active, loaded - {name}), name)
+
+    async def activate(self, name: str) -> dict[str, Any]:
+        await self._locally(self._registry.activate, name)
+        return await self._publish(lambda active, loaded: (name, loaded - {name}), name)
+
+    async def fleet(self) -> list[dict[str, Any]]:
+        try:
+            return await self._fleet.processes()
+        except REDIS_FAILURES as exc:
+            raise FleetStateUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc
+
+    async def reload(self, process_id: str | None, model: str | None) -> dict[str, Any]:
+        fields = {"target": process_id or "*", **({"model": model} if model else {})}
+        try:
+            await self._fleet.publish("reload", **fields)
+        except REDIS_FAILURES as exc:
+            raise FleetStateUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc
+        return {"published": "reload", **fields}
+
+    async def _locally(self, action: Callable[[str], Awaitable[object]], name: str) -> None:
+        if not self._local:
+            self._registry.version(name)  # 404 for a version the repository does not hold
+            return
+        try:
+            await action(name)
+        except ModelLoadError as exc:
+            raise ModelLoadFailed(str(exc), details={"model": name}) from exc
+
+    async def _publish(self, change: DesiredChange, name: str) -> dict[str, Any]:
+        """Record the change as the fleet's desired state; while Redis is down only this process has changed."""
+        version = self._registry.version(name).describe(self._registry.active)
+        try:
+            desired = await self._fleet.desired()
+            active, loaded = change(
+                desired.active if desired else self._registry.active or name,
+                desired.loaded if desired else frozenset(),
+            )
+            written = await self._fleet.set_desired(active, loaded)
+        except REDIS_FAILURES as exc:
+            log.warning("fleet_desired_state_not_written", model=name, error=type(exc).__name__)
+            return {"model": version, "fleet": {"synced": False}}
+        return {"model": version, "fleet": {"synced": True, "generation": written.generation}}

@@ -1,0 +1,108 @@
+"""The one settings object: environment names, defaults that work locally, refusals that protect production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.services.core.redis_client import redact_url
+from app.settings import Settings, SettingsError, load_settings
+from tests.support.redis_process import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+LEVELS = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+
+
+def test_defaults_work_locally_without_any_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.max_request_queue_size == 100 and settings.session_ttl_seconds == 3600
+
+
+def test_fields_read_their_upper_case_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_WARMUP_REQUESTS", "7")
+    monkeypatch.setenv("CLOUDINARY_URL", "cloudinary://key:s3cret@demo")
+    settings = Settings(_env_file=None)
+    assert settings.model_warmup_requests == 7
+    assert settings.cloudinary_url is not None and "s3cret" not in repr(settings)
+
+
+def test_production_refuses_the_local_redis_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="REDIS_URL must be set"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("REDIS_URL", "redis://sessions:6379/0")
+    assert Settings(_env_file=None).redis_url == "redis://sessions:6379/0"
+
+
+def test_default_ttl_cannot_exceed_the_maximum() -> None:
+    with pytest.raises(ValidationError, match="SESSION_TTL_SECONDS"):
+        Settings(session_ttl_seconds=100, session_max_ttl_seconds=10, _env_file=None)
+
+
+@pytest.mark.parametrize("given", ["debug", "Warning", " error ", "CRITICAL"])
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    monkeypatch.setenv("LOG_LEVEL", given)
+    assert Settings(_env_file=None).log_level == given.strip().upper()
+
+
+def test_load_settings_names_every_bad_variable_on_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env file there: only the environment counts
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    monkeypatch.setenv("REQUEST_TIMEOUT_SECONDS", "abc")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).splitlines() == [
+        f"configuration error: LOG_LEVEL='verbose' is not one of {LEVELS}",
+        "configuration error: REQUEST_TIMEOUT_SECONDS='abc' is not valid: input should be a valid number, "
+        "unable to parse string as a number",
+    ]
+
+
+def test_load_settings_keeps_the_message_of_a_cross_field_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env file there: only the environment counts
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == "configuration error: REDIS_URL must be set explicitly when ENVIRONMENT=production"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LOG_LEVEL", "verbose", f"LOG_LEVEL='verbose' is not one of {LEVELS}"),
+        (
+            "REQUEST_TIMEOUT_SECONDS",
+            "abc",
+            "REQUEST_TIMEOUT_SECONDS='abc' is not valid: input should be a valid number",
+        ),
+    ],
+)
+def test_server_with_a_bad_setting_exits_with_one_line_and_no_traceback(
+    variable: str, value: str, expected: str
+) -> None:
+    environment = {**os.environ, variable: value}
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(free_port())]
+    # A server that starts anyway never exits by itself: the timeout turns that into a failure.
+    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"configuration error: {expected}"), done.stderr
+
+
+def test_logged_redis_urls_hide_every_credential_even_with_an_at_sign_in_the_password() -> None:
+    assert redact_url("redis://user:p@ss@word@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
