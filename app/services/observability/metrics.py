@@ -55,7 +55,14 @@ class _PoolCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._add_latencies(self.registry)
+        self._add_detection(self.registry)
+        self._add_uploads(self.registry)
+        self._add_models_and_jobs(self.registry)
+        # The control center's live P50/P95 chart of this process's /detect answers (exact, over recent minutes).
+        self.recent_detect = LatencyWindow(DETECT_ROUTE)
+
+    def _add_latencies(self, r: CollectorRegistry) -> None:
         self.request_latency = Histogram(
             "hazard_http_request_duration_seconds",
             "HTTP request latency.",
@@ -77,6 +84,8 @@ class Metrics:
             buckets=REDIS_BUCKETS,
             registry=r,
         )
+
+    def _add_detection(self, r: CollectorRegistry) -> None:
         self.detections = Counter(
             "hazard_detections", "Hazards detected, by label and model version.", ["label", "model"], registry=r
         )
@@ -101,6 +110,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def _add_uploads(self, r: CollectorRegistry) -> None:
         self.uploads = Counter("hazard_uploads", "Annotated frame uploads, by outcome.", ["outcome"], registry=r)
         self.upload_spool = Gauge("hazard_upload_spool_files", "Uploads waiting in the spool.", registry=r)
         self.upload_disk_errors = Counter(
@@ -109,6 +120,8 @@ class Metrics:
             ["directory"],
             registry=r,
         )
+
+    def _add_models_and_jobs(self, r: CollectorRegistry) -> None:
         self.model_info = Info("hazard_model", "The active detection model version.", registry=r)
         self.jobs = Counter("hazard_jobs", "Batch jobs, by the status they reached.", ["status"], registry=r)
         self.queued_frames = Counter(
@@ -130,8 +143,6 @@ class Metrics:
         self.model_state = Gauge(
             "hazard_model_state", "1 for each version's current state.", ["model", "state"], registry=r
         )
-        # The control center's live P50/P95 chart of this process's /detect answers (exact, over recent minutes).
-        self.recent_detect = LatencyWindow(DETECT_ROUTE)
 
     def watch_pool(self, read_stats: Callable[[], PoolStats | None]) -> None:
         self.registry.register(_PoolCollector(read_stats))
