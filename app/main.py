@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.http.client_address import ClientAddress, parse_networks
+from app.http.control_center import create_control_center_router
 from app.http.errors import install_error_handlers
 from app.http.middleware import BodyDeadlineMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
 from app.http.openapi import DocumentedAPI, operation_id
@@ -22,7 +23,6 @@ from app.http.routers.jobs import create_jobs_router
 from app.http.routers.media import create_media_router
 from app.http.routers.metrics import create_metrics_router
 from app.http.routers.sessions import create_sessions_router
-from app.http.routers.ui import create_ui_router
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
 from app.wiring.control import create_control_runtime
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(create_admin_router(runtime.auth, runtime.model_control))
     control = create_control_runtime(settings, runtime)
     app.include_router(
-        create_ui_router(
+        create_control_center_router(
             control.center,
             control.sessions,
             runtime.auth,

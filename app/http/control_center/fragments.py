@@ -1,0 +1,105 @@
+"""The htmx fragments the pages refresh and post to (models, fleet reload, jobs, live sessions), and the latency
+series the dashboard's chart reads."""
+
+# No `from __future__ import annotations`: the routes' Annotated dependencies are local to the `add_*` functions,
+# and FastAPI can only resolve string annotations against module globals.
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from app.http.control_center.presenters import jobs_context, sessions_context
+from app.http.control_center.rendering import render
+from app.services.core.errors import ApiError, ValidationFailed
+from app.services.fleet.control_center import MODEL_ACTIONS, ControlCenter
+from app.services.identity.operator_sessions import OperatorSession
+
+OperatorCheck = Callable[[Request], Awaitable[OperatorSession]]
+
+
+async def outcome(action: Awaitable[object], done: str, failed: str) -> tuple[dict[str, Any], int]:
+    """An operator's action as the panel's flash message and the fragment's status: a refusal is shown in the panel,
+    beside what it acted on, not as an error page."""
+    try:
+        await action
+    except ApiError as exc:
+        return {"error": exc, "message": failed}, exc.status
+    return {"message": done}, 200
+
+
+def add_fragments(
+    router: APIRouter, center: ControlCenter, operator: OperatorCheck, checked_post: OperatorCheck
+) -> None:
+    add_model_fragments(router, center, operator, checked_post)
+    add_job_fragments(router, center, operator, checked_post)
+    add_session_fragments(router, center, operator)
+
+
+def add_model_fragments(
+    router: APIRouter, center: ControlCenter, operator: OperatorCheck, checked_post: OperatorCheck
+) -> None:
+    Operator = Annotated[OperatorSession, Depends(operator)]
+    CheckedPost = Annotated[OperatorSession, Depends(checked_post)]
+
+    @router.get("/partials/diagnostics")
+    async def diagnostics(request: Request, _: Operator) -> HTMLResponse:
+        return render(request, "partials/diagnostics.html", {"diagnostics": await center.diagnostics()})
+
+    @router.get("/partials/models")
+    async def models(request: Request, session: Operator) -> HTMLResponse:
+        context = {"models": await center.models(), "csrf_token": session.csrf_token}
+        return render(request, "partials/models.html", context)
+
+    @router.post("/models/{name}/{action}")
+    async def act_on_model(request: Request, name: str, action: str, session: CheckedPost) -> HTMLResponse:
+        if action not in MODEL_ACTIONS:
+            raise ValidationFailed("No such model action.", details={"action": action, "accepted": MODEL_ACTIONS})
+        done, failed = f"{action.capitalize()} {name}: done.", f"{action.capitalize()} {name} failed"
+        flash, status = await outcome(center.act_on_model(action, name), done, failed)
+        context = {"models": await center.models(), "csrf_token": session.csrf_token, "flash": flash}
+        return render(request, "partials/models.html", context, status)
+
+    @router.post("/fleet/reload")
+    async def reload_worker(request: Request, _: CheckedPost) -> HTMLResponse:
+        target = (await request.form()).get("process_id")
+        process_id = target if isinstance(target, str) and target not in ("", "*") else None
+        done = f"Reload sent to {process_id or 'every process'}."
+        flash, status = await outcome(center.reload(process_id, None), done, "Reload failed")
+        return render(request, "partials/reload.html", {"flash": flash}, status)
+
+
+def add_job_fragments(
+    router: APIRouter, center: ControlCenter, operator: OperatorCheck, checked_post: OperatorCheck
+) -> None:
+    Operator = Annotated[OperatorSession, Depends(operator)]
+    CheckedPost = Annotated[OperatorSession, Depends(checked_post)]
+
+    @router.get("/partials/jobs")
+    async def jobs(request: Request, session: Operator) -> HTMLResponse:
+        context = {"csrf_token": session.csrf_token, **await jobs_context(center)}
+        return render(request, "partials/jobs.html", context)
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel_job(request: Request, job_id: str, session: CheckedPost) -> HTMLResponse:
+        done, failed = f"Job {job_id} cancelled.", f"Cancelling {job_id} failed"
+        flash, status = await outcome(center.cancel_job(job_id), done, failed)
+        context = {"csrf_token": session.csrf_token, "flash": flash, **await jobs_context(center)}
+        return render(request, "partials/jobs.html", context, status)
+
+
+def add_session_fragments(router: APIRouter, center: ControlCenter, operator: OperatorCheck) -> None:
+    Operator = Annotated[OperatorSession, Depends(operator)]
+
+    @router.get("/partials/sessions")
+    async def live_sessions(request: Request, _: Operator) -> HTMLResponse:
+        return render(request, "partials/sessions.html", await sessions_context(center))
+
+    @router.get("/partials/sessions/{session_id}/hazards")
+    async def session_hazards(request: Request, session_id: str, _: Operator) -> HTMLResponse:
+        hazards = await center.session_hazards(session_id)
+        return render(request, "partials/hazards.html", {"session_id": session_id, "hazards": hazards})
+
+    @router.get("/latency.json")
+    async def latency(_: Operator) -> JSONResponse:
+        return JSONResponse(center.latency())

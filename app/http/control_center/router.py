@@ -1,0 +1,41 @@
+"""The control center: login-protected, server-rendered pages under /admin (not part of the documented API).
+
+Pages and their htmx fragments are rendered from `ControlCenter`'s plain data; every asset is served by the app
+(`/static/control`), so the pages work with no internet. POSTs must come from these pages (Origin /
+Sec-Fetch-Site) and carry the session's CSRF token (`X-CSRF-Token`, or a `csrf_token` form field).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.staticfiles import StaticFiles
+
+from app.http.client_address import ClientAddress
+from app.http.control_center.fragments import add_fragments
+from app.http.control_center.login import SignIn, add_login_routes
+from app.http.control_center.pages import add_pages
+from app.http.control_center.rendering import STATIC_DIR, STATIC_URL
+from app.http.control_center.route import ControlRoute
+from app.services.fleet.control_center import ControlCenter
+from app.services.identity.operator_sessions import OperatorSessions
+from app.services.identity.operators import OperatorAuth
+
+
+def create_control_center_router(
+    center: ControlCenter,
+    sessions: OperatorSessions,
+    auth: OperatorAuth,
+    client_address: ClientAddress,
+    *,
+    secure_cookies: bool,
+) -> APIRouter:
+    sign_in = SignIn(sessions, auth, client_address, secure_cookies=secure_cookies)
+    admin = APIRouter(prefix="/admin", include_in_schema=False, route_class=ControlRoute)
+    add_login_routes(admin, sign_in)
+    add_pages(admin, center, sign_in.operator)
+    add_fragments(admin, center, sign_in.operator, sign_in.checked_post)
+    router = APIRouter()
+    router.include_router(admin)
+    # Before the docs router's `/static` mount (which would answer 404 for these): include this router first.
+    router.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="control_static")
+    return router
