@@ -1,5 +1,5 @@
 """What the control center shows and does, as plain data: the fleet's diagnostics, model control, jobs, sessions,
-and this process's recent /detect latency. Pages are rendered from it by `app/http/routers/ui.py`.
+and this process's recent /detect latency. Pages are rendered from it by `app/http/control_center/`.
 
 Every read degrades on its own: Redis down leaves the model panel (this process's registry) and the latency chart
 working, and the diagnostics say which part could not be read instead of failing the whole refresh.
