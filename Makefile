@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check app tests scripts bench hazard_client
 	$(VENV)/bin/ruff format --check app tests scripts bench hazard_client
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
 test: $(STAMP) system-deps lint
 	$(VENV)/bin/pytest

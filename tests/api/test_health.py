@@ -105,3 +105,13 @@ async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
     responses = await asyncio.gather(*in_flight)
     await stopping
     assert [r.status_code for r in responses] == [200] * 8
+
+
+async def test_a_burst_of_deep_probes_runs_one_inference(api: RunningApp) -> None:
+    runtime = api.app.state.runtime
+    completed = runtime.registry.active_engine.stats().completed
+    answers = await asyncio.gather(*(api.client.get("/health/deep") for _ in range(30)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert runtime.health.deep_runs == 1
+    assert runtime.registry.active_engine.stats().completed == completed + 1
+    assert max(answer.json()["age_seconds"] for answer in answers) < runtime.settings.health_deep_cache_seconds

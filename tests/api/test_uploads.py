@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,6 +31,8 @@ from app.settings import Settings
 from tests.conftest import RunningApp, wait_until_ready
 from tests.support.fake_cloudinary import FakeCloudinary, Mode
 from tests.support.images import scene_with_hazards
+from tests.support.uploads import FAST_UPLOADS, hazard_frame, history_uploads
+from tests.support.waiting import wait_for
 
 MakeSettings = Callable[..., Settings]
 
@@ -562,3 +565,62 @@ async def test_uploads_are_throttled_per_session(make_settings: MakeSettings, st
     other_url = await eventually_uploaded(running, second_session, other)
     stored = sorted(f"/media/{p.name}" for p in settings.storage_dir.rglob("*.jpg"))
     assert stored == sorted([first_url, other_url])
+
+
+async def test_an_upload_the_spool_cannot_take_settles_as_dropped_in_history(
+    make_settings: Any, start_app: Any, fake_cloudinary: FakeCloudinary
+) -> None:
+    settings = make_settings(cloudinary_url=fake_cloudinary.url, spool_max_files=1, **FAST_UPLOADS)
+    fake_cloudinary.answer("error")
+    running: RunningApp = await start_app(settings)
+    session_id = await running.new_session()
+    for seed in (3, 4):
+        response = await running.client.post(
+            f"/detect/{session_id}", content=hazard_frame(seed), headers={"content-type": "image/jpeg"}
+        )
+        assert response.status_code == 200
+
+    async def settled() -> bool:
+        return sorted(u["status"] for u in await history_uploads(running.client, session_id)) == ["dropped", "spooled"]
+
+    await wait_for(settled, "one spooled, one dropped (the spool holds one)", within=10)
+
+
+async def test_start_removes_stale_temporaries_and_keeps_local_storage_within_its_bounds(
+    make_settings: Any, start_app: Any
+) -> None:
+    settings = make_settings(local_storage_max_mb=1, local_storage_max_age_seconds=3600, **FAST_UPLOADS)
+    storage = settings.storage_dir
+    legacy = storage / "a-session-id-from-an-older-layout"
+    legacy.mkdir(parents=True)
+    # What a crash (or an older version) left: a half-written temporary, a probe, frames of every age and size.
+    (storage / ".0123456789abcdef0123456789abcdef.jpg.0a1b2c.tmp").write_bytes(b"half a frame")
+    (legacy / ".request-1.jpg.3d4e5f.tmp").write_bytes(b"half a frame")
+    (storage / ".probe-9f8e7d").write_bytes(b"ok")
+    now = time.time()
+    frames = {
+        "too-old": (legacy / "request-0.jpg", 10, now - 7200),
+        "oldest": (storage / f"{'a' * 32}.jpg", 600 * 1024, now - 300),
+        "older": (storage / f"{'b' * 32}.jpg", 300 * 1024, now - 200),
+        "newest": (storage / f"{'c' * 32}.jpg", 300 * 1024, now - 100),
+    }
+    for path, size, modified_at in frames.values():
+        path.write_bytes(b"\xff" * size)
+        os.utime(path, (modified_at, modified_at))
+
+    running: RunningApp = await start_app(settings)
+
+    left = sorted(path.relative_to(storage).as_posix() for path in storage.rglob("*") if path.is_file())
+    assert left == [f"{'b' * 32}.jpg", f"{'c' * 32}.jpg"]  # 1.2 MiB -> 600 KiB: the oldest went first
+    # A new frame pushes the oldest out again: the store never holds more than LOCAL_STORAGE_MAX_MB.
+    session_id = await running.new_session()
+    await running.client.post(f"/detect/{session_id}", content=hazard_frame(), headers={"content-type": "image/jpeg"})
+
+    async def landed() -> bool:
+        return bool((await history_uploads(running.client, session_id))[0]["status"] == "uploaded")
+
+    await wait_for(landed, "upload landed", within=10)
+    total = sum(path.stat().st_size for path in storage.rglob("*.jpg"))
+    assert total <= 1024 * 1024
+    deep = (await running.client.get("/health/deep")).json()["checks"]["storage"]
+    assert deep["frames"] == len(list(storage.rglob("*.jpg"))) and deep["bytes"] == total

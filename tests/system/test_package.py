@@ -197,3 +197,11 @@ def test_lock_pins_every_runtime_dependency_within_its_bounds() -> None:
         assert any(s.operator == "<" for s in dependency.specifier), f"{dependency} has no upper bound"
         assert any(s.operator == ">=" for s in dependency.specifier), f"{dependency} has no lower bound"
     assert project["name"] not in pins
+
+
+def test_console_scripts_run_the_entrypoints() -> None:
+    """The image, the Kubernetes Deployments, compose and systemd run `hazard-api` and `hazard-worker` (tests/system/
+    deploy): these are the launchers of app/entrypoints."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["hazard-api"] == "app.entrypoints.api:main"
+    assert scripts["hazard-worker"] == "app.entrypoints.worker:main"

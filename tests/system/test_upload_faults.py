@@ -1,12 +1,9 @@
-"""Findings of the security review about uploads, media and disk (issue 15, items 3, 9, 10 and 12, and the disk-full
-and SIGKILL faults): stored names are server-generated, media URLs name no session, every answer says nosniff,
-every upload settles in history, the local store is bounded, and a full disk or a killed process loses nothing
-that was promised."""
+"""Upload faults in a real server process: a full spool disk keeps detection answering, counts and shows it, and
+resumes when space returns; a SIGKILL mid-burst loses no spooled upload and leaves none pending."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import signal
@@ -19,33 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from app.services.uploads.ledger import MEDIA_ID
-from tests.conftest import RunningApp
 from tests.support.fake_cloudinary import FakeCloudinary
-from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
-from tests.support.waiting import wait_for
+from tests.support.uploads import hazard_frame
 
 SETTLED = {"uploaded", "spooled", "dropped", "failed", "shed", "skipped", "none", "lost"}
-# Uploads fail fast and are retried fast: what a test waits for plays out within a few seconds. Every frame's
-# hazards are new ones (tracks confirmed at once, closed at once), so every frame with hazards is uploaded.
-FAST_UPLOADS: dict[str, Any] = {
-    "track_min_hits": 1,
-    "track_max_gap_seconds": 0.001,
-    "upload_min_confidence": 0.3,
-    "upload_retry_base_seconds": 0.05,
-    "upload_retry_max_seconds": 0.2,
-    "breaker_fail_max": 1,
-    "breaker_reset_seconds": 0.3,
-    "cloudinary_timeout_seconds": 0.5,
-}
-
-
-def hazard_frame(seed: int = 3) -> bytes:
-    frame, jpeg = scene_with_hazards(seed=seed, size=(1280, 720))
-    assert frame.hazards
-    return jpeg
 
 
 @pytest.fixture
@@ -54,166 +30,6 @@ def fake_cloudinary() -> Iterator[FakeCloudinary]:
     fake.answer("ok")
     yield fake
     fake.stop()
-
-
-async def history_uploads(client: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
-    response = await client.get(f"/sessions/{session_id}/detections", params={"limit": 200})
-    assert response.status_code == 200, response.text
-    return [{"request_id": item["request_id"], **item["upload"]} for item in response.json()["items"]]
-
-
-# Item 3: stored names are the server's, never the client's request id
-
-
-async def test_two_frames_with_one_request_id_are_two_files_each_entry_pointing_at_its_own(
-    make_settings: Any, start_app: Any
-) -> None:
-    settings = make_settings(**FAST_UPLOADS)
-    running: RunningApp = await start_app(settings)
-    session_id = await running.new_session()
-    frames = [hazard_frame(3), hazard_frame(4)]
-
-    for frame in frames:
-        response = await running.client.post(
-            f"/detect/{session_id}",
-            content=frame,
-            headers={"content-type": "image/jpeg", "x-request-id": "same-id-twice"},
-        )
-        assert response.status_code == 200 and response.json()["request_id"] == "same-id-twice"
-
-    async def both_uploaded() -> bool:
-        return [u["status"] for u in await history_uploads(running.client, session_id)] == ["uploaded"] * 2
-
-    await wait_for(both_uploaded, "both uploads landed", within=10)
-    urls = [u["url"] for u in await history_uploads(running.client, session_id)]
-    assert len(set(urls)) == 2, urls
-    assert len(list(settings.storage_dir.rglob("*.jpg"))) == 2
-    # Newest first: each entry serves its own frame (the annotated copy keeps the frame's size and look).
-    served = [(await running.client.get(url)).content for url in urls]
-    assert served[0] != served[1]
-    assert all("same-id-twice" not in url and session_id not in url for url in urls)
-
-
-async def test_cloudinary_public_ids_are_media_ids_not_request_or_session_ids(
-    make_settings: Any, start_app: Any, fake_cloudinary: FakeCloudinary
-) -> None:
-    settings = make_settings(cloudinary_url=fake_cloudinary.url, **FAST_UPLOADS)
-    running: RunningApp = await start_app(settings)
-    session_id = await running.new_session()
-    for seed in (3, 4):
-        headers = {"content-type": "image/jpeg", "x-request-id": "replayed"}
-        response = await running.client.post(f"/detect/{session_id}", content=hazard_frame(seed), headers=headers)
-        assert response.status_code == 200
-
-    async def two_assets() -> bool:
-        return len(fake_cloudinary.assets) == 2
-
-    await wait_for(two_assets, "two assets in Cloudinary", within=10)
-    for public_id in fake_cloudinary.assets:
-        folder, name = public_id.split("/")
-        assert folder == "hazards" and MEDIA_ID.fullmatch(name), public_id
-
-
-# Item 10: media URLs reveal no session id; nosniff on every answer; media ids checked before the disk
-
-
-async def test_every_answer_says_nosniff_media_errors_included(make_settings: Any, start_app: Any) -> None:
-    settings = make_settings(**FAST_UPLOADS)
-    running: RunningApp = await start_app(settings)
-    session_id = await running.new_session()
-    response = await running.client.post(
-        f"/detect/{session_id}", content=hazard_frame(), headers={"content-type": "image/jpeg"}
-    )
-
-    async def uploaded() -> bool:
-        return bool((await history_uploads(running.client, session_id))[0]["status"] == "uploaded")
-
-    await wait_for(uploaded, "upload landed", within=10)
-    url = (await history_uploads(running.client, session_id))[0]["url"]
-    answers = {
-        "media 200": await running.client.get(url),
-        "media HEAD": await running.client.head(url),
-        "media 404": await running.client.get("/media/0123456789abcdef0123456789abcdef.jpg"),
-        "media 404 by shape": await running.client.get(f"/media/{session_id}/{response.json()['request_id']}.jpg"),
-        "media 405": await running.client.put(url, content=b"x"),
-        "detect 200": response,
-        "session 404": await running.client.get("/sessions/not-a-session"),
-        "live": await running.client.get("/health/live"),
-        "unrouted 404": await running.client.get("/nowhere"),
-    }
-    assert answers["media 200"].status_code == 200
-    assert answers["media 405"].status_code == 405
-    assert answers["media 404 by shape"].json()["error"]["code"] == "MEDIA_NOT_FOUND"
-    missing = {name for name, answer in answers.items() if answer.headers.get("x-content-type-options") != "nosniff"}
-    assert missing == set()
-
-
-# Item 9: no upload stays pending forever
-
-
-async def test_an_upload_the_spool_cannot_take_settles_as_dropped_in_history(
-    make_settings: Any, start_app: Any, fake_cloudinary: FakeCloudinary
-) -> None:
-    settings = make_settings(cloudinary_url=fake_cloudinary.url, spool_max_files=1, **FAST_UPLOADS)
-    fake_cloudinary.answer("error")
-    running: RunningApp = await start_app(settings)
-    session_id = await running.new_session()
-    for seed in (3, 4):
-        response = await running.client.post(
-            f"/detect/{session_id}", content=hazard_frame(seed), headers={"content-type": "image/jpeg"}
-        )
-        assert response.status_code == 200
-
-    async def settled() -> bool:
-        return sorted(u["status"] for u in await history_uploads(running.client, session_id)) == ["dropped", "spooled"]
-
-    await wait_for(settled, "one spooled, one dropped (the spool holds one)", within=10)
-
-
-# Item 12: stale temporaries cleaned, local storage bounded
-
-
-async def test_start_removes_stale_temporaries_and_keeps_local_storage_within_its_bounds(
-    make_settings: Any, start_app: Any
-) -> None:
-    settings = make_settings(local_storage_max_mb=1, local_storage_max_age_seconds=3600, **FAST_UPLOADS)
-    storage = settings.storage_dir
-    legacy = storage / "a-session-id-from-an-older-layout"
-    legacy.mkdir(parents=True)
-    # What a crash (or an older version) left: a half-written temporary, a probe, frames of every age and size.
-    (storage / ".0123456789abcdef0123456789abcdef.jpg.0a1b2c.tmp").write_bytes(b"half a frame")
-    (legacy / ".request-1.jpg.3d4e5f.tmp").write_bytes(b"half a frame")
-    (storage / ".probe-9f8e7d").write_bytes(b"ok")
-    now = time.time()
-    frames = {
-        "too-old": (legacy / "request-0.jpg", 10, now - 7200),
-        "oldest": (storage / f"{'a' * 32}.jpg", 600 * 1024, now - 300),
-        "older": (storage / f"{'b' * 32}.jpg", 300 * 1024, now - 200),
-        "newest": (storage / f"{'c' * 32}.jpg", 300 * 1024, now - 100),
-    }
-    for path, size, modified_at in frames.values():
-        path.write_bytes(b"\xff" * size)
-        os.utime(path, (modified_at, modified_at))
-
-    running: RunningApp = await start_app(settings)
-
-    left = sorted(path.relative_to(storage).as_posix() for path in storage.rglob("*") if path.is_file())
-    assert left == [f"{'b' * 32}.jpg", f"{'c' * 32}.jpg"]  # 1.2 MiB -> 600 KiB: the oldest went first
-    # A new frame pushes the oldest out again: the store never holds more than LOCAL_STORAGE_MAX_MB.
-    session_id = await running.new_session()
-    await running.client.post(f"/detect/{session_id}", content=hazard_frame(), headers={"content-type": "image/jpeg"})
-
-    async def landed() -> bool:
-        return bool((await history_uploads(running.client, session_id))[0]["status"] == "uploaded")
-
-    await wait_for(landed, "upload landed", within=10)
-    total = sum(path.stat().st_size for path in storage.rglob("*.jpg"))
-    assert total <= 1024 * 1024
-    deep = (await running.client.get("/health/deep")).json()["checks"]["storage"]
-    assert deep["frames"] == len(list(storage.rglob("*.jpg"))) and deep["bytes"] == total
-
-
-# Faults with a real server process
 
 
 def upload_statuses(server: Server, session_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,108 @@
+"""The fleet through a real Redis (app/services/fleet/agent.py): FleetAgent publishes heartbeats that FleetControl
+lists, and converges to the desired model state that FleetControl sets, on a registry of real engines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from app.services.fleet.agent import FleetAgent, FleetControl
+from app.services.inference.registry import ModelState
+from tests.support.models import DEFAULT_VERSION, OTHER_VERSION, real_registry
+from tests.support.redis_process import RedisProcess
+
+HEARTBEAT_SECONDS = 0.2
+POLL_SECONDS = 0.05
+WITHIN_SECONDS = 60.0  # a model compiles within it on a busy machine
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + WITHIN_SECONDS
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what}: not within {WITHIN_SECONDS} s"
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def fleet_name() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def control(redis_client: Redis, fleet_name: str) -> FleetControl:
+    return FleetControl(redis_client, fleet_name, HEARTBEAT_SECONDS)
+
+
+async def test_a_heartbeat_is_listed_running_and_a_stopped_agent_leaves_the_list(
+    redis_client: Redis, fleet_name: str, model_cache: Path
+) -> None:
+    agent = FleetAgent(
+        control(redis_client, fleet_name),
+        real_registry(model_cache),
+        lambda: {"role": "api", "inference_mode": "remote"},
+        process_id="api-1",
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        poll_seconds=POLL_SECONDS,
+        holds_models=False,  # a remote-mode web tier: it beats, and loads nothing
+    )
+    admin = control(redis_client, fleet_name)  # another process's view
+    await agent.start()
+    try:
+        (listed,) = await admin.processes()
+        assert (listed["process_id"], listed["status"], listed["role"]) == ("api-1", "running", "api")
+        assert listed["models"] == [] and listed["active_model"] is None
+        assert await admin.desired() is None  # a process that holds no model sets no desired state
+    finally:
+        await agent.stop()
+    assert await admin.processes() == []
+
+
+async def test_a_second_agent_converges_to_the_desired_model_another_process_set(
+    redis_client: Redis, fleet_name: str, model_cache: Path
+) -> None:
+    registry = real_registry(model_cache)
+    worker = FleetAgent(
+        control(redis_client, fleet_name),
+        registry,
+        lambda: {"role": "worker"},
+        process_id="worker-1",
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        poll_seconds=POLL_SECONDS,
+    )
+    admin = control(redis_client, fleet_name)
+    await worker.start()
+    try:
+        # The first process of a fleet sets the default as desired and loads it before it serves.
+        desired = await admin.desired()
+        assert desired is not None and desired.active == DEFAULT_VERSION
+        assert registry.active == DEFAULT_VERSION
+
+        await admin.set_desired(OTHER_VERSION, frozenset())
+
+        async def converged() -> bool:
+            return registry.active == OTHER_VERSION and registry.loaded() == [OTHER_VERSION]
+
+        await eventually(converged, "the worker activates the desired version and unloads the other")
+        assert registry.version(DEFAULT_VERSION).state is ModelState.UNLOADED
+
+        async def reported() -> bool:
+            (listed,) = await admin.processes()
+            return bool(listed["active_model"] == OTHER_VERSION)
+
+        await eventually(reported, "its heartbeat reports the new active version")
+        assert worker.last_error is None
+    finally:
+        await worker.stop()
+        registry.release_all()
