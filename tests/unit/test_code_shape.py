@@ -16,9 +16,7 @@ ALLOWED: dict[str, int] = {
     "app.http.routers.detect.create_detect_router": 71,
     "app.http.routers.detect.create_detect_router.detect_frame": 65,
     "app.http.routers.jobs.create_jobs_router": 129,
-    "app.http.routers.ui.create_ui_router": 257,
     "app.main.create_app": 68,
-    "app.services.observability.metrics.Metrics.__init__": 79,
     "app.wiring.jobs.JobRuntime.__init__": 66,
     "app.wiring.runtime.Runtime.__init__": 108,
 }
