@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from redis.typing import EncodableT
+
 from app.services.core.errors import ValidationFailed
 from app.services.core.types import RedisClient
 from app.services.identity.key_format import redact_keys
@@ -66,7 +68,10 @@ class AuditLog:
             "details": details_text,
         }
         # Exact trimming (not `~`): the cap is what an operator configured, and trimming one entry is cheap.
-        entry_id = await guarded(cast(Any, self._redis.xadd(self._key, fields, maxlen=self._max_entries)))  # type: ignore[arg-type]
+        encoded: dict[EncodableT, EncodableT] = {name: value for name, value in fields.items()}
+        entry_id = await guarded(
+            cast(Any, self._redis.xadd(self._key, encoded, maxlen=self._max_entries, approximate=False))
+        )
         return _entry(entry_id, fields)
 
     async def latest(self, count: int = 50) -> list[AuditEntry]:

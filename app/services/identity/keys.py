@@ -156,7 +156,12 @@ class KeyStore:
             keys = [self._record_key(record.key_id), self._ids_index, self._tenant_index(record.tenant)]
             args = [record.key_id, float_text(now), *(part for pair in fields.items() for part in pair)]
             if await guarded(self._create_script(keys=keys, args=args)):
-                log.info("api_key_created", key_id=record.key_id, tenant=record.tenant, scopes=sorted(scopes))
+                log.info(
+                    "api_key_created",
+                    key_id=record.key_id,
+                    tenant=record.tenant,
+                    scopes=sorted(scope.value for scope in scopes),
+                )
                 return CreatedKey(format_key(record.key_id, secret), record)
         raise RuntimeError("no free API key id after several draws")  # 36^8 ids: only a broken RNG gets here
 
