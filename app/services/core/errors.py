@@ -255,3 +255,50 @@ class OperatorSessionUnavailable(ApiError):
     code = "ADMIN_SESSION_UNAVAILABLE"
     status = 503
     message = "Operator sessions cannot be read or written: Redis cannot be reached."
+
+
+# Identity (API keys, scopes, operator accounts): app/services/identity.
+
+
+class AuthRequired(ApiError):
+    code = "AUTH_REQUIRED"
+    status = 401
+    message = "An API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key`."
+
+
+class InvalidApiKey(ApiError):
+    """One message for unknown, revoked, expired and malformed keys: the answer tells nothing about which."""
+
+    code = "INVALID_API_KEY"
+    status = 401
+    message = "The API key is not valid."
+
+
+class ScopeRequired(ApiError):
+    code = "SCOPE_REQUIRED"
+    status = 403
+    message = "The API key lacks the scope this needs."
+
+
+class ApiKeyNotFound(ApiError):
+    code = "API_KEY_NOT_FOUND"
+    status = 404
+    message = "No such API key."
+
+
+class OperatorAccountNotFound(ApiError):
+    code = "OPERATOR_NOT_FOUND"
+    status = 404
+    message = "No such operator account."
+
+
+class OperatorAccountExists(ApiError):
+    code = "OPERATOR_EXISTS"
+    status = 409
+    message = "An operator account of that name already exists."
+
+
+class IdentityStoreUnavailable(ApiError):
+    code = "IDENTITY_STORE_UNAVAILABLE"
+    status = 503
+    message = "API keys and operator accounts cannot be read or written: Redis cannot be reached."
