@@ -24,7 +24,7 @@ from starlette.routing import Match
 
 import app.entrypoints.api as launcher
 from app.entrypoints.server import BoundedHttpProtocol
-from app.http.schemas.common import SessionOut
+from app.http.schemas.sessions import SessionOut
 from app.main import create_app
 from app.settings import Settings
 
