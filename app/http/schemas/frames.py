@@ -14,7 +14,7 @@ from app.services.tracking import meta as tracking_meta
 
 
 def _bound(value: float) -> float:
-    # Whole bounds as integers: the served schemas say 90, not 90.0 (the multipart one below says 90.0, as it always has).
+    # Whole bounds as integers: the served schemas say 90, not 90.0 (the multipart one below says 90.0, as ever).
     return int(value) if value.is_integer() else value
 
 
