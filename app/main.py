@@ -76,7 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(create_health_router(runtime.health))
     app.include_router(create_metrics_router(runtime.metrics, runtime.sessions, runtime.jobs.service))
     app.include_router(create_media_router(settings.storage_dir))
-    app.include_router(create_admin_router(runtime.auth, runtime.model_control))
+    app.include_router(
+        create_admin_router(
+            runtime.auth,
+            runtime.model_control,
+            ClientAddress(settings.client_address_header, parse_networks(settings.trusted_proxies)),
+        )
+    )
     control = create_control_runtime(settings, runtime)
     app.include_router(
         create_control_center_router(

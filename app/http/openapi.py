@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.constants import REF_PREFIX
 from fastapi.routing import APIRoute
 
-from app.http.schemas.common import ErrorResponse
+from app.http.schemas.errors import ErrorResponse
 from app.services.core.errors import ApiError, PayloadTooLarge, RequestTimeout, ValidationFailed
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})

@@ -179,6 +179,24 @@ async def test_job_errors(jobs_api: RunningApp) -> None:
     assert bad_meta.status_code == 422
 
 
+async def test_a_heading_gets_the_same_answer_from_detect_and_from_a_job_frame(jobs_api: RunningApp) -> None:
+    client = jobs_api.client
+    session_id = await jobs_api.new_session()
+    job_id = (await client.post("/jobs", json={})).json()["job_id"]
+    _, data = scene_with_hazards(5)
+    # The README's 0..360, both ends included (360 is north, as 0 is), at every entry point.
+    for heading, answer in ((0, "accepted"), (359.5, "accepted"), (360, "accepted"), (-0.5, "422"), (360.5, "422")):
+        query = await client.post(
+            f"/detect/{session_id}", params={"heading": heading}, content=data, headers={"content-type": "image/jpeg"}
+        )
+        form = await client.post(
+            f"/detect/{session_id}", data={"heading": str(heading)}, files={"file": ("f.jpg", data, "image/jpeg")}
+        )
+        job_frame = await client.post(f"/jobs/{job_id}/frames", files=files([data], [{"heading": heading}]))
+        expected = (200, 200, 202) if answer == "accepted" else (422, 422, 422)
+        assert (query.status_code, form.status_code, job_frame.status_code) == expected, heading
+
+
 async def test_backpressure_refuses_a_whole_call(start_app: StartApp, make_settings: Callable[..., Settings]) -> None:
     api = await start_app(make_settings(embedded_worker=False, job_pending_bytes_limit=150_000))
     client = api.client

@@ -76,6 +76,25 @@ async def test_failed_logins_are_rate_limited_per_client(
     assert refused.json()["error"]["code"] == "RATE_LIMITED" and int(refused.headers["retry-after"]) >= 1
 
 
+async def test_failed_logins_behind_a_trusted_proxy_count_per_forwarded_client(
+    start_app: StartApp, admin_settings: Callable[..., Settings]
+) -> None:
+    # The test client's peer (127.0.0.1) is the proxy: the login form and the admin API both key on the client behind.
+    api = await start_app(
+        admin_settings(admin_login_max_failures=3, client_address_header="x-forwarded-for", trusted_proxies="127.0.0.1")
+    )
+
+    async def list_models(forwarded: str, auth: httpx.Auth) -> int:
+        headers = {"x-forwarded-for": forwarded}
+        return (await api.client.get("/admin/api/models", auth=auth, headers=headers)).status_code
+
+    wrong = httpx.BasicAuth("admin", "guess")
+    assert [await list_models("203.0.113.7", wrong) for _ in range(3)] == [401, 401, 401]
+    assert await list_models("203.0.113.7", AUTH) == 429  # this client now waits, even with the right password
+    assert [await list_models("198.51.100.1", wrong) for _ in range(2)] == [401, 401]  # another one does not
+    assert await list_models("198.51.100.1", AUTH) == 200
+
+
 async def test_production_without_a_password_hash_disables_admin(
     start_app: StartApp, make_settings: Callable[..., Settings]
 ) -> None:

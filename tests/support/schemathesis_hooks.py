@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from app.http.schemas.jobs import FrameMeta, JobCreate
+from app.http.schemas.frames import FrameMeta
+from app.http.schemas.jobs import JobCreate
 from app.services.core.errors import ValidationFailed
 from app.services.sessions.metadata import MetadataLimits, validate_metadata
 from app.services.tracking.hazard_map import parse_bbox, parse_near

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
+from app.http.client_address import ClientAddress
 from app.services.identity.operators import ADMIN_USER, Credentials, OperatorAuth
 
 
@@ -26,15 +27,12 @@ def presented_credentials(request: Request) -> Credentials:
     return Credentials()
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def operator_dependency(auth: OperatorAuth) -> Any:
-    """A dependency that lets operators through and answers 401/429/503 to everyone else."""
+def operator_dependency(auth: OperatorAuth, client_address: ClientAddress) -> Any:
+    """A dependency that lets operators through and answers 401/429/503 to everyone else; failed logins are
+    throttled per client address (the proxy-aware one, as on the control center's login form)."""
 
     async def require_operator(request: Request) -> str:
-        await auth.authenticate(presented_credentials(request), client_address(request))
+        await auth.authenticate(presented_credentials(request), client_address.of(request))
         return ADMIN_USER
 
     return Depends(require_operator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,7 +11,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from app.http.openapi import REQUEST_ERRORS, error_responses
-from app.http.schemas.common import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
+from app.http.schemas.detect import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
+from app.http.schemas.frames import FIELDS as FRAME_META_FIELDS
+from app.http.schemas.frames import MULTIPART_PROPERTIES, captured_at_query, meta_query
 from app.services.core.errors import (
     CLIENT_DISCONNECTED,
     ClientClosedRequest,
@@ -31,32 +34,17 @@ from app.services.core.errors import (
     ValidationFailed,
 )
 from app.services.core.request_context import current_request_id
-from app.services.detection.service import DetectionService
-from app.services.inference.types import DetectOptions
-from app.services.tracking.meta import FIELDS as META_FIELDS
-from app.services.tracking.meta import RANGES as META_RANGES
+from app.services.detection.service import DetectionService, FrameResult
+from app.services.inference.types import Detection, DetectOptions
+from app.services.tracking import types as tracking
 from app.services.tracking.meta import frame_meta
 from app.services.tracking.types import Assignment
 from app.settings import Settings
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
 _BINARY = {"type": "string", "format": "binary"}
-# Where and when the frame was taken: query parameters, or these multipart fields beside `file` (not both).
-META_DESCRIPTIONS = {
-    "lat": "Latitude, WGS-84 degrees (with lon).",
-    "lon": "Longitude, WGS-84 degrees (with lat).",
-    "heading": "Heading, degrees clockwise from north.",
-    "speed_mps": "Speed, metres per second.",
-    "captured_at": "When the frame was taken, RFC 3339 with an offset; tracking uses it instead of the arrival time.",
-}
-META_PROPERTIES: dict[str, dict[str, object]] = {
-    **{
-        field: {"type": "number", "minimum": low, "maximum": high, "description": META_DESCRIPTIONS[field]}
-        for field, (low, high) in META_RANGES.items()
-    },
-    "captured_at": {"type": "string", "format": "date-time", "description": META_DESCRIPTIONS["captured_at"]},
-}
-# The body is read by hand (no form parsing or validation layer on the hot path), so the spec says what is read.
+# The body is read by hand (no form parsing or validation layer on the hot path), so the spec says what is read:
+# the image, and where and when it was taken as fields beside it (or as query parameters, not both).
 FRAME_REQUEST_BODY = {
     "required": True,
     "description": "The frame: a multipart field `file`, or the raw image with its own content type.",
@@ -64,7 +52,10 @@ FRAME_REQUEST_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"file": {**_BINARY, "description": "A JPEG, PNG or WebP image."}, **META_PROPERTIES},
+                "properties": {
+                    "file": {**_BINARY, "description": "A JPEG, PNG or WebP image."},
+                    **MULTIPART_PROPERTIES,
+                },
                 "required": ["file"],
                 "additionalProperties": False,
             },
@@ -111,13 +102,13 @@ async def _read_body(request: Request, media_type: str, max_bytes: int, fields: 
     if media_type != "multipart/form-data":
         return await request.body()  # the body-size middleware stops it at the limit
     form = await request.form(max_files=1, max_fields=8)
-    unexpected = sorted({key for key in form if key != "file" and key not in META_FIELDS})
+    unexpected = sorted({key for key in form if key != "file" and key not in FRAME_META_FIELDS})
     if unexpected:  # the spec says what is read and nothing else: a request that says more is not what was documented
         raise ValidationFailed(
             "Send only the multipart field 'file' and the frame's metadata fields.",
             details={"unexpected_fields": unexpected},
         )
-    for key in META_FIELDS:
+    for key in FRAME_META_FIELDS:
         values = form.getlist(key)
         if len(values) > 1 or any(not isinstance(value, str) for value in values):
             raise ValidationFailed(f"Send '{key}' once, as a plain field.", details={"field": key})
@@ -139,6 +130,48 @@ def server_timing(timings_ms: dict[str, float]) -> str:
     return ", ".join(f"{stage};dur={milliseconds}" for stage, milliseconds in timings_ms.items())
 
 
+ReadFrame = Callable[[], Awaitable[bytes]]
+ReadMeta = Callable[[], tracking.FrameMeta]  # the service's own, built from FrameMeta's fields
+
+
+def frame_source(
+    request: Request, max_bytes: int, query: Mapping[str, float | str | None]
+) -> tuple[ReadFrame, ReadMeta]:
+    """How the service reads the frame and then its metadata (query parameters, or multipart fields beside it)."""
+    media_type = _media_type(request)
+    if media_type != "multipart/form-data":
+        frame_meta(query, {})  # nothing else can come: a wrong value is refused before the session is touched
+    fields: dict[str, str] = {}
+    return lambda: _read_frame(request, media_type, max_bytes, fields), lambda: frame_meta(query, fields)
+
+
+def detection_out(detection: Detection, hazard: Assignment | None) -> DetectionOut:
+    return DetectionOut(
+        label=detection.label,
+        class_id=detection.class_id,
+        confidence=detection.confidence,
+        box=Box(x1=detection.x1, y1=detection.y1, x2=detection.x2, y2=detection.y2),
+        hazard_id=hazard.hazard_id if hazard else None,
+        new_hazard=hazard.new_hazard if hazard else False,
+    )
+
+
+def detect_response(frame: FrameResult) -> DetectResponse:
+    result, info, admission = frame.result, frame.model, frame.admission
+    hazards: list[Assignment | None] = [*frame.hazards] if frame.hazards else [None] * len(result.detections)
+    return DetectResponse(
+        request_id=frame.request_id,
+        session_id=frame.session_id,
+        detections=[detection_out(d, hazard) for d, hazard in zip(result.detections, hazards, strict=True)],
+        image=ImageSize(width=result.width, height=result.height),
+        model=ModelRef(name=info.name, version=info.version),
+        session=SessionCheck(
+            verified=admission.verified, degraded=admission.degraded, frame_count=admission.frame_count
+        ),
+        timings_ms=result.timings_ms,
+    )
+
+
 def create_detect_router(detection: DetectionService, settings: Settings) -> APIRouter:
     router = APIRouter(tags=["detect"])
 
@@ -153,60 +186,23 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
         model: Annotated[
             str | None, Query(max_length=128, description="A loaded model version; the active one by default.")
         ] = None,
-        lat: Annotated[float | None, Query(ge=-90, le=90, description=META_DESCRIPTIONS["lat"])] = None,
-        lon: Annotated[float | None, Query(ge=-180, le=180, description=META_DESCRIPTIONS["lon"])] = None,
-        heading: Annotated[float | None, Query(ge=0, le=360, description=META_DESCRIPTIONS["heading"])] = None,
-        speed_mps: Annotated[float | None, Query(ge=0, le=150, description=META_DESCRIPTIONS["speed_mps"])] = None,
-        captured_at: Annotated[
-            str | None,
-            Query(
-                max_length=64, description=META_DESCRIPTIONS["captured_at"], json_schema_extra={"format": "date-time"}
-            ),
-        ] = None,
+        lat: Annotated[float | None, meta_query("lat")] = None,
+        lon: Annotated[float | None, meta_query("lon")] = None,
+        heading: Annotated[float | None, meta_query("heading")] = None,
+        speed_mps: Annotated[float | None, meta_query("speed_mps")] = None,
+        captured_at: Annotated[str | None, captured_at_query()] = None,
     ) -> DetectResponse:
         """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image. Each detection
         names its hazard (`hazard_id`), and the frame that confirms a hazard says so once (`new_hazard`)."""
         deadline = time.monotonic() + settings.request_timeout_seconds
-        media_type = _media_type(request)
-        request_id = current_request_id() or ""
         query = {"lat": lat, "lon": lon, "heading": heading, "speed_mps": speed_mps, "captured_at": captured_at}
-        if media_type != "multipart/form-data":
-            frame_meta(query, {})  # nothing else can come: a wrong value is refused before the session is touched
-        fields: dict[str, str] = {}
+        read_frame, read_meta = frame_source(request, settings.max_image_bytes, query)
+        options = DetectOptions(conf, iou, max_det)
+        request_id = current_request_id() or ""
         frame = await detection.serve_frame(
-            session_id,
-            request_id,
-            lambda: _read_frame(request, media_type, settings.max_image_bytes, fields),
-            DetectOptions(conf, iou, max_det),
-            deadline,
-            model,
-            frame_meta=lambda: frame_meta(query, fields),
+            session_id, request_id, read_frame, options, deadline, model, frame_meta=read_meta
         )
-        result, info = frame.result, frame.model
-        response.headers["server-timing"] = server_timing(result.timings_ms)
-        hazards: list[Assignment | None] = [*frame.hazards] if frame.hazards else [None] * len(result.detections)
-        return DetectResponse(
-            request_id=request_id,
-            session_id=session_id,
-            detections=[
-                DetectionOut(
-                    label=d.label,
-                    class_id=d.class_id,
-                    confidence=d.confidence,
-                    box=Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
-                    hazard_id=hazard.hazard_id if hazard else None,
-                    new_hazard=hazard.new_hazard if hazard else False,
-                )
-                for d, hazard in zip(result.detections, hazards, strict=True)
-            ],
-            image=ImageSize(width=result.width, height=result.height),
-            model=ModelRef(name=info.name, version=info.version),
-            session=SessionCheck(
-                verified=frame.admission.verified,
-                degraded=frame.admission.degraded,
-                frame_count=frame.admission.frame_count,
-            ),
-            timings_ms=result.timings_ms,
-        )
+        response.headers["server-timing"] = server_timing(frame.result.timings_ms)
+        return detect_response(frame)
 
     return router

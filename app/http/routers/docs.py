@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.http.openapi import error_responses
-from app.http.schemas.common import HealthLinks, ServiceIndex, ServiceLinks
+from app.http.schemas.index import HealthLinks, ServiceIndex, ServiceLinks
 
 SWAGGER_UI_VERSION = "5.35.0"  # swagger-ui-dist, vendored unmodified: app/http/static/swagger/README.md
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"

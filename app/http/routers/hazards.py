@@ -9,7 +9,7 @@ from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 
 from app.http.openapi import ERROR_SCHEMA, REQUEST_ERRORS, error_responses
-from app.http.schemas.common import HazardOut, MapHazardCollection, SessionHazardCollection, SessionHazards
+from app.http.schemas.hazards import HazardOut, MapHazardCollection, SessionHazardCollection, SessionHazards
 from app.services.core.errors import ApiError, HazardMapUnavailable, SessionNotFound, SessionStoreUnavailable
 from app.services.tracking import geojson
 from app.services.tracking.service import TrackingService

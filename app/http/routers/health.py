@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from app.http.openapi import error_responses
-from app.http.schemas.common import DeepReport, LiveReport, ReadyReport
+from app.http.schemas.health import DeepReport, LiveReport, ReadyReport
 from app.services.observability.health import HealthChecks
 
 

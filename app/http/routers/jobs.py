@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, status
@@ -15,14 +16,15 @@ from starlette.datastructures import FormData, UploadFile
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.http.routers.detect import IMAGE_TYPES
 from app.http.routers.hazards import GeoJSONResponse, json_error_responses
+from app.http.schemas.frames import FrameMeta
 from app.http.schemas.jobs import (
-    FrameMeta,
     FramesAccepted,
     IngestDir,
     JobCreate,
     JobCreated,
     JobHazardCollection,
     JobList,
+    JobOptions,
     JobOut,
     JobResultItem,
     JobResultsPage,
@@ -99,6 +101,19 @@ JOB_ERRORS = (*REQUEST_ERRORS, JobNotFound, QueueUnavailable)
 FRAME_ERRORS = (*JOB_ERRORS, JobNotOpen, Backpressure, ImageTooLarge, RequestTimeout, UnsupportedMediaType)
 
 
+@dataclass(frozen=True)
+class FrameLimits:
+    """What one request may carry: frames, and bytes per frame."""
+
+    max_frames: int
+    max_bytes: int
+
+    async def form(self, request: Request) -> FormData:
+        return await request.form(
+            max_files=self.max_frames + 1, max_fields=self.max_frames + 2, max_part_size=64 * 1024
+        )
+
+
 def _validated(model: type[M], raw: str | bytes, field: str) -> M:
     try:
         return model.model_validate_json(raw or b"{}")
@@ -108,23 +123,23 @@ def _validated(model: type[M], raw: str | bytes, field: str) -> M:
         ) from None
 
 
-def _frames(form: FormData, max_frames: int, max_bytes: int) -> list[tuple[UploadFile, FrameMeta]]:
+def _frames(form: FormData, limits: FrameLimits) -> list[tuple[UploadFile, FrameMeta]]:
     """The `file` parts in order, the n-th with the n-th `meta` part (a frame without one is named by its file)."""
     unexpected = sorted({key for key in form if key not in ("file", "meta", "job")})
     if unexpected:
         raise ValidationFailed("Send `file` parts and optional `meta` parts only.", details={"fields": unexpected})
     uploads = [value for value in form.getlist("file") if isinstance(value, UploadFile)]
     metas = [_validated(FrameMeta, value, "meta") for value in form.getlist("meta") if isinstance(value, str)]
-    if len(uploads) > max_frames:
-        raise ValidationFailed("Too many frames in one request.", details={"max_frames": max_frames})
+    if len(uploads) > limits.max_frames:
+        raise ValidationFailed("Too many frames in one request.", details={"max_frames": limits.max_frames})
     if len(metas) > len(uploads):
         raise ValidationFailed("More `meta` parts than `file` parts.", details={"files": len(uploads)})
     for number, upload in enumerate(uploads):
         media_type = (upload.content_type or "application/octet-stream").lower()
         if media_type not in IMAGE_TYPES | {"application/octet-stream"}:
             raise UnsupportedMediaType(details={"content_type": media_type, "accepted": sorted(IMAGE_TYPES)})
-        if upload.size is not None and upload.size > max_bytes:
-            raise ImageTooLarge(details={"max_bytes": max_bytes, "file": number})
+        if upload.size is not None and upload.size > limits.max_bytes:
+            raise ImageTooLarge(details={"max_bytes": limits.max_bytes, "file": number})
     metas += [FrameMeta() for _ in range(len(uploads) - len(metas))]
     return [
         (upload, meta if meta.filename else meta.model_copy(update={"filename": upload.filename}))
@@ -136,12 +151,30 @@ async def _read(frames: list[tuple[UploadFile, FrameMeta]]) -> list[NewFrame]:
     return [NewFrame(await upload.read(), meta.model_dump(mode="json", exclude_none=True)) for upload, meta in frames]
 
 
+async def _new_job(request: Request, limits: FrameLimits) -> tuple[JobCreate, list[NewFrame]]:
+    """The job to create (JSON), or the job and its first frames (multipart: a `job` part, then frames)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return _validated(JobCreate, await request.body(), "job"), []
+    form = await limits.form(request)
+    raw_job = form.get("job")
+    body = _validated(JobCreate, raw_job if isinstance(raw_job, str) else "{}", "job")
+    return body, await _read(_frames(form, limits))
+
+
+def _batch_options(options: JobOptions) -> BatchOptions:
+    return BatchOptions(DetectOptions(options.conf, options.iou, options.max_det), options.model)
+
+
 def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: int, max_image_bytes: int) -> APIRouter:
     router = APIRouter(prefix="/jobs", tags=["jobs"])
+    limits = FrameLimits(max_frames, max_image_bytes)
+    _add_collection_routes(router, jobs, limits)
+    _add_job_routes(router, jobs, limits)
+    _add_result_routes(router, jobs, track_params)
+    return router
 
-    async def parse_form(request: Request) -> FormData:
-        return await request.form(max_files=max_frames + 1, max_fields=max_frames + 2, max_part_size=64 * 1024)
 
+def _add_collection_routes(router: APIRouter, jobs: JobService, limits: FrameLimits) -> None:
     @router.post(
         "",
         status_code=status.HTTP_201_CREATED,
@@ -150,18 +183,8 @@ def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: 
     )
     async def create_job(request: Request) -> JobCreated:
         """Create a job (JSON), or create it with its first frames (multipart: a `job` part, then frames)."""
-        frames: list[NewFrame] = []
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await parse_form(request)
-            raw_job = form.get("job")
-            body = _validated(JobCreate, raw_job if isinstance(raw_job, str) else "{}", "job")
-            frames = await _read(_frames(form, max_frames, max_image_bytes))
-        else:
-            body = _validated(JobCreate, await request.body(), "job")
-        options = BatchOptions(
-            DetectOptions(body.options.conf, body.options.iou, body.options.max_det), body.options.model
-        )
-        job = await jobs.create(body.name, body.session_id, options)
+        body, frames = await _new_job(request, limits)
+        job = await jobs.create(body.name, body.session_id, _batch_options(body.options))
         frame_ids = await jobs.add_frames(job["job_id"], frames) if frames else []
         return JobCreated.model_validate(
             {**JobOut.of(await jobs.status(job["job_id"])).model_dump(), "frame_ids": frame_ids}
@@ -177,6 +200,8 @@ def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: 
         """Frames waiting for a worker, by priority."""
         return QueueDepth(**await jobs.queue_depth())
 
+
+def _add_job_routes(router: APIRouter, jobs: JobService, limits: FrameLimits) -> None:
     @router.post(
         "/{job_id}/frames",
         status_code=status.HTTP_202_ACCEPTED,
@@ -185,7 +210,7 @@ def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: 
     )
     async def add_frames(request: Request, job_id: str) -> FramesAccepted:
         """Add frames; all of a call's frames are accepted, or none (429 BACKPRESSURE: retry after the delay)."""
-        frames = await _read(_frames(await parse_form(request), max_frames, max_image_bytes))
+        frames = await _read(_frames(await limits.form(request), limits))
         if not frames:
             raise ValidationFailed("Send at least one `file` part.", details={"field": "file"})
         frame_ids = await jobs.add_frames(job_id, frames)
@@ -217,6 +242,8 @@ def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: 
         """Cancel: frames not yet started are dropped, never inferred."""
         return JobOut.of(await jobs.cancel(job_id))
 
+
+def _add_result_routes(router: APIRouter, jobs: JobService, track_params: TrackParams) -> None:
     @router.get("/{job_id}/results", responses=error_responses(*JOB_ERRORS))
     async def job_results(
         job_id: str,
@@ -263,5 +290,3 @@ def create_jobs_router(jobs: JobService, track_params: TrackParams, max_frames: 
                 yield (json.dumps(item, separators=(",", ":")) + "\n").encode()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
-
-    return router

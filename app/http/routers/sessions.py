@@ -3,12 +3,10 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, status
-from pydantic import BeforeValidator, Field
 
 from app.http.client_address import ClientAddress
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
-from app.http.schemas import common as schemas
-from app.http.schemas.common import HistoryItem, HistoryPage, SessionOut
+from app.http.schemas.sessions import HistoryItem, HistoryPage, SessionOut, session_create_body
 from app.services.core.errors import SessionCreationLimited, SessionNotFound, SessionStoreUnavailable
 from app.services.sessions.store import SessionStore
 
@@ -19,21 +17,21 @@ def create_sessions_router(
     clients = client_address or ClientAddress(None, [])
     router = APIRouter(prefix="/sessions", tags=["sessions"])
 
-    class SessionCreate(schemas.SessionCreate):
-        # This deployment's maximum: the spec states it, and a request over it is refused like any invalid one.
-        ttl_seconds: Annotated[int, Field(ge=1, le=max_ttl_seconds), BeforeValidator(schemas.json_integer)] | None = (
-            Field(None, description="Sliding TTL; at most SESSION_MAX_TTL_SECONDS.")
-        )
+    # SessionCreate with this deployment's maximum TTL (the spec states it); built at run time, so not a type to mypy.
+    SessionCreateBody = session_create_body(max_ttl_seconds)
 
     @router.post(
         "",
         status_code=status.HTTP_201_CREATED,
         responses=error_responses(*JSON_BODY_ERRORS, SessionCreationLimited, SessionStoreUnavailable),
     )
-    async def create_session(request: Request, body: Annotated[SessionCreate | None, Body()] = None) -> SessionOut:
+    async def create_session(
+        request: Request,
+        body: Annotated[SessionCreateBody | None, Body()] = None,  # type: ignore[valid-type]
+    ) -> SessionOut:
         """Start a session; frames are sent to `/detect/{session_id}` with the id it answers. Each client may open
         SESSION_CREATE_BURST at once, then SESSION_CREATE_RATE_PER_MINUTE, within a TTL budget (429 otherwise)."""
-        body = body or SessionCreate()
+        body = body or SessionCreateBody()
         return SessionOut.of(await sessions.create(body.metadata, body.ttl_seconds, clients.of(request)))
 
     @router.get("/{session_id}", responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable))

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.http.schemas.common import (
-    DetectionOut,
-    ImageSize,
-    ModelRef,
-    PointGeometry,
-    json_integer,
-    json_number,
-    json_string,
-)
+from app.http.schemas.detect import DetectionOut, ImageSize, ModelRef
+from app.http.schemas.frames import FrameMeta
+from app.http.schemas.hazards import PointGeometry
+from app.http.schemas.json_types import Integer, Number, utc_time
 
-# JSON Schema's number and integer, as the spec states them: no booleans, no numbers in strings.
-Number = Annotated[float, BeforeValidator(json_number)]
-Integer = Annotated[int, BeforeValidator(json_integer)]
 JobStatus = Literal["open", "running", "completed", "failed", "cancelled"]
 
 
@@ -38,19 +30,6 @@ class JobCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
     session_id: str | None = Field(None, max_length=64, description="A session the job belongs to (optional).")
     options: JobOptions = Field(default_factory=JobOptions)
-
-
-class FrameMeta(BaseModel):
-    """Optional facts about one frame, kept beside its result."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    filename: str | None = Field(None, max_length=512)
-    captured_at: Annotated[datetime, BeforeValidator(json_string)] | None = Field(None, description="RFC 3339")
-    lat: Number | None = Field(None, ge=-90, le=90)
-    lon: Number | None = Field(None, ge=-180, le=180)
-    heading: Number | None = Field(None, ge=0, lt=360)
-    speed_mps: Number | None = Field(None, ge=0, le=150)
 
 
 class JobOut(BaseModel):
@@ -75,8 +54,8 @@ class JobOut(BaseModel):
             {
                 **job,
                 "options": {**job["options"], "model": job["model"]},
-                "created_at": datetime.fromtimestamp(job["created_at"], UTC),
-                "updated_at": datetime.fromtimestamp(job["updated_at"], UTC),
+                "created_at": utc_time(job["created_at"]),
+                "updated_at": utc_time(job["updated_at"]),
             }
         )
 
