@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.http.schemas.common import SessionOut
+from app.http.schemas.sessions import SessionOut
 from tests.system.deploy.common import (
     APP_PORT,
     ARTILLERY,
