@@ -97,7 +97,7 @@ async def test_session_creation_is_limited_per_client_with_retry_after(
     assert refused.json()["error"]["code"] == "RATE_LIMITED"
     assert 1 <= int(refused.headers["retry-after"]) <= 10  # one session per 10 s
     settings = api.app.state.runtime.settings
-    key = creation_key(settings.fleet_name, "127.0.0.1")
+    key = creation_key(settings.fleet.name, "127.0.0.1")
     assert 0 < direct_redis.ttl(key) <= 3601  # the counter goes away once both buckets are full again (<= 1 h)
 
 
@@ -136,4 +136,5 @@ async def test_a_burst_of_deep_probes_runs_one_inference(api: RunningApp) -> Non
     assert {answer.status_code for answer in answers} == {200}
     assert runtime.health.deep_runs == 1
     assert runtime.registry.active_engine.stats().completed == completed + 1
-    assert max(answer.json()["age_seconds"] for answer in answers) < runtime.settings.health_deep_cache_seconds
+    cache_seconds = runtime.settings.telemetry.health_deep_cache_seconds
+    assert max(answer.json()["age_seconds"] for answer in answers) < cache_seconds

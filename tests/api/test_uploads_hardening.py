@@ -87,7 +87,7 @@ async def test_two_frames_with_one_request_id_are_two_files_each_entry_pointing_
     await wait_for(both_uploaded, "both uploads landed", within=10)
     urls = [u["url"] for u in await history_uploads(running.client, session_id)]
     assert len(set(urls)) == 2, urls
-    assert len(list(settings.storage_dir.rglob("*.jpg"))) == 2
+    assert len(list(settings.uploads.storage_dir.rglob("*.jpg"))) == 2
     # Newest first: each entry serves its own frame (the annotated copy keeps the frame's size and look).
     served = [(await running.client.get(url)).content for url in urls]
     assert served[0] != served[1]
@@ -177,7 +177,7 @@ async def test_start_removes_stale_temporaries_and_keeps_local_storage_within_it
     make_settings: Any, start_app: Any
 ) -> None:
     settings = make_settings(local_storage_max_mb=1, local_storage_max_age_seconds=3600, **FAST_UPLOADS)
-    storage = settings.storage_dir
+    storage = settings.uploads.storage_dir
     legacy = storage / "a-session-id-from-an-older-layout"
     legacy.mkdir(parents=True)
     # What a crash (or an older version) left: a half-written temporary, a probe, frames of every age and size.

@@ -26,7 +26,7 @@ import app.entrypoints.api as launcher
 from app.entrypoints.server import BoundedHttpProtocol
 from app.http.schemas.common import SessionOut
 from app.main import create_app
-from app.settings import Settings
+from app.settings import ENVIRONMENT_FIELDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -46,7 +46,7 @@ SCENARIOS = {"smoke": 60, "load": 600, "soak": 1800}  # scenario -> longest allo
 
 
 def setting_default(name: str) -> float:
-    field = Settings.model_fields.get(name)
+    field = ENVIRONMENT_FIELDS.get(name.upper())
     return float(field.default) if field is not None else 0.0
 
 
@@ -65,12 +65,12 @@ def worker_shutdown_seconds(env: dict[str, Any]) -> float:
 
 
 def setting_names() -> set[str]:
-    return {name.upper() for name in Settings.model_fields}
+    return set(ENVIRONMENT_FIELDS)
 
 
 def model_cache_dir(env: dict[str, Any], workdir: str) -> str:
     """Where a process writes OpenVINO's compiled-model cache (MODEL_CACHE_DIR, relative to its working directory)."""
-    cache = str(env.get("MODEL_CACHE_DIR", Settings.model_fields["model_cache_dir"].default))
+    cache = str(env.get("MODEL_CACHE_DIR", ENVIRONMENT_FIELDS["MODEL_CACHE_DIR"].default))
     return cache if cache.startswith("/") else f"{workdir}/{cache}"
 
 
@@ -197,7 +197,7 @@ def test_image_serves_one_uvicorn_worker_on_all_interfaces(monkeypatch: pytest.M
 
 def test_image_bakes_in_the_default_model_and_installs_the_app_wheel() -> None:
     builder, stage = dockerfile_stages()[0], final_stage()
-    model_dir = Settings.model_fields["model_dir"].default
+    model_dir = ENVIRONMENT_FIELDS["MODEL_DIR"].default
     copies = [args.split() for args in instructions(stage, "COPY")]
     sources = {Path(parts[-2].rstrip("/")) for parts in copies if not parts[0].startswith("--")}
     assert model_dir in sources
@@ -371,7 +371,7 @@ def test_operator_secrets_are_optional_secrets_every_replica_shares(
     k8s: dict[str, dict[str, Any]], container: dict[str, Any]
 ) -> None:
     for name in ("ADMIN_PASSWORD_HASH", "ADMIN_SESSION_SECRET"):
-        assert name.lower() in Settings.model_fields
+        assert name in ENVIRONMENT_FIELDS
         ref = env_entry(container, name)["valueFrom"]["secretKeyRef"]
         assert ref["name"] == k8s["Secret"]["metadata"]["name"] and ref["optional"] is True
         assert ref["key"] in k8s["Secret"]["stringData"]
@@ -390,7 +390,7 @@ def test_secret_example_holds_placeholders_only(k8s: dict[str, dict[str, Any]]) 
 
 
 def test_configmap_keys_are_settings(k8s: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
-    fields = {name.upper() for name in Settings.model_fields}
+    fields = set(ENVIRONMENT_FIELDS)
     names = set(k8s.get("ConfigMap", {}).get("data", {})) | {entry["name"] for entry in container["env"]}
     assert names <= fields, names - fields
 
@@ -636,7 +636,7 @@ def test_keda_scales_the_worker_deployment_on_the_saq_batch_list(
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "redis"
-    fleet = k8s["ConfigMap"]["data"].get("FLEET_NAME", Settings.model_fields["fleet_name"].default)
+    fleet = k8s["ConfigMap"]["data"].get("FLEET_NAME", ENVIRONMENT_FIELDS["FLEET_NAME"].default)
     assert trigger["metadata"]["listName"] == saq_queued_key(fleet) == f"saq:{fleet}:batch:queued"
     assert int(trigger["metadata"]["listLength"]) >= 1
     assert trigger["authenticationRef"]["name"] == keda["TriggerAuthentication"]["metadata"]["name"]
@@ -782,7 +782,7 @@ def test_systemd_unit_runs_the_launcher_from_a_venv_as_a_service_user(unit: conf
     # hazard-api: one worker, the graceful shutdown and the connection bounds (test_image_serves_... checks them)
     assert argv[0].endswith("/bin/hazard-api") and "venv" in argv[0]
     assert argv[1:] == ["--host", "${HOST}", "--port", "${PORT}"]
-    assert int(service["LimitNOFILE"]) >= Settings.model_fields["http_max_connections"].default + 256
+    assert int(service["LimitNOFILE"]) >= ENVIRONMENT_FIELDS["HTTP_MAX_CONNECTIONS"].default + 256
 
 
 def test_systemd_unit_writes_only_where_systemd_lets_it(unit: configparser.ConfigParser) -> None:
@@ -862,10 +862,9 @@ def test_systemd_worker_unit_waits_for_the_frames_in_hand(worker_unit: configpar
     assert worker_unit["Install"]["WantedBy"] == "multi-user.target"
     # No client connections, but Redis pools, one connection per queue consumer, OpenVINO, logs: above the
     # usual soft limit (1024) with room to spare.
-    fields = Settings.model_fields
     needed = sum(
-        int(fields[name].default)
-        for name in ("redis_max_connections", "worker_batch_concurrency", "worker_live_concurrency")
+        int(ENVIRONMENT_FIELDS[name].default)
+        for name in ("REDIS_MAX_CONNECTIONS", "WORKER_BATCH_CONCURRENCY", "WORKER_LIVE_CONCURRENCY")
     )
     assert int(service["LimitNOFILE"]) >= max(1024, 4 * (needed + 256))
 
