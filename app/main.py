@@ -34,7 +34,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     runtime = Runtime(settings)
 
     @contextlib.asynccontextmanager
@@ -58,9 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         create_sessions_router(
             runtime.sessions,
-            settings.session_history_limit,
-            settings.session_max_ttl_seconds,
-            ClientAddress(settings.client_address_header, parse_networks(settings.trusted_proxies)),
+            settings.sessions.history_limit,
+            settings.sessions.max_ttl_seconds,
+            ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies)),
         )
     )
     app.include_router(create_detect_router(runtime.detection, settings))
@@ -69,18 +69,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         create_jobs_router(
             runtime.jobs.service,
             runtime.tracking.params,
-            settings.job_max_frames_per_request,
-            settings.max_image_bytes,
+            settings.jobs.max_frames_per_request,
+            settings.images.max_bytes,
         )
     )
     app.include_router(create_health_router(runtime.health))
     app.include_router(create_metrics_router(runtime.metrics, runtime.sessions, runtime.jobs.service))
-    app.include_router(create_media_router(settings.storage_dir))
+    app.include_router(create_media_router(settings.uploads.storage_dir))
     app.include_router(
         create_admin_router(
             runtime.auth,
             runtime.model_control,
-            ClientAddress(settings.client_address_header, parse_networks(settings.trusted_proxies)),
+            ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies)),
         )
     )
     control = create_control_runtime(settings, runtime)
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             control.center,
             control.sessions,
             runtime.auth,
-            ClientAddress(settings.client_address_header, parse_networks(settings.trusted_proxies)),
+            ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies)),
             secure_cookies=control.secure_cookies,
         )
     )
@@ -98,12 +98,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
         image_prefix="/detect/",
-        image_limit=settings.max_image_bytes,
+        image_limit=settings.images.max_bytes,
         multipart_overhead=MULTIPART_OVERHEAD,
         batch_prefix="/jobs",
-        batch_limit=settings.job_request_max_bytes,
+        batch_limit=settings.jobs.request_max_bytes,
     )
-    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_body_timeout_seconds)
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.http.body_timeout_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
     return app
 

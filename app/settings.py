@@ -1,187 +1,299 @@
-"""The one settings object. Every field reads the environment variable of the same name, upper-cased."""
+"""The one settings object, in groups by what they configure (`settings.sessions.ttl_seconds`).
+
+Operators set flat environment variables (or a `.env` file) as they always have: each field declares its variable
+(`validation_alias="SESSION_TTL_SECONDS"`), and that one declaration is the table from which the environment is read,
+flat keyword arguments (`Settings(session_ttl_seconds=60)`) are routed and errors name the variable.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+class _Group(BaseModel):
+    # Built by field name in code and tests, by environment name (the alias) from a flat mapping.
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
-    environment: Literal["local", "test", "production"] = "local"
-    log_level: LogLevel = "INFO"
-    log_json: bool = True
 
-    # Model and inference
+class ModelSettings(_Group):
+    """The model repository and how OpenVINO compiles and runs a version."""
+
     # The repository: every sub-folder holding an OpenVINO export is a version. MODEL_DIR's folder is the
     # version a fleet activates first (it is served even when it lies outside the repository).
-    model_repository: Path = Path("models")
-    model_dir: Path = Path("models/best0408_openvino_model")
-    model_cache_dir: Path | None = Path("var/model-cache")  # OpenVINO's compiled-blob cache: fast re-loads
-    model_memory_limit_mb: float = Field(1024.0, gt=0)  # a load that would push RSS past it is refused
-    model_drain_seconds: float = Field(10.0, ge=0)  # how long an unloaded version may finish its frames
-    model_device: str = "CPU"
+    repository: Path = Field(Path("models"), validation_alias="MODEL_REPOSITORY")
+    dir: Path = Field(Path("models/best0408_openvino_model"), validation_alias="MODEL_DIR")
+    # OpenVINO's compiled-blob cache: fast re-loads
+    cache_dir: Path | None = Field(Path("var/model-cache"), validation_alias="MODEL_CACHE_DIR")
+    # A load that would push RSS past it is refused.
+    memory_limit_mb: float = Field(1024.0, gt=0, validation_alias="MODEL_MEMORY_LIMIT_MB")
+    # How long an unloaded version may finish its frames.
+    drain_seconds: float = Field(10.0, ge=0, validation_alias="MODEL_DRAIN_SECONDS")
+    device: str = Field("CPU", validation_alias="MODEL_DEVICE")
     # Default: ADAPTIVE for an API (a frame alone on every core, overlapping frames on a stream each), THROUGHPUT for
     # a hazard-worker (a stream per core: the most frames per second).
-    model_performance_hint: Literal["LATENCY", "THROUGHPUT", "ADAPTIVE"] | None = None
+    performance_hint: Literal["LATENCY", "THROUGHPUT", "ADAPTIVE"] | None = Field(
+        None, validation_alias="MODEL_PERFORMANCE_HINT"
+    )
     # Default: OpenVINO's choice, bf16 on CPUs that have it (same detections, ~1.7x faster than f32). f32 makes a
     # fleet of mixed CPUs answer alike, and is needed where oneDNN's instruction set is capped (ONEDNN_MAX_CPU_ISA).
-    model_inference_precision: Literal["f32", "bf16", "f16"] | None = None
-    model_warmup_requests: int = Field(3, ge=0)
-    model_max_concurrent: int | None = Field(None, ge=1, description="infer requests; default: OpenVINO's optimum")
-    model_inference_threads: int | None = Field(None, ge=1, description="CPU threads for OpenVINO; default: all cores")
-    max_request_queue_size: int = Field(100, ge=1)
-    request_timeout_seconds: float = Field(1.0, gt=0)  # a live frame older than this is no longer worth an answer
+    inference_precision: Literal["f32", "bf16", "f16"] | None = Field(
+        None, validation_alias="MODEL_INFERENCE_PRECISION"
+    )
+    warmup_requests: int = Field(3, ge=0, validation_alias="MODEL_WARMUP_REQUESTS")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="infer requests; default: OpenVINO's optimum", validation_alias="MODEL_MAX_CONCURRENT"
+    )
+    inference_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for OpenVINO; default: all cores",
+        validation_alias="MODEL_INFERENCE_THREADS",
+    )
+
+
+class DetectionSettings(_Group):
+    """How a live frame is admitted and served: the engine's queue, the frame's deadline, its options' defaults."""
+
+    queue_size: int = Field(100, ge=1, validation_alias="MAX_REQUEST_QUEUE_SIZE")
+    # A live frame older than this is no longer worth an answer.
+    timeout_seconds: float = Field(1.0, gt=0, validation_alias="REQUEST_TIMEOUT_SECONDS")
     # A live frame the engine can expect to take longer than this to serve (its wait for the model plus its own
     # inference) is refused at once (503 OVERLOADED + Retry-After) instead of queued: under overload, the frames
     # accepted stay fast (P95 < 150 ms) and the rest learn it in milliseconds, not at their deadline.
-    live_latency_budget_seconds: float = Field(0.1, gt=0)
-    default_confidence: float = Field(0.25, ge=0, le=1)
-    default_iou: float = Field(0.45, ge=0, le=1)
-    default_max_detections: int = Field(100, ge=1, le=1000)
+    latency_budget_seconds: float = Field(0.1, gt=0, validation_alias="LIVE_LATENCY_BUDGET_SECONDS")
+    default_confidence: float = Field(0.25, ge=0, le=1, validation_alias="DEFAULT_CONFIDENCE")
+    default_iou: float = Field(0.45, ge=0, le=1, validation_alias="DEFAULT_IOU")
+    default_max_detections: int = Field(100, ge=1, le=1000, validation_alias="DEFAULT_MAX_DETECTIONS")
+    # At shutdown, how long the frames in flight may finish.
+    shutdown_drain_seconds: float = Field(10.0, ge=0, validation_alias="SHUTDOWN_DRAIN_SECONDS")
 
-    # Image limits
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=1)
+
+class ImageSettings(_Group):
+    """What one frame may cost before it is decoded."""
+
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024, validation_alias="MAX_IMAGE_BYTES")
+    max_pixels: int = Field(40_000_000, ge=1, validation_alias="MAX_IMAGE_PIXELS")
     # Pixels a frame may cost to decode, after JPEG's draft scaling toward the model input: PNG and WebP are
     # decoded whole, and a few bytes of lossless WebP can claim 40 MP (~0.9 s of CPU). 3840x2160 by default.
-    max_decode_pixels: int = Field(3840 * 2160, ge=1)
+    max_decode_pixels: int = Field(3840 * 2160, ge=1, validation_alias="MAX_DECODE_PIXELS")
 
-    # Redis and sessions
-    redis_url: str = "redis://127.0.0.1:6379/0"  # with REDIS_MODE=cluster: one seed node, db 0
-    redis_mode: Literal["standalone", "cluster"] = "standalone"
-    redis_socket_timeout_seconds: float = Field(0.5, gt=0)
-    redis_max_connections: int = Field(64, ge=1)
-    session_ttl_seconds: int = Field(3600, ge=1)
-    session_max_ttl_seconds: int = Field(86400, ge=1)
-    session_ended_grace_seconds: int = Field(300, ge=1)
-    session_history_limit: int = Field(200, ge=1)
-    session_rate_limit_per_second: float = Field(30.0, gt=0)
-    session_rate_limit_burst: int = Field(60, ge=1)
-    session_store_fail_open: bool = True
+
+class RedisSettings(_Group):
+    """The Redis that holds sessions, tracks, the fleet's keys (and, by default, the job queue)."""
+
+    # With REDIS_MODE=cluster: one seed node, db 0.
+    url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    mode: Literal["standalone", "cluster"] = Field("standalone", validation_alias="REDIS_MODE")
+    socket_timeout_seconds: float = Field(0.5, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT_SECONDS")
+    max_connections: int = Field(64, ge=1, validation_alias="REDIS_MAX_CONNECTIONS")
+
+    @model_validator(mode="after")
+    def _cluster_has_only_db_0(self) -> RedisSettings:
+        if self.mode == "cluster" and urlsplit(self.url).path.strip("/") not in ("", "0"):
+            raise ValueError("REDIS_URL must name db 0 (or none) when REDIS_MODE=cluster: a cluster has only db 0")
+        return self
+
+
+class BreakerSettings(_Group):
+    """The circuit breakers in front of Redis and the upload store."""
+
+    fail_max: int = Field(3, ge=1, validation_alias="BREAKER_FAIL_MAX")
+    reset_seconds: float = Field(5.0, gt=0, validation_alias="BREAKER_RESET_SECONDS")
+
+
+class SessionSettings(_Group):
+    """Sessions: lifetimes, history, per-session and per-client limits, metadata bounds, writes kept while Redis
+    is down."""
+
+    ttl_seconds: int = Field(3600, ge=1, validation_alias="SESSION_TTL_SECONDS")
+    max_ttl_seconds: int = Field(86400, ge=1, validation_alias="SESSION_MAX_TTL_SECONDS")
+    ended_grace_seconds: int = Field(300, ge=1, validation_alias="SESSION_ENDED_GRACE_SECONDS")
+    history_limit: int = Field(200, ge=1, validation_alias="SESSION_HISTORY_LIMIT")
+    rate_limit_per_second: float = Field(30.0, gt=0, validation_alias="SESSION_RATE_LIMIT_PER_SECOND")
+    rate_limit_burst: int = Field(60, ge=1, validation_alias="SESSION_RATE_LIMIT_BURST")
+    store_fail_open: bool = Field(True, validation_alias="SESSION_STORE_FAIL_OPEN")
     # Client metadata of a session, checked before it is stored (422 VALIDATION_ERROR naming the limit).
-    session_metadata_max_bytes: int = Field(4096, ge=2)  # its compact UTF-8 JSON
-    session_metadata_max_depth: int = Field(8, ge=1)  # the metadata object itself is level 1
-    session_metadata_max_keys: int = Field(64, ge=0)  # keys of every object in it, nested ones included
-    pending_writes_limit: int = Field(10_000, ge=1)
+    metadata_max_bytes: int = Field(4096, ge=2, validation_alias="SESSION_METADATA_MAX_BYTES")  # compact UTF-8 JSON
+    # The metadata object itself is level 1.
+    metadata_max_depth: int = Field(8, ge=1, validation_alias="SESSION_METADATA_MAX_DEPTH")
+    # Keys of every object in it, nested ones included.
+    metadata_max_keys: int = Field(64, ge=0, validation_alias="SESSION_METADATA_MAX_KEYS")
+    pending_writes_limit: int = Field(10_000, ge=1, validation_alias="PENDING_WRITES_LIMIT")
     # Where kept writes are saved at shutdown (and read back at start); default: `<SPOOL_DIR>/pending-writes.jsonl`.
-    pending_writes_file: Path | None = None
+    pending_writes_file: Path | None = Field(None, validation_alias="PENDING_WRITES_FILE")
     # Session creation per client (peer address, or CLIENT_ADDRESS_HEADER from TRUSTED_PROXIES): a token bucket of
     # sessions, and a budget of TTL-seconds refilled over an hour (a 24 h session costs 24 default ones).
-    session_create_rate_per_minute: float = Field(30.0, gt=0)
-    session_create_burst: int = Field(60, ge=1)
-    session_create_ttl_budget_seconds: int = Field(7 * 86400, ge=1)
-    client_address_header: str | None = None  # e.g. "x-forwarded-for": read only from TRUSTED_PROXIES
-    trusted_proxies: str = ""  # comma-separated addresses or CIDRs of the front proxies
-    health_deep_cache_seconds: float = Field(5.0, ge=0)  # one real inference per this many seconds, whoever asks
-    # The active-sessions gauge scans every session key: at most once per this many seconds (0: every scrape).
-    active_sessions_refresh_seconds: float = Field(15.0, ge=0)
+    create_rate_per_minute: float = Field(30.0, gt=0, validation_alias="SESSION_CREATE_RATE_PER_MINUTE")
+    create_burst: int = Field(60, ge=1, validation_alias="SESSION_CREATE_BURST")
+    create_ttl_budget_seconds: int = Field(7 * 86400, ge=1, validation_alias="SESSION_CREATE_TTL_BUDGET_SECONDS")
 
-    # Fleet: heartbeats, desired model state and commands in Redis
-    fleet_name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # deployments sharing a Redis
-    fleet_heartbeat_seconds: float = Field(2.0, gt=0)
-    fleet_poll_seconds: float = Field(0.5, gt=0)
+    @model_validator(mode="after")
+    def _default_ttl_within_the_maximum(self) -> SessionSettings:
+        if self.ttl_seconds > self.max_ttl_seconds:
+            raise ValueError("SESSION_TTL_SECONDS must not exceed SESSION_MAX_TTL_SECONDS")
+        return self
 
-    # Hazard tracking (per session) and the fleet's hazard map
-    track_min_hits: int = Field(5, ge=1)  # frames before a track is a hazard (new_hazard: true on the last one)
-    track_max_gap_seconds: float = Field(1.0, gt=0)  # a track unmatched for longer is closed
-    track_iou_threshold: float = Field(0.2, gt=0, le=1)  # IoU of the expanded boxes to match a track
-    track_box_expand: float = Field(0.25, ge=0, le=2)  # each side of both boxes grows by this fraction first
-    hazard_merge_meters: float = Field(8.0, gt=0, le=1000)  # same class within this is one map hazard
-    hazard_map_ttl_days: float = Field(30.0, gt=0)  # a map hazard with no new report for this long expires
+
+class FleetSettings(_Group):
+    """The fleet: heartbeats, desired model state and commands in Redis."""
+
+    # Deployments sharing a Redis use different names.
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", validation_alias="FLEET_NAME")
+    heartbeat_seconds: float = Field(2.0, gt=0, validation_alias="FLEET_HEARTBEAT_SECONDS")
+    poll_seconds: float = Field(0.5, gt=0, validation_alias="FLEET_POLL_SECONDS")
+
+
+class TrackingSettings(_Group):
+    """Hazard tracking (per session) and the fleet's hazard map."""
+
+    # Frames before a track is a hazard (new_hazard: true on the last one).
+    min_hits: int = Field(5, ge=1, validation_alias="TRACK_MIN_HITS")
+    # A track unmatched for longer is closed.
+    max_gap_seconds: float = Field(1.0, gt=0, validation_alias="TRACK_MAX_GAP_SECONDS")
+    # IoU of the expanded boxes to match a track.
+    iou_threshold: float = Field(0.2, gt=0, le=1, validation_alias="TRACK_IOU_THRESHOLD")
+    # Each side of both boxes grows by this fraction first.
+    box_expand: float = Field(0.25, ge=0, le=2, validation_alias="TRACK_BOX_EXPAND")
+    # Same class within this is one map hazard.
+    merge_meters: float = Field(8.0, gt=0, le=1000, validation_alias="HAZARD_MERGE_METERS")
+    # A map hazard with no new report for this long expires.
+    map_ttl_days: float = Field(30.0, gt=0, validation_alias="HAZARD_MAP_TTL_DAYS")
+
+
+class UploadSettings(_Group):
+    """Annotated uploads: where frames go (Cloudinary or the local store), which frames, the spool of retries."""
+
+    cloudinary_url: SecretStr | None = Field(None, validation_alias="CLOUDINARY_URL")
+    cloudinary_timeout_seconds: float = Field(10.0, gt=0, validation_alias="CLOUDINARY_TIMEOUT_SECONDS")
+    storage_dir: Path = Field(Path("var/uploads"), validation_alias="STORAGE_DIR")
+    spool_dir: Path = Field(Path("var/spool"), validation_alias="SPOOL_DIR")
+    min_confidence: float = Field(0.5, ge=0, le=1, validation_alias="UPLOAD_MIN_CONFIDENCE")
     # A confirmed hazard's frame is uploaded once; a later frame replaces it when this much more confident.
-    upload_best_frame_margin: float = Field(0.1, ge=0, le=1)
-    upload_per_hazard: bool = True  # False: every confident frame, throttled by UPLOAD_MIN_INTERVAL_SECONDS
-
-    # Batch jobs, the job queue (SAQ) and workers
-    inference_mode: Literal["local", "remote"] = "local"  # remote: /detect goes through the queue to workers
-    embedded_worker: bool = True  # an API in local mode also works batch frames, on capacity live ones leave
-    # The queue and job state need one standalone Redis (pub/sub, blocking moves): REDIS_URL by default; required
-    # with REDIS_MODE=cluster.
-    queue_redis_url: str | None = None
-    worker_batch_concurrency: int = Field(8, ge=1)  # batch frames one process works at once
-    worker_live_concurrency: int = Field(8, ge=1)  # live frames a worker process takes at once (remote mode)
-    worker_metrics_port: int = Field(9101, ge=0, le=65535)  # hazard-worker's /metrics; 0: none
-    worker_shutdown_seconds: float = Field(10.0, ge=0)  # SIGTERM: how long the frames in hand may finish
-    worker_sweep_seconds: int = Field(2, ge=1)  # how often a worker looks for frames of a dead worker
-    job_frame_timeout_seconds: int = Field(30, ge=1)  # one batch frame's run, queue wait excluded
-    job_frame_retries: int = Field(3, ge=1)  # attempts per batch frame
-    job_heartbeat_seconds: int = Field(10, ge=1)  # a frame running this long untouched is a dead worker's: retried
-    job_frame_ttl_seconds: int = Field(3600, ge=1)  # frame bytes wait for a worker at most this long
-    job_result_ttl_seconds: int = Field(86400, ge=1)  # a job and its results, after its last change
-    job_pending_bytes_limit: int = Field(256 * 1024 * 1024, ge=1024)  # frame bytes waiting, fleet-wide (429 past)
-    job_max_frames_per_request: int = Field(100, ge=1)
-    job_request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # one /jobs request's body, all frames together
-    result_cache_ttl_seconds: int = Field(7 * 86400, ge=1)
-    detect_cache: bool = False  # live frames consult the result cache too
-    ingest_root: Path | None = None  # POST /jobs/{id}/ingest-dir reads only below it; unset: off
-    ingest_max_files: int = Field(10_000, ge=1)
-    ingest_wait_seconds: float = Field(60.0, ge=0)  # how long one ingestion waits out backpressure
-
-    # Operators (admin API and control center)
-    admin_password_hash: SecretStr | None = None  # argon2, e.g. from `python -m app.entrypoints.hash_password`
-    admin_password: SecretStr | None = None  # plain: local development and tests only
-    admin_token: SecretStr | None = None  # `Authorization: Bearer <ADMIN_TOKEN>` for machine clients
-    admin_login_max_failures: int = Field(5, ge=1)
-    admin_login_window_seconds: int = Field(300, ge=1)
-    # Control center logins: how long one lasts (no sliding), and the key that signs its cookie (unset: a random
-    # key per process, so logins end with a restart and are not shared between replicas).
-    admin_session_hours: float = Field(8.0, gt=0, le=720)
-    admin_session_secret: SecretStr | None = None
-
-    # Circuit breakers
-    breaker_fail_max: int = Field(3, ge=1)
-    breaker_reset_seconds: float = Field(5.0, gt=0)
-
-    # Annotated uploads
-    cloudinary_url: SecretStr | None = None
-    cloudinary_timeout_seconds: float = Field(10.0, gt=0)
-    storage_dir: Path = Path("var/uploads")
-    spool_dir: Path = Path("var/spool")
-    upload_min_confidence: float = Field(0.5, ge=0, le=1)
-    upload_queue_size: int = Field(64, ge=1)
+    best_frame_margin: float = Field(0.1, ge=0, le=1, validation_alias="UPLOAD_BEST_FRAME_MARGIN")
+    # False: every confident frame, throttled by UPLOAD_MIN_INTERVAL_SECONDS.
+    per_hazard: bool = Field(True, validation_alias="UPLOAD_PER_HAZARD")
+    queue_size: int = Field(64, ge=1, validation_alias="UPLOAD_QUEUE_SIZE")
     # A camera at 15 fps sees the same pothole in many frames: one annotated upload per session per interval.
-    upload_min_interval_seconds: float = Field(1.0, ge=0)
-    upload_retry_base_seconds: float = Field(1.0, gt=0)
-    upload_retry_max_seconds: float = Field(60.0, gt=0)
+    min_interval_seconds: float = Field(1.0, ge=0, validation_alias="UPLOAD_MIN_INTERVAL_SECONDS")
+    retry_base_seconds: float = Field(1.0, gt=0, validation_alias="UPLOAD_RETRY_BASE_SECONDS")
+    retry_max_seconds: float = Field(60.0, gt=0, validation_alias="UPLOAD_RETRY_MAX_SECONDS")
     # Most uploads kept on disk for retry; beyond it new failures are dropped (counted), old ones are kept.
-    spool_max_files: int = Field(1000, ge=1)
-    spool_max_mb: int = Field(256, ge=1)  # ... and most bytes of spooled frames (k8s gives the spool 1 GiB)
+    spool_max_files: int = Field(1000, ge=1, validation_alias="SPOOL_MAX_FILES")
+    # ... and most bytes of spooled frames (k8s gives the spool 1 GiB).
+    spool_max_mb: int = Field(256, ge=1, validation_alias="SPOOL_MAX_MB")
     # The local store (no Cloudinary) removes its oldest frames past this many MiB (k8s gives it a 1 GiB emptyDir)
     # or this age (0: no age bound); their media URLs then answer 404.
-    local_storage_max_mb: int = Field(512, ge=1)
-    local_storage_max_age_seconds: int = Field(86400, ge=0)
+    local_storage_max_mb: int = Field(512, ge=1, validation_alias="LOCAL_STORAGE_MAX_MB")
+    local_storage_max_age_seconds: int = Field(86400, ge=0, validation_alias="LOCAL_STORAGE_MAX_AGE_SECONDS")
     # A queued upload settles (uploaded, spooled, dropped, failed) within this; unsettled past it, history says lost.
-    upload_settle_seconds: float = Field(120.0, gt=0)
+    settle_seconds: float = Field(120.0, gt=0, validation_alias="UPLOAD_SETTLE_SECONDS")
     # At shutdown, how long queued uploads may still try to land before they are left in the spool.
-    upload_flush_seconds: float = Field(5.0, ge=0)
+    flush_seconds: float = Field(5.0, ge=0, validation_alias="UPLOAD_FLUSH_SECONDS")
 
-    # Shutdown
-    shutdown_drain_seconds: float = Field(10.0, ge=0)
+    @model_validator(mode="after")
+    def _settle_after_one_attempt(self) -> UploadSettings:
+        if self.settle_seconds < self.cloudinary_timeout_seconds + 5:
+            # One upload attempt (bounded by the timeout) and the spooling after it must fit before it is called lost.
+            raise ValueError("UPLOAD_SETTLE_SECONDS must exceed CLOUDINARY_TIMEOUT_SECONDS by at least 5 s")
+        return self
 
-    # The front door (hazard-api / python -m app): what one process accepts, whatever its launcher's flags
-    http_max_connections: int = Field(1000, ge=1)  # open connections; past it, idle ones are closed, then 503
-    http_header_timeout_seconds: float = Field(10.0, gt=0)  # a connection's request headers must arrive within
-    http_keepalive_timeout_seconds: int = Field(5, ge=1)  # an idle keep-alive connection is closed after
-    request_body_timeout_seconds: float = Field(10.0, gt=0)  # a request's whole body must arrive within (408)
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _log_level_any_case(cls, value: object) -> object:
-        # Anything that is not a level in some case is passed on as given, so the error shows what was set.
-        if isinstance(value, str) and value.strip().upper() in get_args(LogLevel):
-            return value.strip().upper()
-        return value
+class WorkerSettings(_Group):
+    """Processes that work queued frames: hazard-worker, and the worker embedded in a local-mode API."""
+
+    # An API in local mode also works batch frames, on capacity live ones leave.
+    embedded: bool = Field(True, validation_alias="EMBEDDED_WORKER")
+    # Batch frames one process works at once.
+    batch_concurrency: int = Field(8, ge=1, validation_alias="WORKER_BATCH_CONCURRENCY")
+    # Live frames a worker process takes at once (remote mode).
+    live_concurrency: int = Field(8, ge=1, validation_alias="WORKER_LIVE_CONCURRENCY")
+    # hazard-worker's /metrics; 0: none.
+    metrics_port: int = Field(9101, ge=0, le=65535, validation_alias="WORKER_METRICS_PORT")
+    # SIGTERM: how long the frames in hand may finish.
+    shutdown_seconds: float = Field(10.0, ge=0, validation_alias="WORKER_SHUTDOWN_SECONDS")
+    # How often a worker looks for frames of a dead worker.
+    sweep_seconds: int = Field(2, ge=1, validation_alias="WORKER_SWEEP_SECONDS")
+
+
+class JobSettings(_Group):
+    """Batch jobs: the queue (SAQ), frame runs and retries, what is kept and for how long, the result cache,
+    server-side ingestion."""
+
+    # The queue and job state need one standalone Redis (pub/sub, blocking moves): REDIS_URL by default; required
+    # with REDIS_MODE=cluster.
+    queue_redis_url: str | None = Field(None, validation_alias="QUEUE_REDIS_URL")
+    # One batch frame's run, queue wait excluded.
+    frame_timeout_seconds: int = Field(30, ge=1, validation_alias="JOB_FRAME_TIMEOUT_SECONDS")
+    frame_retries: int = Field(3, ge=1, validation_alias="JOB_FRAME_RETRIES")  # attempts per batch frame
+    # A frame running this long untouched is a dead worker's: retried.
+    heartbeat_seconds: int = Field(10, ge=1, validation_alias="JOB_HEARTBEAT_SECONDS")
+    # Frame bytes wait for a worker at most this long.
+    frame_ttl_seconds: int = Field(3600, ge=1, validation_alias="JOB_FRAME_TTL_SECONDS")
+    # A job and its results, after its last change.
+    result_ttl_seconds: int = Field(86400, ge=1, validation_alias="JOB_RESULT_TTL_SECONDS")
+    # Frame bytes waiting, fleet-wide (429 past).
+    pending_bytes_limit: int = Field(256 * 1024 * 1024, ge=1024, validation_alias="JOB_PENDING_BYTES_LIMIT")
+    max_frames_per_request: int = Field(100, ge=1, validation_alias="JOB_MAX_FRAMES_PER_REQUEST")
+    # One /jobs request's body, all frames together.
+    request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, validation_alias="JOB_REQUEST_MAX_BYTES")
+    result_cache_ttl_seconds: int = Field(7 * 86400, ge=1, validation_alias="RESULT_CACHE_TTL_SECONDS")
+    detect_cache: bool = Field(False, validation_alias="DETECT_CACHE")  # live frames consult the result cache too
+    # POST /jobs/{id}/ingest-dir reads only below it; unset: off.
+    ingest_root: Path | None = Field(None, validation_alias="INGEST_ROOT")
+    ingest_max_files: int = Field(10_000, ge=1, validation_alias="INGEST_MAX_FILES")
+    # How long one ingestion waits out backpressure.
+    ingest_wait_seconds: float = Field(60.0, ge=0, validation_alias="INGEST_WAIT_SECONDS")
+
+
+class AdminSettings(_Group):
+    """Operators: the admin API and the control center."""
+
+    # argon2, e.g. from `python -m app.entrypoints.hash_password`
+    password_hash: SecretStr | None = Field(None, validation_alias="ADMIN_PASSWORD_HASH")
+    password: SecretStr | None = Field(None, validation_alias="ADMIN_PASSWORD")  # plain: local development and tests
+    # `Authorization: Bearer <ADMIN_TOKEN>` for machine clients
+    token: SecretStr | None = Field(None, validation_alias="ADMIN_TOKEN")
+    login_max_failures: int = Field(5, ge=1, validation_alias="ADMIN_LOGIN_MAX_FAILURES")
+    login_window_seconds: int = Field(300, ge=1, validation_alias="ADMIN_LOGIN_WINDOW_SECONDS")
+    # Control center logins: how long one lasts (no sliding), and the key that signs its cookie (unset: a random
+    # key per process, so logins end with a restart and are not shared between replicas).
+    session_hours: float = Field(8.0, gt=0, le=720, validation_alias="ADMIN_SESSION_HOURS")
+    session_secret: SecretStr | None = Field(None, validation_alias="ADMIN_SESSION_SECRET")
+
+
+class HttpSettings(_Group):
+    """The front door (hazard-api / python -m app): what one process accepts, whatever its launcher's flags, and
+    which proxies in front of it are believed about the client's address."""
+
+    # Open connections; past it, idle ones are closed, then 503.
+    max_connections: int = Field(1000, ge=1, validation_alias="HTTP_MAX_CONNECTIONS")
+    # A connection's request headers must arrive within.
+    header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="HTTP_HEADER_TIMEOUT_SECONDS")
+    # An idle keep-alive connection is closed after.
+    keepalive_timeout_seconds: int = Field(5, ge=1, validation_alias="HTTP_KEEPALIVE_TIMEOUT_SECONDS")
+    # A request's whole body must arrive within (408).
+    body_timeout_seconds: float = Field(10.0, gt=0, validation_alias="REQUEST_BODY_TIMEOUT_SECONDS")
+    # e.g. "x-forwarded-for": read only from TRUSTED_PROXIES
+    client_address_header: str | None = Field(None, validation_alias="CLIENT_ADDRESS_HEADER")
+    # Comma-separated addresses or CIDRs of the front proxies.
+    trusted_proxies: str = Field("", validation_alias="TRUSTED_PROXIES")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -191,25 +303,143 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
         return value
 
+
+class TelemetrySettings(_Group):
+    """What the service tells about itself: logs, the deep health check, metrics."""
+
+    log_level: LogLevel = Field("INFO", validation_alias="LOG_LEVEL")
+    log_json: bool = Field(True, validation_alias="LOG_JSON")
+    # One real inference per this many seconds, whoever asks.
+    health_deep_cache_seconds: float = Field(5.0, ge=0, validation_alias="HEALTH_DEEP_CACHE_SECONDS")
+    # The active-sessions gauge scans every session key: at most once per this many seconds (0: every scrape).
+    active_sessions_refresh_seconds: float = Field(15.0, ge=0, validation_alias="ACTIVE_SESSIONS_REFRESH_SECONDS")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: object) -> object:
+        # Anything that is not a level in some case is passed on as given, so the error shows what was set.
+        if isinstance(value, str) and value.strip().upper() in get_args(LogLevel):
+            return value.strip().upper()
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["local", "test", "production"] = "local"
+    inference_mode: Literal["local", "remote"] = "local"  # remote: /detect goes through the queue to workers
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    breakers: BreakerSettings = Field(default_factory=BreakerSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    uploads: UploadSettings = Field(default_factory=UploadSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Same order as pydantic-settings' own (arguments, environment, .env); no secrets directory is configured.
+        assert isinstance(env_settings, EnvSettingsSource) and isinstance(dotenv_settings, DotEnvSettingsSource)
+        return init_settings, _FlatVariables(settings_cls, env_settings), _FlatVariables(settings_cls, dotenv_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_names(cls, data: Any) -> Any:
+        """`Settings(session_ttl_seconds=60)`, as before the groups: each flat name goes into its group, where it
+        wins over what the environment put there (arguments come first, as for any setting)."""
+        if not isinstance(data, dict):
+            return data
+        routed = {key: value for key, value in data.items() if key.upper() not in GROUPED_VARIABLES}
+        for key, value in data.items():
+            if (place := GROUPED_VARIABLES.get(key.upper())) is not None:
+                group, field = place
+                given = routed.get(group, {})
+                values = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
+                routed[group] = {**values, field: value}
+        return routed
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.session_ttl_seconds > self.session_max_ttl_seconds:
-            raise ValueError("SESSION_TTL_SECONDS must not exceed SESSION_MAX_TTL_SECONDS")
-        if self.upload_settle_seconds < self.cloudinary_timeout_seconds + 5:
-            # One upload attempt (bounded by the timeout) and the spooling after it must fit before it is called lost.
-            raise ValueError("UPLOAD_SETTLE_SECONDS must exceed CLOUDINARY_TIMEOUT_SECONDS by at least 5 s")
-        if self.environment == "production" and "redis_url" not in self.model_fields_set:
+        if self.environment == "production" and "url" not in self.redis.model_fields_set:
             # The local default would make every replica keep sessions in a Redis of its own.
             raise ValueError("REDIS_URL must be set explicitly when ENVIRONMENT=production")
-        if self.redis_mode == "cluster" and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
-            raise ValueError("REDIS_URL must name db 0 (or none) when REDIS_MODE=cluster: a cluster has only db 0")
-        if self.redis_mode == "cluster" and self.queue_redis_url is None:
+        if self.redis.mode == "cluster" and self.jobs.queue_redis_url is None:
             raise ValueError("QUEUE_REDIS_URL must name a standalone Redis when REDIS_MODE=cluster")
         return self
 
     @property
     def queue_url(self) -> str:
-        return self.queue_redis_url or self.redis_url
+        return self.jobs.queue_redis_url or self.redis.url
+
+
+def _groups() -> dict[str, type[_Group]]:
+    return {
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Group)
+    }
+
+
+_GROUPS = _groups()
+# Environment variable -> (group, field): the table every flat name goes through.
+GROUPED_VARIABLES: dict[str, tuple[str, str]] = {
+    str(field.validation_alias): (group, name)
+    for group, model in _GROUPS.items()
+    for name, field in model.model_fields.items()
+}
+assert all(variable.isupper() for variable in GROUPED_VARIABLES), "every grouped field declares its variable"
+# Every environment variable the settings read -> its field (default, constraints): for docs and deploy checks.
+ENVIRONMENT_FIELDS: dict[str, FieldInfo] = {
+    **{name.upper(): field for name, field in Settings.model_fields.items() if name not in _GROUPS},
+    **{variable: _GROUPS[group].model_fields[name] for variable, (group, name) in GROUPED_VARIABLES.items()},
+}
+# Where each attribute of the flat settings went (`session_ttl_seconds` -> `sessions.ttl_seconds`).
+FLAT_PATHS: dict[str, str] = {
+    **{
+        variable.lower(): ".".join(GROUPED_VARIABLES.get(variable, (variable.lower(),)))
+        for variable in ENVIRONMENT_FIELDS
+    },
+    "queue_url": "queue_url",
+}
+
+
+class _FlatVariables(PydanticBaseSettingsSource):
+    """The flat variables one pydantic-settings source found (environment or .env file), put in their groups."""
+
+    def __init__(self, settings_cls: type[BaseSettings], source: EnvSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every variable at once
+
+    def __call__(self) -> dict[str, Any]:
+        found = self._source.env_vars  # lower-cased names unless case_sensitive (never set here)
+        values: dict[str, Any] = {}
+        for variable in ENVIRONMENT_FIELDS:
+            value = found.get(variable.lower())
+            if value is None:
+                continue
+            place = GROUPED_VARIABLES.get(variable)
+            if place is None:
+                values[variable.lower()] = value
+            else:
+                values.setdefault(place[0], {})[place[1]] = value
+        return values
 
 
 class SettingsError(ValueError):
@@ -217,31 +447,48 @@ class SettingsError(ValueError):
 
 
 # Values never repeated in an error message: they can carry credentials.
-_SECRET_FIELDS = frozenset(
+_SECRET_VARIABLES = frozenset(
     {
-        "redis_url",
-        "queue_redis_url",
-        "cloudinary_url",
-        "admin_password_hash",
-        "admin_password",
-        "admin_token",
-        "admin_session_secret",
+        "REDIS_URL",
+        "QUEUE_REDIS_URL",
+        "CLOUDINARY_URL",
+        "ADMIN_PASSWORD_HASH",
+        "ADMIN_PASSWORD",
+        "ADMIN_TOKEN",
+        "ADMIN_SESSION_SECRET",
     }
 )
 _MAX_ECHOED_CHARS = 80
+_VARIABLE_AT: dict[tuple[str, ...], str] = {place: variable for variable, place in GROUPED_VARIABLES.items()}
+
+
+def _variable_of(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable an error's location points at; None for a check across fields (all settings' or
+    one group's), whose message already names the variables."""
+    grouped = _VARIABLE_AT.get(tuple(str(part) for part in loc[:2]))
+    if grouped is not None:
+        return grouped
+    top = str(loc[0]).upper() if loc else ""
+    return top if top in ENVIRONMENT_FIELDS else None
+
+
+def _literal_values(annotation: Any) -> list[object]:
+    """The values a Literal accepts, also inside `Literal[...] | None`."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [value for member in get_args(annotation) for value in _literal_values(member)]
 
 
 def _describe(error: ErrorDetails) -> str:
-    if not error["loc"]:  # a cross-field check: its message already names the variables
+    variable = _variable_of(error["loc"])
+    if variable is None:
         return error["msg"].removeprefix("Value error, ")
-    field = str(error["loc"][0])
-    variable = field.upper()
     reason = error["msg"][:1].lower() + error["msg"][1:]  # "Input should be a valid number, ..."
-    if field in _SECRET_FIELDS or field not in Settings.model_fields:
+    if variable in _SECRET_VARIABLES:
         return f"{variable} is not valid: {reason}"
     given = repr(error["input"])  # repr: quoted, and a newline in a value cannot break the line
     given = given if len(given) <= _MAX_ECHOED_CHARS else given[: _MAX_ECHOED_CHARS - 3] + "..."
-    accepted = get_args(Settings.model_fields[field].annotation)
+    accepted = _literal_values(ENVIRONMENT_FIELDS[variable].annotation)
     if error["type"] == "literal_error" and accepted:
         return f"{variable}={given} is not one of {', '.join(str(value) for value in accepted)}"
     return f"{variable}={given} is not valid: {reason}"

@@ -201,7 +201,7 @@ async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) ->
             session_rate_limit_burst=10_000,
             **overrides,  # type: ignore[arg-type]
         )
-        configure_logging(settings.log_level, settings.log_json)
+        configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
         runtime = Runtime(settings)
         await runtime.start()
         try:

@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = get_settings()
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_json)
-    max_connections = fit_descriptor_limit(settings.http_max_connections)
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
+    max_connections = fit_descriptor_limit(settings.http.max_connections)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_shutdown)
     uvicorn.run(
@@ -79,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop="uvloop",  # named, not "auto": a missing uvloop fails the start instead of quietly serving on asyncio's
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        http=bounded_protocol(settings.http_header_timeout_seconds, max_connections),
+        http=bounded_protocol(settings.http.header_timeout_seconds, max_connections),
         limit_concurrency=max_connections,
-        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
+        timeout_keep_alive=settings.http.keepalive_timeout_seconds,
     )
 
 

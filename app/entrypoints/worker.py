@@ -25,13 +25,13 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: Settings) -> None:
     runtime = Runtime(settings, role="worker")
-    metrics_server = _serve_metrics(runtime, settings.worker_metrics_port)
+    metrics_server = _serve_metrics(runtime, settings.workers.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     starting = asyncio.create_task(runtime.start(), name="runtime-start")
-    log.info("worker_started", process_id=runtime.process_id, metrics_port=settings.worker_metrics_port)
+    log.info("worker_started", process_id=runtime.process_id, metrics_port=settings.workers.metrics_port)
     await stop.wait()
     log.info("worker_stopping", process_id=runtime.process_id)
     await runtime.stop_after(starting)
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     asyncio.run(serve(settings))
 
 

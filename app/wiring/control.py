@@ -30,11 +30,11 @@ def create_control_runtime(settings: Settings, runtime: Runtime) -> ControlRunti
         runtime.metrics.recent_detect,
         process_id=runtime.process_id,
     )
-    secret = settings.admin_session_secret
+    secret = settings.admin.session_secret
     sessions = OperatorSessions(
         runtime.redis,
-        namespace=settings.fleet_name,
-        lifetime_seconds=settings.admin_session_hours * SECONDS_PER_HOUR,
+        namespace=settings.fleet.name,
+        lifetime_seconds=settings.admin.session_hours * SECONDS_PER_HOUR,
         secret=secret.get_secret_value() if secret is not None else None,
     )
     return ControlRuntime(center, sessions, secure_cookies=settings.environment not in ("local", "test"))

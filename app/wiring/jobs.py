@@ -47,32 +47,32 @@ class JobRuntime:
         self.redis = redis.Redis.from_url(
             s.queue_url,
             socket_timeout=QUEUE_SOCKET_TIMEOUT_SECONDS,
-            socket_connect_timeout=s.redis_socket_timeout_seconds,
+            socket_connect_timeout=s.redis.socket_timeout_seconds,
         )
         self.queue = FrameQueue(
             self.redis,
-            s.fleet_name,
+            s.fleet.name,
             QueueLimits(
-                frame_timeout_seconds=s.job_frame_timeout_seconds,
-                frame_retries=s.job_frame_retries,
-                heartbeat_seconds=s.job_heartbeat_seconds,
-                record_ttl_seconds=s.job_result_ttl_seconds,
+                frame_timeout_seconds=s.jobs.frame_timeout_seconds,
+                frame_retries=s.jobs.frame_retries,
+                heartbeat_seconds=s.jobs.heartbeat_seconds,
+                record_ttl_seconds=s.jobs.result_ttl_seconds,
             ),
         )
         store = JobStore(
             self.redis,
-            s.fleet_name,
-            JobLimits(s.job_pending_bytes_limit, s.job_frame_ttl_seconds, s.job_result_ttl_seconds),
+            s.fleet.name,
+            JobLimits(s.jobs.pending_bytes_limit, s.jobs.frame_ttl_seconds, s.jobs.result_ttl_seconds),
         )
         self.service = JobService(
             store,
             self.queue,
             sessions,
             metrics,
-            IngestLimits(s.ingest_root, s.ingest_max_files, INGEST_CHUNK_FRAMES, s.ingest_wait_seconds),
+            IngestLimits(s.jobs.ingest_root, s.jobs.ingest_max_files, INGEST_CHUNK_FRAMES, s.jobs.ingest_wait_seconds),
         )
-        cache = ResultCache(self.redis, s.result_cache_ttl_seconds, metrics)
-        live_cache = cache if s.detect_cache else None
+        cache = ResultCache(self.redis, s.jobs.result_cache_ttl_seconds, metrics)
+        live_cache = cache if s.jobs.detect_cache else None
         self.live_detector: Detector = (
             RemoteDetector(self.queue)
             if s.inference_mode == "remote" and role == "api"
@@ -83,17 +83,17 @@ class JobRuntime:
             live=LocalDetector(registry, live_cache, Priority.INTERACTIVE),
             batch=LocalDetector(registry, cache, Priority.BATCH),  # batch frames always consult the cache
             metrics=metrics,
-            batch_frame_seconds=s.job_frame_timeout_seconds,
+            batch_frame_seconds=s.jobs.frame_timeout_seconds,
         )
-        consumes = role == "worker" or (s.inference_mode == "local" and s.embedded_worker)
+        consumes = role == "worker" or (s.inference_mode == "local" and s.workers.embedded)
         self.consumers = (
             QueueConsumers(
                 self.queue,
                 self.processor,
                 process_id=process_id,
-                batch_concurrency=s.worker_batch_concurrency,
-                live_concurrency=s.worker_live_concurrency if role == "worker" else 0,
-                sweep_seconds=s.worker_sweep_seconds,
+                batch_concurrency=s.workers.batch_concurrency,
+                live_concurrency=s.workers.live_concurrency if role == "worker" else 0,
+                sweep_seconds=s.workers.sweep_seconds,
             )
             if consumes
             else None
@@ -106,7 +106,7 @@ class JobRuntime:
 
     async def stop(self) -> None:
         if self.consumers is not None:
-            await self.consumers.stop(self._settings.worker_shutdown_seconds)
+            await self.consumers.stop(self._settings.workers.shutdown_seconds)
         try:
             await self.queue.close()
         except REDIS_FAILURES as exc:  # the queue's Redis is down: nothing to close cleanly, and the stop goes on

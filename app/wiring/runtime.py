@@ -58,11 +58,11 @@ class Runtime:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.state = ServingState()
-        self.redis = create_redis(settings)
+        self.redis = create_redis(settings.redis)
         self.redis_breaker = AsyncBreaker(
             "redis",
-            fail_max=settings.breaker_fail_max,
-            reset_seconds=settings.breaker_reset_seconds,
+            fail_max=settings.breakers.fail_max,
+            reset_seconds=settings.breakers.reset_seconds,
             failures=REDIS_BREAKER_FAILURES,  # an OOM refusal is Redis answering: reads it can serve go on
             on_change=self.metrics.set_breaker_state,
         )
@@ -70,53 +70,55 @@ class Runtime:
         self.sessions = SessionStore(
             self.redis,
             self.redis_breaker,
-            default_ttl=settings.session_ttl_seconds,
-            max_ttl=settings.session_max_ttl_seconds,
-            ended_grace=settings.session_ended_grace_seconds,
-            history_limit=settings.session_history_limit,
-            rate_per_second=settings.session_rate_limit_per_second,
-            rate_burst=settings.session_rate_limit_burst,
-            fail_open=settings.session_store_fail_open,
-            pending_limit=settings.pending_writes_limit,
-            count_max_age=settings.active_sessions_refresh_seconds,
+            default_ttl=settings.sessions.ttl_seconds,
+            max_ttl=settings.sessions.max_ttl_seconds,
+            ended_grace=settings.sessions.ended_grace_seconds,
+            history_limit=settings.sessions.history_limit,
+            rate_per_second=settings.sessions.rate_limit_per_second,
+            rate_burst=settings.sessions.rate_limit_burst,
+            fail_open=settings.sessions.store_fail_open,
+            pending_limit=settings.sessions.pending_writes_limit,
+            count_max_age=settings.telemetry.active_sessions_refresh_seconds,
             metadata_limits=MetadataLimits(
-                max_bytes=settings.session_metadata_max_bytes,
-                max_depth=settings.session_metadata_max_depth,
-                max_keys=settings.session_metadata_max_keys,
+                max_bytes=settings.sessions.metadata_max_bytes,
+                max_depth=settings.sessions.metadata_max_depth,
+                max_keys=settings.sessions.metadata_max_keys,
             ),
             creation_limits=CreationLimits(
-                per_minute=settings.session_create_rate_per_minute,
-                burst=settings.session_create_burst,
-                ttl_budget_seconds=settings.session_create_ttl_budget_seconds,
-                namespace=settings.fleet_name,
+                per_minute=settings.sessions.create_rate_per_minute,
+                burst=settings.sessions.create_burst,
+                ttl_budget_seconds=settings.sessions.create_ttl_budget_seconds,
+                namespace=settings.fleet.name,
             ),
-            pending_file=settings.pending_writes_file or settings.spool_dir / PENDING_WRITES_FILE,
+            pending_file=settings.sessions.pending_writes_file or settings.uploads.spool_dir / PENDING_WRITES_FILE,
             observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         self.tracking = create_tracking(
-            settings,
+            settings.tracking,
+            settings.uploads,
+            settings.fleet.name,
             self.redis,
             self.redis_breaker,
             self.sessions,
             lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
         record_upload = self.tracking.recording_uploads(self.sessions.set_upload_url)  # + the map's best frames
-        self.uploads = UploadService(settings, self.metrics, record_upload)
+        self.uploads = UploadService(settings.uploads, settings.breakers, self.metrics, record_upload)
         self.probe = Probe()
         self.registry = ModelRegistry(
-            settings.model_repository,
-            settings.model_dir,
+            settings.model.repository,
+            settings.model.dir,
             self._build_engine,
             self._verify_engine,
-            memory_limit_mb=settings.model_memory_limit_mb,
-            drain_seconds=settings.model_drain_seconds,
+            memory_limit_mb=settings.model.memory_limit_mb,
+            drain_seconds=settings.model.drain_seconds,
         )
         self.registry.on_change = self._model_changed
         upload_policy = UploadPolicy(
             self.uploads,
-            settings.upload_min_confidence,
-            settings.upload_min_interval_seconds,
-            per_hazard=settings.upload_per_hazard,
+            settings.uploads.min_confidence,
+            settings.uploads.min_interval_seconds,
+            per_hazard=settings.uploads.per_hazard,
         )
         self.process_id = new_process_id(role)
         self.holds_models = role == "worker" or settings.inference_mode == "local"
@@ -134,30 +136,30 @@ class Runtime:
             self.probe,
             self.jobs.live_detector,
             holds_models=self.holds_models,
-            fail_open=settings.session_store_fail_open,
-            deep_cache_seconds=settings.health_deep_cache_seconds,
+            fail_open=settings.sessions.store_fail_open,
+            deep_cache_seconds=settings.telemetry.health_deep_cache_seconds,
         )
         self.metrics.watch_pool(lambda: self.registry.active_engine.stats() if self.registry.active_engine else None)
-        fleet = FleetControl(self.redis, settings.fleet_name, settings.fleet_heartbeat_seconds)
+        fleet = FleetControl(self.redis, settings.fleet.name, settings.fleet.heartbeat_seconds)
         self.fleet = FleetAgent(
             fleet,
             self.registry,
             self._describe,
             process_id=self.process_id,
             holds_models=self.holds_models,
-            heartbeat_seconds=settings.fleet_heartbeat_seconds,
-            poll_seconds=settings.fleet_poll_seconds,
+            heartbeat_seconds=settings.fleet.heartbeat_seconds,
+            poll_seconds=settings.fleet.poll_seconds,
         )
         self.model_control = ModelControl(self.registry, fleet, local=self.holds_models)
         self.auth = OperatorAuth(
             self.redis,
-            namespace=settings.fleet_name,
+            namespace=settings.fleet.name,
             environment=settings.environment,
-            password_hash=_secret(settings.admin_password_hash),
-            password=_secret(settings.admin_password),
-            token=_secret(settings.admin_token),
-            max_failures=settings.admin_login_max_failures,
-            window_seconds=settings.admin_login_window_seconds,
+            password_hash=_secret(settings.admin.password_hash),
+            password=_secret(settings.admin.password),
+            token=_secret(settings.admin.token),
+            max_failures=settings.admin.login_max_failures,
+            window_seconds=settings.admin.login_window_seconds,
         )
         self.role = role
         self._background: list[asyncio.Task[None]] = []
@@ -205,14 +207,14 @@ class Runtime:
         s = self.settings
         model = load_model(
             path,
-            device=s.model_device,
-            performance_hint=s.model_performance_hint or ("ADAPTIVE" if self.role == "api" else "THROUGHPUT"),
-            inference_threads=s.model_inference_threads,
-            inference_precision=s.model_inference_precision,
-            cache_dir=s.model_cache_dir,
+            device=s.model.device,
+            performance_hint=s.model.performance_hint or ("ADAPTIVE" if self.role == "api" else "THROUGHPUT"),
+            inference_threads=s.model.inference_threads,
+            inference_precision=s.model.inference_precision,
+            cache_dir=s.model.cache_dir,
             name=name,
         )
-        pool_size = s.model_max_concurrent or model.optimal_requests
+        pool_size = s.model.max_concurrent or model.optimal_requests
         log.info(
             "model_compiled",
             model=name,
@@ -223,16 +225,16 @@ class Runtime:
         return DetectionEngine(
             model,
             pool_size,
-            s.max_request_queue_size,
-            s.max_image_pixels,
-            s.max_decode_pixels,
+            s.detection.queue_size,
+            s.images.max_pixels,
+            s.images.max_decode_pixels,
             batch_in_live_gaps=self.role == "api",
-            latency_budget=s.live_latency_budget_seconds,
+            latency_budget=s.detection.latency_budget_seconds,
         )
 
     async def _verify_engine(self, engine: DetectionEngine) -> None:
         """Warm it, then prove it on the probe frame before it may serve."""
-        await engine.warm_up(self.settings.model_warmup_requests)
+        await engine.warm_up(self.settings.model.warmup_requests)
         result, _ = await self.probe.run(EngineCall(engine, None, Priority.INTERACTIVE))
         if not result.ok:
             raise ModelLoadError(
@@ -270,7 +272,7 @@ class Runtime:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "phase": self.state.phase.value,
             "rss_mb": round(rss_mb(), 1),
-            "memory_limit_mb": self.settings.model_memory_limit_mb,
+            "memory_limit_mb": self.settings.model.memory_limit_mb,
             "pool": asdict(engine.stats()) if engine is not None else None,
             "in_flight": self.detection.in_flight,
             "breakers": {"redis": self.redis_breaker.state, self.uploads.breaker.name: self.uploads.breaker.state},
@@ -280,11 +282,11 @@ class Runtime:
     async def _check_redis(self) -> None:
         try:
             await cast(Awaitable[bool], self.redis.ping())
-            log.info("redis_reachable", url=redact_url(self.settings.redis_url), mode=self.settings.redis_mode)
+            log.info("redis_reachable", url=redact_url(self.settings.redis.url), mode=self.settings.redis.mode)
         except REDIS_FAILURES as exc:
-            mode = "fail-open: detection runs degraded" if self.settings.session_store_fail_open else "fail-closed"
+            mode = "fail-open: detection runs degraded" if self.settings.sessions.store_fail_open else "fail-closed"
             log.warning(
-                "redis_unreachable_at_start", url=redact_url(self.settings.redis_url), error=str(exc), mode=mode
+                "redis_unreachable_at_start", url=redact_url(self.settings.redis.url), error=str(exc), mode=mode
             )
 
     async def stop_after(self, starting: asyncio.Task[None]) -> None:
@@ -301,7 +303,7 @@ class Runtime:
         self.state.phase = Phase.SHUTTING_DOWN
         self.detection.refuse_new_frames()
         await self.jobs.stop()  # the frames in hand finish; the rest stay queued for other workers
-        if not await self.detection.wait_idle(self.settings.shutdown_drain_seconds):
+        if not await self.detection.wait_idle(self.settings.detection.shutdown_drain_seconds):
             log.warning("drain_timed_out", in_flight=self.detection.in_flight)
         await self.fleet.stop()
         await cancel_all(self._background)
@@ -313,7 +315,7 @@ class Runtime:
             saved = 0
             log.error("pending_writes_not_saved", count=len(self.sessions.pending), error=str(exc))
         if self.role == "api":
-            await self.uploads.stop(self.settings.upload_flush_seconds)
+            await self.uploads.stop(self.settings.uploads.flush_seconds)
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self.started_at, 1),

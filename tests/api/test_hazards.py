@@ -224,12 +224,12 @@ async def test_hazards_of_an_unknown_session_are_404(api: RunningApp) -> None:
 
 async def test_map_hazards_expire_without_a_new_report(make_settings: MakeSettings) -> None:
     settings = make_settings()
-    client = create_redis(settings)
+    client = create_redis(settings.redis)
     now = [1000.0]
     breaker = AsyncBreaker("redis", fail_max=3, reset_seconds=1.0, failures=REDIS_FAILURES)
     ttl_days = 1.0
     hazard_map = HazardMap(
-        client, breaker, settings.fleet_name, merge_meters=8.0, ttl_days=ttl_days, clock=lambda: now[0]
+        client, breaker, settings.fleet.name, merge_meters=8.0, ttl_days=ttl_days, clock=lambda: now[0]
     )
 
     def record(hazard_id: str, lat: float) -> HazardRecord:
@@ -246,7 +246,7 @@ async def test_map_hazards_expire_without_a_new_report(make_settings: MakeSettin
         assert await hazard_map.near(Near(52.0, 13.0, 500), 10) == []  # expired, even before a purge
         renewed = await hazard_map.merge("session-d", record("d", 52.0))
         assert renewed not in (first, other)  # a new entry: the expired ones were purged, not extended
-        assert await client.exists(f"hazards:{{{settings.fleet_name}}}:entry:{first}") == 0
+        assert await client.exists(f"hazards:{{{settings.fleet.name}}}:entry:{first}") == 0
     finally:
         await client.aclose()
 

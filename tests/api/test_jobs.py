@@ -217,7 +217,7 @@ async def test_cancelled_frames_are_never_inferred(start_app: StartApp, make_set
     await client.post(f"/jobs/{job_id}/frames", files=files([frame(81 + i) for i in range(5)]))
     cancelled = await client.delete(f"/jobs/{job_id}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    worker = await start_app(make_settings(embedded_worker=True, fleet_name=api.app.state.runtime.settings.fleet_name))
+    worker = await start_app(make_settings(embedded_worker=True, fleet_name=api.app.state.runtime.settings.fleet.name))
     engine = worker.app.state.runtime.registry.active_engine
     completed = engine.stats().completed
     queue = worker.app.state.runtime.jobs.queue
@@ -290,7 +290,7 @@ async def test_frames_that_waited_past_their_ttl_fail_and_the_job_still_finishes
 
     await wait_for(frames_expired, "the waiting frames expired", within=10)
     await queue_redis.aclose()
-    await start_app(make_settings(embedded_worker=True, fleet_name=settings.fleet_name))
+    await start_app(make_settings(embedded_worker=True, fleet_name=settings.fleet.name))
     job = await wait_finished(client, job_id)
     assert (job["status"], job["done"], job["failed"]) == ("failed", 0, 2)
     assert {item["error"]["code"] for item in await results(client, job_id)} == {"FRAME_EXPIRED"}

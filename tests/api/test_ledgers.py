@@ -59,7 +59,7 @@ async def test_kept_writes_survive_a_stop_with_redis_down(
         assert answer.status_code == 200 and answer.json()["session"]["degraded"]
     runtime = first.app.state.runtime
     await runtime.stop()  # SIGTERM's path: the writes Redis could not take go to disk
-    saved = settings.spool_dir / "pending-writes.jsonl"
+    saved = settings.uploads.spool_dir / "pending-writes.jsonl"
     assert len(saved.read_text().splitlines()) == 5
     assert all(json.loads(line)["verified"] for line in saved.read_text().splitlines())
 

@@ -45,7 +45,7 @@ async def test_two_frames_with_one_request_id_are_two_files_each_entry_pointing_
     await wait_for(both_uploaded, "both uploads landed", within=10)
     urls = [u["url"] for u in await history_uploads(running.client, session_id)]
     assert len(set(urls)) == 2, urls
-    assert len(list(settings.storage_dir.rglob("*.jpg"))) == 2
+    assert len(list(settings.uploads.storage_dir.rglob("*.jpg"))) == 2
     # Newest first: each entry serves its own frame (the annotated copy keeps the frame's size and look).
     served = [(await running.client.get(url)).content for url in urls]
     assert served[0] != served[1]

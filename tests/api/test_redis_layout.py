@@ -78,7 +78,7 @@ async def test_a_session_writes_only_its_own_keys_in_one_slot_and_leaves_nothing
     base = session_key(session_id)
     assert base == f"session:{{{session_id}}}"  # literal braces: Redis Cluster hashes only the id
     # The client's creation budget is the client's, not the session's: its own key, on its own clock.
-    creation = creation_key(settings.fleet_name, "127.0.0.1")
+    creation = creation_key(settings.fleet.name, "127.0.0.1")
     assert 0 < direct_redis.pttl(creation) <= 3_600_000
     direct_redis.delete(creation)
     keys = all_keys(redis_target)
@@ -132,7 +132,7 @@ async def test_the_client_runs_a_transaction_over_keys_of_one_slot_in_this_event
 ) -> None:
     threads_started = []
     monkeypatch.setattr(threading.Thread, "start", lambda thread: threads_started.append(thread))
-    client = create_redis(make_settings())
+    client = create_redis(make_settings().redis)
     key, other = "test:{transaction}", "test:{transaction}:other"
     try:
         async with client.pipeline(transaction=True) as pipe:

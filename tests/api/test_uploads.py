@@ -88,7 +88,7 @@ def spool_gauge(metrics: Metrics) -> float | None:
 
 
 def spool_files(settings: Settings) -> list[str]:
-    return sorted(path.suffix for path in settings.spool_dir.glob("*"))
+    return sorted(path.suffix for path in settings.uploads.spool_dir.glob("*"))
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ async def start_uploads() -> AsyncIterator[Callable[[Settings, UrlBook], Awaitab
 
     async def start(settings: Settings, book: UrlBook) -> tuple[UploadService, Metrics]:
         metrics = Metrics()
-        service = UploadService(settings, metrics, book.record)
+        service = UploadService(settings.uploads, settings.breakers, metrics, book.record)
         await service.start()
         running.append(service)
         return service, metrics
@@ -159,7 +159,7 @@ async def test_upload_that_cannot_land_is_spooled_and_lands_after_recovery(
     assert spool_gauge(metrics) == 1  # set before the outcome is counted
     # Retries keep failing meanwhile and rewrite the sidecar in a thread, through a temporary file: wait, not peek.
     await eventually(lambda: spool_files(settings) == [".jpg", ".json"], what="frame and sidecar spooled")
-    sidecar = json.loads(next(settings.spool_dir.glob("*.json")).read_text())
+    sidecar = json.loads(next(settings.uploads.spool_dir.glob("*.json")).read_text())
     assert (sidecar["session_id"], sidecar["request_id"], sidecar["media_id"]) == (
         job.session_id,
         job.request_id,
@@ -190,7 +190,7 @@ async def test_breaker_stops_calling_cloudinary_after_repeated_failures(
         service.submit(job)
     await eventually(lambda: service.spooled == 4, what="all spooled")
 
-    assert fake_cloudinary.upload_requests == settings.breaker_fail_max
+    assert fake_cloudinary.upload_requests == settings.breakers.fail_max
     assert service.breaker.state == "open"
     assert metrics.registry.get_sample_value("hazard_breaker_state", {"dependency": "cloudinary"}) == 2
 
@@ -258,7 +258,7 @@ async def test_local_store_writes_a_file_named_by_media_id_and_records_its_url(
     await eventually(lambda: bool(book.urls), what="URL recorded")
 
     assert book.urls[(job.session_id, job.media_id)] == f"/media/{job.media_id}.jpg"
-    stored = settings.storage_dir / f"{job.media_id}.jpg"
+    stored = settings.uploads.storage_dir / f"{job.media_id}.jpg"
     assert Image.open(stored).size == (640, 360)
     assert [path.name for path in stored.parent.iterdir()] == [f"{job.media_id}.jpg"]
 
@@ -274,8 +274,8 @@ async def test_url_waits_in_the_spool_while_the_session_store_is_down(
 
     service.submit(job)
     await eventually(lambda: spool_files(settings) == [".json"], what="URL kept in the spool")
-    assert (settings.storage_dir / f"{job.media_id}.jpg").exists()
-    sidecar = json.loads(next(settings.spool_dir.glob("*.json")).read_text())
+    assert (settings.uploads.storage_dir / f"{job.media_id}.jpg").exists()
+    sidecar = json.loads(next(settings.uploads.spool_dir.glob("*.json")).read_text())
     assert sidecar["url"] == f"/media/{job.media_id}.jpg"
 
     book.store_down = False
@@ -304,18 +304,18 @@ async def test_start_keeps_whole_spool_entries_and_removes_half_written_debris(
 ) -> None:
     settings = make_settings(**FAST_RETRIES)
     job = hazard_job(5)
-    previous_run = Spool(settings.spool_dir, max_files=10)
+    previous_run = Spool(settings.uploads.spool_dir, max_files=10)
     previous_run.load()
     previous_run.put(SpoolEntry(job.session_id, job.request_id, ["pothole"], spooled_at=time.time()), job.image)
-    (settings.spool_dir / "0123abcd.jpg").write_bytes(b"frame whose sidecar was never written")
-    (settings.spool_dir / ".deadbeef.json.1234.tmp").write_bytes(b"{")
-    (settings.spool_dir / "feedface.json").write_text("{not json")
+    (settings.uploads.spool_dir / "0123abcd.jpg").write_bytes(b"frame whose sidecar was never written")
+    (settings.uploads.spool_dir / ".deadbeef.json.1234.tmp").write_bytes(b"{")
+    (settings.uploads.spool_dir / "feedface.json").write_text("{not json")
 
     book = UrlBook()
     await start_uploads(settings, book)
 
     await eventually(lambda: bool(book.urls), what="whole entry uploaded")
-    await eventually(lambda: list(settings.spool_dir.iterdir()) == [], what="debris removed")
+    await eventually(lambda: list(settings.uploads.spool_dir.iterdir()) == [], what="debris removed")
 
 
 async def test_flood_sheds_uploads_without_blocking_and_counts_them(
@@ -478,7 +478,7 @@ async def test_frame_with_hazards_is_stored_locally_served_and_linked_in_history
 
     assert re.fullmatch(r"/media/[0-9a-f]{32}\.jpg", url), url
     assert session_id not in url and request_id not in url  # the session id is the client's only credential
-    assert (settings.storage_dir / url.removeprefix("/media/")).is_file()
+    assert (settings.uploads.storage_dir / url.removeprefix("/media/")).is_file()
     served = await running.client.get(url)
     assert served.status_code == 200
     assert Image.open(io.BytesIO(served.content)).size == (1280, 720)
@@ -494,7 +494,7 @@ async def test_frame_without_hazards_is_not_uploaded(make_settings: MakeSettings
     response = await detect(running, session_id, jpeg.getvalue())
 
     assert await upload_of(running, session_id, response.json()["request_id"]) == {"status": "none"}
-    assert not settings.storage_dir.exists() or not any(settings.storage_dir.rglob("*.jpg"))
+    assert not settings.uploads.storage_dir.exists() or not any(settings.uploads.storage_dir.rglob("*.jpg"))
 
 
 async def test_upload_flood_sheds_uploads_but_every_frame_is_answered(
@@ -563,7 +563,7 @@ async def test_uploads_are_throttled_per_session(make_settings: MakeSettings, st
     assert (await upload_of(running, first_session, throttled))["status"] == "skipped"
     first_url = await eventually_uploaded(running, first_session, first)
     other_url = await eventually_uploaded(running, second_session, other)
-    stored = sorted(f"/media/{p.name}" for p in settings.storage_dir.rglob("*.jpg"))
+    stored = sorted(f"/media/{p.name}" for p in settings.uploads.storage_dir.rglob("*.jpg"))
     assert stored == sorted([first_url, other_url])
 
 
@@ -590,7 +590,7 @@ async def test_start_removes_stale_temporaries_and_keeps_local_storage_within_it
     make_settings: Any, start_app: Any
 ) -> None:
     settings = make_settings(local_storage_max_mb=1, local_storage_max_age_seconds=3600, **FAST_UPLOADS)
-    storage = settings.storage_dir
+    storage = settings.uploads.storage_dir
     legacy = storage / "a-session-id-from-an-older-layout"
     legacy.mkdir(parents=True)
     # What a crash (or an older version) left: a half-written temporary, a probe, frames of every age and size.

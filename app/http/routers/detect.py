@@ -180,9 +180,9 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
         request: Request,
         response: Response,
         session_id: str,
-        conf: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_confidence,
-        iou: Annotated[float, Query(ge=0.0, le=1.0)] = settings.default_iou,
-        max_det: Annotated[int, Query(ge=1, le=1000)] = settings.default_max_detections,
+        conf: Annotated[float, Query(ge=0.0, le=1.0)] = settings.detection.default_confidence,
+        iou: Annotated[float, Query(ge=0.0, le=1.0)] = settings.detection.default_iou,
+        max_det: Annotated[int, Query(ge=1, le=1000)] = settings.detection.default_max_detections,
         model: Annotated[
             str | None, Query(max_length=128, description="A loaded model version; the active one by default.")
         ] = None,
@@ -194,9 +194,9 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
     ) -> DetectResponse:
         """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image. Each detection
         names its hazard (`hazard_id`), and the frame that confirms a hazard says so once (`new_hazard`)."""
-        deadline = time.monotonic() + settings.request_timeout_seconds
+        deadline = time.monotonic() + settings.detection.timeout_seconds
         query = {"lat": lat, "lon": lon, "heading": heading, "speed_mps": speed_mps, "captured_at": captured_at}
-        read_frame, read_meta = frame_source(request, settings.max_image_bytes, query)
+        read_frame, read_meta = frame_source(request, settings.images.max_bytes, query)
         options = DetectOptions(conf, iou, max_det)
         request_id = current_request_id() or ""
         frame = await detection.serve_frame(

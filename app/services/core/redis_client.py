@@ -30,7 +30,7 @@ from redis.exceptions import (
 from redis.typing import EncodableT
 
 from app.services.core.types import RedisClient
-from app.settings import Settings
+from app.settings import RedisSettings
 
 
 class ClusterUnreachable(redis.ConnectionError):
@@ -62,12 +62,12 @@ REDIS_BREAKER_FAILURES: tuple[type[BaseException], ...] = tuple(
 _HOLDS_PERMIT: ContextVar[bool] = ContextVar("redis_cluster_permit", default=False)
 
 
-def create_redis(settings: Settings) -> RedisClient:
-    timeout = settings.redis_socket_timeout_seconds
-    if settings.redis_mode == "cluster":
+def create_redis(settings: RedisSettings) -> RedisClient:
+    timeout = settings.socket_timeout_seconds
+    if settings.mode == "cluster":
         return BoundedRedisCluster.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
+            settings.url,
+            max_connections=settings.max_connections,
             pool_timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -80,8 +80,8 @@ def create_redis(settings: Settings) -> RedisClient:
     # A plain ConnectionPool raises MaxConnectionsError (a ConnectionError) when exhausted, which would trip
     # the breaker under load; the blocking pool queues for a free connection instead.
     pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
+        settings.url,
+        max_connections=settings.max_connections,
         timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,

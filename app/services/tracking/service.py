@@ -31,7 +31,7 @@ from app.services.tracking.types import (
     frame_time,
     observation_of,
 )
-from app.settings import Settings
+from app.settings import TrackingSettings, UploadSettings
 
 log = structlog.get_logger(__name__)
 HAZARD_ID_BYTES = 8
@@ -153,7 +153,9 @@ class TrackingService:
 
 
 def create_tracking(
-    settings: Settings,
+    settings: TrackingSettings,
+    uploads: UploadSettings,
+    fleet_name: str,
     client: RedisClient,
     breaker: AsyncBreaker,
     sessions: SessionStore,
@@ -161,20 +163,20 @@ def create_tracking(
 ) -> TrackingService:
     """Tracking on the service's one Redis client and breaker; the session store replays kept updates through it."""
     params = TrackParams(
-        min_hits=settings.track_min_hits,
-        max_gap_seconds=settings.track_max_gap_seconds,
-        iou_threshold=settings.track_iou_threshold,
-        box_expand=settings.track_box_expand,
-        upload_min_confidence=settings.upload_min_confidence,
-        upload_margin=settings.upload_best_frame_margin,
+        min_hits=settings.min_hits,
+        max_gap_seconds=settings.max_gap_seconds,
+        iou_threshold=settings.iou_threshold,
+        box_expand=settings.box_expand,
+        upload_min_confidence=uploads.min_confidence,
+        upload_margin=uploads.best_frame_margin,
     )
     tracks = SessionTracks(client, breaker, params, observe)
     hazard_map = HazardMap(
         client,
         breaker,
-        settings.fleet_name,
-        merge_meters=settings.hazard_merge_meters,
-        ttl_days=settings.hazard_map_ttl_days,
+        fleet_name,
+        merge_meters=settings.merge_meters,
+        ttl_days=settings.map_ttl_days,
         observe=observe,
     )
     service = TrackingService(sessions, tracks, hazard_map)

@@ -34,7 +34,7 @@ from app.services.uploads.ledger import new_media_id, outcome_value
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.services.uploads.status import UPLOAD_OUTCOMES, UploadStatus
 from app.services.uploads.stores import LocalStore, image_store, write_probe
-from app.settings import Settings
+from app.settings import BreakerSettings, UploadSettings
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +74,9 @@ def labels_of(detections: Sequence[Detection]) -> list[str]:
 
 
 class UploadService:
-    def __init__(self, settings: Settings, metrics: Metrics, record_outcome: RecordUploadUrl) -> None:
+    def __init__(
+        self, settings: UploadSettings, breakers: BreakerSettings, metrics: Metrics, record_outcome: RecordUploadUrl
+    ) -> None:
         """`record_outcome(session_id, media id, outcome)` writes an upload's outcome where its history reads it."""
         self._store = image_store(
             settings.storage_dir,
@@ -85,13 +87,13 @@ class UploadService:
         )
         self._metrics = metrics
         self._record_outcome = record_outcome
-        self.settle_seconds = settings.upload_settle_seconds
+        self.settle_seconds = settings.settle_seconds
         # The latest an upload may still be tried and settle in time: its store call is bounded by this timeout.
-        self._attempt_window = settings.upload_settle_seconds - settings.cloudinary_timeout_seconds
+        self._attempt_window = settings.settle_seconds - settings.cloudinary_timeout_seconds
         self.breaker = AsyncBreaker(
             self._store.name,
-            fail_max=settings.breaker_fail_max,
-            reset_seconds=settings.breaker_reset_seconds,
+            fail_max=breakers.fail_max,
+            reset_seconds=breakers.reset_seconds,
             failures=self._store.failures,
             on_change=metrics.set_breaker_state,
         )
@@ -101,10 +103,10 @@ class UploadService:
         for directory in ("spool", "storage"):
             metrics.upload_disk_errors.labels(directory)
         self._spool = Spool(settings.spool_dir, settings.spool_max_files, settings.spool_max_mb * MB)
-        self._queue: asyncio.Queue[UploadJob] = asyncio.Queue(maxsize=settings.upload_queue_size)
-        self._retry_base = settings.upload_retry_base_seconds
-        self._retry_max = settings.upload_retry_max_seconds
-        self._poll_seconds = min(settings.upload_retry_base_seconds, RETRY_POLL_MAX_SECONDS)
+        self._queue: asyncio.Queue[UploadJob] = asyncio.Queue(maxsize=settings.queue_size)
+        self._retry_base = settings.retry_base_seconds
+        self._retry_max = settings.retry_max_seconds
+        self._poll_seconds = min(settings.retry_base_seconds, RETRY_POLL_MAX_SECONDS)
         self._worker: asyncio.Task[None] | None = None
         self._retrier: asyncio.Task[None] | None = None
         self._housekeeper: asyncio.Task[None] | None = None

@@ -14,7 +14,7 @@ import yaml
 from fastapi import FastAPI
 from starlette.routing import Match
 
-from app.settings import Settings
+from app.settings import ENVIRONMENT_FIELDS
 from tests.support.launcher import UVICORN_GRACEFUL_SECONDS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,7 +27,7 @@ SCENARIOS = {"smoke": 60, "load": 600, "soak": 1800}  # scenario -> longest allo
 
 
 def setting_default(name: str) -> float:
-    field = Settings.model_fields.get(name)
+    field = ENVIRONMENT_FIELDS.get(name.upper())
     return float(field.default) if field is not None else 0.0
 
 
@@ -46,12 +46,12 @@ def worker_shutdown_seconds(env: dict[str, Any]) -> float:
 
 
 def setting_names() -> set[str]:
-    return {name.upper() for name in Settings.model_fields}
+    return set(ENVIRONMENT_FIELDS)
 
 
 def model_cache_dir(env: dict[str, Any], workdir: str) -> str:
     """Where a process writes OpenVINO's compiled-model cache (MODEL_CACHE_DIR, relative to its working directory)."""
-    cache = str(env.get("MODEL_CACHE_DIR", Settings.model_fields["model_cache_dir"].default))
+    cache = str(env.get("MODEL_CACHE_DIR", ENVIRONMENT_FIELDS["MODEL_CACHE_DIR"].default))
     return cache if cache.startswith("/") else f"{workdir}/{cache}"
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from app.settings import Settings
+from app.settings import ENVIRONMENT_FIELDS
 from tests.support.launcher import uvicorn_run_for
 from tests.system.deploy.common import (
     APP_PORT,
@@ -67,7 +67,7 @@ def test_image_serves_one_uvicorn_worker_on_all_interfaces(monkeypatch: pytest.M
 
 def test_image_bakes_in_the_default_model_and_installs_the_app_wheel() -> None:
     builder, stage = dockerfile_stages()[0], final_stage()
-    model_dir = Settings.model_fields["model_dir"].default
+    model_dir = ENVIRONMENT_FIELDS["MODEL_DIR"].default
     copies = [args.split() for args in instructions(stage, "COPY")]
     sources = {Path(parts[-2].rstrip("/")) for parts in copies if not parts[0].startswith("--")}
     assert model_dir in sources

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from app.settings import Settings
+from app.settings import ENVIRONMENT_FIELDS
 from tests.system.deploy.common import (
     APP_PORT,
     K8S,
@@ -127,7 +127,7 @@ def test_operator_secrets_are_optional_secrets_every_replica_shares(
     k8s: dict[str, dict[str, Any]], container: dict[str, Any]
 ) -> None:
     for name in ("ADMIN_PASSWORD_HASH", "ADMIN_SESSION_SECRET"):
-        assert name.lower() in Settings.model_fields
+        assert name in ENVIRONMENT_FIELDS
         ref = env_entry(container, name)["valueFrom"]["secretKeyRef"]
         assert ref["name"] == k8s["Secret"]["metadata"]["name"] and ref["optional"] is True
         assert ref["key"] in k8s["Secret"]["stringData"]
@@ -146,7 +146,7 @@ def test_secret_example_holds_placeholders_only(k8s: dict[str, dict[str, Any]]) 
 
 
 def test_configmap_keys_are_settings(k8s: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
-    fields = {name.upper() for name in Settings.model_fields}
+    fields = set(ENVIRONMENT_FIELDS)
     names = set(k8s.get("ConfigMap", {}).get("data", {})) | {entry["name"] for entry in container["env"]}
     assert names <= fields, names - fields
 
@@ -355,7 +355,7 @@ def test_keda_scales_the_worker_deployment_on_the_saq_batch_list(
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "redis"
-    fleet = k8s["ConfigMap"]["data"].get("FLEET_NAME", Settings.model_fields["fleet_name"].default)
+    fleet = k8s["ConfigMap"]["data"].get("FLEET_NAME", ENVIRONMENT_FIELDS["FLEET_NAME"].default)
     assert trigger["metadata"]["listName"] == saq_queued_key(fleet) == f"saq:{fleet}:batch:queued"
     assert int(trigger["metadata"]["listLength"]) >= 1
     assert trigger["authenticationRef"]["name"] == keda["TriggerAuthentication"]["metadata"]["name"]

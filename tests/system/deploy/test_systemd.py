@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from app.settings import ENVIRONMENT_FIELDS
 from tests.system.deploy.common import (
     DEPLOY,
     model_cache_dir,
@@ -48,7 +48,7 @@ def test_systemd_unit_runs_the_launcher_from_a_venv_as_a_service_user(unit: conf
     # hazard-api: one worker, the graceful shutdown and the connection bounds (test_image_serves_... checks them)
     assert argv[0].endswith("/bin/hazard-api") and "venv" in argv[0]
     assert argv[1:] == ["--host", "${HOST}", "--port", "${PORT}"]
-    assert int(service["LimitNOFILE"]) >= Settings.model_fields["http_max_connections"].default + 256
+    assert int(service["LimitNOFILE"]) >= ENVIRONMENT_FIELDS["HTTP_MAX_CONNECTIONS"].default + 256
 
 
 def test_systemd_unit_writes_only_where_systemd_lets_it(unit: configparser.ConfigParser) -> None:
@@ -128,10 +128,9 @@ def test_systemd_worker_unit_waits_for_the_frames_in_hand(worker_unit: configpar
     assert worker_unit["Install"]["WantedBy"] == "multi-user.target"
     # No client connections, but Redis pools, one connection per queue consumer, OpenVINO, logs: above the
     # usual soft limit (1024) with room to spare.
-    fields = Settings.model_fields
     needed = sum(
-        int(fields[name].default)
-        for name in ("redis_max_connections", "worker_batch_concurrency", "worker_live_concurrency")
+        int(ENVIRONMENT_FIELDS[name].default)
+        for name in ("REDIS_MAX_CONNECTIONS", "WORKER_BATCH_CONCURRENCY", "WORKER_LIVE_CONCURRENCY")
     )
     assert int(service["LimitNOFILE"]) >= max(1024, 4 * (needed + 256))
 

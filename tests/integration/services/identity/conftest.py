@@ -24,9 +24,9 @@ async def identity_redis(make_settings: Callable[..., Settings]) -> AsyncIterato
     clients: list[RedisClient] = []
 
     def new_client() -> RedisClient:
-        clients.append(create_redis(settings))
+        clients.append(create_redis(settings.redis))
         return clients[-1]
 
-    yield IdentityRedis(settings.fleet_name, new_client)
+    yield IdentityRedis(settings.fleet.name, new_client)
     for client in clients:
         await client.aclose()

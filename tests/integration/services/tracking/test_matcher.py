@@ -138,7 +138,7 @@ def random_sequence(seed: int, frames: int = 120) -> list[FrameInput]:
 @pytest.fixture
 async def session_tracks(make_settings: Callable[..., Settings]) -> AsyncIterator[tuple[SessionTracks, str]]:
     settings = make_settings()
-    client = create_redis(settings)
+    client = create_redis(settings.redis)
     breaker = AsyncBreaker("redis", fail_max=3, reset_seconds=1.0, failures=REDIS_FAILURES)
     session_id = uuid.uuid4().hex  # tracking keys only need the session hash to exist
     await client.hset(session_key(session_id), mapping={"status": "active"})  # type: ignore[misc]
