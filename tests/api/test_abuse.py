@@ -73,7 +73,7 @@ async def test_decode_cost_bomb_is_refused_cheaply_and_other_sessions_are_served
 
 
 async def test_a_frame_past_its_deadline_never_starts_a_decode(api: RunningApp) -> None:
-    engine = api.app.state.runtime.registry.active_engine
+    engine = api.app.state.parts.models.registry.active_engine
     before = engine.stats()
     with pytest.raises(DeadlineExceeded):
         await engine.detect(FRAME, DetectOptions(), time.monotonic() - 0.001)
@@ -96,7 +96,7 @@ async def test_session_creation_is_limited_per_client_with_retry_after(
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "RATE_LIMITED"
     assert 1 <= int(refused.headers["retry-after"]) <= 10  # one session per 10 s
-    settings = api.app.state.runtime.settings
+    settings = api.app.state.parts.settings
     key = creation_key(settings.fleet_name, "127.0.0.1")
     assert 0 < direct_redis.ttl(key) <= 3601  # the counter goes away once both buckets are full again (<= 1 h)
 
@@ -130,10 +130,10 @@ async def test_long_ttls_spend_the_clients_ttl_budget(start_app: StartApp, make_
 
 
 async def test_a_burst_of_deep_probes_runs_one_inference(api: RunningApp) -> None:
-    runtime = api.app.state.runtime
-    completed = runtime.registry.active_engine.stats().completed
+    parts = api.app.state.parts
+    completed = parts.models.registry.active_engine.stats().completed
     answers = await asyncio.gather(*(api.client.get("/health/deep") for _ in range(30)))
     assert {answer.status_code for answer in answers} == {200}
-    assert runtime.health.deep_runs == 1
-    assert runtime.registry.active_engine.stats().completed == completed + 1
-    assert max(answer.json()["age_seconds"] for answer in answers) < runtime.settings.health_deep_cache_seconds
+    assert parts.health.deep_runs == 1
+    assert parts.models.registry.active_engine.stats().completed == completed + 1
+    assert max(answer.json()["age_seconds"] for answer in answers) < parts.settings.health_deep_cache_seconds
