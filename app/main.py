@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
@@ -25,8 +27,9 @@ from app.http.routers.metrics import create_metrics_router
 from app.http.routers.sessions import create_sessions_router
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
-from app.wiring.control import create_control_runtime
-from app.wiring.runtime import Runtime
+from app.wiring.lifecycle import Lifecycle
+from app.wiring.operators import Operators, build_operators
+from app.wiring.parts import Parts, build_parts
 
 JSON_BODY_LIMIT = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
@@ -35,65 +38,23 @@ MULTIPART_OVERHEAD = 64 * 1024
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
-    runtime = Runtime(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Start in the background: the server answers liveness (and "not ready") while the model warms.
-        starting = asyncio.create_task(runtime.start(), name="runtime-start")
-        yield
-        await runtime.stop_after(starting)
-
+    parts = build_parts(settings, role="api")
+    operators = build_operators(settings, parts)
+    lifecycle = Lifecycle(parts)
     app = DocumentedAPI(
         title="Hazard Detection API",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=_lifespan(lifecycle),
         description="Road hazard detection on camera frames, per client session.",
         generate_unique_id_function=operation_id,
         docs_url=None,  # served by the docs router, from the package's own Swagger UI assets
         redoc_url=None,
     )
-    app.state.runtime = runtime
+    app.state.parts, app.state.lifecycle = parts, lifecycle  # for tests; routers get their parts as arguments
     install_error_handlers(app)
-    app.include_router(
-        create_sessions_router(
-            runtime.sessions,
-            settings.sessions.history_limit,
-            settings.sessions.max_ttl_seconds,
-            ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies)),
-        )
-    )
-    app.include_router(create_detect_router(runtime.detection, settings))
-    app.include_router(create_hazards_router(runtime.tracking))
-    app.include_router(
-        create_jobs_router(
-            runtime.jobs.service,
-            runtime.tracking.params,
-            settings.jobs.max_frames_per_request,
-            settings.images.max_bytes,
-        )
-    )
-    app.include_router(create_health_router(runtime.health))
-    app.include_router(create_metrics_router(runtime.metrics, runtime.sessions, runtime.jobs.service))
-    app.include_router(create_media_router(settings.uploads.storage_dir))
-    app.include_router(
-        create_admin_router(
-            runtime.auth,
-            runtime.model_control,
-            ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies)),
-        )
-    )
-    control = create_control_runtime(settings, runtime)
-    app.include_router(
-        create_control_center_router(
-            control.center,
-            control.sessions,
-            runtime.auth,
-            ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies)),
-            secure_cookies=control.secure_cookies,
-        )
-    )
-    app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))
+    # One resolver, TRUSTED_PROXIES parsed once: every per-client limit counts the same client.
+    client_address = ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies))
+    _include_routers(app, settings, parts, operators, client_address)
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
@@ -104,17 +65,65 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batch_limit=settings.jobs.request_max_bytes,
     )
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.http.body_timeout_seconds)
-    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=parts.metrics)
     return app
+
+
+def _lifespan(lifecycle: Lifecycle) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Start in the background: the server answers liveness (and "not ready") while the model warms.
+        starting = asyncio.create_task(lifecycle.start(), name="lifecycle-start")
+        yield
+        await lifecycle.stop_after(starting)
+
+    return lifespan
+
+
+def _include_routers(
+    app: FastAPI, settings: Settings, parts: Parts, operators: Operators, client_address: ClientAddress
+) -> None:
+    jobs = parts.jobs.service
+    app.include_router(
+        create_sessions_router(
+            parts.sessions, settings.sessions.history_limit, settings.sessions.max_ttl_seconds, client_address
+        )
+    )
+    app.include_router(create_detect_router(parts.detection, settings))
+    app.include_router(create_hazards_router(parts.tracking))
+    app.include_router(
+        create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)
+    )
+    app.include_router(create_health_router(parts.health))
+    app.include_router(create_metrics_router(parts.metrics, parts.sessions, jobs))
+    app.include_router(create_media_router(settings.uploads.storage_dir))
+    app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address))
+    app.include_router(
+        create_control_center_router(
+            operators.center,
+            operators.sessions,
+            operators.auth,
+            client_address,
+            secure_cookies=operators.secure_cookies,
+        )
+    )
+    app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))
+
+
+@functools.cache
+def _served_app() -> FastAPI:
+    """The one app a server process serves: uvicorn.run looks `app.main:app` up twice (once to check it, once to
+    serve it), and two builds would be two services, each with its own generated admin password."""
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        # Whoever serves `app.main:app` (uvicorn, gunicorn) stops with the one-line reasons, no traceback.
+        raise SystemExit(str(exc)) from None
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> FastAPI:
     # `app.main:app` is built on first access, so importing this module (tests, tools) builds nothing.
     if name == "app":
-        try:
-            settings = get_settings()
-        except SettingsError as exc:
-            # Whoever serves `app.main:app` (uvicorn, gunicorn) stops with the one-line reasons, no traceback.
-            raise SystemExit(str(exc)) from None
-        return create_app(settings)
+        return _served_app()
     raise AttributeError(name)

@@ -41,7 +41,8 @@ from app.services.tracking.hazard_map import distance_m
 from app.services.tracking.matcher import iou
 from app.services.tracking.types import Box, FrameMeta
 from app.settings import Settings
-from app.wiring.runtime import Runtime
+from app.wiring.lifecycle import Lifecycle
+from app.wiring.parts import Parts, build_parts
 
 HELD_OUT_SEEDS = (9101, 9102, 9103)
 VEHICLES = 3
@@ -116,10 +117,10 @@ def truth_of(box: Box, class_id: int, frame: DriveFrame, taken: set[int]) -> int
     return best
 
 
-async def drive_session(runtime: Runtime, road: Road, vehicle: int, fps: float, score: Score) -> None:
+async def drive_session(parts: Parts, road: Road, vehicle: int, fps: float, score: Score) -> None:
     rng = np.random.default_rng(road.seed * 100 + vehicle)
     speed = float(rng.uniform(6.0, 10.0))
-    session = await runtime.sessions.create({"vehicle": f"eval-{vehicle}"}, None)
+    session = await parts.sessions.create({"vehicle": f"eval-{vehicle}"}, None)
     votes: dict[str, Counter[int]] = defaultdict(Counter)
     seen: set[int] = set()
     start = EPOCH + road.seed * 10_000 + vehicle * 1_000
@@ -129,7 +130,7 @@ async def drive_session(runtime: Runtime, road: Road, vehicle: int, fps: float, 
         body = jpeg(frame)
         meta = FrameMeta(frame.lat, frame.lon, frame.heading, frame.speed_mps, start + frame.seconds)
 
-        served = await runtime.detection.serve_frame(
+        served = await parts.detection.serve_frame(
             session.session_id,
             uuid.uuid4().hex,
             partial(_read, body),
@@ -146,7 +147,7 @@ async def drive_session(runtime: Runtime, road: Road, vehicle: int, fps: float, 
             if true_id is not None:
                 taken.add(true_id)
                 votes[assignment.hazard_id][true_id] += 1
-    reported = await runtime.tracking.session_hazards(session.session_id)
+    reported = await parts.tracking.session_hazards(session.session_id)
     per_truth: Counter[int] = Counter()
     for hazard in reported:
         if votes[hazard.hazard_id]:
@@ -159,12 +160,12 @@ async def drive_session(runtime: Runtime, road: Road, vehicle: int, fps: float, 
     score.misses += sum(1 for true_id in seen if per_truth[true_id] == 0)
 
 
-async def score_map(runtime: Runtime, road: Road, score: Score) -> None:
+async def score_map(parts: Parts, road: Road, score: Score) -> None:
     lats = [h.lat for h in road.hazards]
     lons = [h.lon for h in road.hazards]
     margin = 0.002  # ~200 m around the road's hazards: every map entry of this road, and no other road's
     bbox = f"{min(lons) - margin},{min(lats) - margin},{max(lons) + margin},{max(lats) + margin}"
-    entries = await runtime.tracking.map_hazards(bbox=bbox, near=None, radius_m=None, limit=1000)
+    entries = await parts.tracking.map_hazards(bbox=bbox, near=None, radius_m=None, limit=1000)
     per_truth: Counter[int] = Counter()
     for entry in entries:
         candidates = [
@@ -202,17 +203,18 @@ async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) ->
             **overrides,  # type: ignore[arg-type]
         )
         configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
-        runtime = Runtime(settings)
-        await runtime.start()
+        parts = build_parts(settings, role="api")
+        lifecycle = Lifecycle(parts)
+        await lifecycle.start()
         try:
             for seed in seeds:
                 road = generate_road(seed)
                 for vehicle in range(VEHICLES):
-                    await drive_session(runtime, road, vehicle, fps, score)
-                await score_map(runtime, road, score)
+                    await drive_session(parts, road, vehicle, fps, score)
+                await score_map(parts, road, score)
                 print(f"seed {seed}: {len(road.hazards)} hazards, {score.frames} frames so far", flush=True)
         finally:
-            await runtime.stop()
+            await lifecycle.stop()
     return score
 
 

@@ -17,33 +17,37 @@ import structlog
 from prometheus_client import start_http_server
 
 from app.services.observability.logging import configure_logging
+from app.services.observability.metrics import Metrics
 from app.settings import Settings, SettingsError, load_settings
-from app.wiring.runtime import Runtime
+from app.wiring.lifecycle import Lifecycle
+from app.wiring.parts import build_parts
 
 log = structlog.get_logger(__name__)
 
 
 async def serve(settings: Settings) -> None:
-    runtime = Runtime(settings, role="worker")
-    metrics_server = _serve_metrics(runtime, settings.workers.metrics_port)
+    parts = build_parts(settings, role="worker")
+    lifecycle = Lifecycle(parts)
+    process_id = parts.process.process_id
+    metrics_server = _serve_metrics(parts.metrics, settings.workers.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    starting = asyncio.create_task(runtime.start(), name="runtime-start")
-    log.info("worker_started", process_id=runtime.process_id, metrics_port=settings.workers.metrics_port)
+    starting = asyncio.create_task(lifecycle.start(), name="lifecycle-start")
+    log.info("worker_started", process_id=process_id, metrics_port=settings.workers.metrics_port)
     await stop.wait()
-    log.info("worker_stopping", process_id=runtime.process_id)
-    await runtime.stop_after(starting)
+    log.info("worker_stopping", process_id=process_id)
+    await lifecycle.stop_after(starting)
     if metrics_server is not None:
         metrics_server.shutdown()
-    log.info("worker_stopped", process_id=runtime.process_id)
+    log.info("worker_stopped", process_id=process_id)
 
 
-def _serve_metrics(runtime: Runtime, port: int) -> WSGIServer | None:
+def _serve_metrics(metrics: Metrics, port: int) -> WSGIServer | None:
     if port == 0:
         return None
-    server, _ = start_http_server(port, registry=runtime.metrics.registry)
+    server, _ = start_http_server(port, registry=metrics.registry)
     return server
 
 

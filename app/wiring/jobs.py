@@ -1,5 +1,5 @@
 """The batch side of a process: the queue's Redis, job state, the result cache and, where this process works
-frames, its queue consumers. Built and stopped by `Runtime`; kept apart so the web-tier wiring stays short.
+frames, its queue consumers.
 
 Who consumes what: a worker process (`hazard-worker`) takes live and batch frames; an API process in local
 mode takes batch frames with its embedded worker (EMBEDDED_WORKER); a remote-mode API takes none, and sends
@@ -7,6 +7,8 @@ its live frames to the workers.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import redis.asyncio as redis
 import structlog
@@ -24,6 +26,7 @@ from app.services.jobs.store import JobLimits, JobStore
 from app.services.observability.metrics import Metrics
 from app.services.sessions.store import SessionStore
 from app.settings import Settings
+from app.wiring.process import ProcessInfo
 
 log = structlog.get_logger(__name__)
 INGEST_CHUNK_FRAMES = 20
@@ -31,83 +34,83 @@ INGEST_CHUNK_FRAMES = 20
 QUEUE_SOCKET_TIMEOUT_SECONDS = DEQUEUE_TIMEOUT_SECONDS + 4
 
 
-class JobRuntime:
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        registry: ModelRegistry,
-        sessions: SessionStore,
-        *,
-        process_id: str,
-        role: str,
-    ) -> None:
-        s = settings
-        self._settings = settings
-        self.redis = redis.Redis.from_url(
-            s.queue_url,
-            socket_timeout=QUEUE_SOCKET_TIMEOUT_SECONDS,
-            socket_connect_timeout=s.redis.socket_timeout_seconds,
-        )
-        self.queue = FrameQueue(
-            self.redis,
-            s.fleet.name,
-            QueueLimits(
-                frame_timeout_seconds=s.jobs.frame_timeout_seconds,
-                frame_retries=s.jobs.frame_retries,
-                heartbeat_seconds=s.jobs.heartbeat_seconds,
-                record_ttl_seconds=s.jobs.result_ttl_seconds,
-            ),
-        )
-        store = JobStore(
-            self.redis,
-            s.fleet.name,
-            JobLimits(s.jobs.pending_bytes_limit, s.jobs.frame_ttl_seconds, s.jobs.result_ttl_seconds),
-        )
-        self.service = JobService(
-            store,
-            self.queue,
-            sessions,
-            metrics,
-            IngestLimits(s.jobs.ingest_root, s.jobs.ingest_max_files, INGEST_CHUNK_FRAMES, s.jobs.ingest_wait_seconds),
-        )
-        cache = ResultCache(self.redis, s.jobs.result_cache_ttl_seconds, metrics)
-        live_cache = cache if s.jobs.detect_cache else None
-        self.live_detector: Detector = (
-            RemoteDetector(self.queue)
-            if s.inference_mode == "remote" and role == "api"
-            else LocalDetector(registry, live_cache, Priority.INTERACTIVE)
-        )
-        self.processor = FrameProcessor(
-            store,
-            live=LocalDetector(registry, live_cache, Priority.INTERACTIVE),
-            batch=LocalDetector(registry, cache, Priority.BATCH),  # batch frames always consult the cache
-            metrics=metrics,
-            batch_frame_seconds=s.jobs.frame_timeout_seconds,
-        )
-        consumes = role == "worker" or (s.inference_mode == "local" and s.workers.embedded)
-        self.consumers = (
-            QueueConsumers(
-                self.queue,
-                self.processor,
-                process_id=process_id,
-                batch_concurrency=s.workers.batch_concurrency,
-                live_concurrency=s.workers.live_concurrency if role == "worker" else 0,
-                sweep_seconds=s.workers.sweep_seconds,
-            )
-            if consumes
-            else None
-        )
+@dataclass(frozen=True)
+class Jobs:
+    queue: FrameQueue
+    service: JobService
+    processor: FrameProcessor
+    live_detector: Detector  # where this process's live frames are detected: here, or on the workers
+    consumers: QueueConsumers | None  # None: this process takes no frames from the queue
 
-    async def start(self) -> None:
-        await self.queue.connect()
-        if self.consumers is not None:
-            await self.consumers.start()
 
-    async def stop(self) -> None:
-        if self.consumers is not None:
-            await self.consumers.stop(self._settings.workers.shutdown_seconds)
-        try:
-            await self.queue.close()
-        except REDIS_FAILURES as exc:  # the queue's Redis is down: nothing to close cleanly, and the stop goes on
-            log.warning("queue_close_failed", error=type(exc).__name__)
+def build_jobs(
+    settings: Settings, metrics: Metrics, registry: ModelRegistry, sessions: SessionStore, process: ProcessInfo
+) -> Jobs:
+    s = settings
+    client = redis.Redis.from_url(
+        s.queue_url,
+        socket_timeout=QUEUE_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=s.redis.socket_timeout_seconds,
+    )
+    queue = FrameQueue(
+        client,
+        s.fleet.name,
+        QueueLimits(
+            frame_timeout_seconds=s.jobs.frame_timeout_seconds,
+            frame_retries=s.jobs.frame_retries,
+            heartbeat_seconds=s.jobs.heartbeat_seconds,
+            record_ttl_seconds=s.jobs.result_ttl_seconds,
+        ),
+    )
+    store = JobStore(
+        client, s.fleet.name, JobLimits(s.jobs.pending_bytes_limit, s.jobs.frame_ttl_seconds, s.jobs.result_ttl_seconds)
+    )
+    ingest = IngestLimits(s.jobs.ingest_root, s.jobs.ingest_max_files, INGEST_CHUNK_FRAMES, s.jobs.ingest_wait_seconds)
+    service = JobService(store, queue, sessions, metrics, ingest)
+    cache = ResultCache(client, s.jobs.result_cache_ttl_seconds, metrics)
+    live_cache = cache if s.jobs.detect_cache else None
+    processor = FrameProcessor(
+        store,
+        live=LocalDetector(registry, live_cache, Priority.INTERACTIVE),
+        batch=LocalDetector(registry, cache, Priority.BATCH),  # batch frames always consult the cache
+        metrics=metrics,
+        batch_frame_seconds=s.jobs.frame_timeout_seconds,
+    )
+    live_detector: Detector = (
+        RemoteDetector(queue)
+        if s.inference_mode == "remote" and process.role == "api"
+        else LocalDetector(registry, live_cache, Priority.INTERACTIVE)
+    )
+    return Jobs(queue, service, processor, live_detector, _build_consumers(settings, queue, processor, process))
+
+
+def _build_consumers(
+    settings: Settings, queue: FrameQueue, processor: FrameProcessor, process: ProcessInfo
+) -> QueueConsumers | None:
+    worker = process.role == "worker"
+    if not (worker or (settings.inference_mode == "local" and settings.workers.embedded)):
+        return None
+    return QueueConsumers(
+        queue,
+        processor,
+        process_id=process.process_id,
+        batch_concurrency=settings.workers.batch_concurrency,
+        live_concurrency=settings.workers.live_concurrency if worker else 0,
+        sweep_seconds=settings.workers.sweep_seconds,
+    )
+
+
+async def start_jobs(jobs: Jobs) -> None:
+    await jobs.queue.connect()
+    if jobs.consumers is not None:
+        await jobs.consumers.start()
+
+
+async def stop_jobs(jobs: Jobs, shutdown_seconds: float) -> None:
+    """The frames in hand finish (bounded); the rest stay queued for other workers."""
+    if jobs.consumers is not None:
+        await jobs.consumers.stop(shutdown_seconds)
+    try:
+        await jobs.queue.close()
+    except REDIS_FAILURES as exc:  # the queue's Redis is down: nothing to close cleanly, and the stop goes on
+        log.warning("queue_close_failed", error=type(exc).__name__)

@@ -76,7 +76,7 @@ async def test_decode_cost_bomb_is_refused_cheaply_and_other_sessions_are_served
 
 
 async def test_a_frame_past_its_deadline_never_starts_a_decode(api: RunningApp) -> None:
-    engine = api.app.state.runtime.registry.active_engine
+    engine = api.app.state.parts.models.registry.active_engine
     before = engine.stats()
     with pytest.raises(DeadlineExceeded):
         await engine.detect(FRAME, DetectOptions(), time.monotonic() - 0.001)

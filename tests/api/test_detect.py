@@ -175,7 +175,7 @@ async def test_a_busy_engine_refuses_before_the_session_is_touched(
     # Under overload a refusal must cost next to nothing: no Redis round trip, no body read. So a frame for a session
     # that does not exist is refused as OVERLOADED, not answered 404 after a round trip to Redis.
     api = await start_app(make_settings(max_request_queue_size=1, model_max_concurrent=1))
-    engine = api.app.state.runtime.registry.active_engine
+    engine = api.app.state.parts.models.registry.active_engine
     with engine.pool.admission(Priority.INTERACTIVE, None):  # the one place in the engine is taken
         busy = await api.client.post("/detect/no-such-session", content=FRAME, headers={"content-type": "image/jpeg"})
     assert_error(busy, 503, "OVERLOADED")

@@ -291,7 +291,7 @@ async def test_tracking_updates_of_frames_served_while_redis_is_down_are_replaye
 
 
 async def _nothing_pending(api: RunningApp) -> bool:
-    return len(api.app.state.runtime.sessions.pending) == 0
+    return len(api.app.state.parts.sessions.pending) == 0
 
 
 async def test_coordinates_at_the_edges_of_the_range_are_answered(api: RunningApp) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from app.settings import Settings
-from app.wiring.runtime import Runtime
+from app.wiring.lifecycle import Lifecycle
+from app.wiring.parts import Parts
 from tests.conftest import RunningApp, wait_until_ready
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import free_port
@@ -84,7 +85,8 @@ async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
     start_app: StartApp, make_settings: MakeSettings
 ) -> None:
     api = await start_app(make_settings(model_max_concurrent=1, request_timeout_seconds=30))
-    runtime: Runtime = api.app.state.runtime
+    parts: Parts = api.app.state.parts
+    lifecycle: Lifecycle = api.app.state.lifecycle
     session_id = await api.new_session()
     in_flight = [
         asyncio.create_task(
@@ -94,11 +96,11 @@ async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
     ]
 
     async def all_accepted() -> bool:  # running, or already answered: none can be refused by the stop any more
-        return runtime.detection.in_flight + sum(task.done() for task in in_flight) == 8
+        return parts.detection.in_flight + sum(task.done() for task in in_flight) == 8
 
     # Polled every millisecond: the stop comes while most of them still wait for the one infer request.
     await wait_for(all_accepted, "all eight frames accepted", every=0.001)
-    stopping = asyncio.create_task(runtime.stop())
+    stopping = asyncio.create_task(lifecycle.stop())
     await asyncio.sleep(0)
     ready = await api.client.get("/health/ready")
     assert ready.status_code == 503 and "shutting down" in ready.json()["reasons"]
@@ -108,11 +110,11 @@ async def test_shutting_down_app_is_not_ready_and_drains_in_flight_frames(
 
 
 async def test_a_burst_of_deep_probes_runs_one_inference(api: RunningApp) -> None:
-    runtime = api.app.state.runtime
-    completed = runtime.registry.active_engine.stats().completed
+    parts = api.app.state.parts
+    completed = parts.models.registry.active_engine.stats().completed
     answers = await asyncio.gather(*(api.client.get("/health/deep") for _ in range(30)))
     assert {answer.status_code for answer in answers} == {200}
-    assert runtime.health.deep_runs == 1
-    assert runtime.registry.active_engine.stats().completed == completed + 1
-    cache_seconds = runtime.settings.telemetry.health_deep_cache_seconds
+    assert parts.health.deep_runs == 1
+    assert parts.models.registry.active_engine.stats().completed == completed + 1
+    cache_seconds = parts.settings.telemetry.health_deep_cache_seconds
     assert max(answer.json()["age_seconds"] for answer in answers) < cache_seconds

@@ -107,7 +107,7 @@ async def test_resubmitted_frames_are_served_from_the_cache_without_inference(jo
     await client.post(f"/jobs/{first}/frames", files=files(frames))
     await client.post(f"/jobs/{first}/close")
     assert (await wait_finished(client, first))["cached"] == 0
-    engine = jobs_api.app.state.runtime.registry.active_engine
+    engine = jobs_api.app.state.parts.models.registry.active_engine
     completed_before = engine.stats().completed
 
     second = (await client.post("/jobs", json={})).json()["job_id"]
@@ -217,13 +217,13 @@ async def test_cancelled_frames_are_never_inferred(start_app: StartApp, make_set
     await client.post(f"/jobs/{job_id}/frames", files=files([frame(81 + i) for i in range(5)]))
     cancelled = await client.delete(f"/jobs/{job_id}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    worker = await start_app(make_settings(embedded_worker=True, fleet_name=api.app.state.runtime.settings.fleet.name))
-    engine = worker.app.state.runtime.registry.active_engine
+    worker = await start_app(make_settings(embedded_worker=True, fleet_name=api.app.state.parts.settings.fleet.name))
+    engine = worker.app.state.parts.models.registry.active_engine
     completed = engine.stats().completed
-    queue = worker.app.state.runtime.jobs.queue
+    queue = worker.app.state.parts.jobs.queue
 
     async def drained() -> bool:
-        taken: int = worker.app.state.runtime.jobs.processor.calls
+        taken: int = worker.app.state.parts.jobs.processor.calls
         return (await queue.depth())["batch"] == 0 and taken >= 5
 
     await wait_for(drained, "the cancelled job's frames taken and dropped")
@@ -263,7 +263,7 @@ async def test_detect_consults_the_cache_only_when_asked(
     start_app: StartApp, make_settings: Callable[..., Settings]
 ) -> None:
     api = await start_app(make_settings(detect_cache=True))
-    engine = api.app.state.runtime.registry.active_engine
+    engine = api.app.state.parts.models.registry.active_engine
     session_id = await api.new_session()
     data = frame(secrets.randbelow(10**9))
     first = await api.client.post(f"/detect/{session_id}", files={"file": ("f.jpg", data)})

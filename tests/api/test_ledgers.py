@@ -57,8 +57,7 @@ async def test_kept_writes_survive_a_stop_with_redis_down(
     for _ in range(5):
         answer = await first.client.post(f"/detect/{session_id}", content=FRAME, headers=JPEG)
         assert answer.status_code == 200 and answer.json()["session"]["degraded"]
-    runtime = first.app.state.runtime
-    await runtime.stop()  # SIGTERM's path: the writes Redis could not take go to disk
+    await first.app.state.lifecycle.stop()  # SIGTERM's path: the writes Redis could not take go to disk
     saved = settings.uploads.spool_dir / "pending-writes.jsonl"
     assert len(saved.read_text().splitlines()) == 5
     assert all(json.loads(line)["verified"] for line in saved.read_text().splitlines())
@@ -81,7 +80,7 @@ async def test_frames_for_made_up_ids_never_evict_a_real_sessions_kept_writes(
 ) -> None:
     redis = own_redis
     api = await start_app(make_settings(redis_url=redis.url, breaker_fail_max=1, pending_writes_limit=10))
-    sessions = api.app.state.runtime.sessions
+    sessions = api.app.state.parts.sessions
     real = await api.new_session()
     assert (await api.client.post(f"/detect/{real}", content=FRAME, headers=JPEG)).status_code == 200
     redis.kill()

@@ -193,7 +193,7 @@ async def test_a_load_past_the_memory_limit_is_refused(
     api = await start_app(admin_settings())
     rss = (await api.client.get("/admin/api/fleet", auth=AUTH)).json()["processes"][0]["rss_mb"]
     # The limit now sits just above what the process already holds: the next version cannot fit.
-    api.app.state.runtime.registry.memory_limit_mb = rss + 1
+    api.app.state.parts.models.registry.memory_limit_mb = rss + 1
     response = await api.client.post(f"/admin/api/models/{INT8}/load", auth=AUTH)
     assert response.status_code == 409 and response.json()["error"]["code"] == "MODEL_MEMORY_LIMIT"
     details = response.json()["error"]["details"]
@@ -210,7 +210,7 @@ async def test_fleet_lists_this_process_with_its_models(admin_api: RunningApp) -
 
 
 async def test_reload_worker_rereads_the_active_version_from_disk(admin_api: RunningApp) -> None:
-    registry = admin_api.app.state.runtime.registry
+    registry = admin_api.app.state.parts.models.registry
     before = registry.active_engine
     response = await admin_api.client.post("/admin/api/fleet/reload", json={}, auth=AUTH)
     assert response.status_code == 200 and response.json() == {"published": "reload", "target": "*", "model": None}

@@ -49,7 +49,7 @@ async def start_quiet_app(start_app: Any, settings: Settings) -> RunningApp:
     """The app with its fleet agent stopped: its heartbeats write the fleet's own keys on a clock of their own,
     which would blur a check of what the session store and the scrape write."""
     api: RunningApp = await start_app(settings)
-    await api.app.state.runtime.fleet.stop()
+    await api.app.state.parts.fleet.agent.stop()
     return api
 
 

@@ -62,7 +62,7 @@ async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
 ) -> None:
     redis = killable_redis
     api = await start_app(make_settings(**redis_settings(redis), breaker_fail_max=2, breaker_reset_seconds=0.3))
-    runtime = api.app.state.runtime
+    parts = api.app.state.parts
     session_id = await api.new_session()
     for _ in range(3):
         status, body, _ = await post_frame(api, session_id)
@@ -73,8 +73,8 @@ async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
     assert [status for status, _, _ in outage] == [200] * 12
     assert all(body["session"] == {"verified": False, "degraded": True, "frame_count": None} for _, body, _ in outage)
     assert max(elapsed for _, _, elapsed in outage) < ANSWER_BOUND_SECONDS
-    assert runtime.sessions.breaker.state == "open"
-    assert len(runtime.sessions.pending) == 12
+    assert parts.sessions.breaker.state == "open"
+    assert len(parts.sessions.pending) == 12
     ready = (await api.client.get("/health/ready")).json()
     assert ready["ready"] and ready["degraded"]  # fail-open: still serving
     metrics = (await api.client.get("/metrics")).text
@@ -87,8 +87,8 @@ async def test_redis_outage_degrades_detection_and_replays_every_kept_write(
         return response.status_code == 200 and bool(response.json()["frame_count"] == 15)
 
     await wait_for(all_replayed)
-    assert len(runtime.sessions.pending) == 0
-    assert runtime.sessions.breaker.state == "closed"
+    assert len(parts.sessions.pending) == 0
+    assert parts.sessions.breaker.state == "closed"
     history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 50})).json()
     assert history["total"] == 15
     assert sum(item["degraded"] for item in history["items"]) == 12
@@ -120,7 +120,7 @@ async def test_a_kept_write_redis_refuses_for_good_does_not_block_the_others(
 ) -> None:
     redis = killable_redis
     api = await start_app(make_settings(**redis_settings(redis), breaker_fail_max=1, breaker_reset_seconds=0.2))
-    sessions = api.app.state.runtime.sessions
+    sessions = api.app.state.parts.sessions
     poisoned, healthy = await api.new_session(), await api.new_session()
     redis.kill()
     for session_id in (poisoned, healthy):
@@ -150,7 +150,7 @@ async def test_calls_that_fail_during_a_long_outage_do_not_use_up_the_connection
     redis.kill()
     for _ in range(20):  # ten times the pool, straight to the client: the breaker would spare it most of them
         with pytest.raises(REDIS_FAILURES):
-            await api.app.state.runtime.redis.ping()
+            await api.app.state.parts.redis.client.ping()
     redis.start()
 
     async def readable() -> bool:
@@ -190,7 +190,7 @@ async def test_killing_redis_in_the_middle_of_a_burst_loses_no_frame(
         return response.status_code == 200 and bool(response.json()["total"] == 40)
 
     await wait_for(history_complete)
-    await wait_for(lambda: _no_pending(api.app.state.runtime.sessions))
+    await wait_for(lambda: _no_pending(api.app.state.parts.sessions))
     items = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 100})).json()["items"]
     assert sorted(item["request_id"] for item in items) == sorted(body["request_id"] for _, body, _ in answers)
     assert sum(item["degraded"] for item in items) == degraded

@@ -31,7 +31,7 @@ async def test_session_creation_is_limited_per_client_with_retry_after(
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "RATE_LIMITED"
     assert 1 <= int(refused.headers["retry-after"]) <= 10  # one session per 10 s
-    settings = api.app.state.runtime.settings
+    settings = api.app.state.parts.settings
     key = creation_key(settings.fleet.name, "127.0.0.1")
     assert 0 < direct_redis.ttl(key) <= 3601  # the counter goes away once both buckets are full again (<= 1 h)
 

@@ -191,7 +191,7 @@ async def test_replaying_a_write_redis_already_applied_changes_nothing(
     api: RunningApp, direct_redis: DirectRedis
 ) -> None:
     """A timeout after Redis applied a write keeps it for replay; the replay must not count the frame twice."""
-    sessions = api.app.state.runtime.sessions
+    sessions = api.app.state.parts.sessions
     session_id = await api.new_session()
     entry = {"request_id": "req-1", "hazard_counts": {"pothole": 1}}
     unverified = FrameAdmission(verified=False)
@@ -206,4 +206,4 @@ async def test_more_concurrent_calls_than_connections_wait_for_one(start_app, ma
     session_id = await api.new_session()
     answers = await asyncio.gather(*(api.client.get(f"/sessions/{session_id}") for _ in range(30)))
     assert [answer.status_code for answer in answers] == [200] * 30
-    assert api.app.state.runtime.sessions.breaker.state == "closed"  # waiting for a connection is no failure
+    assert api.app.state.parts.sessions.breaker.state == "closed"  # waiting for a connection is no failure

@@ -520,7 +520,7 @@ async def test_upload_flood_sheds_uploads_but_every_frame_is_answered(
         request_ids.append(response.json()["request_id"])
     statuses = [(await upload_of(running, session_id, rid))["status"] for rid in request_ids]
 
-    metrics = running.app.state.runtime.metrics
+    metrics = running.app.state.parts.metrics
     assert statuses.count("pending") in (1, 2)
     assert statuses.count("shed") == 6 - statuses.count("pending")
     assert uploads_counted(metrics, "shed") == statuses.count("shed")
@@ -535,7 +535,7 @@ async def test_app_restart_with_a_non_empty_spool_uploads_it_and_links_it_in_his
     async with running_app(settings) as first:
         session_id = await first.new_session()
         request_id = (await detect(first, session_id, upload_worthy_frame())).json()["request_id"]
-        uploads = first.app.state.runtime.uploads
+        uploads = first.app.state.parts.uploads.service
         await eventually(lambda: uploads.spooled == 1, what="upload spooled")
         assert (await upload_of(first, session_id, request_id))["status"] == "spooled"
     assert spool_files(settings) == [".jpg", ".json"]

@@ -124,7 +124,7 @@ async def test_redis_restarted_empty_answers_404_and_drops_kept_writes_of_vanish
     own_redis: RedisProcess, start_app: StartApp, make_settings: MakeSettings
 ) -> None:
     api = await start_app(fault_settings(make_settings, own_redis, breaker_fail_max=1, breaker_reset_seconds=0.3))
-    sessions = api.app.state.runtime.sessions
+    sessions = api.app.state.parts.sessions
     session_id = await api.new_session()
     assert (await post_frame(api, session_id))[0] == 200
     own_redis.kill()
@@ -159,7 +159,7 @@ async def test_redis_out_of_memory_degrades_writes_but_keeps_reads_and_the_break
     own_redis: RedisProcess, start_app: StartApp, make_settings: MakeSettings
 ) -> None:
     api = await start_app(fault_settings(make_settings, own_redis, breaker_fail_max=1))
-    sessions = api.app.state.runtime.sessions
+    sessions = api.app.state.parts.sessions
     session_id = await api.new_session()
     assert (await post_frame(api, session_id))[0] == 200
     direct = own_redis.client()

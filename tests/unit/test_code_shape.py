@@ -12,11 +12,7 @@ MAX_LINES = 60
 
 # Today's offenders, {qualified name: length}. This list only shrinks: shorten a function and drop (or lower) its
 # entry; never add one, never raise one.
-ALLOWED: dict[str, int] = {
-    "app.main.create_app": 68,
-    "app.wiring.jobs.JobRuntime.__init__": 66,
-    "app.wiring.runtime.Runtime.__init__": 108,
-}
+ALLOWED: dict[str, int] = {}
 
 
 def function_lengths(tree: ast.Module, module: str) -> Iterator[tuple[str, int]]:

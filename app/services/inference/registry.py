@@ -95,6 +95,7 @@ class ModelRegistry:
         *,
         memory_limit_mb: float,
         drain_seconds: float,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.repository = repository
         # The version a fleet starts with is always a version, even outside the repository or broken
@@ -109,7 +110,7 @@ class ModelRegistry:
         self._locks: dict[str, asyncio.Lock] = {}
         self._switch = asyncio.Lock()  # one activation at a time
         self.active: str | None = None
-        self.on_change: Callable[[], None] = lambda: None  # metrics/heartbeat hook
+        self.on_change: Callable[[], None] = on_change or (lambda: None)  # a version changed state: metrics
 
     # Reading: the hot path calls these, so they are plain attribute reads.
 

@@ -1,0 +1,59 @@
+"""What operators use, in an API process only: their authentication, their login sessions and the control
+center's services (built on the process's one Redis client, registry and job service)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from app.services.fleet.control_center import ControlCenter
+from app.services.identity.operator_sessions import OperatorSessions
+from app.services.identity.operators import OperatorAuth
+from app.services.sessions.listing import SessionLister
+from app.settings import Settings
+from app.wiring.parts import Parts
+
+SECONDS_PER_HOUR = 3600
+
+
+@dataclass(frozen=True)
+class Operators:
+    auth: OperatorAuth
+    sessions: OperatorSessions
+    center: ControlCenter
+    secure_cookies: bool  # Secure cookies everywhere but local development and tests (plain http there)
+
+
+def build_operators(settings: Settings, parts: Parts) -> Operators:
+    redis = parts.redis
+    auth = OperatorAuth(
+        redis.client,
+        namespace=settings.fleet.name,
+        environment=settings.environment,
+        password_hash=_secret(settings.admin.password_hash),
+        password=_secret(settings.admin.password),
+        token=_secret(settings.admin.token),
+        max_failures=settings.admin.login_max_failures,
+        window_seconds=settings.admin.login_window_seconds,
+    )
+    sessions = OperatorSessions(
+        redis.client,
+        namespace=settings.fleet.name,
+        lifetime_seconds=settings.admin.session_hours * SECONDS_PER_HOUR,
+        secret=_secret(settings.admin.session_secret),
+    )
+    center = ControlCenter(
+        parts.fleet.model_control,
+        parts.jobs.service,
+        parts.sessions,
+        SessionLister(redis.client, redis.breaker),
+        parts.tracking,
+        parts.metrics.recent_detect,
+        process_id=parts.process.process_id,
+    )
+    return Operators(auth, sessions, center, secure_cookies=settings.environment not in ("local", "test"))
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
