@@ -24,7 +24,7 @@ def create_control_runtime(settings: Settings, runtime: Runtime) -> ControlRunti
     center = ControlCenter(
         runtime.model_control,
         runtime.jobs.service,
-        runtime.sessions,
+        runtime.active_sessions,
         SessionLister(runtime.redis, runtime.redis_breaker),
         runtime.tracking,
         runtime.metrics.recent_detect,

@@ -36,9 +36,13 @@ from app.services.inference.types import ModelLoadError, Priority
 from app.services.observability.health import HealthChecks
 from app.services.observability.memory import rss_mb
 from app.services.observability.metrics import Metrics
+from app.services.sessions.admission import CreationBudget, CreationLimits, FrameRateLimit
+from app.services.sessions.counting import ActiveSessions
+from app.services.sessions.guarded import GuardedRedis
+from app.services.sessions.ledger import UploadLedger
 from app.services.sessions.metadata import MetadataLimits
-from app.services.sessions.pending import replay_forever
-from app.services.sessions.store import CreationLimits, SessionStore
+from app.services.sessions.store import SessionLimits, SessionStore
+from app.services.sessions.write_behind import PendingWrites, Replayer
 from app.services.tracking.service import create_tracking
 from app.services.uploads.policy import UploadPolicy
 from app.services.uploads.service import UploadService
@@ -67,40 +71,24 @@ class Runtime:
             on_change=self.metrics.set_breaker_state,
         )
         self.metrics.set_breaker_state("redis", "closed")
+        session_redis = GuardedRedis(self.redis, self.redis_breaker, self._observe_redis)
+        self.pending_writes = PendingWrites(
+            settings.pending_writes_limit, settings.pending_writes_file or settings.spool_dir / PENDING_WRITES_FILE
+        )
+        self.active_sessions = ActiveSessions(session_redis, settings.active_sessions_refresh_seconds)
         self.sessions = SessionStore(
-            self.redis,
-            self.redis_breaker,
-            default_ttl=settings.session_ttl_seconds,
-            max_ttl=settings.session_max_ttl_seconds,
-            ended_grace=settings.session_ended_grace_seconds,
-            history_limit=settings.session_history_limit,
-            rate_per_second=settings.session_rate_limit_per_second,
-            rate_burst=settings.session_rate_limit_burst,
+            session_redis,
+            _session_limits(settings),
+            CreationBudget(session_redis, _creation_limits(settings)),
+            self.pending_writes,
+            self.active_sessions,
             fail_open=settings.session_store_fail_open,
-            pending_limit=settings.pending_writes_limit,
-            count_max_age=settings.active_sessions_refresh_seconds,
-            metadata_limits=MetadataLimits(
-                max_bytes=settings.session_metadata_max_bytes,
-                max_depth=settings.session_metadata_max_depth,
-                max_keys=settings.session_metadata_max_keys,
-            ),
-            creation_limits=CreationLimits(
-                per_minute=settings.session_create_rate_per_minute,
-                burst=settings.session_create_burst,
-                ttl_budget_seconds=settings.session_create_ttl_budget_seconds,
-                namespace=settings.fleet_name,
-            ),
-            pending_file=settings.pending_writes_file or settings.spool_dir / PENDING_WRITES_FILE,
-            observe=lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
         )
-        self.tracking = create_tracking(
-            settings,
-            self.redis,
-            self.redis_breaker,
-            self.sessions,
-            lambda name, outcome, seconds: self.metrics.redis_latency.labels(name, outcome).observe(seconds),
-        )
-        record_upload = self.tracking.recording_uploads(self.sessions.set_upload_url)  # + the map's best frames
+        self.tracking = create_tracking(settings, self.redis, self.redis_breaker, self.sessions, self._observe_redis)
+        # Built last: it replays through the store and the tracking service, which both exist by now.
+        self.replayer = Replayer(self.pending_writes, self.sessions.write_kept, self.tracking.apply)
+        ledger = UploadLedger(session_redis)
+        record_upload = self.tracking.recording_uploads(ledger.record)  # + the map's best frames
         self.uploads = UploadService(settings, self.metrics, record_upload)
         self.probe = Probe()
         self.registry = ModelRegistry(
@@ -163,6 +151,9 @@ class Runtime:
         self._background: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
+    def _observe_redis(self, name: str, outcome: str, seconds: float) -> None:
+        self.metrics.redis_latency.labels(name, outcome).observe(seconds)
+
     async def start(self) -> None:
         """Bring everything up; a model that fails to load is reported, not raised (liveness stays up)."""
         await self._check_redis()
@@ -171,10 +162,10 @@ class Runtime:
         if self.holds_models:
             await self._ensure_active_model()
         # Kept writes and spooled uploads are flushed whether or not this process can detect.
-        loaded = await asyncio.to_thread(self.sessions.pending.load)  # saved by a stop while Redis was down
+        loaded = await asyncio.to_thread(self.pending_writes.load)  # saved by a stop while Redis was down
         if loaded:
             log.info("pending_writes_loaded", count=loaded)
-        replay = replay_forever(self.sessions.replay_pending, self.sessions.pending, REPLAY_INTERVAL_SECONDS)
+        replay = self.replayer.run_forever(REPLAY_INTERVAL_SECONDS)
         self._background.append(asyncio.create_task(replay, name="replay-pending-writes"))
         if self.role == "api":  # only API processes annotate frames; a worker must not take their spool
             await self.uploads.start()
@@ -306,27 +297,51 @@ class Runtime:
         await self.fleet.stop()
         await cancel_all(self._background)
         with contextlib.suppress(Exception):
-            await self.sessions.replay_pending()
+            await self.replayer.replay()
         try:  # what Redis could not take survives the stop: the next start replays it
-            saved = await asyncio.to_thread(self.sessions.pending.save)
+            saved = await asyncio.to_thread(self.pending_writes.save)
         except OSError as exc:
             saved = 0
-            log.error("pending_writes_not_saved", count=len(self.sessions.pending), error=str(exc))
+            log.error("pending_writes_not_saved", count=len(self.pending_writes), error=str(exc))
         if self.role == "api":
             await self.uploads.stop(self.settings.upload_flush_seconds)
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self.started_at, 1),
             pool=asdict(self.registry.active_engine.stats()) if self.registry.active_engine else None,
-            pending_writes_left=len(self.sessions.pending),
-            pending_writes_dropped=self.sessions.pending.dropped,
-            pending_writes_discarded=self.sessions.pending.discarded,
+            pending_writes_left=len(self.pending_writes),
+            pending_writes_dropped=self.pending_writes.dropped,
+            pending_writes_discarded=self.pending_writes.discarded,
             pending_writes_saved=saved,
-            replayed=self.sessions.pending.replayed,
+            replayed=self.pending_writes.replayed,
             uploads=self.uploads.stats(),
         )
         self.registry.release_all()
         await self.redis.aclose()
+
+
+def _session_limits(settings: Settings) -> SessionLimits:
+    return SessionLimits(
+        default_ttl=settings.session_ttl_seconds,
+        max_ttl=settings.session_max_ttl_seconds,
+        ended_grace=settings.session_ended_grace_seconds,
+        history_limit=settings.session_history_limit,
+        frame_rate=FrameRateLimit(settings.session_rate_limit_per_second, settings.session_rate_limit_burst),
+        metadata=MetadataLimits(
+            max_bytes=settings.session_metadata_max_bytes,
+            max_depth=settings.session_metadata_max_depth,
+            max_keys=settings.session_metadata_max_keys,
+        ),
+    )
+
+
+def _creation_limits(settings: Settings) -> CreationLimits:
+    return CreationLimits(
+        per_minute=settings.session_create_rate_per_minute,
+        burst=settings.session_create_burst,
+        ttl_budget_seconds=settings.session_create_ttl_budget_seconds,
+        namespace=settings.fleet_name,
+    )
 
 
 def _secret(value: SecretStr | None) -> str | None:

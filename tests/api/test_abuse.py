@@ -13,7 +13,7 @@ from PIL import Image
 
 from app.services.core.errors import DeadlineExceeded
 from app.services.inference.types import DetectOptions
-from app.services.sessions.store import creation_key
+from app.services.sessions.admission import creation_key
 from app.settings import Settings
 from tests.conftest import DirectRedis, RunningApp
 from tests.support.images import scene_with_hazards

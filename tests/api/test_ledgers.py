@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.services.sessions.pending import PendingWrite, PendingWrites
-from app.services.sessions.store import session_key
+from app.services.sessions.keys import session_key
+from app.services.sessions.write_behind import PendingWrite, PendingWrites
 from app.settings import Settings
 from tests.conftest import DirectRedis, RunningApp
 from tests.support.images import scene_with_hazards

@@ -159,7 +159,8 @@ def create_tracking(
     sessions: SessionStore,
     observe: RedisObserver | None = None,
 ) -> TrackingService:
-    """Tracking on the service's one Redis client and breaker; the session store replays kept updates through it."""
+    """Tracking on the service's one Redis client and breaker. Kept updates are replayed through its `apply`
+    (`sessions/write_behind.Replayer`, built after it)."""
     params = TrackParams(
         min_hits=settings.track_min_hits,
         max_gap_seconds=settings.track_max_gap_seconds,
@@ -177,6 +178,4 @@ def create_tracking(
         ttl_days=settings.hazard_map_ttl_days,
         observe=observe,
     )
-    service = TrackingService(sessions, tracks, hazard_map)
-    sessions.replay_tracking = service.apply
-    return service
+    return TrackingService(sessions, tracks, hazard_map)
