@@ -149,13 +149,13 @@ class Replayer:
     `apply_tracking` a frame's kept tracking update (`TrackingService.apply`), which goes first."""
 
     def __init__(self, pending: PendingWrites, write_history: ApplyWrite, apply_tracking: ApplyTracking) -> None:
-        self.pending = pending
+        self._pending = pending
         self._write_history = write_history
         self._apply_tracking = apply_tracking
 
     async def replay(self) -> int:
         """Write what degraded mode kept, oldest first, until Redis fails again. Returns how many were written."""
-        return await self.pending.replay(self._apply)
+        return await self._pending.replay(self._apply)
 
     async def _apply(self, write: PendingWrite) -> int:
         """A kept frame's tracking update first (its own idempotent round trip), then its history entry."""
@@ -167,7 +167,7 @@ class Replayer:
         """The background task that flushes kept writes once Redis answers again."""
         while True:
             await asyncio.sleep(interval)
-            if not self.pending:
+            if not self._pending:
                 continue
             try:
                 written = await self.replay()
@@ -175,4 +175,4 @@ class Replayer:
                 log.exception("pending_writes_replay_failed")
                 continue
             if written:
-                log.info("pending_writes_replayed", written=written, left=len(self.pending))
+                log.info("pending_writes_replayed", written=written, left=len(self._pending))
