@@ -45,7 +45,7 @@ from app.services.sessions.store import SessionLimits, SessionStore
 from app.services.sessions.write_behind import PendingWrites, Replayer
 from app.services.tracking.service import create_tracking
 from app.services.uploads.policy import UploadPolicy
-from app.services.uploads.service import UploadService
+from app.services.uploads.service import create_upload_service
 from app.settings import Settings
 from app.wiring.jobs import JobRuntime
 
@@ -89,7 +89,7 @@ class Runtime:
         self.replayer = Replayer(self.pending_writes, self.sessions.write_kept, self.tracking.apply)
         ledger = UploadLedger(session_redis)
         record_upload = self.tracking.recording_uploads(ledger.record)  # + the map's best frames
-        self.uploads = UploadService(settings, self.metrics, record_upload)
+        self.uploads = create_upload_service(settings, self.metrics, record_upload)
         self.probe = Probe()
         self.registry = ModelRegistry(
             settings.model_repository,
