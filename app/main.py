@@ -95,7 +95,7 @@ def _include_routers(
         create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)
     )
     app.include_router(create_health_router(parts.health))
-    app.include_router(create_metrics_router(parts.metrics, parts.sessions, jobs))
+    app.include_router(create_metrics_router(parts.metrics, parts.active_sessions, parts.kept_writes.pending, jobs))
     app.include_router(create_media_router(settings.uploads.storage_dir))
     app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address))
     app.include_router(

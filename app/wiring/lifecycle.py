@@ -22,7 +22,6 @@ from app.services.core.errors import ApiError
 from app.services.core.redis_client import REDIS_FAILURES, redact_url
 from app.services.core.serving import Phase
 from app.services.inference.types import ModelLoadError
-from app.services.sessions.pending import replay_forever
 from app.wiring.jobs import start_jobs, stop_jobs
 from app.wiring.parts import Parts
 
@@ -96,13 +95,12 @@ class Lifecycle:
             serving.phase, serving.model_error = Phase.MODEL_FAILED, reason
 
     async def _load_kept_writes(self) -> None:
-        loaded = await asyncio.to_thread(self._parts.sessions.pending.load)  # saved by a stop while Redis was down
+        loaded = await asyncio.to_thread(self._parts.kept_writes.pending.load)  # saved by a stop while Redis was down
         if loaded:
             log.info("pending_writes_loaded", count=loaded)
 
     def _start_replay(self) -> None:
-        sessions = self._parts.sessions
-        replay = replay_forever(sessions.replay_pending, sessions.pending, REPLAY_INTERVAL_SECONDS)
+        replay = self._parts.kept_writes.replayer.run_forever(REPLAY_INTERVAL_SECONDS)
         self._background.append(asyncio.create_task(replay, name="replay-pending-writes"))
 
     def _mark_ready(self) -> None:
@@ -129,11 +127,11 @@ class Lifecycle:
         """The replay task ends, then one last replay: what Redis takes now needs no saving."""
         await cancel_all(self._background)
         with contextlib.suppress(Exception):
-            await self._parts.sessions.replay_pending()
+            await self._parts.kept_writes.replayer.replay()
 
     async def _save_kept_writes(self) -> int:
         """What Redis could not take survives the stop: the next start replays it."""
-        pending = self._parts.sessions.pending
+        pending = self._parts.kept_writes.pending
         try:
             return await asyncio.to_thread(pending.save)
         except OSError as exc:
@@ -142,7 +140,7 @@ class Lifecycle:
 
     def _log_shutdown_stats(self, saved: int) -> None:
         engine = self._parts.models.registry.active_engine
-        pending = self._parts.sessions.pending
+        pending = self._parts.kept_writes.pending
         log.info(
             "shutdown_stats",
             uptime_s=round(time.time() - self._parts.process.started_at, 1),

@@ -46,7 +46,7 @@ def build_operators(settings: Settings, parts: Parts) -> Operators:
     center = ControlCenter(
         parts.fleet.model_control,
         parts.jobs.service,
-        parts.sessions,
+        parts.active_sessions,
         SessionLister(redis.client, redis.breaker),
         parts.tracking,
         parts.metrics.recent_detect,

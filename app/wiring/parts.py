@@ -12,6 +12,7 @@ from app.services.core.serving import ServingState
 from app.services.detection.service import DetectionService
 from app.services.observability.health import HealthChecks
 from app.services.observability.metrics import Metrics
+from app.services.sessions.counting import ActiveSessions
 from app.services.sessions.store import SessionStore
 from app.services.tracking.service import TrackingService
 from app.settings import Settings
@@ -22,7 +23,7 @@ from app.wiring.models import Models, build_models
 from app.wiring.process import ProcessInfo, Role, build_process
 from app.wiring.redis import RedisParts, build_redis
 from app.wiring.serving import build_detection, build_health
-from app.wiring.sessions import build_sessions, build_tracking
+from app.wiring.sessions import KeptWrites, build_kept_writes, build_sessions, build_tracking
 from app.wiring.uploads import Uploads, build_uploads
 
 
@@ -34,6 +35,8 @@ class Parts:
     serving: ServingState  # the phase: starting, ready, model failed, shutting down
     redis: RedisParts
     sessions: SessionStore
+    active_sessions: ActiveSessions
+    kept_writes: KeptWrites  # Redis writes kept while it is down, and their replay
     tracking: TrackingService
     uploads: Uploads
     models: Models
@@ -49,12 +52,13 @@ def build_parts(settings: Settings, role: Role) -> Parts:
     serving = ServingState()
     redis = build_redis(settings, metrics)
     sessions = build_sessions(settings, redis)
-    tracking = build_tracking(settings, redis, sessions)
-    uploads = build_uploads(settings, metrics, sessions, tracking)
+    tracking = build_tracking(settings, redis, sessions.store)
+    kept_writes = build_kept_writes(sessions, tracking)
+    uploads = build_uploads(settings, metrics, sessions.ledger, tracking)
     models = build_models(settings, metrics, serving, role)
-    jobs = build_jobs(settings, metrics, models.registry, sessions, process)
-    detection = build_detection(sessions, uploads, metrics, jobs, tracking)
-    health = build_health(settings, serving, models, sessions, uploads, jobs, process)
+    jobs = build_jobs(settings, metrics, models.registry, sessions.store, process)
+    detection = build_detection(sessions.store, uploads, metrics, jobs, tracking)
+    health = build_health(settings, serving, models, sessions.store, uploads, jobs, process)
     describe = ProcessDescription(
         process,
         serving,
@@ -66,5 +70,19 @@ def build_parts(settings: Settings, role: Role) -> Parts:
     )
     fleet = build_fleet(settings, redis, models.registry, process, describe)
     return Parts(
-        settings, process, metrics, serving, redis, sessions, tracking, uploads, models, jobs, detection, health, fleet
+        settings,
+        process,
+        metrics,
+        serving,
+        redis,
+        sessions.store,
+        sessions.active,
+        kept_writes,
+        tracking,
+        uploads,
+        models,
+        jobs,
+        detection,
+        health,
+        fleet,
     )

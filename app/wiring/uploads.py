@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.services.observability.metrics import Metrics
-from app.services.sessions.store import SessionStore
+from app.services.sessions.ledger import UploadLedger
 from app.services.tracking.service import TrackingService
 from app.services.uploads.policy import UploadPolicy
-from app.services.uploads.service import UploadService
+from app.services.uploads.service import UploadService, create_upload_service
 from app.settings import Settings
 
 
@@ -18,9 +18,9 @@ class Uploads:
     policy: UploadPolicy
 
 
-def build_uploads(settings: Settings, metrics: Metrics, sessions: SessionStore, tracking: TrackingService) -> Uploads:
-    record_upload = tracking.recording_uploads(sessions.set_upload_url)  # + the map's best frames
-    service = UploadService(settings.uploads, settings.breakers, metrics, record_upload)
+def build_uploads(settings: Settings, metrics: Metrics, ledger: UploadLedger, tracking: TrackingService) -> Uploads:
+    record_upload = tracking.recording_uploads(ledger.record)  # + the map's best frames
+    service = create_upload_service(settings.uploads, settings.breakers, metrics, record_upload)
     policy = UploadPolicy(
         service,
         settings.uploads.min_confidence,

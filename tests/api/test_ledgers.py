@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.sessions.pending import PendingWrite, PendingWrites
-from app.services.sessions.store import session_key
+from app.services.sessions.keys import session_key
 from app.settings import Settings
 from tests.conftest import DirectRedis, RunningApp
 from tests.support.images import scene_with_hazards
@@ -93,30 +92,3 @@ async def test_frames_for_made_up_ids_never_evict_a_real_sessions_kept_writes(
     assert sum(write.session_id == real for write in kept) == 4  # every real write still there
     assert len(kept) == 10 and sessions.pending.dropped == 4  # room was made from the made-up ones only
     redis.start()  # back before the app stops
-
-
-def test_unverified_writes_give_way_and_never_push_out_verified_ones() -> None:
-    pending = PendingWrites(limit=3)
-    for index in range(3):
-        pending.keep(PendingWrite(f"real-{index}", "{}", counts_frame=True, at=index, verified=True))
-    pending.keep(PendingWrite("made-up", "{}", counts_frame=True, at=9))
-    assert [write.session_id for write in pending] == ["real-0", "real-1", "real-2"]
-    assert pending.dropped == 1
-    pending.keep(PendingWrite("real-3", "{}", counts_frame=True, at=10, verified=True))  # verified: oldest goes
-    assert [write.session_id for write in pending] == ["real-1", "real-2", "real-3"]
-
-
-def test_saved_writes_load_back_in_order(tmp_path: Path) -> None:
-    path = tmp_path / "pending-writes.jsonl"
-    saved = PendingWrites(limit=10, path=path)
-    for index in range(4):
-        saved.keep(PendingWrite(f"s{index}", json.dumps({"n": index}), index % 2 == 0, float(index), index < 2))
-    assert saved.save() == 4
-    loaded = PendingWrites(limit=10, path=path)
-    assert loaded.load() == 4 and not path.exists()
-    assert [(w.session_id, w.counts_frame, w.verified) for w in loaded] == [
-        ("s0", True, True),
-        ("s1", False, True),
-        ("s2", True, False),
-        ("s3", False, False),
-    ]

@@ -15,7 +15,8 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError
 
 from app.services.core.redis_client import create_redis
-from app.services.sessions.store import creation_key, session_key
+from app.services.sessions.admission import creation_key
+from app.services.sessions.keys import session_key
 from app.settings import Settings
 from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_backends, node_clients
 from tests.support.images import scene_with_hazards

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.services.core.redis_client import REDIS_FAILURES
-from app.services.sessions.store import SessionStore, session_key
+from app.services.sessions.keys import session_key
+from app.services.sessions.store import SessionStore
 from app.settings import Settings
 from tests.conftest import DirectRedis, RedisTarget, RunningApp, both_redis_backends, redis_settings
 from tests.support.images import scene_with_hazards

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.services.sessions.store import creation_key
+from app.services.sessions.admission import creation_key
 from app.settings import Settings
 from tests.conftest import DirectRedis, RunningApp
 

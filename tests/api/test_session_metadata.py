@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.services.sessions.store import SESSION_MATCH
+from app.services.sessions.keys import SESSION_MATCH
 from tests.conftest import DirectRedis, RunningApp
 
 

@@ -8,7 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from app.services.sessions.store import FrameAdmission, session_key
+from app.services.sessions.keys import session_key
+from app.services.sessions.store import FrameAdmission
 from app.settings import Settings
 from tests.conftest import DirectRedis, RunningApp, both_redis_backends
 from tests.support.images import scene_with_hazards

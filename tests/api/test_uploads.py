@@ -25,7 +25,8 @@ from app.main import create_app
 from app.services.core.errors import SessionStoreUnavailable
 from app.services.inference.types import Detection
 from app.services.observability.metrics import Metrics
-from app.services.uploads.service import UploadJob, UploadService
+from app.services.uploads.delivery import UploadJob
+from app.services.uploads.service import UploadService, create_upload_service
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.settings import Settings
 from tests.conftest import RunningApp, wait_until_ready
@@ -106,7 +107,7 @@ async def start_uploads() -> AsyncIterator[Callable[[Settings, UrlBook], Awaitab
 
     async def start(settings: Settings, book: UrlBook) -> tuple[UploadService, Metrics]:
         metrics = Metrics()
-        service = UploadService(settings.uploads, settings.breakers, metrics, book.record)
+        service = create_upload_service(settings.uploads, settings.breakers, metrics, book.record)
         await service.start()
         running.append(service)
         return service, metrics

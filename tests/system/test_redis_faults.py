@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.services.sessions.store import session_key
+from app.services.sessions.keys import session_key
 from app.settings import Settings
 from tests.conftest import RunningApp
 from tests.support.images import scene_with_hazards

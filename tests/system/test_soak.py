@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.services.sessions.store import session_key
+from app.services.sessions.keys import session_key
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server

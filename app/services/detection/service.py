@@ -21,8 +21,8 @@ from app.services.observability.metrics import Metrics
 from app.services.sessions.store import FrameAdmission, SessionStore
 from app.services.tracking.service import Tracked, TrackingService, frame_input
 from app.services.tracking.types import Assignment, FrameMeta
+from app.services.uploads.delivery import UploadJob
 from app.services.uploads.policy import UploadPolicy
-from app.services.uploads.service import UploadJob
 from app.services.uploads.status import UploadStatus
 
 

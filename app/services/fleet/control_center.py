@@ -15,8 +15,8 @@ from app.services.core.errors import ApiError
 from app.services.fleet.model_control import ModelControl
 from app.services.jobs.service import JobService
 from app.services.observability.latency_window import LatencyWindow
+from app.services.sessions.counting import ActiveSessions
 from app.services.sessions.listing import SessionLister, SessionListing
-from app.services.sessions.store import SessionStore
 from app.services.tracking.service import TrackingService
 from app.services.tracking.types import HazardRecord
 
@@ -49,7 +49,7 @@ class ControlCenter:
         self,
         control: ModelControl,
         jobs: JobService,
-        sessions: SessionStore,
+        active_sessions: ActiveSessions,
         lister: SessionLister,
         tracking: TrackingService,
         latency: LatencyWindow,
@@ -58,7 +58,7 @@ class ControlCenter:
     ) -> None:
         self._control = control
         self._jobs = jobs
-        self._sessions = sessions
+        self._active_sessions = active_sessions
         self._lister = lister
         self._tracking = tracking
         self._latency = latency
@@ -73,7 +73,7 @@ class ControlCenter:
         except ApiError as exc:
             view["processes"], view["fleet_error"] = [], _unavailable(exc)
         try:
-            view["live_sessions"] = await self._sessions.count_active()
+            view["live_sessions"] = await self._active_sessions.count()
         except ApiError as exc:
             view["live_sessions"] = _unavailable(exc)
         try:

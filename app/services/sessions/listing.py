@@ -1,6 +1,6 @@
 """The control center's sessions view: live sessions, most recently active first, read without an index.
 
-Sessions keep no index on purpose (see `SessionStore.count_active`), so the listing SCANs session hashes, as the
+Sessions keep no index on purpose (see `counting.py`), so the listing SCANs session hashes, as the
 active-sessions gauge does, but stops after `scan_cap` of them: a page view costs at most that many keys read,
 however many sessions Redis holds. Past the cap the listing says it is partial (which sessions it missed is
 arbitrary: SCAN's order); the gauge still counts them all.
@@ -15,7 +15,9 @@ from typing import TypeVar
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.errors import SessionStoreUnavailable
 from app.services.core.types import RedisClient
-from app.services.sessions.store import SCAN_BATCH, SESSION_MATCH, STORE_FAILURES, Session, _session_from_hash
+from app.services.sessions.guarded import STORE_FAILURES
+from app.services.sessions.keys import SCAN_BATCH, SESSION_MATCH, session_id_of
+from app.services.sessions.store import Session, session_from_hash
 
 T = TypeVar("T")
 SCAN_CAP = 2000
@@ -62,7 +64,7 @@ class SessionLister:
                 if fields.get("status") in (None, "ended"):  # None: expired since the scan saw it
                     continue
                 try:
-                    found.append(_session_from_hash(key.removeprefix("session:{").removesuffix("}"), fields))
+                    found.append(session_from_hash(session_id_of(key), fields))
                 except (KeyError, ValueError):  # half-written by a script still running: the next view shows it
                     continue
         found.sort(key=lambda session: session.last_activity, reverse=True)

@@ -19,7 +19,7 @@ from app.services.core.breakers import AsyncBreaker
 from app.services.core.errors import HazardMapUnavailable, ValidationFailed
 from app.services.core.redis_client import register_script
 from app.services.core.types import RedisClient, RedisObserver
-from app.services.sessions.store import guarded
+from app.services.sessions.guarded import guarded
 from app.services.tracking import scripts
 from app.services.tracking.types import HazardRecord
 

@@ -161,7 +161,8 @@ def create_tracking(
     sessions: SessionStore,
     observe: RedisObserver | None = None,
 ) -> TrackingService:
-    """Tracking on the service's one Redis client and breaker; the session store replays kept updates through it."""
+    """Tracking on the service's one Redis client and breaker. Kept updates are replayed through its `apply`
+    (`sessions/write_behind.Replayer`, built after it)."""
     params = TrackParams(
         min_hits=settings.min_hits,
         max_gap_seconds=settings.max_gap_seconds,
@@ -179,6 +180,4 @@ def create_tracking(
         ttl_days=settings.map_ttl_days,
         observe=observe,
     )
-    service = TrackingService(sessions, tracks, hazard_map)
-    sessions.replay_tracking = service.apply
-    return service
+    return TrackingService(sessions, tracks, hazard_map)

@@ -16,7 +16,8 @@ from typing import Any, TypeVar, cast
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import register_script
 from app.services.core.types import RedisClient, RedisObserver
-from app.services.sessions.store import guarded, session_key
+from app.services.sessions.guarded import guarded
+from app.services.sessions.keys import session_key
 from app.services.tracking import scripts
 from app.services.tracking.types import Assignment, HazardRecord, Track, TrackParams
 from app.services.uploads.ledger import resolve_upload

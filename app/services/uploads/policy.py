@@ -7,8 +7,9 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from app.services.uploads.delivery import UploadJob
 from app.services.uploads.ledger import history_upload
-from app.services.uploads.service import UploadJob, UploadService
+from app.services.uploads.service import UploadService
 from app.services.uploads.status import UploadStatus
 
 THROTTLE_SESSIONS = 100_000  # sessions remembered for throttling; the oldest is forgotten first

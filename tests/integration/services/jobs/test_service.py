@@ -18,7 +18,10 @@ from app.services.jobs.queue import FrameQueue, QueueLimits
 from app.services.jobs.service import BatchOptions, IngestLimits, JobService
 from app.services.jobs.store import JobLimits, JobStore
 from app.services.observability.metrics import Metrics
-from app.services.sessions.store import SessionStore
+from app.services.sessions.admission import CreationBudget, CreationLimits, FrameRateLimit
+from app.services.sessions.guarded import GuardedRedis
+from app.services.sessions.store import SessionLimits, SessionStore
+from app.services.sessions.write_behind import PendingWrites
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 
@@ -29,18 +32,11 @@ OPTIONS = BatchOptions(DetectOptions(), None)
 
 def job_service(redis: Redis, fleet: str, ingest_root: Path | None) -> JobService:
     breaker = AsyncBreaker("redis", fail_max=5, reset_seconds=1, failures=REDIS_FAILURES)
-    sessions = SessionStore(
-        redis,
-        breaker,
-        default_ttl=60,
-        max_ttl=3600,
-        ended_grace=60,
-        history_limit=10,
-        rate_per_second=100,
-        rate_burst=100,
-        fail_open=False,
-        pending_limit=100,
+    calls = GuardedRedis(redis, breaker)
+    limits = SessionLimits(
+        default_ttl=60, max_ttl=3600, ended_grace=60, history_limit=10, frame_rate=FrameRateLimit(100, 100)
     )
+    sessions = SessionStore(calls, limits, CreationBudget(calls, CreationLimits()), PendingWrites(100), fail_open=False)
     return JobService(
         JobStore(redis, fleet, JobLimits(10 * 1024 * 1024, 600, 600)),
         FrameQueue(redis, fleet, QueueLimits(30, 1, 5, 60)),

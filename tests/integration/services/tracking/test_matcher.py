@@ -11,7 +11,7 @@ import pytest
 
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import REDIS_FAILURES, create_redis
-from app.services.sessions.store import session_key
+from app.services.sessions.keys import session_key
 from app.services.tracking.matcher import Tracker, expanded, iou
 from app.services.tracking.store import SessionTracks
 from app.services.tracking.types import Box, FrameInput, Observation, TrackParams

@@ -5,6 +5,9 @@ is down loses nothing. A write is *verified* when its session is known to exist 
 in this process): in fail-open mode anyone can send frames for made-up ids, and those writes must never push out
 a real session's. Past the limit the oldest unverified write goes first; an unverified write never evicts a
 verified one (it is dropped itself, counted).
+
+`PendingWrites` is the buffer (the session store keeps writes in it); `Replayer` writes them back, a frame's kept
+tracking update before its history entry, through the two appliers it is built with.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,26 +41,7 @@ class PendingWrite:
 
 
 ApplyWrite = Callable[[PendingWrite], Awaitable[int]]  # > 0 if applied, 0 if its session is gone
-
-
-class KnownSessions:
-    """Ids Redis has recently confirmed in this process (bounded, most recent kept)."""
-
-    def __init__(self, limit: int) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def add(self, session_id: str) -> None:
-        self._ids[session_id] = None
-        self._ids.move_to_end(session_id)
-        while len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
-
-    def discard(self, session_id: str) -> None:
-        self._ids.pop(session_id, None)
-
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self._ids
+ApplyTracking = Callable[[str, str], Awaitable[object]]  # (session id, kept tracking update)
 
 
 class PendingWrites:
@@ -65,7 +49,7 @@ class PendingWrites:
     session was gone at replay (expired, ended long ago, never existed, or Redis restarted empty)."""
 
     def __init__(self, limit: int, path: Path | None = None) -> None:
-        self._limit = limit
+        self.limit = limit
         self._path = path
         self._verified: deque[PendingWrite] = deque()
         self._unverified: deque[PendingWrite] = deque()
@@ -83,7 +67,7 @@ class PendingWrites:
     def keep(self, write: PendingWrite) -> None:
         self._seq += 1
         write = replace(write, seq=self._seq)
-        if len(self) >= self._limit:
+        if len(self) >= self.limit:
             if self._unverified:
                 victim = self._unverified.popleft()
             elif write.verified:
@@ -160,16 +144,35 @@ class PendingWrites:
         return loaded
 
 
-async def replay_forever(replay: Callable[[], Awaitable[int]], pending: PendingWrites, interval: float) -> None:
-    """The background task that flushes kept writes once Redis answers again."""
-    while True:
-        await asyncio.sleep(interval)
-        if not pending:
-            continue
-        try:
-            written = await replay()
-        except Exception:  # one bad write must not end replay for the life of the process
-            log.exception("pending_writes_replay_failed")
-            continue
-        if written:
-            log.info("pending_writes_replayed", written=written, left=len(pending))
+class Replayer:
+    """Writes back what `pending` kept: `write_history` applies a history write (`SessionStore.write_kept`),
+    `apply_tracking` a frame's kept tracking update (`TrackingService.apply`), which goes first."""
+
+    def __init__(self, pending: PendingWrites, write_history: ApplyWrite, apply_tracking: ApplyTracking) -> None:
+        self._pending = pending
+        self._write_history = write_history
+        self._apply_tracking = apply_tracking
+
+    async def replay(self) -> int:
+        """Write what degraded mode kept, oldest first, until Redis fails again. Returns how many were written."""
+        return await self._pending.replay(self._apply)
+
+    async def _apply(self, write: PendingWrite) -> int:
+        """A kept frame's tracking update first (its own idempotent round trip), then its history entry."""
+        if write.tracking is not None:
+            await self._apply_tracking(write.session_id, write.tracking)
+        return await self._write_history(write)
+
+    async def run_forever(self, interval: float) -> None:
+        """The background task that flushes kept writes once Redis answers again."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self._pending:
+                continue
+            try:
+                written = await self.replay()
+            except Exception:  # one bad write must not end replay for the life of the process
+                log.exception("pending_writes_replay_failed")
+                continue
+            if written:
+                log.info("pending_writes_replayed", written=written, left=len(self._pending))

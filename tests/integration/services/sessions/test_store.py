@@ -1,0 +1,62 @@
+"""The session store on Redis (one server and a cluster): the lifecycle, frame admission with its per-session rate
+limit, and the capped history."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.services.core.errors import RateLimited, SessionEnded, SessionNotFound, ValidationFailed
+from app.services.sessions.keys import session_key
+from app.services.sessions.store import FrameAdmission, SessionStore
+from tests.conftest import DirectRedis, both_redis_backends
+
+pytestmark = both_redis_backends
+MADE_UP_ID = "A" * 32  # the issued shape, never issued
+
+
+async def test_a_created_session_reads_back_and_lives_for_its_ttl(
+    session_store: SessionStore, direct_redis: DirectRedis
+) -> None:
+    created = await session_store.create({"route": "A7"}, ttl_seconds=None)
+    read = await session_store.get(created.session_id)
+    assert read == created and read.status == "created" and read.ttl_seconds == 60
+    assert 58 <= direct_redis.ttl(session_key(created.session_id)) <= 60
+
+
+async def test_a_ttl_over_the_maximum_is_refused_before_anything_is_written(session_store: SessionStore) -> None:
+    with pytest.raises(ValidationFailed):
+        await session_store.create({}, ttl_seconds=3601)
+
+
+async def test_frames_past_the_burst_are_rate_limited_with_a_retry_after(session_store: SessionStore) -> None:
+    session = await session_store.create({}, ttl_seconds=None)
+    for _ in range(2):
+        assert await session_store.admit_frame(session.session_id) == FrameAdmission(verified=True)
+    with pytest.raises(RateLimited) as limited:
+        await session_store.admit_frame(session.session_id)
+    assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 1
+    assert (await session_store.get(session.session_id)).status == "active"
+
+
+async def test_an_ended_session_refuses_frames_and_an_unknown_one_is_not_found(session_store: SessionStore) -> None:
+    session = await session_store.create({}, ttl_seconds=None)
+    ended = await session_store.end(session.session_id)
+    assert ended.status == "ended" and ended.expires_at <= ended.last_activity + 30 + 1
+    with pytest.raises(SessionEnded):
+        await session_store.admit_frame(session.session_id)
+    with pytest.raises(SessionNotFound):
+        await session_store.admit_frame(MADE_UP_ID)
+    with pytest.raises(SessionNotFound):
+        await session_store.end(MADE_UP_ID)
+
+
+async def test_recorded_frames_are_counted_and_the_history_is_newest_first_and_capped(
+    session_store: SessionStore,
+) -> None:
+    session = await session_store.create({}, ttl_seconds=None)
+    admitted = FrameAdmission(verified=True)
+    counts = [await session_store.record_detection(session.session_id, {"n": n}, admitted) for n in range(4)]
+    assert counts == [1, 2, 3, 4]
+    items, total = await session_store.history(session.session_id, limit=10, offset=0)
+    assert total == 3 and [item["n"] for item in items] == [3, 2, 1]
+    assert (await session_store.get(session.session_id)).frame_count == 4
