@@ -106,6 +106,20 @@ def has_a_number(result: list[dict[str, Any]]) -> bool:
     return any(not math.isnan(float(sample["value"][1])) for sample in result)
 
 
+def variable_values(prometheus: PrometheusServer, query: str) -> list[str]:
+    """What Grafana lists for `label_values(metric{...}, label)`."""
+    parsed = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+    assert parsed, f"not a label_values query: {query}"
+    metric, label = parsed.groups()
+    values: list[str] = prometheus.api(f"label/{label}/values", **{"match[]": substituted(metric)})
+    return values
+
+
+def poll_for_data(prometheus: PrometheusServer, query: str, what: str, within: float = 10) -> None:
+    """Until the query returns a series with a number (NaN is a ratio or quantile of nothing)."""
+    poll(lambda: has_a_number(prometheus.query(query)), what, within, lambda: prometheus.query(query))
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Its own Redis (the alert test stops it), an API that leaves batch frames to one worker, and Prometheus.
@@ -182,9 +196,8 @@ def test_every_dashboard_query_returns_data_from_a_live_scrape(stack: Stack) -> 
         send_bounded_load(client, stack.prometheus)
     prometheus = stack.prometheus
     scraped = set(prometheus.api("label/__name__/values"))
-    for query in variable_queries():  # label_values(metric{...}, label): the variables' drop-downs fill
-        metric, label = re.fullmatch(r"label_values\((.+), (\w+)\)", query).groups()  # type: ignore[union-attr]
-        poll(lambda: bool(prometheus.api(f"label/{label}/values", **{"match[]": substituted(metric)})), query, 10)
+    for query in variable_queries():  # the variables' drop-downs fill
+        assert variable_values(prometheus, query), f"variable {query}: no values"
     for panel in panels():
         for expr in panel.exprs:
             what = f"{panel.dashboard} / {panel.title}: {expr}"
@@ -193,8 +206,7 @@ def test_every_dashboard_query_returns_data_from_a_live_scrape(stack: Stack) -> 
             assert not unknown, f"{what}: never scraped: {unknown}"
             if panel.title in EVENT_ONLY_PANELS:
                 continue
-            query = substituted(expr)
-            poll(lambda: has_a_number(prometheus.query(query)), what, 10, lambda: prometheus.query(query))
+            poll_for_data(prometheus, substituted(expr), what)
 
 
 def breaker_alerts(prometheus: PrometheusServer) -> list[dict[str, Any]]:
@@ -223,7 +235,6 @@ def test_stopping_redis_puts_the_breaker_alert_in_pending(stack: Stack) -> None:
 
             poll(pending, "HazardBreakerOpen pending for redis", 20, lambda: prometheus.api("alerts"))
         (panel,) = [panel for panel in panels() if panel.title == REDIS_FAILURES_PANEL]
-        query = substituted(panel.exprs[0])
-        poll(lambda: has_a_number(prometheus.query(query)), REDIS_FAILURES_PANEL, 10, lambda: prometheus.query(query))
+        poll_for_data(prometheus, substituted(panel.exprs[0]), REDIS_FAILURES_PANEL)
     finally:
         stack.redis.start()
