@@ -1,6 +1,22 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium.
+# Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium;
+# and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) into var/tools/prometheus.
 set -euo pipefail
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+
+# Unpacked, not installed: the package's postinst would start a server on :9090 (and recommends node-exporter).
+prometheus_root="$(cd "$(dirname "$0")/.." && pwd)/var/tools/prometheus"
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$prometheus_root/usr/bin/promtool" ]; then
+  echo "unpacking Debian's prometheus into $prometheus_root"
+  download=$(mktemp -d)
+  chmod 777 "$download"  # apt's _apt user writes the download there
+  (cd "$download" && apt-get download prometheus) || { $sudo apt-get update && (cd "$download" && apt-get download prometheus); }
+  mkdir -p "$prometheus_root"
+  dpkg -x "$download"/prometheus_*.deb "$prometheus_root"
+  rm -rf "$download"
+fi
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -10,8 +26,6 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-sudo=""
-[ "$(id -u)" -ne 0 ] && sudo="sudo"
 echo "installing missing system packages: ${missing[*]}"
 $sudo apt-get update
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
