@@ -1,5 +1,5 @@
-"""Schema migrations, run programmatically at start (no alembic.ini): `await upgrade(engine)` brings the database
-to the newest revision (`upgrade(url)` works too); `open_engine(url)` makes the engine the registry and the migrations share."""
+"""Schema migrations, run programmatically at start (no alembic.ini): `await upgrade(engine)` (or a URL) brings the
+database to the newest revision; `open_engine(url)` makes the engine the registry and the migrations share."""
 
 from __future__ import annotations
 

@@ -35,9 +35,7 @@ def select_hazards(where: HazardFilter) -> sa.Select[tuple[object, ...]]:
         statement = statement.where(hazards.c.last_reported_at >= where.since)
     if where.bbox is not None:
         min_lon, min_lat, max_lon, max_lat = check_bbox(where.bbox)
-        statement = statement.where(
-            hazards.c.lat.between(min_lat, max_lat), hazards.c.lon.between(min_lon, max_lon)
-        )
+        statement = statement.where(hazards.c.lat.between(min_lat, max_lat), hazards.c.lon.between(min_lon, max_lon))
     return statement
 
 
@@ -51,5 +49,8 @@ def around(lat: float, lon: float, radius_m: float) -> BBox:
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance (haversine), metres."""
     phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((phi2 - phi1) / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    a = (
+        math.sin((phi2 - phi1) / 2) ** 2
+        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * 6_371_000.0 * math.asin(math.sqrt(a))

@@ -129,6 +129,7 @@ class HazardRegistry:
                 best_photo_url=sighting.photo_url,
             )
         )
+        assert result.inserted_primary_key is not None  # one row inserted: its id
         hazard_id = int(result.inserted_primary_key[0])
         await self._log(connection, hazard_id, sighting.at, SYSTEM_ACTOR, "report", None, Status.OPEN, note=None)
 
@@ -169,7 +170,9 @@ class HazardRegistry:
         await connection.execute(
             hazards.update()
             .where(hazards.c.id == record.id)
-            .values(status=target.value, updated_at=sa.case((hazards.c.updated_at > at, hazards.c.updated_at), else_=at))
+            .values(
+                status=target.value, updated_at=sa.case((hazards.c.updated_at > at, hazards.c.updated_at), else_=at)
+            )
         )  # updated_at never goes back: a pass's own time may be older than an operator's verdict
         await self._log(connection, record.id, at, actor, move.value, record.status, target, category, note)
         return target
@@ -290,8 +293,10 @@ class HazardRegistry:
             )
             return [event_from_row(row) for row in rows]
 
-    async def query(self, where: HazardFilter, *, limit: int = 100, cursor: str | None = None) -> Page:
-        """One page of hazards matching `where`, by id; 422 with the limit when `limit` is above it."""
+    async def query(self, where: HazardFilter, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        """One page of hazards matching `where`, by id (a full page when `limit` is None); 422 with the limit
+        when `limit` is above it."""
+        limit = self.max_page_size if limit is None else limit
         if not 1 <= limit <= self.max_page_size:
             raise ValidationFailed(
                 f"limit must be between 1 and {self.max_page_size}.", details={"limit": self.max_page_size}
