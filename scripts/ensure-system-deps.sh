@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium;
-# and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) into var/tools/prometheus.
+# Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium,
+# postgresql; and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) into
+# var/tools/prometheus.
 set -euo pipefail
 
 sudo=""
@@ -24,6 +25,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)  # scripts/stack.sh probes th
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # The control center's browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The registry's tests start a private PostgreSQL on a free port (tests/support/postgres_process.py); Debian keeps
+# initdb and pg_ctl off the PATH, under /usr/lib/postgresql/N/bin. The cluster the package starts on 5432 is unused.
+command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing missing system packages: ${missing[*]}"

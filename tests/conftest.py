@@ -4,6 +4,8 @@ pointing at it, and a started app with an HTTP client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support.postgres_process import PostgresProcess
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
 from tests.support.server import LATENCY_BUDGET_FOR_BURSTS
@@ -233,3 +236,15 @@ async def start_app() -> AsyncIterator[Callable[[Settings], Any]]:
 async def api(start_app: Callable[[Settings], Any], make_settings: Callable[..., Settings]) -> RunningApp:
     """The app with default test settings, ready to serve."""
     return await start_app(make_settings())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresProcess]:
+    """A private PostgreSQL (initdb into a temporary folder, a free port), started on first use only."""
+    server = PostgresProcess()
+    server.init()
+    server.start()
+    yield server
+    with contextlib.suppress(subprocess.CalledProcessError):  # a test stopped it and failed before restarting it
+        server.stop()
+    server.remove()

@@ -302,3 +302,24 @@ class IdentityStoreUnavailable(ApiError):
     code = "IDENTITY_STORE_UNAVAILABLE"
     status = 503
     message = "API keys and operator accounts cannot be read or written: Redis cannot be reached."
+
+
+# The hazard registry (durable records, lifecycle, exports): app/services/registry.
+
+
+class HazardNotFound(ApiError):
+    code = "HAZARD_NOT_FOUND"
+    status = 404
+    message = "No such hazard in the registry."
+
+
+class TransitionNotAllowed(ApiError):
+    code = "TRANSITION_NOT_ALLOWED"
+    status = 409
+    message = "The hazard's status does not allow that move; `details.allowed` lists the moves it does."
+
+
+class RegistryUnavailable(ApiError):
+    code = "REGISTRY_UNAVAILABLE"
+    status = 503
+    message = "The hazard registry's database cannot be reached."

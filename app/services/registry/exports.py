@@ -1,0 +1,135 @@
+"""Exports a road authority's tools read: GeoJSON (RFC 7946), CSV for a GIS, an Open311 GeoReport v2 feed.
+
+Each is an async iterator of text chunks over a server-side cursor, one chunk per batch of rows, so an export of
+100,000 hazards holds one batch in memory, never the whole answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.services.registry.lifecycle import Status
+from app.services.registry.queries import select_hazards
+from app.services.registry.records import HazardFilter, HazardRecord
+
+CSV_COLUMNS = (
+    "id",
+    "label",
+    "status",
+    "lat",
+    "lon",
+    "uncertainty_m",
+    "first_reported",
+    "last_reported",
+    "reports",
+    "best_photo_url",
+)
+OPEN311_CLOSED = frozenset({Status.CLOSED, Status.REJECTED})  # GeoReport v2 knows only open and closed
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def geojson_feature(record: HazardRecord) -> dict[str, Any]:
+    """A Point feature: RFC 7946 orders coordinates longitude first and allows no `crs` (always WGS 84)."""
+    return {
+        "type": "Feature",
+        "id": record.id,
+        "geometry": {"type": "Point", "coordinates": [record.lon, record.lat]},
+        "properties": {
+            "label": record.label,
+            "status": record.status.value,
+            "uncertainty_m": record.uncertainty_m,
+            "first_reported": iso(record.first_reported_at),
+            "last_reported": iso(record.last_reported_at),
+            "reports": record.reports,
+            "best_photo_url": record.best_photo_url,
+        },
+    }
+
+
+def csv_row(record: HazardRecord) -> list[object]:
+    return [
+        record.id,
+        record.label,
+        record.status.value,
+        record.lat,
+        record.lon,
+        "" if record.uncertainty_m is None else record.uncertainty_m,
+        iso(record.first_reported_at),
+        iso(record.last_reported_at),
+        record.reports,
+        record.best_photo_url or "",
+    ]
+
+
+def open311_request(record: HazardRecord) -> dict[str, Any]:
+    """One service request as GeoReport v2's GET requests answers it."""
+    return {
+        "service_request_id": str(record.id),
+        "status": "closed" if record.status in OPEN311_CLOSED else "open",
+        "status_notes": record.status.value,
+        "service_name": record.label.replace("_", " "),
+        "service_code": record.label,
+        "requested_datetime": iso(record.first_reported_at),
+        "updated_datetime": iso(record.updated_at),
+        "lat": record.lat,
+        "long": record.lon,
+        "media_url": record.best_photo_url,
+    }
+
+
+def csv_lines(rows: Iterable[list[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)  # RFC 4180 line ends
+    return buffer.getvalue()
+
+
+def json_items(records: list[HazardRecord], shape: Callable[[HazardRecord], dict[str, Any]], first: bool) -> str:
+    """A batch of array items, each after a comma except the array's first."""
+    body = ",".join(json.dumps(shape(record), separators=(",", ":")) for record in records)
+    return body if first else "," + body
+
+
+class HazardExports:
+    def __init__(self, engine: AsyncEngine, *, batch_size: int = 1000) -> None:
+        self._engine = engine
+        self.batch_size = batch_size
+
+    async def batches(self, where: HazardFilter) -> AsyncIterator[list[HazardRecord]]:
+        """Matching hazards by id, `batch_size` at a time, through a server-side cursor."""
+        statement = select_hazards(where).execution_options(yield_per=self.batch_size)
+        async with self._engine.connect() as connection:
+            result = await connection.stream(statement)
+            async for rows in result.partitions(self.batch_size):
+                yield [HazardRecord.from_row(row) for row in rows]
+
+    async def geojson(self, where: HazardFilter) -> AsyncIterator[str]:
+        yield '{"type":"FeatureCollection","features":['
+        first = True
+        async for records in self.batches(where):
+            yield json_items(records, geojson_feature, first)
+            first = False
+        yield "]}\n"
+
+    async def csv(self, where: HazardFilter) -> AsyncIterator[str]:
+        yield csv_lines([list(CSV_COLUMNS)])
+        async for records in self.batches(where):
+            yield csv_lines(csv_row(record) for record in records)
+
+    async def open311(self, where: HazardFilter) -> AsyncIterator[str]:
+        """A JSON array of service requests (GeoReport v2's `requests.json` shape)."""
+        yield "["
+        first = True
+        async for records in self.batches(where):
+            yield json_items(records, open311_request, first)
+            first = False
+        yield "]\n"

@@ -1,0 +1,13 @@
+"""Alembic's environment: run only through `app.services.registry.migrate`, which hands over a connection."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from app.services.registry.tables import metadata
+
+connection: Connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

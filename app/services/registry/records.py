@@ -1,0 +1,80 @@
+"""What the registry takes and hands back: plain frozen values, no ORM objects outside the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from app.services.registry.lifecycle import Status
+
+# What became of one sighting: a new hazard, one more report, a repeat of one already counted (idempotent
+# replays), a hazard thought fixed or closed opened again, or a report at a rejected hazard's spot.
+SightingOutcome = Literal["created", "counted", "duplicate", "reopened", "silenced"]
+
+BBox = tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat: GeoJSON's order (RFC 7946 §5)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    tenant: str
+    map_key: str
+    label: str
+    lat: float
+    lon: float
+    uncertainty_m: float | None
+    at: datetime
+    photo_url: str | None = None
+
+
+@dataclass(frozen=True)
+class HazardRecord:
+    id: int
+    tenant: str
+    map_key: str
+    label: str
+    status: Status
+    lat: float
+    lon: float
+    uncertainty_m: float | None
+    first_reported_at: datetime
+    last_reported_at: datetime
+    updated_at: datetime
+    reports: int
+    best_photo_url: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> HazardRecord:
+        fields = row._mapping
+        return cls(**{name: fields[name] for name in RECORD_FIELDS} | {"status": Status(fields["status"])})
+
+
+RECORD_FIELDS = tuple(HazardRecord.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class HazardEvent:
+    """One entry of a hazard's append-only history: who moved it, when, from what to what, and why."""
+
+    at: datetime
+    actor: str
+    move: str
+    from_status: Status | None
+    to_status: Status
+    category: str | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class HazardFilter:
+    tenant: str | None = None  # None: every tenant (an operator's view)
+    status: Status | None = None
+    label: str | None = None
+    since: datetime | None = None  # last reported at or after
+    bbox: BBox | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[HazardRecord]
+    next_cursor: str | None  # pass back as `cursor` for the next page; None on the last one

@@ -1,0 +1,165 @@
+"""The registry on a real database (SQLite and PostgreSQL): idempotent sightings, verdicts, passes, queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.services.core.errors import HazardNotFound, TransitionNotAllowed, ValidationFailed
+from app.services.registry.lifecycle import Status
+from app.services.registry.records import HazardFilter
+from app.services.registry.store import HazardRegistry
+from app.services.registry.tables import hazard_events, hazards
+from tests.integration.services.registry.conftest import at
+
+
+async def report(registry: HazardRegistry, key: str, minutes: float, **fields: Any) -> str:
+    values: dict[str, Any] = {"label": "pothole", "lat": 50.85, "lon": 4.35, "uncertainty_m": 3.0} | fields
+    tenant = values.pop("tenant", "city")
+    return await registry.report_sighting(tenant, key, at=at(minutes), photo_url=None, **values)
+
+
+async def test_a_repeated_sighting_counts_once(registry: HazardRegistry) -> None:
+    assert await report(registry, "m1", 0) == "created"
+    assert await report(registry, "m1", 0) == "duplicate"
+    assert await report(registry, "m1", 5) == "counted"
+    assert await report(registry, "m1", 5) == "duplicate"
+    assert await report(registry, "m1", 1) == "duplicate"  # older than the last one counted: a late replay
+    [hazard] = (await registry.query(HazardFilter())).items
+    assert (hazard.reports, hazard.first_reported_at, hazard.last_reported_at) == (2, at(0), at(5))
+
+
+async def test_a_verdict_verifies_and_is_kept_in_the_history(registry: HazardRegistry) -> None:
+    await report(registry, "m1", 0)
+    [hazard] = (await registry.query(HazardFilter())).items
+    verified = await registry.give_verdict(hazard.id, actor="inspector-1", category="utility_cut", note="trench")
+    assert verified.status is Status.VERIFIED
+    history = await registry.history(hazard.id)
+    assert [(e.move, e.from_status, e.to_status) for e in history] == [
+        ("report", None, Status.OPEN),
+        ("verify", Status.OPEN, Status.VERIFIED),
+    ]
+    assert (history[1].actor, history[1].category, history[1].note) == ("inspector-1", "utility_cut", "trench")
+
+
+async def test_a_rejected_hazard_silences_later_reports_at_that_spot(registry: HazardRegistry) -> None:
+    await report(registry, "m1", 0)
+    [hazard] = (await registry.query(HazardFilter())).items
+    await registry.give_verdict(hazard.id, actor="inspector-1", category="not_an_issue")
+    assert await report(registry, "m1", 5) == "silenced"
+    assert await report(registry, "m2", 6, lat=50.85003) == "silenced"  # a new map entry 3 m away
+    assert await report(registry, "m3", 7, lat=50.86) == "created"  # a kilometre away
+    assert await report(registry, "m4", 8, label="crack") == "created"  # another class at the spot
+    assert (await registry.get(hazard.id)).reports == 1
+
+
+async def test_closing_a_rejected_hazard_is_409_with_the_allowed_moves(registry: HazardRegistry) -> None:
+    await report(registry, "m1", 0)
+    [hazard] = (await registry.query(HazardFilter())).items
+    await registry.give_verdict(hazard.id, actor="op", category="not_an_issue")
+    with pytest.raises(TransitionNotAllowed) as refused:
+        await registry.close(hazard.id, actor="op")
+    assert refused.value.details == {"status": "rejected", "move": "close", "allowed": []}
+    with pytest.raises(TransitionNotAllowed):
+        await registry.give_verdict(hazard.id, actor="op", category="pothole")
+
+
+async def test_a_verdict_for_an_unknown_hazard_or_another_tenant_is_404(registry: HazardRegistry) -> None:
+    await report(registry, "m1", 0)
+    [hazard] = (await registry.query(HazardFilter())).items
+    with pytest.raises(HazardNotFound):
+        await registry.give_verdict(hazard.id + 1000, actor="op", category="pothole")
+    with pytest.raises(HazardNotFound):
+        await registry.give_verdict(hazard.id, actor="op", category="pothole", tenant="another-city")
+
+
+async def test_a_verdict_and_its_history_entry_are_one_transaction(
+    registry: HazardRegistry, engine: AsyncEngine
+) -> None:
+    await report(registry, "m1", 0)
+    [hazard] = (await registry.query(HazardFilter())).items
+
+    def fail_history_insert(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO hazard_events"):
+            raise RuntimeError("the database failed between the status update and the history entry")
+
+    event.listen(engine.sync_engine, "before_cursor_execute", fail_history_insert)
+    try:
+        with pytest.raises(RuntimeError):
+            await registry.give_verdict(hazard.id, actor="op", category="pothole")
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", fail_history_insert)
+    async with engine.connect() as connection:
+        status = await connection.scalar(sa.select(hazards.c.status).where(hazards.c.id == hazard.id))
+        moves = (await connection.execute(sa.select(hazard_events.c.move))).scalars().all()
+    assert status == "open"
+    assert moves == ["report"]
+
+
+async def test_a_hazard_is_suspected_fixed_after_three_clean_passes_and_not_before(registry: HazardRegistry) -> None:
+    await report(registry, "m1", 10)
+    assert await registry.record_pass("city", "m1", session_id="old", at=at(5), saw_it=False) is Status.OPEN
+    assert await registry.record_pass("city", "m1", session_id="a", at=at(11), saw_it=False) is Status.OPEN
+    assert await registry.record_pass("city", "m1", session_id="a", at=at(11), saw_it=False) is Status.OPEN  # again
+    assert await registry.record_pass("city", "m1", session_id="b", at=at(12), saw_it=True) is Status.OPEN
+    assert await registry.record_pass("city", "m1", session_id="c", at=at(13), saw_it=False) is Status.OPEN
+    assert await registry.record_pass("city", "m1", session_id="d", at=at(14), saw_it=False) is Status.OPEN
+    assert await registry.record_pass("city", "m1", session_id="e", at=at(15), saw_it=False) is Status.SUSPECTED_FIXED
+    [hazard] = (await registry.query(HazardFilter(status=Status.SUSPECTED_FIXED))).items
+    assert (await registry.history(hazard.id))[-1].actor == "system"
+
+
+async def test_a_new_sighting_reopens_a_suspected_fixed_or_closed_hazard(registry: HazardRegistry) -> None:
+    await report(registry, "m1", 0)
+    for minute in (1, 2, 3):
+        await registry.record_pass("city", "m1", session_id=f"s{minute}", at=at(minute), saw_it=False)
+    assert await report(registry, "m1", 4) == "reopened"
+    [hazard] = (await registry.query(HazardFilter())).items
+    assert hazard.status is Status.OPEN
+    await registry.close(hazard.id, actor="op", note="repaired")
+    assert await report(registry, "m1", 5) == "reopened"
+    moves = [e.move for e in await registry.history(hazard.id)]
+    assert moves == ["report", "suspect_fixed", "reopen", "close", "reopen"]
+
+
+async def test_a_pass_of_an_unknown_hazard_is_404(registry: HazardRegistry) -> None:
+    with pytest.raises(HazardNotFound):
+        await registry.record_pass("city", "nope", session_id="s", at=at(0), saw_it=False)
+
+
+async def test_queries_filter_by_tenant_status_label_since_and_bbox(registry: HazardRegistry) -> None:
+    await report(registry, "a", 0, lat=50.0, lon=4.0)
+    await report(registry, "b", 10, lat=51.0, lon=5.0, label="crack")
+    await report(registry, "c", 20, lat=52.0, lon=6.0, tenant="other")
+    [first, *_] = (await registry.query(HazardFilter())).items
+    await registry.close(first.id, actor="op")
+
+    async def keys(**where: Any) -> list[str]:
+        return [h.map_key for h in (await registry.query(HazardFilter(**where))).items]
+
+    assert await keys() == ["a", "b", "c"]
+    assert await keys(tenant="city") == ["a", "b"]
+    assert await keys(status=Status.CLOSED) == ["a"]
+    assert await keys(label="crack") == ["b"]
+    assert await keys(since=at(10)) == ["b", "c"]
+    assert await keys(bbox=(4.5, 50.5, 6.5, 52.5)) == ["b", "c"]
+    assert await keys(bbox=(3.9, 49.9, 4.1, 50.1), tenant="city") == ["a"]
+
+
+async def test_pages_follow_the_cursor_and_an_oversized_page_is_422(registry: HazardRegistry) -> None:
+    for index in range(5):
+        await report(registry, f"m{index}", index)
+    first = await registry.query(HazardFilter(), limit=2)
+    second = await registry.query(HazardFilter(), limit=2, cursor=first.next_cursor)
+    third = await registry.query(HazardFilter(), limit=2, cursor=second.next_cursor)
+    assert [h.map_key for page in (first, second, third) for h in page.items] == [f"m{i}" for i in range(5)]
+    assert third.next_cursor is None
+    with pytest.raises(ValidationFailed) as refused:
+        await registry.query(HazardFilter(), limit=51)
+    assert refused.value.details == {"limit": 50}
+    with pytest.raises(ValidationFailed):
+        await registry.query(HazardFilter(bbox=(5.0, 50.0, 4.0, 51.0)))
