@@ -41,7 +41,7 @@ def test_the_tree_keeps_every_contract() -> None:
         ("app/services/sessions/leak.py", "import app.http.errors\n", "Services never import FastAPI"),
         ("app/services/detection/leak.py", "import openvino\n", "OpenVINO is imported only by app.services.inference"),
         ("app/http/leak.py", "from openvino import Core\n", "OpenVINO is imported only by app.services.inference"),
-        ("app/http/routers/leak.py", "from app.wiring.runtime import Runtime\n", "app.http never imports app.wiring"),
+        ("app/http/routers/leak.py", "from app.wiring.parts import Parts\n", "app.http never imports app.wiring"),
     ],
     ids=[
         "service-imports-fastapi",
