@@ -27,6 +27,7 @@ from app.http.routers.metrics import create_metrics_router
 from app.http.routers.sessions import create_sessions_router
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
+from app.wiring.identity import build_identity
 from app.wiring.lifecycle import Lifecycle
 from app.wiring.operators import Operators, build_operators
 from app.wiring.parts import Parts, build_parts
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     parts = build_parts(settings, role="api")
     operators = build_operators(settings, parts)
+    identity = build_identity(settings, parts.redis)
     lifecycle = Lifecycle(parts)
     app = DocumentedAPI(
         title="Hazard Detection API",
@@ -50,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by the docs router, from the package's own Swagger UI assets
         redoc_url=None,
     )
-    app.state.parts, app.state.lifecycle = parts, lifecycle  # for tests; routers get their parts as arguments
+    # For tests; routers get their parts as arguments.
+    app.state.parts, app.state.lifecycle, app.state.identity = parts, lifecycle, identity
     install_error_handlers(app)
     # One resolver, TRUSTED_PROXIES parsed once: every per-client limit counts the same client.
     client_address = ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies))

@@ -278,6 +278,27 @@ class AdminSettings(_Group):
     session_secret: SecretStr | None = Field(None, validation_alias="ADMIN_SESSION_SECRET")
 
 
+class AuthSettings(_Group):
+    """Who may call: API keys (`hzk_...`) carrying a tenant and scopes."""
+
+    # off: anonymous callers are the tenant `local` (keys sent are still checked and applied); keys: every route but
+    # the probes (and /metrics without METRICS_TOKEN) needs a key. Unset: keys when ENVIRONMENT=production, else off.
+    mode: Literal["off", "keys"] | None = Field(None, validation_alias="AUTH_MODE")
+    allow_off_in_production: bool = Field(False, validation_alias="AUTH_ALLOW_OFF_IN_PRODUCTION")
+    # The HMAC-SHA-256 key of the stored key digests (at least 32 bytes), the same on every replica. Unset outside
+    # production: generated once into API_KEY_PEPPER_FILE, so keys outlive a restart of `make run`.
+    api_key_pepper: SecretStr | None = Field(None, validation_alias="API_KEY_PEPPER")
+    api_key_pepper_file: Path = Field(Path("var/api-key-pepper"), validation_alias="API_KEY_PEPPER_FILE")
+    # A verified key is believed this long in each process; a revocation reaches every replica within ~1 s anyway.
+    api_key_cache_seconds: float = Field(5.0, ge=0, le=60, validation_alias="API_KEY_CACHE_SECONDS")
+    # Failed key attempts per client address and minute before 429.
+    key_failures_per_minute: int = Field(20, ge=1, validation_alias="API_KEY_FAILURES_PER_MINUTE")
+    # Set: /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (Prometheus' `authorization` config).
+    metrics_token: SecretStr | None = Field(None, validation_alias="METRICS_TOKEN")
+    # How long a signed /media URL (control center, map popups, exports) stays valid.
+    media_url_seconds: int = Field(3600, ge=60, le=7 * 86400, validation_alias="MEDIA_URL_SECONDS")
+
+
 class HttpSettings(_Group):
     """The front door (hazard-api / python -m app): what one process accepts, whatever its launcher's flags, and
     which proxies in front of it are believed about the client's address."""
@@ -341,6 +362,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
@@ -377,9 +399,20 @@ class Settings(BaseSettings):
         if self.environment == "production" and "url" not in self.redis.model_fields_set:
             # The local default would make every replica keep sessions in a Redis of its own.
             raise ValueError("REDIS_URL must be set explicitly when ENVIRONMENT=production")
+        if self.environment == "production" and self.auth.mode == "off" and not self.auth.allow_off_in_production:
+            raise ValueError("AUTH_MODE=off in production needs AUTH_ALLOW_OFF_IN_PRODUCTION=true: anyone could call")
+        if self.environment == "production" and self.auth_mode == "keys" and self.auth.api_key_pepper is None:
+            raise ValueError("API_KEY_PEPPER must be set when ENVIRONMENT=production (the same on every replica)")
         if self.redis.mode == "cluster" and self.jobs.queue_redis_url is None:
             raise ValueError("QUEUE_REDIS_URL must name a standalone Redis when REDIS_MODE=cluster")
         return self
+
+    @property
+    def auth_mode(self) -> Literal["off", "keys"]:
+        """AUTH_MODE, or its default for the environment."""
+        if self.auth.mode is not None:
+            return self.auth.mode
+        return "keys" if self.environment == "production" else "off"
 
     @property
     def queue_url(self) -> str:
@@ -456,6 +489,8 @@ _SECRET_VARIABLES = frozenset(
         "ADMIN_PASSWORD",
         "ADMIN_TOKEN",
         "ADMIN_SESSION_SECRET",
+        "API_KEY_PEPPER",
+        "METRICS_TOKEN",
     }
 )
 _MAX_ECHOED_CHARS = 80

@@ -24,6 +24,7 @@ from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
 from tests.support.server import LATENCY_BUDGET_FOR_BURSTS
 
+TEST_PEPPER = "test-pepper-of-the-suite-" + "0" * 16  # at least 32 bytes, as API_KEY_PEPPER must be
 STOP_WITHIN_SECONDS = 30  # a shutdown that hangs must fail the test, not stall the suite
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "best0408_openvino_model"
 
@@ -162,6 +163,7 @@ def make_settings(
             **redis_settings(redis_target),
             "storage_dir": tmp_path / "uploads",
             "spool_dir": tmp_path / "spool",
+            "api_key_pepper": TEST_PEPPER,  # one for the suite: apps of one test are replicas of one deployment
             "log_json": True,
             "log_level": "WARNING",
             "model_warmup_requests": 1,

@@ -33,9 +33,13 @@ def test_fields_read_their_upper_case_environment_variable(monkeypatch: pytest.M
     assert settings.uploads.cloudinary_url is not None and "s3cret" not in repr(settings)
 
 
+PEPPER = "p" * 32
+
+
 def test_production_refuses_the_local_redis_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEY_PEPPER", PEPPER)
     with pytest.raises(ValidationError, match="REDIS_URL must be set"):
         Settings(_env_file=None)
     monkeypatch.setenv("REDIS_URL", "redis://sessions:6379/0")
@@ -133,7 +137,9 @@ def test_flat_arguments_go_to_their_group_and_win_over_the_environment(monkeypat
 
 def test_production_accepts_a_redis_url_given_as_an_argument(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
-    settings = Settings(environment="production", redis_url="redis://sessions:6379/0", _env_file=None)
+    settings = Settings(
+        environment="production", redis_url="redis://sessions:6379/0", api_key_pepper=PEPPER, _env_file=None
+    )
     assert settings.redis.url == settings.queue_url == "redis://sessions:6379/0"
 
 
@@ -166,3 +172,39 @@ def test_load_settings_names_the_variable_of_a_grouped_setting(
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert str(caught.value).startswith(f"configuration error: {expected}")
+
+
+def test_keys_are_required_by_default_in_production_and_off_elsewhere() -> None:
+    assert Settings(_env_file=None).auth_mode == "off"
+    assert Settings(environment="test", _env_file=None).auth_mode == "off"
+    production = Settings(environment="production", redis_url="redis://r:6379/0", api_key_pepper=PEPPER, _env_file=None)
+    assert production.auth_mode == "keys"
+    assert Settings(auth_mode="keys", _env_file=None).auth_mode == "keys"
+
+
+def test_production_needs_a_pepper_for_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("API_KEY_PEPPER", raising=False)
+    with pytest.raises(ValidationError, match="API_KEY_PEPPER must be set when ENVIRONMENT=production"):
+        Settings(environment="production", redis_url="redis://r:6379/0", _env_file=None)
+
+
+def test_production_refuses_auth_off_unless_explicitly_allowed() -> None:
+    with pytest.raises(ValidationError, match="AUTH_MODE=off in production needs AUTH_ALLOW_OFF_IN_PRODUCTION=true"):
+        Settings(environment="production", redis_url="redis://r:6379/0", auth_mode="off", _env_file=None)
+    allowed = Settings(
+        environment="production",
+        redis_url="redis://r:6379/0",
+        auth_mode="off",
+        auth_allow_off_in_production=True,
+        _env_file=None,
+    )
+    assert allowed.auth_mode == "off"
+
+
+def test_the_pepper_never_shows_in_an_error_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("API_KEY_PEPPER", "too-short-but-secret")
+    monkeypatch.setenv("API_KEY_CACHE_SECONDS", "not-a-number")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "API_KEY_CACHE_SECONDS" in str(caught.value) and "too-short-but-secret" not in str(caught.value)
