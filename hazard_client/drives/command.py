@@ -51,7 +51,7 @@ def drive_options(args: argparse.Namespace) -> DriveOptions:
     except ValueError as exc:
         raise UsageError(f"--start: {exc}") from None
     return DriveOptions(
-        every_m=None if args.fps is not None else (args.every_m or DEFAULT_EVERY_M),
+        every_m=args.every_m or DEFAULT_EVERY_M,
         fps=args.fps,
         offset=args.offset or 0.0,
         sync=tuple(parse_sync(text) for text in args.sync or ()),

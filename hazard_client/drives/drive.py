@@ -21,8 +21,8 @@ MAX_SPEED_MPS = 150.0  # the API's bound; a GPS jump is not a speed
 
 @dataclass(frozen=True)
 class DriveOptions:
-    every_m: float | None = 5.0
-    fps: float | None = None
+    every_m: float = 5.0
+    fps: float | None = None  # set: by time, and every_m is not used
     offset: float = 0.0  # GPS time = video time + offset
     sync: tuple[SyncPoint, ...] = ()
     start: float | None = None  # --start: the video's first frame on its own clock (epoch seconds)
@@ -31,7 +31,7 @@ class DriveOptions:
     def identity(self) -> dict[str, object]:
         """What decides which frames travel and where they are: a resumed run must have the same."""
         return {
-            "every_m": self.every_m,
+            "every_m": None if self.fps is not None else self.every_m,
             "fps": self.fps,
             "offset": self.offset,
             "sync": [[point.video, point.gps, point.video_is_offset] for point in self.sync],
@@ -90,7 +90,7 @@ def sample_drive(
 ) -> tuple[list[SourceFile], DriveReport]:
     """Decode the whole video, keep the sampled frames as JPEGs in `spool`, each with its place and time."""
     clock, start_from = video_clock(video, track, options)
-    sampler = Sampler(options.every_m, options.fps)
+    sampler = Sampler(None if options.fps is not None else options.every_m, options.fps)
     report = DriveReport(video.path, track, start_from, clock, sampler.description)
     shutil.rmtree(spool, ignore_errors=True)
     spool.mkdir(parents=True)

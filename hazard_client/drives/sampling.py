@@ -59,5 +59,5 @@ class Sampler:
         assert self.every_m is not None
         if self._travelled + 1e-9 < self.every_m:
             return False
-        self._travelled = 0.0
+        self._travelled %= self.every_m  # the metres past the mark count toward the next: 5 m apart on average
         return True
