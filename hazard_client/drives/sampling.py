@@ -59,5 +59,7 @@ class Sampler:
         assert self.every_m is not None
         if self._travelled + 1e-9 < self.every_m:
             return False
-        self._travelled %= self.every_m  # the metres past the mark count toward the next: 5 m apart on average
+        self._travelled = (
+            max(0.0, self._travelled - self.every_m) % self.every_m
+        )  # the metres past the mark count toward the next: 5 m apart on average
         return True

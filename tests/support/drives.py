@@ -54,7 +54,7 @@ def write_video(
     stream.options = {"preset": "ultrafast", "g": str(fps)}
     backgrounds = [scene(700 + n, size).image for n in range(3)]
     for number in range(int(seconds * fps)):
-        frame = av.VideoFrame.from_image(backgrounds[number // fps % len(backgrounds)])
+        frame = av.VideoFrame.from_image(backgrounds[number // fps % len(backgrounds)])  # type: ignore[no-untyped-call]
         frame.pts, frame.time_base = number, Fraction(1, fps)
         for packet in stream.encode(frame):
             container.mux(packet)

@@ -21,7 +21,9 @@ def photo(path: Path, data: bytes) -> SourceFile:
 
 
 def test_gps_direction_and_time_are_read(tmp_path: Path) -> None:
-    source = photo(tmp_path / "a.jpg", jpeg_with_exif(scene(1, (96, 64)).image, -33.8568, 151.2153, 271.5, "2026:03:01 10:00:02"))
+    source = photo(
+        tmp_path / "a.jpg", jpeg_with_exif(scene(1, (96, 64)).image, -33.8568, 151.2153, 271.5, "2026:03:01 10:00:02")
+    )
     facts = photo_facts(source.path)
     assert facts.lat == pytest.approx(-33.8568, abs=1e-6) and facts.lon == pytest.approx(151.2153, abs=1e-6)
     assert facts.heading == 271.5 and facts.taken_at == START + 2

@@ -33,7 +33,9 @@ def test_csv_takes_epoch_seconds_and_optional_heading_and_speed(tmp_path: Path) 
     track = read_track(write_csv(tmp_path / "epoch.csv", route, epoch=True))
     assert track.start == START
     path = tmp_path / "full.csv"
-    path.write_text("time,lat,lon,heading,speed\n2026-03-01T10:00:00Z,1.0,2.0,90,3.5\n2026-03-01T10:00:01Z,1,2.00003,,\n")
+    path.write_text(
+        "time,lat,lon,heading,speed\n2026-03-01T10:00:00Z,1.0,2.0,90,3.5\n2026-03-01T10:00:01Z,1,2.00003,,\n"
+    )
     first = read_track(path).at(START)
     assert first is not None and first.heading == 90 and first.speed_mps == 3.5
 
@@ -51,7 +53,11 @@ def test_a_torn_last_nmea_line_is_ignored(tmp_path: Path) -> None:
         ("bad.csv", "when,where\n1,2\n", 1),
         ("bad.csv", "time,lat,lon\n2026-03-01T10:00:00Z,95,2\n", 2),
         ("bad.nmea", "$GPGGA,100000,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*00\n" + nmea_sentence("GPZDA"), 1),
-        ("bad.gpx", '<?xml version="1.0"?>\n<gpx version="1.1">\n<trk><trkseg>\n<trkpt lat="1" lon="2"></trkpt>\n', None),
+        (
+            "bad.gpx",
+            '<?xml version="1.0"?>\n<gpx version="1.1">\n<trk><trkseg>\n<trkpt lat="1" lon="2"></trkpt>\n',
+            None,
+        ),
         ("bad.gpx", '<gpx version="1.1"><trk><trkseg>\n\n<trkpt lat="1" lon="2"></trkpt></trkseg></trk></gpx>', 3),
     ],
     ids=["csv-time", "csv-header", "csv-range", "nmea-checksum", "gpx-syntax", "gpx-no-time"],
