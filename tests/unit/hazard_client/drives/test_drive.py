@@ -29,6 +29,11 @@ def sampled(
         video.close()
 
 
+def seconds(source: SourceFile) -> float:
+    assert source.video_time is not None
+    return source.video_time
+
+
 @pytest.fixture
 def drive(tmp_path: Path) -> tuple[Path, Route]:
     route = Route(speed_mps=12.0, start=START + CLOCK_OFFSET, seconds=6.0)
@@ -48,12 +53,12 @@ def test_with_the_offset_every_frame_is_within_a_metre_of_where_it_was_taken(
     for source in files:
         meta = source.meta
         assert meta is not None and meta.lat is not None and meta.lon is not None and meta.captured_at is not None
-        exact = route.at(START + CLOCK_OFFSET + source.video_time)
+        exact = route.at(START + CLOCK_OFFSET + seconds(source))
         assert distance_m(meta.lat, meta.lon, *exact) < 1.0
-        assert meta.captured_at.timestamp() == pytest.approx(START + CLOCK_OFFSET + source.video_time)
+        assert meta.captured_at.timestamp() == pytest.approx(START + CLOCK_OFFSET + seconds(source))
         assert meta.heading == pytest.approx(route.heading, abs=0.1) and meta.speed_mps == pytest.approx(12.0, rel=0.01)
         assert source.path.read_bytes()[:3] == b"\xff\xd8\xff"
-    gaps = [b.video_time - a.video_time for a, b in itertools.pairwise(files)]
+    gaps = [seconds(b) - seconds(a) for a, b in itertools.pairwise(files)]
     assert all(0.4 - 1e-6 <= gap <= 0.5 + 1e-6 for gap in gaps)  # 5 m at 12 m/s, on a 0.1 s frame grid
     assert "start from the video's creation_time metadata" in drive_lines(report)[0]
 
@@ -64,10 +69,10 @@ def test_sync_pairs_place_frames_like_the_offset(drive: tuple[Path, Route], tmp_
         fps=2.0, sync=(parse_sync(f"0={START + CLOCK_OFFSET}"), parse_sync(f"3={START + CLOCK_OFFSET + 3}"))
     )
     files, report = sampled(video, tmp_path / "drive.gpx", options, tmp_path / "spool")
-    assert [source.video_time for source in files] == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5])
+    assert [seconds(source) for source in files] == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5])
     for source in files:
         assert source.meta is not None and source.meta.lat is not None and source.meta.lon is not None
-        assert distance_m(source.meta.lat, source.meta.lon, *route.at(START + CLOCK_OFFSET + source.video_time)) < 1.0
+        assert distance_m(source.meta.lat, source.meta.lon, *route.at(START + CLOCK_OFFSET + seconds(source))) < 1.0
     assert report.start_from == "--sync"
 
 
