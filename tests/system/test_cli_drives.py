@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ def test_a_video_cut_by_a_power_cut_sends_the_frames_before_and_exits_1(server: 
     (tmp_path / "cut.mp4").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "whole.gpx").rename(tmp_path / "cut.gpx")
     args = ("ingest", "cut.mp4", "--offset", str(CLOCK_OFFSET), "--fps", "5")
-    code, stdout, stderr = finish(hazard(server.base_url, *args, cwd=tmp_path))
+    code, _stdout, stderr = finish(hazard(server.base_url, *args, cwd=tmp_path))
     assert code == 1, stderr
     (warning,) = [line for line in stderr.splitlines() if "damaged" in line]
     assert warning.startswith("warning: cut.mp4 is damaged (") and "the rest of the video could not be read" in warning
@@ -167,7 +168,7 @@ def test_a_video_cut_by_a_power_cut_sends_the_frames_before_and_exits_1(server: 
     ("track_text", "expected"),
     [
         ("time,lat,lon\n2026-03-01T10:00:00Z,48.1,11.5\nlater,48.1,11.5\n", "error: bad.csv, line 3: not a fix"),
-        ('<gpx version="1.1"><trk><trkseg>\n<trkpt lat="1" lon="2"></trkpt>\n', "error: bad.gpx, line 3: not valid GPX"),
+        ('<gpx version="1.1"><trk><trkseg>\n<trkpt lat="1" lon="2">\n', "error: bad.gpx, line 3: not valid GPX"),
     ],
     ids=["csv", "gpx"],
 )
@@ -177,14 +178,14 @@ def test_an_unreadable_track_exits_2_naming_the_file_and_line(
     write_video(tmp_path / "drive.mp4", seconds=1, fps=10)
     track = tmp_path / ("bad.csv" if expected.startswith("error: bad.csv") else "bad.gpx")
     track.write_text(track_text)
-    code, stdout, stderr = finish(hazard(server.base_url, "ingest", "drive.mp4", "--track", track.name, cwd=tmp_path))
+    code, _stdout, stderr = finish(hazard(server.base_url, "ingest", "drive.mp4", "--track", track.name, cwd=tmp_path))
     assert code == 2 and stderr.startswith(expected) and len(stderr.splitlines()) == 1, stderr
     assert not (tmp_path / "drive-results.jsonl").exists()
 
 
 def test_a_file_with_no_video_exits_2_named(server: Server, tmp_path: Path) -> None:
     (tmp_path / "drive.mov").write_bytes(b"\x00\x00\x00\x18ftypqt  " + b"\x00" * 200)
-    code, stdout, stderr = finish(hazard(server.base_url, "ingest", "drive.mov", "--fps", "1", cwd=tmp_path))
+    code, _stdout, stderr = finish(hazard(server.base_url, "ingest", "drive.mov", "--fps", "1", cwd=tmp_path))
     assert code == 2 and stderr.startswith("error: drive.mov: ") and len(stderr.splitlines()) == 1, stderr
 
 
@@ -194,8 +195,6 @@ def test_a_drive_killed_while_sending_is_continued_by_the_same_command(server: S
     state = tmp_path / "long-results.jsonl.state"
     first = hazard(server.base_url, *args, cwd=tmp_path)
     deadline = 60.0
-    import time
-
     started = time.monotonic()
     while not (state.exists() and '"kind":"uploaded"' in state.read_text()):
         assert first.poll() is None, first.communicate()
@@ -203,7 +202,7 @@ def test_a_drive_killed_while_sending_is_continued_by_the_same_command(server: S
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
-    code, stdout, stderr = finish(hazard(server.base_url, *args, cwd=tmp_path))
+    code, _stdout, stderr = finish(hazard(server.base_url, *args, cwd=tmp_path))
     assert code == 0, stderr
     assert "continuing job" in stderr or "finished in an earlier run" in stderr
     results = read_jsonl(tmp_path / "long-results.jsonl")
