@@ -42,16 +42,22 @@ class Route:
 
 
 def write_video(
-    path: Path, seconds: float, fps: int = 10, size: tuple[int, int] = (320, 240), creation_time: float | None = None
+    path: Path,
+    seconds: float,
+    fps: int = 10,
+    size: tuple[int, int] = (320, 240),
+    creation_time: float | None = None,
+    codec: str = "libx264",
 ) -> Path:
-    """H.264 (libx264) MP4, index first (+faststart) so a copy cut short still decodes up to the cut."""
+    """H.264 (libx264; or `codec`, e.g. libx265) MP4/MOV, index first (+faststart) so a copy cut short still decodes
+    up to the cut."""
     container = av.open(str(path), "w", options={"movflags": "+faststart"})
     if creation_time is not None:
         stamp = datetime.fromtimestamp(creation_time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         container.metadata["creation_time"] = stamp
-    stream = container.add_stream("libx264", rate=fps)
+    stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-    stream.options = {"preset": "ultrafast", "g": str(fps)}
+    stream.options = {"preset": "ultrafast", "g": str(fps)} if codec == "libx264" else {"preset": "ultrafast"}
     backgrounds = [scene(700 + n, size).image for n in range(3)]
     for number in range(int(seconds * fps)):
         frame = av.VideoFrame.from_image(backgrounds[number // fps % len(backgrounds)])  # type: ignore[no-untyped-call]

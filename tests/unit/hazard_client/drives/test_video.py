@@ -34,6 +34,15 @@ def test_frames_carry_their_time_from_pts_and_the_start_comes_from_creation_time
     assert jpeg(frame)[:3] == b"\xff\xd8\xff"
 
 
+def test_h265_in_a_mov_container_decodes(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "drive.mov", seconds=1, fps=10, creation_time=START, codec="libx265")
+    video = Video(path)
+    video.close()
+    assert video.info.codec == "hevc"
+    times, decoding = decode_all(path)
+    assert times == pytest.approx([n / 10 for n in range(10)]) and decoding.damage is None
+
+
 def test_a_video_cut_short_decodes_up_to_the_cut_and_says_so(tmp_path: Path) -> None:
     whole = write_video(tmp_path / "whole.mp4", seconds=4, fps=10)
     cut = tmp_path / "cut.mp4"
