@@ -56,6 +56,7 @@ def write_video(
         stamp = datetime.fromtimestamp(creation_time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         container.metadata["creation_time"] = stamp
     stream = container.add_stream(codec, rate=fps)
+    assert isinstance(stream, av.VideoStream)
     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
     stream.options = {"preset": "ultrafast", "g": str(fps)} if codec == "libx264" else {"preset": "ultrafast"}
     backgrounds = [scene(700 + n, size).image for n in range(3)]
