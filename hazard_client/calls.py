@@ -248,6 +248,11 @@ def results_page(job_id: str, offset: int, limit: int) -> Call[JobResultsPage]:
     return Call("GET", f"/jobs/{job_id}/results", reader(JobResultsPage), params=params)
 
 
+def job_hazards_geojson(job_id: str) -> Call[dict[str, Any]]:
+    """The job's hazards (tracked over its frames in order, one per hazard) with a location: a FeatureCollection."""
+    return Call("GET", f"/jobs/{job_id}/hazards.geojson", lambda response: dict(response.json()))
+
+
 def live() -> Call[LiveReport]:
     return Call("GET", "/health/live", reader(LiveReport))
 

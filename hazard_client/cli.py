@@ -22,7 +22,16 @@ from rich.table import Table
 from hazard_client import __version__
 from hazard_client.client import DEFAULT_URL, AsyncHazardClient, HazardClient
 from hazard_client.errors import ApiError, ConnectionFailed, HazardError
-from hazard_client.ingest import Ingestion, Settings, Stalled, Summary, UsageError, scan, summary_lines
+from hazard_client.ingest import (
+    Ingestion,
+    Settings,
+    SourceFile,
+    Stalled,
+    Summary,
+    UsageError,
+    scan,
+    summary_lines,
+)
 from hazard_client.models import JobOut
 from hazard_client.progress import Counts, Reporter, reporter
 
@@ -117,20 +126,19 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    folder = Path(args.dir)
+    """A folder of images (placed by their EXIF GPS or by --track), or drives: a video file, or a folder of them."""
+    path = Path(args.dir)
+    from hazard_client.drives.video import VIDEO_SUFFIXES  # light: PyAV loads only when a video is opened
+
+    is_video = path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+    if is_video or (path.is_dir() and _has_videos(path, args.pattern)):
+        from hazard_client.drives.command import ingest_drives
+
+        return ingest_drives(args, path)
+    _refuse_drive_options(args)
+    folder = path
     out = Path(args.out) if args.out else Path(f"{folder.resolve().name}-results.jsonl")
-    options = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "model": args.model}
-    settings = Settings(
-        folder=folder,
-        out=out,
-        pattern=args.pattern,
-        concurrency=args.concurrency,
-        chunk_frames=args.chunk,
-        options={key: value for key, value in options.items() if value is not None},
-        name=args.name,
-        backpressure_wait=args.wait,
-        stall_seconds=args.stall_timeout,
-    )
+    settings = ingest_settings(args, folder, out, args.name)
     settings.out_format  # noqa: B018 - refuses a name that is neither .jsonl nor .csv, before any work
     files, skipped = scan(folder, args.pattern)
     if not files:
@@ -138,6 +146,54 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"no images in {folder} matching {args.pattern!r} (.jpg, .jpeg, .png, .webp): "
             "check the folder and --pattern"
         )
+    from hazard_client.drives.photos import photo_lines, place_photos
+    from hazard_client.drives.readers import read_track
+
+    track = read_track(Path(args.track)) if args.track else None
+    files, placed = place_photos(files, track, args.offset or 0.0)
+    intro = f"ingest: {len(files)} images in {folder} ({skipped} other files skipped); results to {out}"
+    summary = run_ingestion(args, settings, files, skipped, [intro])
+    for line in [*summary_lines(summary), *photo_lines(placed, track)]:
+        print(line)
+    return FRAMES_FAILED if summary.failed else OK
+
+
+def _has_videos(folder: Path, pattern: str) -> bool:
+    from hazard_client.drives.command import find_videos
+
+    return bool(find_videos(folder, pattern))
+
+
+def _refuse_drive_options(args: argparse.Namespace) -> None:
+    """Options that only mean something for a video."""
+    given = [name for name, value in (("--sync", args.sync), ("--start", args.start), ("--fps", args.fps)) if value]
+    given += ["--every-m"] if args.every_m is not None else []
+    if given:
+        raise UsageError(f"{', '.join(given)}: for videos only; {args.dir} holds images (photos use --track, --offset)")
+
+
+def ingest_settings(
+    args: argparse.Namespace, source: Path, out: Path, name: str | None, sampling: dict[str, Any] | None = None
+) -> Settings:
+    options = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "model": args.model}
+    return Settings(
+        folder=source,
+        out=out,
+        pattern=args.pattern,
+        concurrency=args.concurrency,
+        chunk_frames=args.chunk,
+        options={key: value for key, value in options.items() if value is not None},
+        sampling=sampling or {},
+        name=name,
+        backpressure_wait=args.wait,
+        stall_seconds=args.stall_timeout,
+    )
+
+
+def run_ingestion(
+    args: argparse.Namespace, settings: Settings, files: list[SourceFile], skipped: int, intro: list[str]
+) -> Summary:
+    """One job through `Ingestion`, then (--geojson) the job's hazards as GeoJSON beside the results."""
     args.resume_state = settings.state_path
     errors = Console(stderr=True, soft_wrap=True)
 
@@ -150,17 +206,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             args.server, timeout=args.timeout, api_key=args.api_key, max_connections=connections
         ) as client:
             await client.live()  # a server that is not there is one line and exit 3, before anything is shown
-            errors.print(
-                f"ingest: {len(files)} images in {folder} ({skipped} other files skipped); results to {out}",
-                markup=False,
-                highlight=False,
-            )
-            return await Ingestion(client, settings, make_reporter).run(files, skipped)
+            for line in intro:
+                errors.print(line, markup=False, highlight=False)
+            summary = await Ingestion(client, settings, make_reporter).run(files, skipped)
+            if args.geojson is not None and summary.job_ids:
+                target = Path(args.geojson) if args.geojson else settings.out.with_suffix(".geojson")
+                collection = await client.job_hazards_geojson(summary.job_ids[-1])
+                target.write_text(json.dumps(collection, indent=1) + "\n", encoding="utf-8")
+                summary.geojson = (target, len(collection.get("features") or []))
+            return summary
 
-    summary = asyncio.run(run())
-    for line in summary_lines(summary):
-        print(line)
-    return FRAMES_FAILED if summary.failed else OK
+    return asyncio.run(run())
 
 
 def _job_row(job: JobOut) -> list[str]:
@@ -387,6 +443,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--progress-every", type=float, default=5.0, help="seconds between progress lines when not a terminal"
+    )
+    drives = ingest.add_argument_group(
+        "drives and photos",
+        "DIR may be a video (MP4/MOV, H.264/H.265) or a folder of them, each with its GPS track beside it by name "
+        "(drive1.mp4 + drive1.gpx, .nmea, .log or .csv); one job per video. Photos are placed by their EXIF GPS.",
+    )
+    drives.add_argument("--track", help="the GPS track (GPX, NMEA, CSV) of one video, or of a folder of photos")
+    drives.add_argument("--offset", type=float, help="seconds to add to the video's (camera's) clock to get GPS time")
+    drives.add_argument(
+        "--sync",
+        action="append",
+        metavar="VIDEO_TIME=GPS_TIME",
+        help="a moment on both clocks (seconds into the video, or mm:ss, = an ISO-8601 time); repeat: offset and "
+        "drift are fit through the pairs",
+    )
+    drives.add_argument("--start", help="the video's first frame on its own clock (ISO-8601), over its creation_time")
+    sampling = drives.add_mutually_exclusive_group()
+    sampling.add_argument("--every-m", type=float, help="one frame every this many metres travelled (default 5)")
+    sampling.add_argument("--fps", type=float, help="frames per second of video instead")
+    drives.add_argument(
+        "--geojson",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="write the job's hazards as GeoJSON (default: beside the results file, .geojson)",
     )
     ingest.set_defaults(run=cmd_ingest)
 

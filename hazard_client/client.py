@@ -199,6 +199,9 @@ class HazardClient:
     def results_page(self, job_id: str, offset: int = 0, limit: int = 100) -> JobResultsPage:
         return self.send(calls.results_page(job_id, offset, limit))
 
+    def job_hazards_geojson(self, job_id: str) -> dict[str, Any]:
+        return self.send(calls.job_hazards_geojson(job_id))
+
     def iter_results(self, job_id: str, page_size: int = RESULTS_PAGE) -> Iterator[JobResultItem]:
         """Every finished frame's result, in frame order (frames still waiting are not there yet)."""
         offset, total = 0, 1
@@ -367,6 +370,9 @@ class AsyncHazardClient:
 
     async def results_page(self, job_id: str, offset: int = 0, limit: int = 100) -> JobResultsPage:
         return await self.send(calls.results_page(job_id, offset, limit))
+
+    async def job_hazards_geojson(self, job_id: str) -> dict[str, Any]:
+        return await self.send(calls.job_hazards_geojson(job_id))
 
     async def iter_results(self, job_id: str, page_size: int = RESULTS_PAGE) -> AsyncIterator[JobResultItem]:
         offset, total = 0, 1

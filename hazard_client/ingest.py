@@ -67,6 +67,13 @@ class SourceFile:
     name: str  # relative to the folder, with forward slashes: the frame's filename on the server
     sha256: str
     size: int
+    meta: FrameMeta | None = None  # where and when it was taken (EXIF, a track); None: nothing known
+    video_time: float | None = None  # a frame sampled from a video: seconds into it (the file is its JPEG)
+
+    @property
+    def key(self) -> str:
+        """What the state and the results are keyed by: the file's hash, and the frame's time in a video."""
+        return self.sha256 if self.video_time is None else f"{self.sha256}@{self.video_time:.3f}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Settings:
     chunk_frames: int = 16
     chunk_bytes: int = 16 * 1024 * 1024
     options: dict[str, Any] = field(default_factory=dict)  # conf, iou, max_det, model: the job's
+    sampling: dict[str, Any] = field(default_factory=dict)  # a drive's: how its frames were chosen and placed
     name: str | None = None
     backpressure_wait: float = 600.0  # how long one chunk may wait out the server's backpressure
     stall_seconds: float = 300.0  # no frame finished for this long: give up (exit 3)
@@ -111,6 +119,7 @@ class Summary:
     failures: Counter[str]
     failed_files: dict[str, list[str]]
     out: Path
+    geojson: tuple[Path, int] | None = None  # written: where, and how many hazards it holds
 
 
 def scan(folder: Path, pattern: str) -> tuple[list[SourceFile], int]:
@@ -254,8 +263,9 @@ class Ingestion:
 
     async def run(self, files: list[SourceFile], skipped: int) -> Summary:
         settings = self.settings
-        state = State(settings.state_path, settings.folder, settings.options)
-        by_sha = {source.sha256: source for source in files}  # identical files are sent once
+        # A run sampled or placed otherwise is another ingestion: its state is not continued.
+        state = State(settings.state_path, settings.folder, {**settings.options, **settings.sampling})
+        by_sha = {source.key: source for source in files}  # identical files are sent once
         self.counts = Counts(total=len(by_sha))
         self._recount(state, by_sha, finished_only=True)
         self.report = self._make_reporter(self.counts)
@@ -281,7 +291,7 @@ class Ingestion:
             self._recount(state, by_sha, finished_only=True)
             job = None
         pending = [source for sha, source in by_sha.items() if not state.finished(sha)]
-        to_send = [source for source in pending if job is None or source.sha256 not in state.uploaded]
+        to_send = [source for source in pending if job is None or source.key not in state.uploaded]
         if job is not None:
             self.report.note(f"continuing job {job.job_id}: {len(pending) - len(to_send)} frames already sent")
         elif pending:
@@ -366,9 +376,7 @@ class Ingestion:
         async def send_chunks() -> None:
             while waiting:
                 batch = waiting.popleft()
-                frames = [
-                    Frame(source.path.read_bytes(), source.name, FrameMeta(filename=source.name)) for source in batch
-                ]
+                frames = [Frame(source.path.read_bytes(), source.name, _frame_meta(source)) for source in batch]
                 try:
                     accepted = await self.client.add_frames(job_id, frames, retry=policy)
                 except ApiError as exc:
@@ -377,12 +385,12 @@ class Ingestion:
                         raise
                     # One file is over the server's limit and the chunk was refused whole: the file fails, the rest
                     # goes again.
-                    state.result(batch[number].sha256, _local_failure(exc.code, exc.message))
+                    state.result(batch[number].key, _local_failure(exc.code, exc.message))
                     self.counts.uploaded += 1
                     if rest := batch[:number] + batch[number + 1 :]:
                         waiting.appendleft(rest)
                     continue
-                state.accepted(job_id, {s.sha256: f for s, f in zip(batch, accepted.frame_ids, strict=True)})
+                state.accepted(job_id, {s.key: f for s, f in zip(batch, accepted.frame_ids, strict=True)})
                 self.uploaded_now += len(batch)
                 self.counts.uploaded += len(batch)
                 self.report.update(self.counts)
@@ -436,9 +444,9 @@ class Ingestion:
         failed_files: dict[str, list[str]] = {}
         done = failed = cached = 0
         for source in files:
-            entry = state.results.get(source.sha256)
+            entry = state.results.get(source.key)
             if entry is None:
-                state.results[source.sha256] = entry = _local_failure(
+                state.results[source.key] = entry = _local_failure(
                     "NOT_PROCESSED", "The job ended (cancelled?) before this frame was done; run again to send it."
                 )
             if entry["status"] == "done":
@@ -472,14 +480,26 @@ def write_results(out: Path, fmt: str, files: list[SourceFile], results: dict[st
     with temporary.open("w", encoding="utf-8", newline="") as stream:
         if fmt == "jsonl":
             for source in files:
-                entry = {"file": source.name, "sha256": source.sha256, **results[source.sha256]}
+                entry = {"file": source.name, "sha256": source.sha256, **_placed(source), **results[source.key]}
                 stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
         else:
             writer = csv.DictWriter(stream, CSV_COLUMNS)
             writer.writeheader()
             for source in files:
-                writer.writerow(csv_row(source, results[source.sha256]))
+                writer.writerow(csv_row(source, results[source.key]))
     os.replace(temporary, out)
+
+
+def _frame_meta(source: SourceFile) -> FrameMeta:
+    return (source.meta or FrameMeta()).model_copy(update={"filename": source.name})
+
+
+def _placed(source: SourceFile) -> dict[str, Any]:
+    """A drive's frame in the results file: its time in the video and where and when it was taken."""
+    placed: dict[str, Any] = {} if source.video_time is None else {"video_time": round(source.video_time, 3)}
+    if source.meta is not None:
+        placed["meta"] = _frame_meta(source).model_dump(mode="json", exclude_none=True)
+    return placed
 
 
 def csv_row(source: SourceFile, entry: dict[str, Any]) -> dict[str, Any]:
@@ -523,4 +543,7 @@ def summary_lines(summary: Summary) -> list[str]:
             parts.append(f"{code} {n} ({shown})")
         lines.append("failures: " + "; ".join(parts))
     lines.append(f"results: {summary.out}")
+    if summary.geojson is not None:
+        path, hazards = summary.geojson
+        lines.append(f"geojson: {path} ({hazards} located hazards, each counted once)")
     return lines

@@ -51,11 +51,11 @@ def test_the_wheel_holds_the_package_the_script_and_only_client_dependencies(whe
             if line.startswith("Requires-Dist:")
         ]
         scripts = archive.read(entry_points).decode()
-    modules = {f"hazard_client/{path.name}" for path in PACKAGE.glob("*.py")}
+    modules = {f"hazard_client/{path.relative_to(PACKAGE).as_posix()}" for path in PACKAGE.glob("**/*.py")}
     assert modules <= names, modules - names
     assert "hazard = hazard_client.cli:main" in scripts
     runtime = {requirement.name for requirement in requires if requirement.marker is None}
-    assert runtime == {"httpx", "pydantic", "rich"}
+    assert runtime == {"httpx", "pydantic", "rich", "av", "gpxpy", "pynmea2", "pillow"}
 
 
 def test_the_installed_client_imports_nothing_of_the_service(wheel: Path, tmp_path: Path) -> None:
