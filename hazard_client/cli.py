@@ -227,13 +227,14 @@ def _job_row(job: JobOut) -> list[str]:
         f"{job.done + job.failed}/{job.total}",
         str(job.failed),
         str(job.cached),
+        str(job.detections),
         str(job.hazards),
         job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
     ]
 
 
 def _jobs_table(jobs: Sequence[JobOut]) -> Table:
-    table = Table("job", "name", "status", "finished", "failed", "cached", "hazards", "created (UTC)")
+    table = Table("job", "name", "status", "finished", "failed", "cached", "detections", "hazards", "created (UTC)")
     for job in jobs:
         table.add_row(*_job_row(job))
     return table

@@ -115,11 +115,12 @@ class Summary:
     cached: int
     uploaded: int  # frames this run sent
     reused: int  # files this run did not send: finished or held by the job already
-    hazards: Counter[str]
+    hazards: Counter[str]  # boxes by label
     failures: Counter[str]
     failed_files: dict[str, list[str]]
     out: Path
     geojson: tuple[Path, int] | None = None  # written: where, and how many hazards it holds
+    tracked: dict[str, set[str]] = field(default_factory=dict)  # confirmed hazard ids by label
 
 
 def scan(folder: Path, pattern: str) -> tuple[list[SourceFile], int]:
@@ -442,6 +443,7 @@ class Ingestion:
         hazards: Counter[str] = Counter()
         failures: Counter[str] = Counter()
         failed_files: dict[str, list[str]] = {}
+        tracked: dict[str, set[str]] = {}
         done = failed = cached = 0
         for source in files:
             entry = state.results.get(source.key)
@@ -453,6 +455,8 @@ class Ingestion:
                 done += 1
                 cached += bool(entry["cached"])
                 hazards.update(detection["label"] for detection in entry["detections"])
+                for detection in (d for d in entry["detections"] if d.get("new_hazard")):  # once per hazard
+                    tracked.setdefault(detection["label"], set()).add(detection["hazard_id"])
             else:
                 failed += 1
                 code = _code(entry) or "FAILED"
@@ -471,6 +475,7 @@ class Ingestion:
             failures=failures,
             failed_files=failed_files,
             out=self.settings.out,
+            tracked=tracked,
         )
 
 
@@ -533,7 +538,8 @@ def summary_lines(summary: Summary) -> list[str]:
         f"frames: {summary.files} (skipped {summary.skipped} files that are not images)",
         f"done: {summary.done} (cached {summary.cached}), failed: {summary.failed}",
         f"sent: {summary.uploaded} frames this run, {summary.reused} not sent again; job: {jobs}",
-        "hazards: " + (", ".join(f"{label} {n}" for label, n in sorted(summary.hazards.items())) or "none"),
+        "detections: " + (", ".join(f"{label} {n}" for label, n in sorted(summary.hazards.items())) or "none"),
+        "hazards: " + (", ".join(f"{label} {len(ids)}" for label, ids in sorted(summary.tracked.items())) or "none"),
     ]
     if summary.failures:
         parts = []

@@ -138,7 +138,8 @@ class JobOut(BaseModel):
     done: int
     failed: int
     cached: int
-    hazards: int
+    detections: int  # boxes over the done frames
+    hazards: int  # distinct tracked hazards (each detection's hazard_id names one)
     options: JobOptions
     model: str | None
     created_at: datetime
@@ -193,6 +194,8 @@ class JobResultsPage(BaseModel):
     offset: int
     limit: int
     total: int
+    detections: int
+    hazards: int
 
 
 class JobList(BaseModel):

@@ -25,6 +25,7 @@ from app.services.jobs.service import IngestLimits, JobService
 from app.services.jobs.store import JobLimits, JobStore
 from app.services.observability.metrics import Metrics
 from app.services.sessions.store import SessionStore
+from app.services.tracking.service import track_params
 from app.settings import Settings
 from app.wiring.process import ProcessInfo
 
@@ -75,6 +76,7 @@ def build_jobs(
         batch=LocalDetector(registry, cache, Priority.BATCH),  # batch frames always consult the cache
         metrics=metrics,
         batch_frame_seconds=s.jobs.frame_timeout_seconds,
+        track_params=track_params(s.tracking, s.uploads),
     )
     live_detector: Detector = (
         RemoteDetector(queue)

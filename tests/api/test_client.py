@@ -135,6 +135,9 @@ async def test_the_async_client_runs_a_job_to_typed_results(server: Server) -> N
     assert results[0].meta.lat == 1.0 and results[0].model is not None
     assert [item.status for item in results] == ["done", "done", "done", "failed"]
     assert results[3].error is not None and results[3].error.code == "INVALID_IMAGE"
+    # The jobs contract: boxes and distinct hazards apart (three different frames confirm no hazard).
+    assert finished.detections == sum(len(item.detections) for item in results) and finished.hazards == 0
+    assert all(d.hazard_id for item in results for d in item.detections)
 
 
 def test_errors_are_exceptions_with_code_message_and_request_id(client: HazardClient) -> None:

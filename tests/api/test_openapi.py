@@ -126,6 +126,10 @@ async def test_answers_have_real_schemas_and_one_box_shape(api: RunningApp) -> N
     assert [name for name in components if "box" in name.lower()] == ["Box"]
     for model in ("SessionCreate", "DetectResponse", "ErrorResponse"):
         assert components[model]["examples"], model
+    for model in ("JobOut", "JobResultsPage"):  # boxes and distinct hazards, each said for what it counts
+        counts = components[model]["properties"]
+        assert {"detections", "hazards"} <= set(components[model]["required"])
+        assert "Boxes" in counts["detections"]["description"] and "Distinct" in counts["hazards"]["description"]
     assert "/metrics" not in spec["paths"]  # Prometheus text, not part of the JSON API
 
 
@@ -270,6 +274,10 @@ def test_a_generated_client_creates_a_session_sends_a_frame_reads_errors(server:
         item = history.items[0]
         assert isinstance(item, models.HistoryItem) and item.request_id == answer.request_id
         assert [d.box.to_dict() for d in item.detections] == [d.box.to_dict() for d in answer.detections]
+
+        job_id = httpx.post(f"{server.base_url}/jobs", json={"name": "drive"}, timeout=timeout).json()["job_id"]
+        job = module("api.jobs.get_job").sync(job_id, client=client)
+        assert isinstance(job, models.JobOut) and (job.detections, job.hazards) == (0, 0)
 
         missing = get_session.sync_detailed("no-such-session", client=client)
         assert missing.status_code == 404

@@ -111,11 +111,13 @@ def test_ingest_writes_one_result_per_image_and_a_matching_summary(ingested: dic
     (failed,) = [r for r in results if r["status"] == "failed"]
     assert failed["file"] == "corrupt.jpg" and failed["error"]["code"] == "INVALID_IMAGE"
     assert "day2/frame001.jpg" in {r["file"] for r in results}  # recursive, named relative to the folder
-    hazards = Counter(d["label"] for r in results for d in r["detections"])
+    boxes = Counter(d["label"] for r in results for d in r["detections"])
+    hazards = Counter(d["label"] for r in results for d in r["detections"] if d["new_hazard"])
 
     assert f"frames: {GOOD_FRAMES + 1} (skipped 2 files that are not images)" in stdout
     assert f"done: {GOOD_FRAMES} (cached " in stdout and "failed: 1" in stdout
-    assert "hazards: " + ", ".join(f"{label} {n}" for label, n in sorted(hazards.items())) in stdout
+    assert "detections: " + ", ".join(f"{label} {n}" for label, n in sorted(boxes.items())) in stdout
+    assert "hazards: " + (", ".join(f"{label} {n}" for label, n in sorted(hazards.items())) or "none") in stdout
     assert "failures: INVALID_IMAGE 1 (corrupt.jpg)" in stdout
     assert not ingested["out"].with_name("results.jsonl.state").exists()  # finished: nothing left to resume
 

@@ -122,7 +122,8 @@ def test_two_workers_share_a_job_and_a_killed_one_loses_nothing(stack: dict[str,
         assert (job["total"], job["done"], job["failed"]) == (JOB_FRAMES, JOB_FRAMES, 0)
         items = all_results(client, job_id)
         assert [item["index"] for item in items] == list(range(JOB_FRAMES))  # every frame once, none twice
-        assert job["hazards"] == sum(len(item["detections"]) for item in items) > 0
+        assert job["detections"] == sum(len(item["detections"]) for item in items) > 0
+        assert job["hazards"] == len({d["hazard_id"] for item in items for d in item["detections"] if d["new_hazard"]})
         assert batch_frames_done(workers[1]) > 0  # the survivor worked frames too
 
         session = client.post("/sessions").json()["session_id"]

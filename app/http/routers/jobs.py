@@ -259,6 +259,8 @@ def _add_result_routes(router: APIRouter, jobs: JobService, track_params: TrackP
             offset=offset,
             limit=limit,
             total=job["total"],
+            detections=job["detections"],
+            hazards=job["hazards"],
         )
 
     @router.get(

@@ -13,6 +13,11 @@ from app.http.schemas.hazards import PointGeometry
 from app.http.schemas.json_types import Integer, Number, utc_time
 
 JobStatus = Literal["open", "running", "completed", "failed", "cancelled"]
+HAZARDS_COUNTED = (
+    "Distinct hazards: the job's frames are tracked as a session's are, and a hazard counts once, when its track is "
+    "confirmed (TRACK_MIN_HITS frames), however many frames see it; each detection's `hazard_id` names it. "
+    "Before this counted boxes, which `detections` now counts."
+)
 
 
 class JobOptions(BaseModel):
@@ -42,7 +47,8 @@ class JobOut(BaseModel):
     done: int = Field(description="Frames with detections (cached ones included).")
     failed: int
     cached: int = Field(description="Frames answered from the result cache: no inference ran.")
-    hazards: int = Field(description="Detections over all done frames.")
+    detections: int = Field(description="Boxes over all done frames: one hazard seen in ten frames counts ten.")
+    hazards: int = Field(description=HAZARDS_COUNTED)
     options: JobOptions
     model: str | None = Field(description="The version asked for; null: whichever is active when a frame runs.")
     created_at: datetime
@@ -100,6 +106,8 @@ class JobResultsPage(BaseModel):
     offset: int
     limit: int
     total: int = Field(description="Frames in the job.")
+    detections: int = Field(description="Boxes over all the job's done frames (not only this page's).")
+    hazards: int = Field(description=HAZARDS_COUNTED)
 
 
 class JobList(BaseModel):

@@ -4,13 +4,15 @@ A batch frame is taken from its job (dropped if the job was cancelled or has exp
 result cache or the engine, and recorded once by frame id. Errors a retry cannot fix (an undecodable image,
 too many pixels, an unknown model) are recorded as the frame's failure at once; transient ones (deadline,
 a full pool, a model still loading, a stop under way) are raised so SAQ retries the frame, until its last
-attempt, whose failure is recorded so the job still finishes.
+attempt, whose failure is recorded so the job still finishes. A done frame's detections are tracked into the
+job's hazards before it is recorded (atomic per job, as a session's frames are), so each carries its hazard id.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -29,9 +31,11 @@ from app.services.core.errors import (
 from app.services.detection.detectors import Detector
 from app.services.inference.codec import detection_json, result_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
+from app.services.jobs.frames import job_frame_input
 from app.services.jobs.queue import error_json
-from app.services.jobs.store import JobStore, frame_id
+from app.services.jobs.store import ClaimedFrame, JobStore, frame_id
 from app.services.observability.metrics import Metrics
+from app.services.tracking.types import Assignment, TrackParams
 
 log = structlog.get_logger(__name__)
 TRANSIENT = (DeadlineExceeded, Overloaded, ModelNotReady, ModelNotLoaded, ShuttingDown)
@@ -46,12 +50,14 @@ class FrameProcessor:
         metrics: Metrics,
         *,
         batch_frame_seconds: float,
+        track_params: TrackParams,
     ) -> None:
         self._store = store
         self._live = live
         self._batch = batch
         self._metrics = metrics
         self._batch_frame_seconds = batch_frame_seconds
+        self._track_params = track_params
         self.in_hand = InFlight()  # frames running now: a stop waits for exactly those
         self.calls = 0  # frames handed to this processor, whatever became of them
 
@@ -101,15 +107,26 @@ class FrameProcessor:
                 raise
             await self._finish(job_id, index, {**base, **failed_json(exc)}, failed=True)
             return "failed"
-        await self._finish(job_id, index, {**base, **done_json(result, info)}, failed=False, result=result)
+        hazards = await self._track(job_id, index, claimed, result, info.name)
+        await self._finish(job_id, index, {**base, **done_json(result, info, hazards)}, failed=False, result=result)
         return "done"
+
+    async def _track(
+        self, job_id: str, index: int, claimed: ClaimedFrame, result: DetectionResult, model: str
+    ) -> list[Assignment]:
+        if not result.detections:
+            return []  # nothing to associate; stale tracks are closed by the next frame's time
+        frame = job_frame_input(claimed.job_created_at, index, claimed.meta or {}, result.detections, model)
+        return await self._store.track(job_id, frame, self._track_params)
 
     async def _finish(
         self, job_id: str, index: int, item: dict[str, Any], *, failed: bool, result: DetectionResult | None = None
     ) -> None:
         cached = result is not None and result.cached
-        hazards = len(result.detections) if result is not None else 0
-        written, status = await self._store.record(job_id, index, item, failed=failed, cached=cached, hazards=hazards)
+        detections = len(result.detections) if result is not None else 0
+        written, status = await self._store.record(
+            job_id, index, item, failed=failed, cached=cached, detections=detections
+        )
         outcome = "failed" if failed else "cached" if cached else "done"
         self._metrics.queued_frames.labels("batch", outcome if written else "duplicate").inc()
         if written and status in ("completed", "failed"):
@@ -122,11 +139,15 @@ class FrameProcessor:
             self._metrics.queue_wait.labels(priority).observe(max(0.0, time.time() - job.queued / 1000))
 
 
-def done_json(result: DetectionResult, model: ModelInfo) -> dict[str, Any]:
+def done_json(result: DetectionResult, model: ModelInfo, hazards: Sequence[Assignment] = ()) -> dict[str, Any]:
+    """`hazards`: each detection's hazard, in order; none when tracking answered nothing (a retried update)."""
+    detections = [detection_json(d) for d in result.detections]
+    for detection, hazard in zip(detections, hazards, strict=False):
+        detection.update(hazard_id=hazard.hazard_id, new_hazard=hazard.new_hazard)
     return {
         "status": "done",
         "cached": result.cached,
-        "detections": [detection_json(d) for d in result.detections],
+        "detections": detections,
         "image": {"width": result.width, "height": result.height},
         "model": {"name": model.name, "version": model.version},
         "timings_ms": result.timings_ms,

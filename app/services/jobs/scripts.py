@@ -1,6 +1,8 @@
 """Lua scripts of the job store. Each touches one job's keys only (one hash tag), so it is atomic on its own.
 
-KEYS of every job script: [1] job hash, [2] frames (index -> bytes), [3] meta (index -> JSON), [4] results.
+KEYS of every job script: [1] job hash, [2] frames (index -> bytes), [3] meta (index -> JSON), [4] results,
+[5] tracks and [6] hazards (the tracker's state over the job's frames: `tracking.scripts.ASSOCIATE` runs on
+[1], [5], [6] as it does on a session's keys). Every key but the frames lives as long as the job.
 """
 
 # ARGV: ttl, frame_ttl, now, n, then n pairs (bytes, meta JSON). -> first index, or an error status string.
@@ -16,11 +18,11 @@ for i = 0, n - 1 do
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-for i = 1, 4 do if i ~= 2 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end end
+for i = 1, #KEYS do if i ~= 2 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end end
 return first
 """
 
-# ARGV: index, now. -> {state, bytes, meta}; state: 'run', 'done' (a result exists: a retry after it was
+# ARGV: index, now. -> {state, bytes, meta, job created_at}; state: 'run', 'done' (a result exists: a retry after it was
 # written), 'cancelled' (bytes dropped; their size is returned so the caller can release it), 'expired' (the
 # frame waited past JOB_FRAME_TTL_SECONDS), 'gone' (the job itself expired).
 CLAIM_FRAME = """
@@ -36,7 +38,7 @@ end
 local frame = redis.call('HGET', KEYS[2], index)
 if not frame then return {'expired', '', redis.call('HGET', KEYS[3], index) or '{}'} end
 if status == 'open' then redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[2]) end
-return {'run', frame, redis.call('HGET', KEYS[3], index) or '{}'}
+return {'run', frame, redis.call('HGET', KEYS[3], index) or '{}', redis.call('HGET', KEYS[1], 'created_at')}
 """
 
 # A closed job whose every frame has a result is finished: failed when no frame succeeded, else completed.
@@ -54,7 +56,7 @@ end
 """
 
 # Written once per frame (HSETNX): a retried frame never counts twice. ARGV: index, result JSON, outcome
-# (done|failed), cached (0|1), hazards, now, ttl. -> {written (0|1), status, bytes released}
+# (done|failed), cached (0|1), detections (boxes), now, ttl. -> {written (0|1), status, bytes released}
 RECORD_RESULT = (
     SETTLE
     + """
@@ -67,12 +69,12 @@ local size = redis.call('HSTRLEN', KEYS[2], index)
 redis.call('HDEL', KEYS[2], index)
 redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[1], 'cached', tonumber(ARGV[4]))
-redis.call('HINCRBY', KEYS[1], 'hazards', tonumber(ARGV[5]))
+redis.call('HINCRBY', KEYS[1], 'detections', tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[6])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'open' then status = 'running' end
 status = settle(KEYS[1], status)
-for i = 1, 4 do if i ~= 2 then redis.call('EXPIRE', KEYS[i], ARGV[7]) end end
+for i = 1, #KEYS do if i ~= 2 then redis.call('EXPIRE', KEYS[i], ARGV[7]) end end
 return {1, status, size}
 """
 )

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from app.services.core.errors import (
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
+from app.services.jobs.frames import job_frame_input
 from app.services.jobs.processor import failed_json
 from app.services.jobs.queue import FrameQueue
 from app.services.jobs.store import JobStore, NewFrame, frame_id
@@ -29,12 +29,10 @@ from app.services.observability.metrics import Metrics
 from app.services.sessions.store import SessionStore
 from app.services.tracking import geojson
 from app.services.tracking.matcher import Tracker
-from app.services.tracking.service import frame_input
-from app.services.tracking.types import FrameMeta, TrackParams
+from app.services.tracking.types import TrackParams
 
 log = structlog.get_logger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-NOMINAL_FPS = 15.0  # a dash camera's rate: the spacing of job frames that carry no capture time
 RESULTS_PAGE = 200
 
 
@@ -86,7 +84,7 @@ class JobService:
             unavailable = QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__})
             for index, frame in zip(indexes, frames, strict=True):
                 item = {"frame_id": frame_id(index), "index": index, "meta": frame.meta, **failed_json(unavailable)}
-                await self._store.record(job_id, index, item, failed=True, cached=False, hazards=0)
+                await self._store.record(job_id, index, item, failed=True, cached=False, detections=0)
             raise unavailable from exc
         return [frame_id(i) for i in indexes]
 
@@ -126,28 +124,16 @@ class JobService:
                 yield item
 
     async def hazards(self, job_id: str, params: TrackParams) -> dict[str, Any]:
-        """The job's done frames tracked in frame order (as one camera's sequence), as GeoJSON. A frame without
-        `captured_at` is placed at NOMINAL_FPS after the one before it, so the tracker's time gap still works."""
+        """The job's done frames tracked in frame order (as one camera's sequence), as GeoJSON (`frames.py` times
+        them)."""
         job = await self.status(job_id)
         tracker = Tracker(params)
         async for item in self.iter_results(job_id):
             if item["status"] != "done":
                 continue
-            meta = item["meta"]
-            captured = meta.get("captured_at")
-            frame_meta = FrameMeta(
-                lat=meta.get("lat"),
-                lon=meta.get("lon"),
-                heading=meta.get("heading"),
-                speed_mps=meta.get("speed_mps"),
-                captured_at=datetime.fromisoformat(captured).timestamp() if captured else None,
-            )
             detections = [detection_from_json(d) for d in item["detections"]]
-            received_at = job["created_at"] + item["index"] / NOMINAL_FPS
             tracker.update(
-                frame_input(
-                    item["frame_id"], detections, frame_meta, received_at=received_at, model=item["model"]["name"]
-                )
+                job_frame_input(job["created_at"], item["index"], item["meta"], detections, item["model"]["name"])
             )
         return geojson.job_collection(job_id, tracker.hazards())
 

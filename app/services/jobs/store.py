@@ -1,8 +1,10 @@
 """Job state in Redis: the job, its waiting frames, their per-frame meta and results.
 
-Keys of one job share a hash tag (`job:{<id>}`, `job:{<id>}:frames|meta|results`), so every change is one
-Lua script over one slot. Frame bytes wait in `:frames` only until a worker takes them (that hash expires
+Keys of one job share a hash tag (`job:{<id>}`, `job:{<id>}:frames|meta|results|tracks|hazards`), so every
+change is one Lua script over one slot. Frame bytes wait in `:frames` only until a worker takes them (that hash expires
 after JOB_FRAME_TTL_SECONDS); results and the job live JOB_RESULT_TTL_SECONDS after their last change.
+The job counts `detections` (boxes over its done frames) in its hash and `hazards` (distinct confirmed tracks)
+as the size of its hazards hash: a hazard id is a field there, so no retry or concurrent worker counts one twice.
 A fleet-wide counter (`jobs:{<fleet>}:pending-bytes`) bounds the bytes waiting.
 """
 
@@ -22,11 +24,14 @@ from redis.typing import EncodableT
 
 from app.services.core.errors import Backpressure, JobFinished, JobNotFound, JobNotOpen
 from app.services.jobs import scripts
+from app.services.tracking import scripts as tracking_scripts
+from app.services.tracking.store import params_json
+from app.services.tracking.types import Assignment, FrameInput, TrackParams
 
 JOB_ID_BYTES = 16
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")  # what `secrets.token_urlsafe(16)` hands out
 RECENT_JOBS_KEPT = 1000
-COUNTERS = ("total", "done", "failed", "cached", "hazards")
+COUNTERS = ("total", "done", "failed", "cached", "detections")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class ClaimedFrame:
     data: bytes = b""
     meta: dict[str, Any] | None = None
     released_bytes: int = 0
+    job_created_at: float = 0.0  # the job's start: job frames without a capture time are timed from it
 
 
 def frame_id(index: int) -> str:
@@ -73,6 +79,7 @@ class JobStore:
         self._cancel = self._script(scripts.CANCEL_JOB)
         self._reserve = self._script(scripts.RESERVE_BYTES)
         self._release = self._script(scripts.RELEASE_BYTES)
+        self._associate = self._script(tracking_scripts.ASSOCIATE)
 
     def _script(self, source: str) -> AsyncScript:
         return self._redis.register_script(source)
@@ -80,7 +87,7 @@ class JobStore:
     @staticmethod
     def _keys(job_id: str) -> list[str]:
         base = f"job:{{{job_id}}}"
-        return [base, f"{base}:frames", f"{base}:meta", f"{base}:results"]
+        return [base, f"{base}:frames", f"{base}:meta", f"{base}:results", f"{base}:tracks", f"{base}:hazards"]
 
     @staticmethod
     def checked_id(job_id: str) -> str:
@@ -134,10 +141,10 @@ class JobStore:
             await self._release(keys=[self._pending], args=[size])
 
     async def claim(self, job_id: str, index: int) -> ClaimedFrame:
-        state, data, meta = await self._claim(keys=self._keys(job_id), args=[index, repr(time.time())])
-        state = _text(state)
+        reply = await self._claim(keys=self._keys(job_id), args=[index, repr(time.time())])
+        state, data, meta = _text(reply[0]), reply[1], reply[2]
         if state == "run":
-            return ClaimedFrame("run", bytes(data), json.loads(meta))
+            return ClaimedFrame("run", bytes(data), json.loads(meta), job_created_at=float(reply[3]))
         if state == "cancelled":
             return ClaimedFrame("cancelled", released_bytes=int(data or 0))
         if state == "expired":
@@ -145,7 +152,7 @@ class JobStore:
         return ClaimedFrame(state)
 
     async def record(
-        self, job_id: str, index: int, result: dict[str, Any], *, failed: bool, cached: bool, hazards: int
+        self, job_id: str, index: int, result: dict[str, Any], *, failed: bool, cached: bool, detections: int
     ) -> tuple[bool, str]:
         """Store a frame's result once; returns (written, job status). Releases the frame's waiting bytes."""
         args: list[EncodableT] = [
@@ -153,13 +160,26 @@ class JobStore:
             json.dumps(result),
             "failed" if failed else "done",
             int(cached),
-            hazards,
+            detections,
             repr(time.time()),
             self._limits.result_ttl_seconds,
         ]
         written, status, size = await self._record(keys=self._keys(job_id), args=args)
         await self.release_bytes(int(size))
         return bool(written), _text(status)
+
+    async def track(self, job_id: str, frame: FrameInput, params: TrackParams) -> list[Assignment]:
+        """The frame's detections into the job's tracks, atomically as a session's are (`tracking.scripts`); each
+        detection's hazard. None are answered when the job is gone or the update was applied already (a retry):
+        the hazards it confirmed are counted in the job's hazards hash all the same."""
+        job, *_, tracks, hazards = self._keys(job_id)
+        raw = await self._associate(
+            keys=[job, tracks, hazards], args=[json.dumps(frame.as_json()), params_json(params), frame.request_id]
+        )
+        reply = json.loads(raw)
+        if reply.get("status") != "ok" or not isinstance(reply.get("assignments"), list):  # cjson: [] reads as {}
+            return []
+        return [Assignment(str(hazard), bool(new), bool(upload)) for hazard, new, upload in reply["assignments"]]
 
     async def close(self, job_id: str) -> str:
         try:
@@ -175,10 +195,15 @@ class JobStore:
         await self.release_bytes(int(released))
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        raw = await self._redis.hgetall(self._keys(job_id)[0])  # type: ignore[misc]
+        keys = self._keys(job_id)
+        async with self._redis.pipeline(transaction=False) as pipe:  # one slot: read together
+            pipe.hgetall(keys[0])
+            pipe.hlen(keys[5])
+            raw, hazards = await pipe.execute()
         if not raw:
             raise JobNotFound(details={"job_id": job_id})
         fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields.setdefault("detections", fields.get("hazards", "0"))  # a job written before `hazards` meant hazards
         return {
             "job_id": job_id,
             "name": fields["name"] or None,
@@ -186,6 +211,7 @@ class JobStore:
             "status": fields["status"],
             "closed": fields["closed"] == "1",
             **{counter: int(fields[counter]) for counter in COUNTERS},
+            "hazards": int(hazards),
             "options": json.loads(fields["options"]),
             "created_at": float(fields["created_at"]),
             "updated_at": float(fields["updated_at"]),

@@ -152,6 +152,18 @@ class TrackingService:
         return await self._map.near(parse_near(near, radius_m or DEFAULT_NEAR_RADIUS_M), limit)
 
 
+def track_params(settings: TrackingSettings, uploads: UploadSettings) -> TrackParams:
+    """The matcher's parameters, the same for sessions and batch jobs."""
+    return TrackParams(
+        min_hits=settings.min_hits,
+        max_gap_seconds=settings.max_gap_seconds,
+        iou_threshold=settings.iou_threshold,
+        box_expand=settings.box_expand,
+        upload_min_confidence=uploads.min_confidence,
+        upload_margin=uploads.best_frame_margin,
+    )
+
+
 def create_tracking(
     settings: TrackingSettings,
     uploads: UploadSettings,
@@ -163,15 +175,7 @@ def create_tracking(
 ) -> TrackingService:
     """Tracking on the service's one Redis client and breaker. Kept updates are replayed through its `apply`
     (`sessions/write_behind.Replayer`, built after it)."""
-    params = TrackParams(
-        min_hits=settings.min_hits,
-        max_gap_seconds=settings.max_gap_seconds,
-        iou_threshold=settings.iou_threshold,
-        box_expand=settings.box_expand,
-        upload_min_confidence=uploads.min_confidence,
-        upload_margin=uploads.best_frame_margin,
-    )
-    tracks = SessionTracks(client, breaker, params, observe)
+    tracks = SessionTracks(client, breaker, track_params(settings, uploads), observe)
     hazard_map = HazardMap(
         client,
         breaker,
