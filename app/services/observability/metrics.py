@@ -148,13 +148,18 @@ class Metrics:
     def _add_streams(self, r: CollectorRegistry) -> None:
         self.streams_open = Gauge("hazard_streams_open", "WebSocket frame streams open in this process.", registry=r)
         self.streams_refused = Counter(
-            "hazard_streams_refused", "Streams refused at the door, by reason: key, scope, full.", ["reason"], registry=r
+            "hazard_streams_refused",
+            "Streams refused at the door, by reason: key, scope, full.",
+            ["reason"],
+            registry=r,
         )
         self.stream_frames_received = Counter(
             "hazard_stream_frames_received", "Frame messages received over streams.", registry=r
         )
         self.stream_frames_answered = Counter(
-            "hazard_stream_frames_answered", "Stream frames answered, by outcome: detected or error.", ["outcome"],
+            "hazard_stream_frames_answered",
+            "Stream frames answered, by outcome: detected or error.",
+            ["outcome"],
             registry=r,
         )
         self.stream_frames_dropped = Counter(

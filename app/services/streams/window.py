@@ -9,11 +9,11 @@ Every frame gets exactly one outcome, delivered as soon as it is known.
 from __future__ import annotations
 
 import asyncio
-
-import structlog
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import structlog
 
 from app.services.core.errors import ApiError, DeadlineExceeded, Overloaded
 from app.services.observability.metrics import Metrics
@@ -117,7 +117,7 @@ class FrameWindow:
 
     async def _run(self, frame: _Frame) -> None:
         outcome = await outcome_of(frame.frame_id, frame.serve)
-        self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._running.discard(asyncio.current_task())
         if self._waiting is not None:  # the engine takes the next frame before this answer is sent
             waiting, self._waiting = self._waiting, None
             self._start(waiting)
