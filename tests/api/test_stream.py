@@ -339,7 +339,7 @@ async def test_the_client_replays_a_folder_and_a_video_over_one_stream(
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
         picture = Image.open(io.BytesIO(FRAME)).convert("RGB").resize((640, 360))
         for _ in range(3):
-            container.mux(stream.encode(av.VideoFrame.from_image(picture)))
+            container.mux(stream.encode(av.VideoFrame.from_image(picture)))  # type: ignore[no-untyped-call]
         container.mux(stream.encode(None))
     api = await serve(make_settings())
     said: list[str] = []
