@@ -25,6 +25,7 @@ from app.http.routers.jobs import create_jobs_router
 from app.http.routers.media import create_media_router
 from app.http.routers.metrics import create_metrics_router
 from app.http.routers.sessions import create_sessions_router
+from app.http.routers.stream import create_stream_router
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
 from app.wiring.identity import build_identity
@@ -93,6 +94,7 @@ def _include_routers(
         )
     )
     app.include_router(create_detect_router(parts.detection, settings))
+    app.include_router(create_stream_router(parts.detection, parts.metrics, settings))
     app.include_router(create_hazards_router(parts.tracking))
     app.include_router(
         create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)

@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+STREAM_HEADER_ALLOWANCE = 64 * 1024
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -325,6 +326,19 @@ class HttpSettings(_Group):
         return value
 
 
+class StreamSettings(_Group):
+    """Live frames over one WebSocket per session (`GET /sessions/{id}/stream`)."""
+
+    # Frames of one stream in the engine at once; a newer frame replaces the one waiting behind them.
+    window: int = Field(2, ge=1, le=64, validation_alias="STREAM_WINDOW")
+    # One message (header and image); default: MAX_IMAGE_BYTES + 64 KiB. Past it the stream is closed with 1009.
+    max_message_bytes: int | None = Field(None, ge=1024, validation_alias="STREAM_MAX_MESSAGE_BYTES")
+    # A stream that sends no message for this long is closed (4408); pings keep a silent but live peer checked.
+    idle_seconds: float = Field(60.0, gt=0, validation_alias="STREAM_IDLE_SECONDS")
+    # Open streams one process holds; one more is refused (1013, try again later).
+    max_per_process: int = Field(200, ge=1, validation_alias="STREAM_MAX_PER_PROCESS")
+
+
 class TelemetrySettings(_Group):
     """What the service tells about itself: logs, the deep health check, metrics."""
 
@@ -364,6 +378,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    streams: StreamSettings = Field(default_factory=StreamSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -417,6 +432,11 @@ class Settings(BaseSettings):
     @property
     def queue_url(self) -> str:
         return self.jobs.queue_redis_url or self.redis.url
+
+    @property
+    def stream_max_message_bytes(self) -> int:
+        """A stream message holds an image and its header: the image limit plus room for the header by default."""
+        return self.streams.max_message_bytes or self.images.max_bytes + STREAM_HEADER_ALLOWANCE
 
 
 def _groups() -> dict[str, type[_Group]]:

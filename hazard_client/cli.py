@@ -34,6 +34,8 @@ from hazard_client.ingest import (
 )
 from hazard_client.models import JobOut
 from hazard_client.progress import Counts, Reporter, reporter
+from hazard_client.replay import replay
+from hazard_client.sources import source_frames
 
 OK, FRAMES_FAILED, USAGE, UNAVAILABLE, INTERRUPTED = 0, 1, 2, 3, 130
 HINTS = {
@@ -217,6 +219,23 @@ def run_ingestion(
             return summary
 
     return asyncio.run(run())
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    say = Console(highlight=False, soft_wrap=True)
+
+    async def run() -> Counter[str]:
+        async with AsyncHazardClient(args.server, timeout=args.timeout, api_key=args.api_key) as client:
+            session = await client.create_session({"client": "hazard-cli", "source": args.source[:200]})
+            try:
+                async with client.stream(session.session_id) as stream:
+                    return await replay(stream, source_frames(args.source), args.realtime, args.fps, say.print)
+            finally:
+                await client.end_session(session.session_id)
+
+    counts = asyncio.run(run())
+    say.print(", ".join(f"{name} {number}" for name, number in sorted(counts.items())))
+    return FRAMES_FAILED if counts["error"] else OK
 
 
 def _job_row(job: JobOut) -> list[str]:
@@ -483,6 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=_positive_int, default=20, help="list: how many (newest first)")
     jobs.add_argument("--out", help="results: write the JSON Lines to this file instead of stdout")
     jobs.set_defaults(run=cmd_jobs)
+
+    stream = commands.add_parser(
+        "stream",
+        parents=[common],
+        help="replay a folder of images or a video over one live stream; print hazards as they are confirmed",
+    )
+    stream.add_argument("source", metavar="SOURCE", help="a folder of images, a video file, a camera, an rtsp:// URL")
+    stream.add_argument("--realtime", action="store_true", help="send at the source's pace (newest frame first)")
+    stream.add_argument("--fps", type=float, default=5.0, help="a folder's pace with --realtime (default 5)")
+    stream.set_defaults(run=cmd_stream)
 
     health = commands.add_parser("health", parents=[common, output], help="live, ready and deep checks")
     health.set_defaults(run=cmd_health)

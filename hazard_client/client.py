@@ -41,6 +41,7 @@ from hazard_client.models import (
     SessionOut,
 )
 from hazard_client.retry import DEFAULT_RETRY, DETECT_RETRY, RetryPolicy
+from hazard_client.stream import FrameStream, stream_url
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -260,6 +261,11 @@ class AsyncHazardClient:
     @property
     def http(self) -> httpx.AsyncClient:
         return self._http
+
+    def stream(self, session_id: str) -> FrameStream:
+        """A live frame stream of the session, one WebSocket (`async with`): send frames, iterate answers."""
+        headers = {key: value for key, value in self._http.headers.items() if key in ("authorization", "user-agent")}
+        return FrameStream(stream_url(self.base_url, session_id), headers)
 
     async def __aenter__(self) -> Self:
         return self

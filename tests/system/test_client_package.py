@@ -55,7 +55,7 @@ def test_the_wheel_holds_the_package_the_script_and_only_client_dependencies(whe
     assert modules <= names, modules - names
     assert "hazard = hazard_client.cli:main" in scripts
     runtime = {requirement.name for requirement in requires if requirement.marker is None}
-    assert runtime == {"httpx", "pydantic", "rich", "av", "gpxpy", "pynmea2", "pillow"}
+    assert runtime == {"httpx", "pydantic", "rich", "websockets", "av", "gpxpy", "pynmea2", "pillow"}
 
 
 def test_the_installed_client_imports_nothing_of_the_service(wheel: Path, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from starlette.requests import ClientDisconnect
 
 from app.http.openapi import REQUEST_ERRORS, error_responses
 from app.http.schemas.detect import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
+from app.http.schemas.frames import CONF, IOU, MAX_DET, MULTIPART_PROPERTIES, captured_at_query, meta_query
 from app.http.schemas.frames import FIELDS as FRAME_META_FIELDS
-from app.http.schemas.frames import MULTIPART_PROPERTIES, captured_at_query, meta_query
 from app.services.core.errors import (
     CLIENT_DISCONNECTED,
     ClientClosedRequest,
@@ -180,9 +180,9 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
         request: Request,
         response: Response,
         session_id: str,
-        conf: Annotated[float, Query(ge=0.0, le=1.0)] = settings.detection.default_confidence,
-        iou: Annotated[float, Query(ge=0.0, le=1.0)] = settings.detection.default_iou,
-        max_det: Annotated[int, Query(ge=1, le=1000)] = settings.detection.default_max_detections,
+        conf: Annotated[float, Query(ge=CONF[0], le=CONF[1])] = settings.detection.default_confidence,
+        iou: Annotated[float, Query(ge=IOU[0], le=IOU[1])] = settings.detection.default_iou,
+        max_det: Annotated[int, Query(ge=MAX_DET[0], le=MAX_DET[1])] = settings.detection.default_max_detections,
         model: Annotated[
             str | None, Query(max_length=128, description="A loaded model version; the active one by default.")
         ] = None,

@@ -24,6 +24,8 @@ RANGES: dict[str, tuple[float, float]] = {
     field: (_bound(low), _bound(high)) for field, (low, high) in tracking_meta.RANGES.items()
 }
 LAT, LON, HEADING, SPEED = RANGES["lat"], RANGES["lon"], RANGES["heading"], RANGES["speed_mps"]
+# /detect's options, wherever a frame is sent (query parameters, a stream's frame header).
+CONF, IOU, MAX_DET = (0.0, 1.0), (0.0, 1.0), (1, 1000)
 FIELDS = tracking_meta.FIELDS
 DESCRIPTIONS = {
     "lat": "Latitude, WGS-84 degrees (with lon).",

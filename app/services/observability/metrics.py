@@ -59,6 +59,7 @@ class Metrics:
         self._add_detection(self.registry)
         self._add_uploads(self.registry)
         self._add_models_and_jobs(self.registry)
+        self._add_streams(self.registry)
         # The control center's live P50/P95 chart of this process's /detect answers (exact, over recent minutes).
         self.recent_detect = LatencyWindow(DETECT_ROUTE)
 
@@ -142,6 +143,36 @@ class Metrics:
         self.model_ready = Gauge("hazard_model_ready", "1 when an active model is compiled and warm.", registry=r)
         self.model_state = Gauge(
             "hazard_model_state", "1 for each version's current state.", ["model", "state"], registry=r
+        )
+
+    def _add_streams(self, r: CollectorRegistry) -> None:
+        self.streams_open = Gauge("hazard_streams_open", "WebSocket frame streams open in this process.", registry=r)
+        self.streams_refused = Counter(
+            "hazard_streams_refused",
+            "Streams refused at the door, by reason: key, scope, full.",
+            ["reason"],
+            registry=r,
+        )
+        self.stream_frames_received = Counter(
+            "hazard_stream_frames_received", "Frame messages received over streams.", registry=r
+        )
+        self.stream_frames_answered = Counter(
+            "hazard_stream_frames_answered",
+            "Stream frames answered, by outcome: detected or error.",
+            ["outcome"],
+            registry=r,
+        )
+        self.stream_frames_dropped = Counter(
+            "hazard_stream_frames_dropped",
+            "Stream frames not served, by reason: superseded (a newer frame replaced it), late, overloaded.",
+            ["reason"],
+            registry=r,
+        )
+        self.stream_send_lag = Histogram(
+            "hazard_stream_send_lag_seconds",
+            "From a stream frame's answer being ready to its message handed to the connection (a slow reader's cost).",
+            buckets=STAGE_BUCKETS,
+            registry=r,
         )
 
     def watch_pool(self, read_stats: Callable[[], PoolStats | None]) -> None:

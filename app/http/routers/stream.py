@@ -1,0 +1,228 @@
+"""GET /sessions/{session_id}/stream, upgraded to a WebSocket: frames in, one JSON answer per frame out.
+
+Thin: accept, check the caller, read messages into the stream's window, send each outcome. A frame is served by
+the detection service exactly as /detect serves it (admission, deadline, tracking, history, uploads, metrics);
+the protocol and the window are app/services/streams. docs/STREAMS.md describes the messages and close codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from app.http.errors import error_body
+from app.http.routers.detect import detect_response
+from app.http.schemas.stream import (
+    CLOSE_GOING_AWAY,
+    CLOSE_IDLE,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_MISSING_SCOPE,
+    CLOSE_NO_KEY,
+    CLOSE_SESSION_ENDED,
+    CLOSE_SESSION_NOT_FOUND,
+    CLOSE_TRY_AGAIN_LATER,
+    SHUTDOWN_EXTENSION,
+    StreamFrameHeader,
+)
+from app.services.core.asyncio_tasks import cancel
+from app.services.core.errors import ApiError, SessionEnded, SessionNotFound, ValidationFailed
+from app.services.core.request_context import set_request_id
+from app.services.detection.service import DetectionService
+from app.services.inference.types import DetectOptions
+from app.services.observability.metrics import Metrics
+from app.services.streams.protocol import FrameMessage, MessageRejected, decode_frame
+from app.services.streams.slots import StreamSlots
+from app.services.streams.window import Answered, Dropped, Failed, FrameWindow, Outcome
+from app.services.tracking.meta import frame_meta
+from app.settings import Settings
+
+# Checks the caller from the upgrade request's headers before any frame is read: returns to let it in, raises an
+# ApiError to refuse (status 401: closed 4401; 403: closed 4403). The identity service's key check plugs in here.
+Authenticate = Callable[[Mapping[str, str]], Awaitable[object]]
+DRAIN_MARGIN_SECONDS = 2.0  # past a frame's deadline: its tracking and history write still finish
+SESSION_CLOSES = {SessionNotFound: CLOSE_SESSION_NOT_FOUND, SessionEnded: CLOSE_SESSION_ENDED}
+
+
+async def accept_everyone(headers: Mapping[str, str]) -> None:
+    """No key check yet, as on the HTTP routes."""
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+def outcome_message(outcome: Outcome) -> dict[str, Any]:
+    """One frame's answer: /detect's fields, a drop, or the one error shape; each names the frame."""
+    if isinstance(outcome, Answered):
+        return {"frame_id": outcome.frame_id, **outcome.answer}
+    if isinstance(outcome, Dropped):
+        return {"frame_id": outcome.frame_id, "dropped": outcome.reason}
+    error = outcome.error
+    return {"frame_id": outcome.frame_id, **error_body(error.code, error.message, error.details)}
+
+
+async def refusal(authenticate: Authenticate, headers: Mapping[str, str]) -> Close | None:
+    try:
+        await authenticate(headers)
+    except ApiError as exc:
+        return Close(CLOSE_MISSING_SCOPE if exc.status == 403 else CLOSE_NO_KEY, exc.message)
+    return None
+
+
+def create_stream_router(
+    detection: DetectionService, metrics: Metrics, settings: Settings, authenticate: Authenticate = accept_everyone
+) -> APIRouter:
+    slots = StreamSlots(settings.streams.max_per_process, metrics)
+    router = APIRouter(tags=["stream"])
+
+    @router.websocket("/sessions/{session_id}/stream")
+    async def stream_frames(websocket: WebSocket, session_id: str) -> None:
+        """Frames of one session over one WebSocket, the newest first (docs/STREAMS.md)."""
+        await websocket.accept()  # a close code (rather than a bare HTTP 403) needs an accepted socket
+        refused = await refusal(authenticate, websocket.headers)
+        if refused is not None:
+            metrics.streams_refused.labels("scope" if refused.code == CLOSE_MISSING_SCOPE else "key").inc()
+            await websocket.close(refused.code, refused.reason)
+            return
+        with slots.hold() as held:
+            if not held:
+                metrics.streams_refused.labels("full").inc()
+                reason = f"this process holds {settings.streams.max_per_process} streams; try again later"
+                await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+                return
+            await FrameStream(websocket, session_id, detection, metrics, settings).run()
+
+    return router
+
+
+class FrameStream:
+    """One open stream: a reader of messages, a window of frames, a writer of answers, and how it ends."""
+
+    def __init__(
+        self, websocket: WebSocket, session_id: str, detection: DetectionService, metrics: Metrics, settings: Settings
+    ) -> None:
+        self._websocket = websocket
+        self._session_id = session_id
+        self._detection = detection
+        self._metrics = metrics
+        self._settings = settings
+        self._max_bytes = settings.stream_max_message_bytes
+        self._closing: asyncio.Future[Close | None] = asyncio.get_running_loop().create_future()
+        self._sending = asyncio.Lock()  # answers come from several frames' tasks; one message at a time
+        self._window = FrameWindow(settings.streams.window, self._send, metrics)
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read(), name="stream-reader")
+        watcher = asyncio.create_task(self._watch_shutdown(), name="stream-shutdown")
+        try:
+            close = await self._closing
+        finally:
+            await cancel(reader)
+            await cancel(watcher)
+            # Frames taken are answered (or, the client gone, finish) before the stream says goodbye.
+            if not await self._window.wait_idle(self._settings.detection.timeout_seconds + DRAIN_MARGIN_SECONDS):
+                self._window.cancel()
+                await self._window.wait_idle(DRAIN_MARGIN_SECONDS)
+        if close is not None:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self._websocket.close(close.code, close.reason)
+
+    def _end(self, close: Close | None) -> None:
+        if not self._closing.done():
+            self._closing.set_result(close)
+
+    async def _read(self) -> None:
+        idle = self._settings.streams.idle_seconds
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    message = await self._websocket.receive()
+            except TimeoutError:
+                return self._end(Close(CLOSE_IDLE, f"no message for {idle:g} s (STREAM_IDLE_SECONDS)"))
+            if message["type"] == "websocket.disconnect":
+                return self._end(None)
+            data = message.get("bytes")
+            if data is None:
+                await self._window.deliver(Failed(None, ValidationFailed("Send each frame as one binary message.")))
+                continue
+            if len(data) > self._max_bytes:
+                reason = f"message of {len(data)} bytes; at most {self._max_bytes} (STREAM_MAX_MESSAGE_BYTES)"
+                return self._end(Close(CLOSE_MESSAGE_TOO_BIG, reason))
+            await self._take(data)
+
+    async def _take(self, data: bytes) -> None:
+        self._metrics.stream_frames_received.inc()
+        deadline = time.monotonic() + self._settings.detection.timeout_seconds  # from arrival, as /detect's
+        frame = decode_frame(data)
+        if isinstance(frame, MessageRejected):
+            await self._window.deliver(Failed(frame.frame_id, ValidationFailed(frame.reason)))
+            return
+        try:
+            header = StreamFrameHeader.model_validate(frame.header)
+            meta = frame_meta({field: getattr(header, field) for field in FRAME_FIELDS}, {})
+        except ValidationError as exc:
+            await self._window.deliver(Failed(frame.frame_id, header_error(exc)))
+            return
+        except ApiError as exc:
+            await self._window.deliver(Failed(frame.frame_id, exc))
+            return
+        await self._window.offer(frame.frame_id, lambda: self._serve(frame, header, meta, deadline))
+
+    async def _serve(self, frame: FrameMessage, header: StreamFrameHeader, meta: Any, deadline: float) -> Any:
+        request_id = uuid.uuid4().hex
+        set_request_id(request_id)  # this frame's task: its error message and log lines name it
+        detect = self._settings.detection
+        options = DetectOptions(
+            detect.default_confidence if header.conf is None else header.conf,
+            detect.default_iou if header.iou is None else header.iou,
+            detect.default_max_detections if header.max_det is None else header.max_det,
+        )
+
+        async def read_frame() -> bytes:
+            return frame.image
+
+        served = await self._detection.serve_frame(
+            self._session_id, request_id, read_frame, options, deadline, header.model, frame_meta=lambda: meta
+        )
+        return detect_response(served).model_dump(mode="json")
+
+    async def _send(self, outcome: Outcome) -> None:
+        ready = time.monotonic()
+        async with self._sending:
+            try:
+                await self._websocket.send_text(json.dumps(outcome_message(outcome), separators=(",", ":")))
+            except (WebSocketDisconnect, RuntimeError):  # gone: what is in flight finishes, unanswered
+                return self._end(None)
+        self._metrics.stream_send_lag.observe(time.monotonic() - ready)
+        if isinstance(outcome, Failed) and type(outcome.error) in SESSION_CLOSES:
+            self._end(Close(SESSION_CLOSES[type(outcome.error)], outcome.error.message))
+
+    async def _watch_shutdown(self) -> None:
+        shutdown = self._websocket.scope.get("extensions", {}).get(SHUTDOWN_EXTENSION)
+        if shutdown is not None:
+            await shutdown["event"].wait()
+            self._end(Close(CLOSE_GOING_AWAY, "the server is shutting down; frames in flight were answered"))
+
+
+FRAME_FIELDS = ("lat", "lon", "heading", "speed_mps", "captured_at")
+
+
+def header_error(exc: ValidationError) -> ValidationFailed:
+    """The header's problems in /detect's 422 shape (a location, a message, a type each)."""
+    problems = [
+        {"location": ["header", *(str(part) for part in error["loc"])], "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return ValidationFailed(details={"errors": problems})
