@@ -32,6 +32,16 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
         await cancel(task)
 
 
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """True once `event` is set; False if it still was not after `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class InFlight:
     """Work under way, counted, so a stop can wait for exactly that work (bounded)."""
 
@@ -53,9 +63,4 @@ class InFlight:
 
     async def wait_idle(self, seconds: float) -> bool:
         """True once nothing is under way; False if something still was after `seconds`."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, seconds)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import structlog
 
+from app.services.core.asyncio_tasks import wait_set
 from app.services.core.errors import ApiError, DeadlineExceeded, Overloaded
 from app.services.observability.metrics import Metrics
 from app.services.streams.protocol import FrameId
@@ -89,12 +90,7 @@ class FrameWindow:
 
     async def wait_idle(self, seconds: float) -> bool:
         """True once every frame taken has its outcome; False if some were still running after `seconds`."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, seconds)
 
     def cancel(self) -> None:
         """Stop what is still running (the stream is gone and waited long enough); the waiting frame is forgotten."""
