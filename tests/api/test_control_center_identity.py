@@ -4,7 +4,7 @@ shown once, revoked from the page, and both actions are in the audit list under 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import pytest
 
@@ -23,7 +23,7 @@ async def signed_in(start_app: StartApp, make_settings: Callable[..., Settings])
     return api
 
 
-async def post(api: RunningApp, path: str, data: dict[str, str | list[str]]) -> str:
+async def post(api: RunningApp, path: str, data: Mapping[str, str | Sequence[str]]) -> str:
     headers = {"origin": ORIGIN, "x-csrf-token": await csrf_token(api), "hx-request": "true"}
     response = await api.client.post(path, data=data, headers=headers)
     assert response.status_code == 200, response.text

@@ -137,14 +137,14 @@ async def test_a_bad_key_request_is_422_and_makes_nothing(admin_api: RunningApp,
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
 async def test_managing_an_unknown_key_is_404(admin_api: RunningApp, method: str) -> None:
     for key_id in ("abcd2345", "not-a-key-id"):
-        body = {"limits": {}} if method == "PATCH" else None
+        body: dict[str, Any] | None = {"limits": {}} if method == "PATCH" else None
         response = await admin_api.client.request(method, f"/admin/api/keys/{key_id}", json=body, auth=AUTH)
         assert response.status_code == 404 and response.json()["error"]["code"] == "API_KEY_NOT_FOUND"
 
 
 async def test_key_management_needs_an_operator(admin_api: RunningApp) -> None:
     key_id = (await create_key(admin_api))["record"]["key_id"]
-    attempts = [
+    attempts: list[tuple[str, str, dict[str, Any] | None]] = [
         ("POST", "/admin/api/keys", {"name": "n", "tenant": "t", "scopes": ["detect"]}),
         ("GET", "/admin/api/keys", None),
         ("GET", f"/admin/api/keys/{key_id}", None),
@@ -174,7 +174,9 @@ async def test_a_reader_role_reads_keys_but_changing_one_is_403_role_required(
         response = await admin_api.client.request(method, path, json=body, auth=reader)
         assert response.status_code == 403, (method, path, response.text)
         error = response.json()["error"]
-        assert error["code"] == "ROLE_REQUIRED" and error["details"]["role"] == "admin" and "'admin'" in error["message"]
+        assert (
+            error["code"] == "ROLE_REQUIRED" and error["details"]["role"] == "admin" and "'admin'" in error["message"]
+        )
     assert (await admin_api.client.get(f"/admin/api/keys/{key_id}", auth=AUTH)).json()["status"] == "active"
 
 

@@ -132,7 +132,9 @@ async def test_a_viewer_signs_in_reads_pages_and_is_refused_actions(admin_api: R
     token = await csrf_token(admin_api)
     headers = {"origin": ORIGIN, "x-csrf-token": token, "hx-request": "true"}
     for path in ("/admin/keys", "/admin/fleet/reload", "/admin/models/best0408_openvino_model/activate"):
-        refused = await admin_api.client.post(path, data={"name": "k", "tenant": "t", "scopes": "detect"}, headers=headers)
+        refused = await admin_api.client.post(
+            path, data={"name": "k", "tenant": "t", "scopes": "detect"}, headers=headers
+        )
         assert refused.status_code == 403 and "ROLE_REQUIRED" in refused.text, path
     operators = await admin_api.client.get("/admin/operators", headers={"accept": "text/html"})
     assert operators.status_code == 403 and "ROLE_REQUIRED" in operators.text

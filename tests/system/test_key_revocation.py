@@ -8,6 +8,7 @@ check keys (the enforcement half of issue 23), B itself must refuse the key on a
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,50 +61,51 @@ def servers(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
             server.stop()
 
 
-def enforces_keys(server: Server) -> bool:
+async def enforces_keys(http: httpx.AsyncClient, server: Server) -> bool:
     """Whether this build's routes check keys: an unknown key on a tenant route is refused where they do."""
-    refused = httpx.get(f"{server.base_url}/jobs", headers={"authorization": "Bearer hzk_zzzzzzzz_nope"}, timeout=10)
+    refused = await http.get(f"{server.base_url}/jobs", headers={"authorization": "Bearer hzk_zzzzzzzz_nope"})
     return refused.status_code == 401
 
 
 async def test_a_key_revoked_on_one_server_is_refused_by_another_within_two_seconds(
     servers: list[Server], redis_server: RedisProcess, fleet: str
 ) -> None:
-    a, b = servers
-    body = {"name": "replica test", "tenant": "fleet-r", "scopes": ["detect", "jobs"]}
-    created = httpx.post(f"{a.base_url}/admin/api/keys", json=body, headers=ADMIN, timeout=10)
-    assert created.status_code == 201, created.text
-    key, key_id = created.json()["key"], created.json()["record"]["key_id"]
-    bearer = {"authorization": f"Bearer {key}"}
-    on_b = httpx.get(f"{b.base_url}/admin/api/keys/{key_id}", headers=ADMIN, timeout=10)
-    assert on_b.status_code == 200 and on_b.json()["status"] == "active"
-    check_routes = enforces_keys(b)
-    if check_routes:
-        assert httpx.get(f"{b.base_url}/jobs", headers=bearer, timeout=10).status_code == 200
+    async with httpx.AsyncClient(timeout=10) as http:
+        a, b = servers
+        body = {"name": "replica test", "tenant": "fleet-r", "scopes": ["detect", "jobs"]}
+        created = await http.post(f"{a.base_url}/admin/api/keys", json=body, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        key, key_id = created.json()["key"], created.json()["record"]["key_id"]
+        bearer = {"authorization": f"Bearer {key}"}
+        on_b = await http.get(f"{b.base_url}/admin/api/keys/{key_id}", headers=ADMIN)
+        assert on_b.status_code == 200 and on_b.json()["status"] == "active"
+        check_routes = await enforces_keys(http, b)
+        if check_routes:
+            assert (await http.get(f"{b.base_url}/jobs", headers=bearer)).status_code == 200
 
-    client = aioredis.from_url(redis_server.url, decode_responses=True)
-    replica = KeyStore(client, namespace=fleet, pepper=PEPPER.encode())  # default cache: records kept 5 s
-    try:
-        assert (await replica.verify(key)).tenant == "fleet-r"
-        revoked = httpx.delete(f"{a.base_url}/admin/api/keys/{key_id}", headers=ADMIN, timeout=10)
-        assert revoked.status_code == 200
-        started = time.monotonic()
-        refused_at = None
-        while refused_at is None and time.monotonic() - started < 2 * WITHIN_SECONDS:
-            try:
-                await replica.verify(key)
-            except InvalidApiKey:
-                refused_at = time.monotonic() - started
-        assert refused_at is not None and refused_at <= WITHIN_SECONDS, refused_at
-    finally:
-        await client.aclose()
-    read_on_b = httpx.get(f"{b.base_url}/admin/api/keys/{key_id}", headers=ADMIN, timeout=10)
-    assert read_on_b.json()["status"] == "revoked"
-    if check_routes:
-        deadline = time.monotonic() + WITHIN_SECONDS
-        while httpx.get(f"{b.base_url}/jobs", headers=bearer, timeout=10).status_code != 401:
-            assert time.monotonic() < deadline, "server B still accepts the revoked key"
-            time.sleep(0.05)
+        client = aioredis.from_url(redis_server.url, decode_responses=True)
+        replica = KeyStore(client, namespace=fleet, pepper=PEPPER.encode())  # default cache: records kept 5 s
+        try:
+            assert (await replica.verify(key)).tenant == "fleet-r"
+            revoked = await http.delete(f"{a.base_url}/admin/api/keys/{key_id}", headers=ADMIN)
+            assert revoked.status_code == 200
+            started = time.monotonic()
+            refused_at = None
+            while refused_at is None and time.monotonic() - started < 2 * WITHIN_SECONDS:
+                try:
+                    await replica.verify(key)
+                except InvalidApiKey:
+                    refused_at = time.monotonic() - started
+            assert refused_at is not None and refused_at <= WITHIN_SECONDS, refused_at
+        finally:
+            await client.aclose()
+        read_on_b = await http.get(f"{b.base_url}/admin/api/keys/{key_id}", headers=ADMIN)
+        assert read_on_b.json()["status"] == "revoked"
+        if check_routes:
+            deadline = time.monotonic() + WITHIN_SECONDS
+            while (await http.get(f"{b.base_url}/jobs", headers=bearer)).status_code != 401:
+                assert time.monotonic() < deadline, "server B still accepts the revoked key"
+                await asyncio.sleep(0.05)
 
 
 def test_the_key_is_in_neither_server_log(servers: list[Server]) -> None:
