@@ -48,6 +48,14 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def _answer(args: argparse.Namespace, value: Any, message: str) -> None:
+    """The record as JSON on stdout with --json, else one line on stderr."""
+    if args.json:
+        _print_json(value)
+    else:
+        _say(message)
+
+
 def _limits(args: argparse.Namespace) -> dict[str, float | int]:
     given = {
         "frames_per_second": args.frames_per_second,
@@ -82,7 +90,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not args.key_id:
                 raise UsageError("`hazard keys revoke` needs the key's id (see `hazard keys list`)")
             revoked = client.revoke_key(args.key_id)
-            _print_json(revoked.model_dump(mode="json")) if args.json else _say(f"revoked {revoked.key_id}")
+            _answer(args, revoked.model_dump(mode="json"), f"revoked {revoked.key_id}")
             return OK
         listing = client.list_keys(args.tenant)
     if args.json:
@@ -113,7 +121,7 @@ def cmd_operators(args: argparse.Namespace) -> int:
                 account = client.create_operator(args.name, _new_password(args), args.role)
             else:
                 account = client.update_operator(args.name, role=args.role)
-            _print_json(account.model_dump(mode="json")) if args.json else _say(f"{account.name}: {account.role}")
+            _answer(args, account.model_dump(mode="json"), f"{account.name}: {account.role}")
             return OK
         listing = client.list_operators()
     if args.json:
