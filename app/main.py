@@ -22,13 +22,15 @@ from app.http.routers.docs import create_docs_router
 from app.http.routers.hazards import create_hazards_router
 from app.http.routers.health import create_health_router
 from app.http.routers.jobs import create_jobs_router
+from app.http.routers.keys import create_keys_router
 from app.http.routers.media import create_media_router
 from app.http.routers.metrics import create_metrics_router
+from app.http.routers.operators import create_operators_router
 from app.http.routers.sessions import create_sessions_router
 from app.http.routers.stream import create_stream_router
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
-from app.wiring.identity import build_identity
+from app.wiring.identity import Identity, build_identity
 from app.wiring.lifecycle import Lifecycle
 from app.wiring.operators import Operators, build_operators
 from app.wiring.parts import Parts, build_parts
@@ -41,8 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     parts = build_parts(settings, role="api")
-    operators = build_operators(settings, parts)
     identity = build_identity(settings, parts.redis)
+    operators = build_operators(settings, parts, identity.accounts)
     lifecycle = Lifecycle(parts)
     app = DocumentedAPI(
         title="Hazard Detection API",
@@ -58,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # One resolver, TRUSTED_PROXIES parsed once: every per-client limit counts the same client.
     client_address = ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies))
-    _include_routers(app, settings, parts, operators, client_address)
+    _include_routers(app, settings, parts, operators, identity, client_address)
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
@@ -85,7 +87,12 @@ def _lifespan(lifecycle: Lifecycle) -> Callable[[FastAPI], AbstractAsyncContextM
 
 
 def _include_routers(
-    app: FastAPI, settings: Settings, parts: Parts, operators: Operators, client_address: ClientAddress
+    app: FastAPI,
+    settings: Settings,
+    parts: Parts,
+    operators: Operators,
+    identity: Identity,
+    client_address: ClientAddress,
 ) -> None:
     jobs = parts.jobs.service
     app.include_router(
@@ -102,13 +109,16 @@ def _include_routers(
     app.include_router(create_health_router(parts.health))
     app.include_router(create_metrics_router(parts.metrics, parts.active_sessions, parts.kept_writes.pending, jobs))
     app.include_router(create_media_router(settings.uploads.storage_dir))
-    app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address))
+    app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address, identity.audit))
+    app.include_router(create_keys_router(identity.keys, identity.audit, operators.auth, client_address))
+    app.include_router(create_operators_router(identity.accounts, identity.audit, operators.auth, client_address))
     app.include_router(
         create_control_center_router(
             operators.center,
             operators.sessions,
             operators.auth,
             client_address,
+            (identity.keys, identity.accounts, identity.audit),
             secure_cookies=operators.secure_cookies,
         )
     )

@@ -53,12 +53,14 @@ class _Connection:
 class LeanClient:
     """`async with LeanClient("http://127.0.0.1:8000") as client: await client.post(path, body, content_type)`."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, api_key: str | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "http" or not parsed.hostname:
             raise ValueError(f"plain http://host:port only: {url}")
         self._host, self._port = parsed.hostname, parsed.port or 80
         self._timeout = timeout
+        # Sent as `Authorization: Bearer` on every request: the service's API key (or nothing, AUTH_MODE=off).
+        self._auth = f"authorization: Bearer {api_key}\r\n" if api_key else ""
         self._idle: list[_Connection] = []
 
     async def __aenter__(self) -> LeanClient:
@@ -72,7 +74,7 @@ class LeanClient:
     async def post(self, path: str, body: bytes = b"", content_type: str = "application/octet-stream") -> Answer:
         head = (
             f"POST {path} HTTP/1.1\r\nhost: {self._host}:{self._port}\r\ncontent-type: {content_type}\r\n"
-            f"content-length: {len(body)}\r\n\r\n"
+            f"content-length: {len(body)}\r\n{self._auth}\r\n"
         ).encode("latin-1")
         connection = await self._connection()
         try:

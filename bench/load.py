@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -66,8 +67,8 @@ async def open_sessions(client: LeanClient, count: int) -> list[str]:
     return [answer.json()["session_id"] for answer in answers]
 
 
-async def run_load(url: str, rate: float, seconds: float, frame: bytes) -> Report:
-    async with LeanClient(url) as client:
+async def run_load(url: str, rate: float, seconds: float, frame: bytes, api_key: str | None = None) -> Report:
+    async with LeanClient(url, api_key=api_key) as client:
         sessions = await open_sessions(client, max(1, math.ceil(rate / FRAMES_PER_SESSION_PER_SECOND)))
         latencies: list[float] = []
         by_status: defaultdict[str, list[float]] = defaultdict(list)
@@ -153,18 +154,25 @@ def sustainable(result: Report) -> bool:
     return latency["p95"] < GOAL_P95_MS and result["error_rate"] < GOAL_ERROR_RATE
 
 
-async def warm(url: str, frame: bytes) -> None:
+async def warm(url: str, frame: bytes, api_key: str | None = None) -> None:
     """A few sequential frames first, unrecorded: connection pools, the server's first-call costs."""
-    async with LeanClient(url) as client:
+    async with LeanClient(url, api_key=api_key) as client:
         (session_id,) = await open_sessions(client, 1)
         for _ in range(WARMUP_REQUESTS):
             await client.post(f"/detect/{session_id}", frame, "image/jpeg")
 
 
 def measure(
-    label: str, url: str, rate: float, seconds: float, frame: bytes, cpu: str, floor_report: Report | None = None
+    label: str,
+    url: str,
+    rate: float,
+    seconds: float,
+    frame: bytes,
+    cpu: str,
+    floor_report: Report | None = None,
+    api_key: str | None = None,
 ) -> Report:
-    result = {"target": label, "cpu": cpu, **asyncio.run(run_load(url, rate, seconds, frame))}
+    result = {"target": label, "cpu": cpu, **asyncio.run(run_load(url, rate, seconds, frame, api_key))}
     if floor_report is not None:
         result["p50_vs_floor"] = round(result["latency_ms"]["p50"] / floor_report["floor_ms"], 2)
     print(json.dumps(result), flush=True)
@@ -172,13 +180,21 @@ def measure(
 
 
 def find_sustainable(
-    label: str, url: str, frame: bytes, cpu: str, start: float, seconds: float, factor: float, refine: int
+    label: str,
+    url: str,
+    frame: bytes,
+    cpu: str,
+    start: float,
+    seconds: float,
+    factor: float,
+    refine: int,
+    api_key: str | None = None,
 ) -> Report:
     """Highest rate (frames/s) that passes `sustainable`: grow by `factor` to the first failure, then bisect."""
     steps: list[Report] = []
 
     def step(rate: float) -> bool:
-        result = measure(f"{label}:search", url, rate, seconds, frame, cpu)
+        result = measure(f"{label}:search", url, rate, seconds, frame, cpu, api_key=api_key)
         steps.append(result)
         return sustainable(result)
 
@@ -268,13 +284,16 @@ def server_rss(url: str) -> Report:
 
 def run_suite(args: argparse.Namespace, frame: bytes, cpu: str, floor_report: Report | None) -> Report:
     search = dict(start=args.search_start, seconds=args.search_seconds, factor=args.search_factor, refine=args.refine)
-    asyncio.run(warm(args.url, frame))
-    ours_search = find_sustainable("ours", args.url, frame, cpu, **search)
+    key = args.api_key
+    asyncio.run(warm(args.url, frame, key))
+    ours_search = find_sustainable("ours", args.url, frame, cpu, **search, api_key=key)
     rate_s = ours_search["sustainable_rate"] or args.search_start
     rates = {"low": args.low_rate, "half": round(0.5 * rate_s, 1), "ninety": round(0.9 * rate_s, 1)}
-    ours = {name: measure("ours", args.url, r, args.seconds, frame, cpu, floor_report) for name, r in rates.items()}
+    ours = {
+        name: measure("ours", args.url, r, args.seconds, frame, cpu, floor_report, key) for name, r in rates.items()
+    }
     over_rate = round(args.overload_factor * rate_s, 1)
-    over = measure("ours:overload", args.url, over_rate, args.seconds, frame, cpu)
+    over = measure("ours:overload", args.url, over_rate, args.seconds, frame, cpu, api_key=key)
     report: Report = {
         "rates": rates,
         "ours": {"search": ours_search, "runs": ours, "overload": {**over, "checks": overload_check(over)}},
@@ -328,6 +347,11 @@ def loopback(url: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("HAZARD_API_KEY"),
+        help="an API key with the detect scope, sent as Bearer on every request (env HAZARD_API_KEY)",
+    )
     parser.add_argument("--peer-url", help="the naive peer (bench/peer.py), run with --suite at the same rates")
     parser.add_argument("--rate", type=float, action="append", help="frames per second; repeat for several runs")
     parser.add_argument("--seconds", type=float, default=30, help="length of each measured run")
@@ -352,6 +376,7 @@ def main() -> None:
     parser.add_argument("--low-rate", type=float, default=5.0)
     parser.add_argument("--suite", action="store_true", help="floor, search, low/50 %%/90 %% runs, overload, peer")
     args = parser.parse_args()
+    key = args.api_key
     for url in (args.url, args.peer_url):
         if url and not loopback(url):
             parser.error("load tests target loopback only")
@@ -369,21 +394,22 @@ def main() -> None:
         report.update(run_suite(args, frame, cpu, floor_report))
         print(json.dumps({"summary": report["summary"]}), flush=True)
     else:
-        runs = [measure("ours", args.url, r, args.seconds, frame, cpu, floor_report) for r in args.rate or []]
+        runs = [measure("ours", args.url, r, args.seconds, frame, cpu, floor_report, key) for r in args.rate or []]
         report["runs"] = runs
         rate_s = args.sustainable_rate
         if args.find_sustainable:
             search_args = (args.search_start, args.search_seconds, args.search_factor, args.refine)
-            report["search"] = find_sustainable("ours", args.url, frame, cpu, *search_args)
+            report["search"] = find_sustainable("ours", args.url, frame, cpu, *search_args, api_key=key)
             rate_s = report["search"]["sustainable_rate"]
         if args.overload:
             if not rate_s:
                 parser.error("--overload needs --find-sustainable or --sustainable-rate")
-            over = measure("ours:overload", args.url, args.overload_factor * rate_s, args.seconds, frame, cpu)
+            over_rate = args.overload_factor * rate_s
+            over = measure("ours:overload", args.url, over_rate, args.seconds, frame, cpu, api_key=key)
             report["overload"] = {**over, "checks": overload_check(over)}
             print(json.dumps({"overload_checks": report["overload"]["checks"]}), flush=True)
         if not (runs or args.find_sustainable or args.overload):
-            report["runs"] = [measure("ours", args.url, 10.0, args.seconds, frame, cpu, floor_report)]
+            report["runs"] = [measure("ours", args.url, 10.0, args.seconds, frame, cpu, floor_report, key)]
         report["server"] = server_rss(args.url)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

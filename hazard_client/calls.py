@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from hazard_client.errors import ApiError, ConnectionFailed
 from hazard_client.models import (
+    AuditList,
     DeepReport,
     DetectResponse,
     FleetOut,
@@ -30,8 +31,13 @@ from hazard_client.models import (
     JobList,
     JobOut,
     JobResultsPage,
+    KeyCreated,
+    KeyList,
+    KeyOut,
     LiveReport,
     ModelsOverview,
+    OperatorList,
+    OperatorOut,
     QueueDepth,
     ReadyReport,
     SessionHazards,
@@ -272,3 +278,58 @@ def models() -> Call[ModelsOverview]:
 
 def fleet() -> Call[FleetOut]:
     return Call("GET", "/admin/api/fleet", reader(FleetOut))
+
+
+# API keys and operator accounts: the api_key must be an operator token (ADMIN_TOKEN) or an admin-scoped key.
+
+
+def create_key(
+    name: str,
+    tenant: str,
+    scopes: Iterable[str],
+    *,
+    expires_at: float | None = None,
+    limits: Mapping[str, float | int] | None = None,
+    device_profile: Mapping[str, float | str] | None = None,
+) -> Call[KeyCreated]:
+    """A new key; the answer's `key` is its only copy (the server keeps a hash of it)."""
+    body: dict[str, Any] = {"name": name, "tenant": tenant, "scopes": list(scopes)}
+    body |= {"expires_at": expires_at} if expires_at is not None else {}
+    body |= {"limits": dict(limits)} if limits else {}
+    body |= {"device_profile": dict(device_profile)} if device_profile else {}
+    return Call("POST", "/admin/api/keys", reader(KeyCreated), json=body)
+
+
+def list_keys(tenant: str | None = None) -> Call[KeyList]:
+    return Call("GET", "/admin/api/keys", reader(KeyList), params={"tenant": tenant})
+
+
+def get_key(key_id: str) -> Call[KeyOut]:
+    return Call("GET", f"/admin/api/keys/{key_id}", reader(KeyOut))
+
+
+def update_key(key_id: str, changes: Mapping[str, Any]) -> Call[KeyOut]:
+    """`changes`: `limits` and/or `device_profile` (None removes the profile); what is not named stays."""
+    return Call("PATCH", f"/admin/api/keys/{key_id}", reader(KeyOut), json=dict(changes))
+
+
+def revoke_key(key_id: str) -> Call[KeyOut]:
+    return Call("DELETE", f"/admin/api/keys/{key_id}", reader(KeyOut))
+
+
+def list_operators() -> Call[OperatorList]:
+    return Call("GET", "/admin/api/operators", reader(OperatorList))
+
+
+def create_operator(name: str, password: str, role: str) -> Call[OperatorOut]:
+    body = {"name": name, "password": password, "role": role}
+    return Call("POST", "/admin/api/operators", reader(OperatorOut), json=body)
+
+
+def update_operator(name: str, *, role: str | None = None, disabled: bool | None = None) -> Call[OperatorOut]:
+    body = {key: value for key, value in (("role", role), ("disabled", disabled)) if value is not None}
+    return Call("PATCH", f"/admin/api/operators/{name}", reader(OperatorOut), json=body)
+
+
+def audit(limit: int = 50) -> Call[AuditList]:
+    return Call("GET", "/admin/api/audit", reader(AuditList), params={"limit": limit})

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hazard_client import __version__
+from hazard_client.admin_cli import add_admin_commands
 from hazard_client.client import DEFAULT_URL, AsyncHazardClient, HazardClient
 from hazard_client.errors import ApiError, ConnectionFailed, HazardError
 from hazard_client.ingest import (
@@ -44,6 +45,10 @@ HINTS = {
     "JOB_NOT_OPEN": "The job takes no more frames: start a new one.",
     "SESSION_NOT_FOUND": "The session expired or never existed: start a new one.",
     "UNAUTHORIZED": "Pass the operator token with --api-key or HAZARD_API_KEY (the server's ADMIN_TOKEN).",
+    "AUTH_REQUIRED": "Pass an API key with --api-key or HAZARD_API_KEY (an operator makes one: `hazard keys create`).",
+    "INVALID_API_KEY": "The key is unknown, revoked or expired: ask an operator for a new one (`hazard keys create`).",
+    "SCOPE_REQUIRED": "The key lacks the scope named above: ask an operator for a key that has it.",
+    "ROLE_REQUIRED": "Your operator account's role does not allow this: ask an operator with the admin role.",
     "ADMIN_DISABLED": "The server has no admin password or token configured: set ADMIN_TOKEN on the server.",
     "MODEL_NOT_FOUND": "List the model versions with `hazard models`.",
     "MODEL_NOT_LOADED": "Load the version first (admin API), or leave --model out to use the active one.",
@@ -372,7 +377,9 @@ def _ms(value: float | None) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     if not args.api_key:
-        raise UsageError("`hazard models` needs the operator token: pass --api-key or set HAZARD_API_KEY (ADMIN_TOKEN)")
+        raise UsageError(
+            "`hazard models` needs an operator credential: pass --api-key or set HAZARD_API_KEY (ADMIN_TOKEN)"
+        )
     with _client(args) as client:
         overview = client.models()
     if args.json:
@@ -417,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--api-key",
         default=os.environ.get("HAZARD_API_KEY"),
-        help="sent as `Authorization: Bearer`; the admin token for `hazard models` (env HAZARD_API_KEY)",
+        help="your API key, sent as `Authorization: Bearer` by every command; for `models`, `keys` and `operators` "
+        "an operator credential (the server's ADMIN_TOKEN) (env HAZARD_API_KEY)",
     )
     common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one answer (default 30)")
     detect_options = argparse.ArgumentParser(add_help=False)
@@ -517,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(run=cmd_health)
     models = commands.add_parser("models", parents=[common, output], help="the fleet's model versions (admin token)")
     models.set_defaults(run=cmd_models)
+    add_admin_commands(commands, [common, output])
     return parser
 
 

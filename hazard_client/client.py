@@ -24,6 +24,7 @@ from hazard_client import __version__, calls
 from hazard_client.calls import Call, Frame, ImageInput
 from hazard_client.errors import ApiError, ConnectionFailed
 from hazard_client.models import (
+    AuditList,
     DeepReport,
     DetectResponse,
     FleetOut,
@@ -33,8 +34,13 @@ from hazard_client.models import (
     JobOut,
     JobResultItem,
     JobResultsPage,
+    KeyCreated,
+    KeyList,
+    KeyOut,
     LiveReport,
     ModelsOverview,
+    OperatorList,
+    OperatorOut,
     QueueDepth,
     ReadyReport,
     SessionHazards,
@@ -238,6 +244,47 @@ class HazardClient:
     def fleet(self) -> FleetOut:
         return self.send(calls.fleet())
 
+    # API keys and operators (admin API: `api_key` is an operator token or an admin-scoped key)
+
+    def create_key(
+        self,
+        name: str,
+        tenant: str,
+        scopes: Iterable[str],
+        *,
+        expires_at: float | None = None,
+        limits: Mapping[str, float | int] | None = None,
+        device_profile: Mapping[str, float | str] | None = None,
+    ) -> KeyCreated:
+        """A new API key; `.key` is shown this once."""
+        return self.send(
+            calls.create_key(name, tenant, scopes, expires_at=expires_at, limits=limits, device_profile=device_profile)
+        )
+
+    def list_keys(self, tenant: str | None = None) -> KeyList:
+        return self.send(calls.list_keys(tenant))
+
+    def get_key(self, key_id: str) -> KeyOut:
+        return self.send(calls.get_key(key_id))
+
+    def update_key(self, key_id: str, **changes: Any) -> KeyOut:
+        return self.send(calls.update_key(key_id, changes))
+
+    def revoke_key(self, key_id: str) -> KeyOut:
+        return self.send(calls.revoke_key(key_id))
+
+    def list_operators(self) -> OperatorList:
+        return self.send(calls.list_operators())
+
+    def create_operator(self, name: str, password: str, role: str) -> OperatorOut:
+        return self.send(calls.create_operator(name, password, role))
+
+    def update_operator(self, name: str, *, role: str | None = None, disabled: bool | None = None) -> OperatorOut:
+        return self.send(calls.update_operator(name, role=role, disabled=disabled))
+
+    def audit(self, limit: int = 50) -> AuditList:
+        return self.send(calls.audit(limit))
+
 
 class AsyncHazardClient:
     """The same calls for asyncio; one instance per event loop."""
@@ -409,6 +456,47 @@ class AsyncHazardClient:
 
     async def fleet(self) -> FleetOut:
         return await self.send(calls.fleet())
+
+    # API keys and operators (admin API: `api_key` is an operator token or an admin-scoped key)
+
+    async def create_key(
+        self,
+        name: str,
+        tenant: str,
+        scopes: Iterable[str],
+        *,
+        expires_at: float | None = None,
+        limits: Mapping[str, float | int] | None = None,
+        device_profile: Mapping[str, float | str] | None = None,
+    ) -> KeyCreated:
+        """A new API key; `.key` is shown this once."""
+        return await self.send(
+            calls.create_key(name, tenant, scopes, expires_at=expires_at, limits=limits, device_profile=device_profile)
+        )
+
+    async def list_keys(self, tenant: str | None = None) -> KeyList:
+        return await self.send(calls.list_keys(tenant))
+
+    async def get_key(self, key_id: str) -> KeyOut:
+        return await self.send(calls.get_key(key_id))
+
+    async def update_key(self, key_id: str, **changes: Any) -> KeyOut:
+        return await self.send(calls.update_key(key_id, changes))
+
+    async def revoke_key(self, key_id: str) -> KeyOut:
+        return await self.send(calls.revoke_key(key_id))
+
+    async def list_operators(self) -> OperatorList:
+        return await self.send(calls.list_operators())
+
+    async def create_operator(self, name: str, password: str, role: str) -> OperatorOut:
+        return await self.send(calls.create_operator(name, password, role))
+
+    async def update_operator(self, name: str, *, role: str | None = None, disabled: bool | None = None) -> OperatorOut:
+        return await self.send(calls.update_operator(name, role=role, disabled=disabled))
+
+    async def audit(self, limit: int = 50) -> AuditList:
+        return await self.send(calls.audit(limit))
 
 
 __all__ = ["AsyncHazardClient", "ConnectionFailed", "Frame", "HazardClient"]

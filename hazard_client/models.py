@@ -319,6 +319,74 @@ class FleetOut(BaseModel):
     processes: list[dict[str, Any]]
 
 
+# API keys and operators (the admin API): a key's text is in `KeyCreated` only, the one answer that carries it.
+
+ScopeName = Literal["detect", "jobs", "map:read", "admin"]
+RoleName = Literal["admin", "inspector", "viewer"]
+
+
+class KeyLimitsBody(BaseModel):
+    frames_per_second: float | None = None
+    sessions_per_minute: float | None = None
+    jobs_in_flight: int | None = None
+
+
+class DeviceProfileBody(BaseModel):
+    height_m: float
+    pitch_deg: float
+    hfov_deg: float
+    mounting: str = "windshield"
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    tenant: str
+    scopes: list[ScopeName]
+    status: Literal["active", "revoked", "expired"]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    limits: KeyLimitsBody
+    device_profile: DeviceProfileBody | None
+
+
+class KeyCreated(BaseModel):
+    key: str = Field(repr=False)  # never in a repr, a log line or a traceback's locals
+    record: KeyOut
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+class OperatorOut(BaseModel):
+    name: str
+    role: RoleName
+    disabled: bool
+    created_at: float
+    disabled_at: float | None
+    last_login_at: float | None
+
+
+class OperatorList(BaseModel):
+    operators: list[OperatorOut]
+
+
+class AuditEntryOut(BaseModel):
+    entry_id: str
+    at: float
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    entries: list[AuditEntryOut]
+
+
 # Every answer model above, by its OpenAPI component name (the test walks this).
 COMPONENTS: dict[str, type[BaseModel]] = {
     model.__name__: model
@@ -362,5 +430,14 @@ COMPONENTS: dict[str, type[BaseModel]] = {
         ProcessModels,
         ModelsOverview,
         FleetOut,
+        KeyLimitsBody,
+        DeviceProfileBody,
+        KeyOut,
+        KeyCreated,
+        KeyList,
+        OperatorOut,
+        OperatorList,
+        AuditEntryOut,
+        AuditList,
     )
 }

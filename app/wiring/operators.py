@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from app.services.fleet.control_center import ControlCenter
+from app.services.identity.accounts import OperatorAccounts
 from app.services.identity.operator_sessions import OperatorSessions
 from app.services.identity.operators import OperatorAuth
 from app.services.sessions.listing import SessionLister
@@ -25,7 +26,8 @@ class Operators:
     secure_cookies: bool  # Secure cookies everywhere but local development and tests (plain http there)
 
 
-def build_operators(settings: Settings, parts: Parts) -> Operators:
+def build_operators(settings: Settings, parts: Parts, accounts: OperatorAccounts) -> Operators:
+    """`accounts`: the named operator accounts (`build_identity`) that log in beside the built-in `admin`."""
     redis = parts.redis
     auth = OperatorAuth(
         redis.client,
@@ -36,6 +38,7 @@ def build_operators(settings: Settings, parts: Parts) -> Operators:
         token=_secret(settings.admin.token),
         max_failures=settings.admin.login_max_failures,
         window_seconds=settings.admin.login_window_seconds,
+        accounts=accounts,
     )
     sessions = OperatorSessions(
         redis.client,

@@ -13,9 +13,12 @@ from app.http.control_center.presenters import jobs_context, sessions_context
 from app.http.control_center.rendering import render
 from app.services.core.errors import ApiError, ValidationFailed
 from app.services.fleet.control_center import MODEL_ACTIONS, ControlCenter
+from app.services.identity.audit import AuditLog
 from app.services.identity.operator_sessions import OperatorSession
 
 OperatorCheck = Callable[[Request], Awaitable[OperatorSession]]
+# The audit log's names for the model actions (past tense, as the admin API records them).
+MODEL_ACTION_RECORDS = {"load": "model.loaded", "unload": "model.unloaded", "activate": "model.activated"}
 
 
 async def outcome(action: Awaitable[object], done: str, failed: str) -> tuple[dict[str, Any], int]:
@@ -29,15 +32,16 @@ async def outcome(action: Awaitable[object], done: str, failed: str) -> tuple[di
 
 
 def add_fragments(
-    router: APIRouter, center: ControlCenter, operator: OperatorCheck, checked_post: OperatorCheck
+    router: APIRouter, center: ControlCenter, audit: AuditLog, operator: OperatorCheck, checked_post: OperatorCheck
 ) -> None:
-    add_model_fragments(router, center, operator, checked_post)
-    add_job_fragments(router, center, operator, checked_post)
+    """`checked_post` guards every action: the caller passes one that also requires the admin role."""
+    add_model_fragments(router, center, audit, operator, checked_post)
+    add_job_fragments(router, center, audit, operator, checked_post)
     add_session_fragments(router, center, operator)
 
 
 def add_model_fragments(
-    router: APIRouter, center: ControlCenter, operator: OperatorCheck, checked_post: OperatorCheck
+    router: APIRouter, center: ControlCenter, audit: AuditLog, operator: OperatorCheck, checked_post: OperatorCheck
 ) -> None:
     Operator = Annotated[OperatorSession, Depends(operator)]
     CheckedPost = Annotated[OperatorSession, Depends(checked_post)]
@@ -57,20 +61,24 @@ def add_model_fragments(
             raise ValidationFailed("No such model action.", details={"action": action, "accepted": MODEL_ACTIONS})
         done, failed = f"{action.capitalize()} {name}: done.", f"{action.capitalize()} {name} failed"
         flash, status = await outcome(center.act_on_model(action, name), done, failed)
+        if status == 200:
+            await audit.record(session.operator, MODEL_ACTION_RECORDS[action], name)
         context = {"models": await center.models(), "csrf_token": session.csrf_token, "flash": flash}
         return render(request, "partials/models.html", context, status)
 
     @router.post("/fleet/reload")
-    async def reload_worker(request: Request, _: CheckedPost) -> HTMLResponse:
+    async def reload_worker(request: Request, session: CheckedPost) -> HTMLResponse:
         target = (await request.form()).get("process_id")
         process_id = target if isinstance(target, str) and target not in ("", "*") else None
         done = f"Reload sent to {process_id or 'every process'}."
         flash, status = await outcome(center.reload(process_id, None), done, "Reload failed")
+        if status == 200:
+            await audit.record(session.operator, "fleet.reload", process_id or "*")
         return render(request, "partials/reload.html", {"flash": flash}, status)
 
 
 def add_job_fragments(
-    router: APIRouter, center: ControlCenter, operator: OperatorCheck, checked_post: OperatorCheck
+    router: APIRouter, center: ControlCenter, audit: AuditLog, operator: OperatorCheck, checked_post: OperatorCheck
 ) -> None:
     Operator = Annotated[OperatorSession, Depends(operator)]
     CheckedPost = Annotated[OperatorSession, Depends(checked_post)]
@@ -84,6 +92,8 @@ def add_job_fragments(
     async def cancel_job(request: Request, job_id: str, session: CheckedPost) -> HTMLResponse:
         done, failed = f"Job {job_id} cancelled.", f"Cancelling {job_id} failed"
         flash, status = await outcome(center.cancel_job(job_id), done, failed)
+        if status == 200:
+            await audit.record(session.operator, "job.cancelled", job_id)
         context = {"csrf_token": session.csrf_token, "flash": flash, **await jobs_context(center)}
         return render(request, "partials/jobs.html", context, status)
 

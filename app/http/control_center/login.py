@@ -5,6 +5,7 @@ The session cookie is signed, HttpOnly and SameSite=Strict, naming a session in 
 """
 
 # No `from __future__ import annotations`: FastAPI reads these methods' signatures as endpoints and dependencies.
+import dataclasses
 import math
 import re
 
@@ -22,6 +23,7 @@ from app.services.core.errors import (
 )
 from app.services.identity.operator_sessions import OperatorSession, OperatorSessions, is_same_origin
 from app.services.identity.operators import OperatorAuth
+from app.services.identity.roles import Operator, Role, require_operator_role
 
 SESSION_COOKIE = "hazard_admin"
 SESSION_COOKIE_PATH = "/admin"
@@ -31,7 +33,7 @@ LOGIN_COOKIE_SECONDS = 3600
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 MAX_FIELD_CHARS = 1024  # user name and password: longer is wrong, and never worth an argon2 run on megabytes
-NEXT_PAGE = re.compile(r"^/admin(/(jobs|sessions))?$")
+NEXT_PAGE = re.compile(r"^/admin(/(jobs|sessions|keys|operators|audit))?$")
 HOME_PAGE = "/admin"
 
 
@@ -63,9 +65,26 @@ class SignIn:
         self.secure_cookies = secure_cookies
 
     async def operator(self, request: Request) -> OperatorSession:
+        """The live session, with its operator's role as it is now: a disabled or removed account is signed out."""
         session = await self.sessions.find(request.cookies.get(SESSION_COOKIE))
         if session is None:
             raise LoginRequired
+        current = await self.auth.current(session.operator)
+        if current is None:
+            await self.sessions.revoke(request.cookies.get(SESSION_COOKIE))
+            raise LoginRequired
+        return dataclasses.replace(session, role=current.role)
+
+    async def admin_post(self, request: Request) -> OperatorSession:
+        """A state-changing request (`checked_post`) by an operator with the admin role, else 403 ROLE_REQUIRED."""
+        session = await self.checked_post(request)
+        require_operator_role(Operator(session.operator, session.role), Role.ADMIN)
+        return session
+
+    async def admin_page(self, request: Request) -> OperatorSession:
+        """A page only the admin role may see (the operators page)."""
+        session = await self.operator(request)
+        require_operator_role(Operator(session.operator, session.role), Role.ADMIN)
         return session
 
     async def checked_post(self, request: Request) -> OperatorSession:
@@ -102,7 +121,7 @@ class SignIn:
         try:
             if len(user) > MAX_FIELD_CHARS or len(password) > MAX_FIELD_CHARS:
                 raise ValidationFailed
-            await self.auth.check_login(user, password, self.client_address.of(request))
+            operator = await self.auth.check_login(user, password, self.client_address.of(request))
         except (Unauthorized, ValidationFailed):
             # One message whatever was wrong: the page never says whether it was the user or the password.
             return self.login_form(request, next_page, error="Wrong user name or password.", status=401, nonce=nonce)
@@ -112,7 +131,7 @@ class SignIn:
             throttled = self.login_form(request, next_page, error=error, status=429, nonce=nonce)
             throttled.headers["retry-after"] = str(wait)
             return throttled
-        return await self.signed_in(next_page)
+        return await self.signed_in(next_page, operator.name)
 
     async def logout(self, request: Request) -> Response:
         await self.sessions.revoke(request.cookies.get(SESSION_COOKIE))
@@ -142,9 +161,9 @@ class SignIn:
             )
         return response
 
-    async def signed_in(self, next_page: str) -> Response:
+    async def signed_in(self, next_page: str, operator: str) -> Response:
         """A new session: its cookie set, the login form's cookie gone, on to the page asked for."""
-        cookie, _ = await self.sessions.open()
+        cookie, _ = await self.sessions.open(operator)
         response = RedirectResponse(next_page, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,

@@ -33,8 +33,15 @@ def state_label(state: object) -> str:
 
 
 def page_context(session: OperatorSession, active: str, **context: Any) -> dict[str, Any]:
-    """A full page's context: the CSRF token its htmx requests send, and which page the nav marks."""
-    return {"csrf_token": session.csrf_token, "active_page": active, **context}
+    """A full page's context: the CSRF token its htmx requests send, which page the nav marks, and who is signed in
+    (the nav shows what their role may open)."""
+    return {
+        "csrf_token": session.csrf_token,
+        "active_page": active,
+        "operator_name": session.operator,
+        "operator_role": session.role.value,
+        **context,
+    }
 
 
 async def jobs_context(center: ControlCenter) -> dict[str, Any]:

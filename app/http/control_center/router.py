@@ -12,11 +12,15 @@ from fastapi.staticfiles import StaticFiles
 
 from app.http.client_address import ClientAddress
 from app.http.control_center.fragments import add_fragments
+from app.http.control_center.identity_pages import add_identity_pages
 from app.http.control_center.login import SignIn, add_login_routes
 from app.http.control_center.pages import add_pages
 from app.http.control_center.rendering import STATIC_DIR, STATIC_URL
 from app.http.control_center.route import ControlRoute
 from app.services.fleet.control_center import ControlCenter
+from app.services.identity.accounts import OperatorAccounts
+from app.services.identity.audit import AuditLog
+from app.services.identity.keys import KeyStore
 from app.services.identity.operator_sessions import OperatorSessions
 from app.services.identity.operators import OperatorAuth
 
@@ -26,14 +30,19 @@ def create_control_center_router(
     sessions: OperatorSessions,
     auth: OperatorAuth,
     client_address: ClientAddress,
+    identity: tuple[KeyStore, OperatorAccounts, AuditLog],
     *,
     secure_cookies: bool,
 ) -> APIRouter:
+    """`identity`: the key store, operator accounts and audit log behind the keys, operators and audit pages.
+    Viewers and inspectors read; every action needs the admin role."""
+    keys, accounts, audit = identity
     sign_in = SignIn(sessions, auth, client_address, secure_cookies=secure_cookies)
     admin = APIRouter(prefix="/admin", include_in_schema=False, route_class=ControlRoute)
     add_login_routes(admin, sign_in)
     add_pages(admin, center, sign_in.operator)
-    add_fragments(admin, center, sign_in.operator, sign_in.checked_post)
+    add_fragments(admin, center, audit, sign_in.operator, sign_in.admin_post)
+    add_identity_pages(admin, keys, accounts, audit, (sign_in.operator, sign_in.admin_page, sign_in.admin_post))
     router = APIRouter()
     router.include_router(admin)
     # Before the docs router's `/static` mount (which would answer 404 for these): include this router first.

@@ -1,12 +1,15 @@
-"""The admin API: model versions and the fleet. Every route needs an operator (Basic or Bearer)."""
+"""The admin API: model versions and the fleet. Every route needs an operator (Basic or Bearer); changes need the
+admin role and are recorded in the audit log with the operator's name."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the routes' Annotated role dependency is local to the factory, and
+# FastAPI can only resolve string annotations against module globals.
+from typing import Annotated
 
 from fastapi import APIRouter
 
 from app.http.client_address import ClientAddress
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
-from app.http.routers.deps import operator_dependency
+from app.http.routers.deps import operator_dependency, role_dependency
 from app.http.schemas.models import (
     FleetOut,
     ModelActionResult,
@@ -21,19 +24,26 @@ from app.services.core.errors import (
     ModelLoadFailed,
     ModelMemoryLimit,
     ModelNotFound,
+    RoleRequired,
     TooManyLoginAttempts,
     Unauthorized,
 )
 from app.services.fleet.model_control import ModelControl
+from app.services.identity.audit import AuditLog
 from app.services.identity.operators import OperatorAuth
+from app.services.identity.roles import Operator, Role
 
 AUTH_ERRORS = (Unauthorized, TooManyLoginAttempts, AdminDisabled)
-MODEL_ERRORS = (*REQUEST_ERRORS, *AUTH_ERRORS, ModelNotFound)
+CHANGE_ERRORS = (*AUTH_ERRORS, RoleRequired)
+MODEL_ERRORS = (*REQUEST_ERRORS, *CHANGE_ERRORS, ModelNotFound)
 
 
-def create_admin_router(auth: OperatorAuth, model_control: ModelControl, client_address: ClientAddress) -> APIRouter:
+def create_admin_router(
+    auth: OperatorAuth, model_control: ModelControl, client_address: ClientAddress, audit: AuditLog
+) -> APIRouter:
     """`client_address` resolves who a failed login counts against, as the control center's login form does."""
     operator = operator_dependency(auth, client_address)
+    Admin = Annotated[Operator, role_dependency(operator, Role.ADMIN)]
     router = APIRouter(prefix="/admin/api", tags=["admin"], dependencies=[operator])
 
     @router.get("/models", responses=error_responses(*AUTH_ERRORS))
@@ -41,24 +51,33 @@ def create_admin_router(auth: OperatorAuth, model_control: ModelControl, client_
         return ModelsOverview.model_validate(await model_control.overview())
 
     @router.post("/models/{name}/load", responses=error_responses(*MODEL_ERRORS, ModelLoadFailed, ModelMemoryLimit))
-    async def admin_load_model(name: str) -> ModelActionResult:
-        return ModelActionResult.model_validate(await model_control.load(name))
+    async def admin_load_model(name: str, who: Admin) -> ModelActionResult:
+        result = ModelActionResult.model_validate(await model_control.load(name))
+        await audit.record(who.name, "model.loaded", name)
+        return result
 
     @router.post("/models/{name}/unload", responses=error_responses(*MODEL_ERRORS, ModelActive))
-    async def admin_unload_model(name: str) -> ModelActionResult:
-        return ModelActionResult.model_validate(await model_control.unload(name))
+    async def admin_unload_model(name: str, who: Admin) -> ModelActionResult:
+        result = ModelActionResult.model_validate(await model_control.unload(name))
+        await audit.record(who.name, "model.unloaded", name)
+        return result
 
     @router.post("/models/{name}/activate", responses=error_responses(*MODEL_ERRORS, ModelLoadFailed, ModelMemoryLimit))
-    async def admin_activate_model(name: str) -> ModelActionResult:
-        return ModelActionResult.model_validate(await model_control.activate(name))
+    async def admin_activate_model(name: str, who: Admin) -> ModelActionResult:
+        result = ModelActionResult.model_validate(await model_control.activate(name))
+        await audit.record(who.name, "model.activated", name)
+        return result
 
     @router.get("/fleet", responses=error_responses(*AUTH_ERRORS, FleetStateUnavailable))
     async def admin_fleet() -> FleetOut:
         return FleetOut(processes=await model_control.fleet())
 
-    @router.post("/fleet/reload", responses=error_responses(*JSON_BODY_ERRORS, *AUTH_ERRORS, FleetStateUnavailable))
-    async def admin_reload_worker(body: ReloadRequest | None = None) -> ReloadPublished:
+    @router.post("/fleet/reload", responses=error_responses(*JSON_BODY_ERRORS, *CHANGE_ERRORS, FleetStateUnavailable))
+    async def admin_reload_worker(who: Admin, body: ReloadRequest | None = None) -> ReloadPublished:
         body = body or ReloadRequest()
-        return ReloadPublished.model_validate(await model_control.reload(body.process_id, body.model))
+        published = ReloadPublished.model_validate(await model_control.reload(body.process_id, body.model))
+        details = {"model": body.model} if body.model else {}
+        await audit.record(who.name, "fleet.reload", body.process_id or "*", details)
+        return published
 
     return router

@@ -280,6 +280,12 @@ class ScopeRequired(ApiError):
     message = "The API key lacks the scope this needs."
 
 
+class RoleRequired(ApiError):
+    code = "ROLE_REQUIRED"
+    status = 403
+    message = "The operator's role does not allow this."
+
+
 class ApiKeyNotFound(ApiError):
     code = "API_KEY_NOT_FOUND"
     status = 404

@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, cast
 
 import structlog
@@ -22,8 +21,9 @@ from pwdlib import PasswordHash
 from app.services.core.errors import OperatorAccountExists, OperatorAccountNotFound, Unauthorized, ValidationFailed
 from app.services.core.redis_client import register_script
 from app.services.core.types import RedisClient
-from app.services.identity.operators import ADMIN_USER
 from app.services.identity.redis_io import float_text, guarded, optional_float
+from app.services.identity.roles import ADMIN_USER
+from app.services.identity.roles import Role as Role  # re-exported: callers name roles from here too
 
 log = structlog.get_logger(__name__)
 
@@ -45,12 +45,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
-
-
-class Role(StrEnum):
-    ADMIN = "admin"  # everything
-    INSPECTOR = "inspector"  # verdicts on hazards, read-only elsewhere
-    VIEWER = "viewer"  # read-only
 
 
 @dataclass(frozen=True)
@@ -181,6 +175,11 @@ class OperatorAccounts:
         """Refuses its next login; a control center session it holds ends with the session (not here)."""
         await self._update(name, {"disabled_at": float_text(self._clock())})
         log.info("operator_account_disabled", operator=name)
+        return await self.get(name)
+
+    async def enable(self, name: str) -> OperatorAccount:
+        await self._update(name, {"disabled_at": ""})
+        log.info("operator_account_enabled", operator=name)
         return await self.get(name)
 
     async def set_role(self, name: str, role: Role) -> OperatorAccount:

@@ -26,6 +26,7 @@ import structlog
 from app.services.core.errors import OperatorSessionUnavailable
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.core.types import RedisClient
+from app.services.identity.roles import ADMIN_USER, Role
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,8 @@ class OperatorSession:
     csrf_token: str
     created_at: float
     expires_at: float
+    operator: str = ADMIN_USER  # who signed in (sessions from before named accounts were the built-in admin's)
+    role: Role = Role.ADMIN  # as the login flow last resolved it (`OperatorAuth.current`), not as stored
 
 
 def _b64(raw: bytes) -> str:
@@ -93,12 +96,13 @@ class OperatorSessions:
             return None
         return session_id
 
-    async def open(self) -> tuple[str, OperatorSession]:
+    async def open(self, operator: str = ADMIN_USER) -> tuple[str, OperatorSession]:
         """A new session (never one the browser brought: no fixation); returns the cookie value and the session."""
         session_id = _b64(secrets.token_bytes(SESSION_ID_BYTES))
         now = self._clock()
-        session = OperatorSession(_b64(secrets.token_bytes(CSRF_TOKEN_BYTES)), now, now + self.lifetime_seconds)
-        fields = {"csrf": session.csrf_token, "created_at": repr(now), "expires_at": repr(session.expires_at)}
+        csrf = _b64(secrets.token_bytes(CSRF_TOKEN_BYTES))
+        session = OperatorSession(csrf, now, now + self.lifetime_seconds, operator)
+        fields = {"csrf": csrf, "created_at": repr(now), "expires_at": repr(session.expires_at), "operator": operator}
         try:
             async with self._redis.pipeline(transaction=True) as pipe:  # one key: cluster-safe
                 pipe.hset(self._redis_key(session_id), mapping=fields)
@@ -106,7 +110,7 @@ class OperatorSessions:
                 await pipe.execute()
         except REDIS_FAILURES as exc:
             raise OperatorSessionUnavailable(details={"reason": type(exc).__name__}) from exc
-        log.info("admin_login", expires_at=session.expires_at)
+        log.info("admin_login", operator=operator, expires_at=session.expires_at)
         return f"{session_id}.{self._signature('session', session_id)}", session
 
     async def find(self, cookie: str | None) -> OperatorSession | None:
@@ -120,7 +124,9 @@ class OperatorSessions:
             raise OperatorSessionUnavailable(details={"reason": type(exc).__name__}) from exc
         if not fields.get("csrf"):
             return None
-        session = OperatorSession(fields["csrf"], float(fields["created_at"]), float(fields["expires_at"]))
+        session = OperatorSession(
+            fields["csrf"], float(fields["created_at"]), float(fields["expires_at"]), fields.get("operator", ADMIN_USER)
+        )
         return session if session.expires_at > self._clock() else None
 
     async def revoke(self, cookie: str | None) -> None:

@@ -1,4 +1,8 @@
-"""Operator authentication: one check for the admin API (Basic or Bearer) and the control center's login form.
+"""Operator authentication: one check for the admin API (Basic or Bearer) and the control center's login form,
+answering who the operator is (`Operator`: a name and a role).
+
+The built-in operator `admin` has the admin role; named accounts (`accounts.OperatorAccounts`) log in with their
+own name and password and have their own role.
 
 Where the secret comes from, in order: `ADMIN_PASSWORD_HASH` (argon2, any environment); `ADMIN_PASSWORD`
 (plain, refused in production); in local development or tests with neither, a random password generated at
@@ -15,28 +19,32 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import structlog
 from pwdlib import PasswordHash
 
-from app.services.core.errors import AdminDisabled, TooManyLoginAttempts, Unauthorized
+from app.services.core.errors import AdminDisabled, OperatorAccountNotFound, TooManyLoginAttempts, Unauthorized
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.core.types import RedisClient
+from app.services.identity.accounts import OperatorAccounts
+from app.services.identity.roles import ADMIN_USER, BUILT_IN_OPERATOR, Operator
 
 log = structlog.get_logger(__name__)
 
-ADMIN_USER = "admin"
+__all__ = ["ADMIN_USER", "Credentials", "Operator", "OperatorAuth"]
+
 GENERATED_PASSWORD_BYTES = 18
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a request presented: a password (Basic or the login form) or a Bearer token."""
+    """What a request presented: a user name and password (Basic or the login form) or a Bearer token."""
 
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    user: str = ADMIN_USER
 
 
 class OperatorAuth:
@@ -51,8 +59,10 @@ class OperatorAuth:
         token: str | None,
         max_failures: int,
         window_seconds: int,
+        accounts: OperatorAccounts | None = None,
     ) -> None:
         self._redis = redis
+        self._accounts = accounts
         self._namespace = namespace
         self._hasher = PasswordHash.recommended()
         self._token = token or None
@@ -86,8 +96,8 @@ class OperatorAuth:
     def enabled(self) -> bool:
         return self._hash is not None
 
-    async def authenticate(self, credentials: Credentials, client: str) -> None:
-        """Return if the credentials are an operator's; raise 401, 429 or 503 otherwise."""
+    async def authenticate(self, credentials: Credentials, client: str) -> Operator:
+        """The operator the credentials name; 401, 429 or 503 otherwise."""
         if self._hash is None:
             raise AdminDisabled(details={"reason": self.disabled_reason})
         retry_after = await self._blocked_for(client)
@@ -95,12 +105,13 @@ class OperatorAuth:
             raise TooManyLoginAttempts(retry_after=retry_after)
         if credentials.password is None and credentials.token is None:
             raise Unauthorized()  # nothing presented: not a guess, so not counted
-        if await self._valid(credentials):
-            return
+        operator = await self._operator(credentials)
+        if operator is not None:
+            return operator
         await self._count_failure(client)
         raise Unauthorized("Wrong credentials.")
 
-    async def check_login(self, user: str, password: str, client: str) -> None:
+    async def check_login(self, user: str, password: str, client: str) -> Operator:
         """The control center's login form: like `authenticate`, but a wrong user name counts and answers exactly
         as a wrong password does (the password is verified either way, so timing tells nothing either)."""
         if self._hash is None:
@@ -108,11 +119,37 @@ class OperatorAuth:
         retry_after = await self._blocked_for(client)
         if retry_after is not None:
             raise TooManyLoginAttempts(retry_after=retry_after)
-        password_ok = await self._valid(Credentials(password=password))
-        if hmac.compare_digest(user.encode(), ADMIN_USER.encode()) and password_ok:
-            return
+        operator = await self._operator(Credentials(password=password, user=user))
+        if operator is not None:
+            return operator
         await self._count_failure(client)
         raise Unauthorized("Wrong user name or password.")
+
+    async def current(self, name: str) -> Operator | None:
+        """Who a signed-in operator is now: a named account's role may have changed, or it may be disabled."""
+        if name == ADMIN_USER:
+            return BUILT_IN_OPERATOR
+        if self._accounts is None:
+            return None
+        try:
+            account = await self._accounts.get(name)
+        except OperatorAccountNotFound:
+            return None
+        return Operator(account.name, account.role) if account.active else None
+
+    async def _operator(self, credentials: Credentials) -> Operator | None:
+        """Exactly one argon2 run for any password, whoever it claims to be: timing names no account."""
+        if credentials.token is not None:
+            return BUILT_IN_OPERATOR if await self._valid(credentials) else None
+        user = credentials.user.strip().lower()
+        if user == ADMIN_USER or self._accounts is None or credentials.password is None:
+            valid = await self._valid(credentials)
+            return BUILT_IN_OPERATOR if valid and hmac.compare_digest(user.encode(), ADMIN_USER.encode()) else None
+        try:
+            account = await self._accounts.verify_login(user, credentials.password)
+        except Unauthorized:
+            return None
+        return Operator(account.name, account.role)
 
     async def _valid(self, credentials: Credentials) -> bool:
         if credentials.token is not None and self._token is not None:

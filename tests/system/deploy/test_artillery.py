@@ -86,3 +86,19 @@ def test_frame_is_a_committable_1280x720_jpeg() -> None:
     with Image.open(frame) as image:
         assert (image.format, image.size) == ("JPEG", (1280, 720))
     assert frame.stat().st_size < 200 * 1024
+
+
+def test_scenario_sends_the_api_key_from_the_environment_on_every_request(scenario: tuple[str, dict[str, Any]]) -> None:
+    _, document = scenario
+    requests: list[dict[str, Any]] = []
+
+    def collect(steps: list[dict[str, Any]]) -> None:
+        for step in steps:
+            requests.extend(value for verb, value in step.items() if verb in ("get", "post", "put", "delete"))
+            collect(step.get("loop", []))
+
+    for flow in document["scenarios"]:
+        collect(flow["flow"])
+    assert requests
+    for request in requests:
+        assert request["headers"]["authorization"] == "Bearer {{ $env.HAZARD_API_KEY }}", request["url"]

@@ -132,3 +132,8 @@ def test_compose_api_can_write_its_model_cache(compose: dict[str, Any]) -> None:
         pytest.skip("root filesystem is writable")
     (workdir,) = instructions(final_stage(), "WORKDIR")
     assert writable(model_cache_dir(api["environment"], workdir), compose_writable_mounts(api))
+
+
+def test_compose_api_requires_the_key_pepper_from_outside_the_file(compose: dict[str, Any]) -> None:
+    pepper = compose["services"]["api"]["environment"]["API_KEY_PEPPER"]
+    assert pepper.startswith("${API_KEY_PEPPER:?"), "compose stops with a message when it is not set"

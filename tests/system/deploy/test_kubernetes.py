@@ -133,9 +133,21 @@ def test_operator_secrets_are_optional_secrets_every_replica_shares(
         assert ref["key"] in k8s["Secret"]["stringData"]
 
 
+def test_key_pepper_is_a_required_secret_and_the_tokens_optional_ones(
+    k8s: dict[str, dict[str, Any]], container: dict[str, Any]
+) -> None:
+    pepper = env_entry(container, "API_KEY_PEPPER")["valueFrom"]["secretKeyRef"]
+    assert pepper["name"] == k8s["Secret"]["metadata"]["name"] and pepper["key"] in k8s["Secret"]["stringData"]
+    assert not pepper.get("optional"), "production refuses to start without it: a missing Secret key must show"
+    for name in ("ADMIN_TOKEN", "METRICS_TOKEN"):
+        assert name in ENVIRONMENT_FIELDS
+        ref = env_entry(container, name)["valueFrom"]["secretKeyRef"]
+        assert ref["optional"] is True and ref["key"] in k8s["Secret"]["stringData"]
+
+
 def test_no_secret_sits_in_plain_config(k8s: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
     config = k8s.get("ConfigMap", {}).get("data", {})
-    for name in ("REDIS_URL", "CLOUDINARY_URL"):
+    for name in ("REDIS_URL", "CLOUDINARY_URL", "API_KEY_PEPPER", "ADMIN_TOKEN", "METRICS_TOKEN"):
         assert name not in config
         assert "value" not in env_entry(container, name)
 

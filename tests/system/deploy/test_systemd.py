@@ -144,3 +144,10 @@ def test_systemd_worker_env_example_names_settings_and_holds_placeholders(
     assert "CHANGE_ME" in values["REDIS_URL"]
     port = values.get("WORKER_METRICS_PORT", unit_environment(WORKER_UNIT).get("WORKER_METRICS_PORT"))
     assert port and int(port) > 0  # a worker without metrics would be invisible
+
+
+def test_systemd_api_env_example_sets_the_key_pepper_and_names_settings() -> None:
+    values, names = env_example(DEPLOY / "systemd" / "hazard-api.env.example")
+    assert "CHANGE_ME" in values["API_KEY_PEPPER"], "a placeholder, required in production"
+    assert {"ADMIN_TOKEN", "METRICS_TOKEN"} <= names
+    assert names - {"HOST"} <= set(ENVIRONMENT_FIELDS), names - set(ENVIRONMENT_FIELDS)  # HOST: the launcher's
