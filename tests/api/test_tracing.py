@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,6 +19,7 @@ from app.services.observability.tracing import use_tracer_provider
 from app.settings import Settings
 from app.wiring.lifecycle import Lifecycle
 from app.wiring.parts import build_parts
+from tests.conftest import RunningApp
 from tests.support.images import encode, scene, scene_with_hazards
 from tests.support.waiting import wait_for
 
@@ -49,9 +51,13 @@ def only(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
     return found[0]
 
 
+async def post_frame(api: RunningApp, session_id: str) -> httpx.Response:
+    return await api.client.post(f"/detect/{session_id}", content=HAZARD_FRAME, headers={"content-type": "image/jpeg"})
+
+
 def trace_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.trace_id
+    return int(span.context.trace_id)
 
 
 async def test_a_detect_frame_is_one_server_span_with_a_child_per_stage(
@@ -60,20 +66,22 @@ async def test_a_detect_frame_is_one_server_span_with_a_child_per_stage(
     api = await start_app(make_settings())
     session_id = await api.new_session()
     exported.clear()
-    response = await api.client.post(f"/detect/{session_id}", content=HAZARD_FRAME, headers={"content-type": "image/jpeg"})
+    response = await api.client.post(
+        f"/detect/{session_id}", content=HAZARD_FRAME, headers={"content-type": "image/jpeg"}
+    )
     assert response.status_code == 200, response.text
     spans = exported.get_finished_spans()
     server = only(spans, "POST /detect/{session_id}")
     assert server.kind is SpanKind.SERVER and server.parent is None
     stages = children(spans, server)
-    assert FRAME_STAGES <= set(stages), sorted(stages)
+    assert set(stages) >= FRAME_STAGES, sorted(stages)
     assert all(trace_id(s) == trace_id(server) for s in spans)
     # The engine's stages are laid out from its measured timings, back to back, inside the request.
     decode, inference = stages["decode"], stages["inference"]
     assert server.start_time is not None and server.end_time is not None
     assert decode.start_time is not None and decode.end_time is not None and inference.end_time is not None
     assert server.start_time <= decode.start_time <= decode.end_time <= inference.end_time <= server.end_time
-    assert inference.attributes is not None and inference.attributes["infer_ms"] > 0
+    assert inference.attributes is not None and float(str(inference.attributes["infer_ms"])) > 0
     # Redis commands nest in the stage that sent them.
     redis_in_admission = children(spans, stages["admission"]).values()
     assert any(s.kind is SpanKind.CLIENT and s.attributes and s.attributes["db.system"] for s in redis_in_admission)
@@ -142,9 +150,7 @@ async def test_a_remote_mode_frame_is_one_trace_from_the_api_through_the_queue_t
         api = await start_app(settings)
         session_id = await api.new_session()
         exported.clear()
-        response = await api.client.post(
-            f"/detect/{session_id}", content=HAZARD_FRAME, headers={"content-type": "image/jpeg"}
-        )
+        response = await post_frame(api, session_id)
         assert response.status_code == 200, response.text
     finally:
         await worker.stop()

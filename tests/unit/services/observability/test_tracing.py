@@ -45,7 +45,9 @@ def test_without_an_otlp_endpoint_nothing_is_traced() -> None:
 
 
 @pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
-def test_an_otlp_endpoint_turns_tracing_on_named_for_the_process(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+def test_an_otlp_endpoint_turns_tracing_on_named_for_the_process(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
     monkeypatch.setenv(variable, "http://127.0.0.1:9")
     provider = tracing.configure_tracing("hazard-worker")
     assert provider is not None and tracing.tracing_on()
