@@ -141,7 +141,8 @@ def current_trace_ids() -> tuple[str, str] | None:
 
 
 class _ChildSpansOnly(trace.TracerProvider):
-    """Tracers that start a span only inside a trace already under way, else a non-recording one (free)."""
+    """Tracers that start a span only inside a trace being recorded (a sampled frame's), else return the invalid span:
+    no sampler call, no ids, nothing to end."""
 
     def __init__(self, provider: TracerProvider) -> None:
         self._provider = provider
@@ -162,7 +163,7 @@ class _ChildTracer(Tracer):
         self._tracer = tracer
 
     def start_span(self, name: str, context: Context | None = None, *args: Any, **kwargs: Any) -> Span:
-        if not trace.get_current_span(context).get_span_context().is_valid:
+        if not trace.get_current_span(context).is_recording():
             return INVALID_SPAN
         return self._tracer.start_span(name, context, *args, **kwargs)
 
@@ -170,7 +171,7 @@ class _ChildTracer(Tracer):
     def start_as_current_span(  # type: ignore[override]
         self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
     ) -> Iterator[Span]:
-        if not trace.get_current_span(context).get_span_context().is_valid:
+        if not trace.get_current_span(context).is_recording():
             yield INVALID_SPAN
             return
         with self._tracer.start_as_current_span(name, context, *args, **kwargs) as span:
