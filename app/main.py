@@ -28,6 +28,7 @@ from app.http.routers.metrics import create_metrics_router
 from app.http.routers.operators import create_operators_router
 from app.http.routers.sessions import create_sessions_router
 from app.http.routers.stream import create_stream_router
+from app.http.tracing import trace_requests
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
 from app.wiring.identity import Identity, build_identity
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.http.body_timeout_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=parts.metrics)
+    trace_requests(app)
     return app
 
 

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from app.services.observability.logging import configure_logging
 from app.services.observability.metrics import Metrics
+from app.services.observability.tracing import configure_tracing
 from app.settings import Settings, SettingsError, load_settings
 from app.wiring.lifecycle import Lifecycle
 from app.wiring.parts import build_parts
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
+    configure_tracing("hazard-worker")
     asyncio.run(serve(settings))
 
 

@@ -3,6 +3,8 @@ every change of state published to the metrics."""
 
 from __future__ import annotations
 
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +34,8 @@ class Models:
 
 def build_models(settings: Settings, metrics: Metrics, serving: ServingState, role: Role) -> Models:
     probe = Probe()
-    engines = EngineFactory(settings, role, probe)
+    engines = EngineFactory(settings, role, probe, metrics)
+    swaps = SwapCounter(metrics)
     registry = ModelRegistry(
         settings.model.repository,
         settings.model.dir,
@@ -40,7 +43,7 @@ def build_models(settings: Settings, metrics: Metrics, serving: ServingState, ro
         engines.verify,
         memory_limit_mb=settings.model.memory_limit_mb,
         drain_seconds=settings.model.drain_seconds,
-        on_change=lambda: publish_model_state(registry, metrics, serving),  # called only once it is built
+        on_change=lambda: publish_model_state(registry, metrics, serving, swaps),  # called only once it is built
     )
     metrics.watch_pool(lambda: registry.active_engine.stats() if registry.active_engine else None)
     return Models(registry, probe)
@@ -49,10 +52,11 @@ def build_models(settings: Settings, metrics: Metrics, serving: ServingState, ro
 class EngineFactory:
     """Compiles a version into an engine (API: ADAPTIVE, live gaps batched; worker: THROUGHPUT), and proves it."""
 
-    def __init__(self, settings: Settings, role: Role, probe: Probe) -> None:
+    def __init__(self, settings: Settings, role: Role, probe: Probe, metrics: Metrics) -> None:
         self._settings = settings
         self._role = role
         self._probe = probe
+        self._load_seconds = metrics.model_load_seconds
 
     def build(self, path: Path, name: str) -> DetectionEngine:
         """Read and compile one version (blocking: the registry runs it in a thread)."""
@@ -69,6 +73,7 @@ class EngineFactory:
             cache_dir=s.model.cache_dir,
             name=name,
         )
+        self._load_seconds.labels(name, "compile").observe(model.compile_seconds)
         pool_size = s.model.max_concurrent or model.optimal_requests
         log.info(
             "model_compiled",
@@ -89,8 +94,12 @@ class EngineFactory:
 
     async def verify(self, engine: DetectionEngine) -> None:
         """Warm it, then prove it on the probe frame before it may serve."""
+        started = time.perf_counter()
         await engine.warm_up(self._settings.model.warmup_requests)
+        warmed = time.perf_counter()
+        self._load_seconds.labels(engine.info.name, "warm").observe(warmed - started)
         result, _ = await self._probe.run(EngineCall(engine, None, Priority.INTERACTIVE))
+        self._load_seconds.labels(engine.info.name, "probe").observe(time.perf_counter() - warmed)
         if not result.ok:
             raise ModelLoadError(
                 f"{engine.info.name} failed the probe frame: expected {result.expected_labels}, "
@@ -98,10 +107,26 @@ class EngineFactory:
             )
 
 
-def publish_model_state(registry: ModelRegistry, metrics: Metrics, serving: ServingState) -> None:
+class SwapCounter:
+    """Counts each engine put in service as the active one: told apart by identity, so a reload of the active version
+    counts too. Holds no engine alive (a weak reference)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._swaps = metrics.model_swaps
+        self._active: weakref.ref[DetectionEngine] | None = None
+
+    def observe(self, engine: DetectionEngine | None) -> None:
+        if engine is None or (self._active is not None and self._active() is engine):
+            return
+        self._active = weakref.ref(engine)
+        self._swaps.labels(engine.info.name).inc()
+
+
+def publish_model_state(registry: ModelRegistry, metrics: Metrics, serving: ServingState, swaps: SwapCounter) -> None:
     """Every version's state and the active one's description into the metrics; an operator who activated a
     version after a failed start has fixed the service, so it serves again."""
     engine = registry.active_engine
+    swaps.observe(engine)
     active = (
         {
             "name": engine.info.name,

@@ -104,3 +104,28 @@ async def test_active_sessions_gauge_is_counted_at_most_once_per_refresh_interva
     text = (await api.client.get("/metrics")).text
     family = next(f for f in text_string_to_metric_families(text) if f.name == "hazard_active_sessions")
     assert "max()" in family.documentation  # every replica exports the same Redis-wide number
+
+
+async def test_the_process_its_model_loads_and_swaps_are_exported(api: RunningApp) -> None:
+    samples = await scrape(api)
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_open_fds") > 0
+    assert value(samples, "hazard_model_swaps_total", model=MODEL) == 1  # the activation at start
+    for phase in ("compile", "warm", "probe"):
+        assert value(samples, "hazard_model_load_seconds_count", model=MODEL, phase=phase) == 1, phase
+
+
+async def test_new_hazards_are_counted_once_when_a_session_confirms_them(
+    start_app: Callable[[Settings], Awaitable[RunningApp]], make_settings: Callable[..., Settings]
+) -> None:
+    api = await start_app(make_settings(track_min_hits=2))
+    session_id = await api.new_session()
+    answers = []
+    for _ in range(3):
+        response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
+        answers.append(response.json())
+    confirmed = [d["label"] for answer in answers for d in answer["detections"] if d["new_hazard"]]
+    assert confirmed, "the scene's hazards were not confirmed: nothing to count"
+    samples = await scrape(api)
+    for label in set(confirmed):
+        assert value(samples, "hazard_new_hazards_total", label=label) == confirmed.count(label)

@@ -14,6 +14,9 @@ from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import DetectionResult, DetectOptions, FrameEngine, ModelInfo, Priority
 from app.services.jobs.cache import ResultCache
 from app.services.jobs.queue import FrameQueue, raise_error_json
+from app.services.observability.tracing import record_stage_spans, stage_span, tracing_on
+
+ENGINE_INFERENCE_STEPS = ("queue_wait", "infer", "postprocess")
 
 
 class BoundDetector(Protocol):
@@ -49,8 +52,12 @@ class EngineCall:
     async def detect(self, frame: bytes, options: DetectOptions, deadline: float) -> tuple[DetectionResult, ModelInfo]:
         engine = self._engine
         if self._cache is None:
-            return await engine.detect(frame, options, deadline, self._priority), engine.info
-        return await self._cache.detect(engine, frame, options, deadline, self._priority), engine.info
+            result = await engine.detect(frame, options, deadline, self._priority)
+        else:
+            result = await self._cache.detect(engine, frame, options, deadline, self._priority)
+        if tracing_on():
+            record_stage_spans(engine_stages(result.timings_ms), time.time_ns())
+        return result, engine.info
 
 
 class LocalDetector:
@@ -75,12 +82,25 @@ class QueueCall:
 
     async def detect(self, frame: bytes, options: DetectOptions, deadline: float) -> tuple[DetectionResult, ModelInfo]:
         started = time.perf_counter()
-        answer = await self._queue.run_live(frame, options, self._model, deadline)
+        with stage_span("queue"):  # the worker's span continues this one's trace (the job carries its traceparent)
+            answer = await self._queue.run_live(frame, options, self._model, deadline)
         if "error" in answer:
             raise_error_json(answer["error"])
         result, model = result_from_json(answer["result"])
         result.timings_ms["queue_round_trip"] = ms_since(started)
         return result, model
+
+
+def engine_stages(timings_ms: dict[str, float]) -> list[tuple[str, float, dict[str, float]]]:
+    """The engine's measured steps as trace stages, in order: a result cache lookup, decode (with the letterbox),
+    inference (the wait for an infer request, the inference, the postprocess). A cached result has only the first."""
+    groups = {"result_cache": ("cache",), "decode": ("decode", "preprocess"), "inference": ENGINE_INFERENCE_STEPS}
+    stages = []
+    for stage, steps in groups.items():
+        measured = {step: timings_ms[step] for step in steps if step in timings_ms}
+        if measured:
+            stages.append((stage, sum(measured.values()), measured))
+    return stages
 
 
 class RemoteDetector:

@@ -18,6 +18,7 @@ from app.services.detection.detectors import Detector
 from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.observability.metrics import Metrics
+from app.services.observability.tracing import stage_span
 from app.services.sessions.store import FrameAdmission, SessionStore
 from app.services.tracking.service import Tracked, TrackingService, frame_input
 from app.services.tracking.types import Assignment, FrameMeta
@@ -118,19 +119,25 @@ class DetectionService:
         detector.refuse_if_busy(deadline)  # ... or when the engine is too busy: no Redis round trip for a 503
         structlog.contextvars.bind_contextvars(session_id=session_id, model=detector.label)
         with self._frames.hold():
-            admission = await self._sessions.admit_frame(session_id)
+            with stage_span("admission"):
+                admission = await self._sessions.admit_frame(session_id)
             frame = await read_before(read_frame, deadline)
             meta = frame_meta() if frame_meta is not None else FrameMeta()  # 422 before the model runs
-            result, info = await detector.detect(frame, options, deadline)
+            result, info = await detector.detect(frame, options, deadline)  # its decode and inference spans
             upload = UploadJob(session_id, request_id, frame, result.detections)
-            tracked = await self._track(upload, result, info, meta, received_at)
-            upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
-            upload_record = self._upload_policy.history_record(upload, upload_status)
+            with stage_span("tracking"):
+                tracked = await self._track(upload, result, info, meta, received_at)
+            with stage_span("upload"):  # the decision and the queueing: delivery runs later, in the background
+                upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
+                upload_record = self._upload_policy.history_record(upload, upload_status)
             entry = history_entry(request_id, result, admission, upload_record, info, tracked.assignments)
             # Counted once served; a write Redis cannot take before the deadline is kept (frame_count: null).
-            frame_count = await self._sessions.record_detection(session_id, entry, admission, deadline, tracked.kept)
+            with stage_span("record"):
+                frame_count = await self._sessions.record_detection(
+                    session_id, entry, admission, deadline, tracked.kept
+                )
             admission = replace(admission, frame_count=frame_count)
-        self._observe(result, admission, info.name)
+        self._observe(result, admission, info.name, tracked.assignments)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))
         return FrameResult(request_id, session_id, result, admission, info, tracked.assignments)
 
@@ -149,9 +156,14 @@ class DetectionService:
         )
         return await self._tracking.track(upload.session_id, frame)
 
-    def _observe(self, result: DetectionResult, admission: FrameAdmission, model: str) -> None:
+    def _observe(
+        self, result: DetectionResult, admission: FrameAdmission, model: str, hazards: list[Assignment] | None
+    ) -> None:
         for stage, milliseconds in result.timings_ms.items():
             self._metrics.stage_latency.labels(stage, model).observe(milliseconds / 1000)
         for detection in result.detections:
             self._metrics.detections.labels(detection.label, model).inc()
+        for detection, hazard in zip(result.detections, hazards or [], strict=False):
+            if hazard.new_hazard:  # a track this frame confirmed (the map may merge it with an entry it holds)
+                self._metrics.new_hazards.labels(detection.label).inc()
         self._metrics.frames.labels("degraded" if admission.degraded else "verified", model).inc()

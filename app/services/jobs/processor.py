@@ -35,6 +35,7 @@ from app.services.jobs.frames import job_frame_input
 from app.services.jobs.queue import error_json
 from app.services.jobs.store import ClaimedFrame, JobStore, frame_id
 from app.services.observability.metrics import Metrics
+from app.services.observability.tracing import consumer_span
 from app.services.tracking.types import Assignment, TrackParams
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,12 @@ class FrameProcessor:
         self, ctx: Context, *, frame: str, options: dict[str, Any], model: str | None, deadline: float
     ) -> dict[str, Any]:
         """A remote-mode API process's frame; the answer (or the typed error) goes back through the queue."""
+        with consumer_span("live_frame", _trace_carrier(ctx)):
+            return await self._live_frame(ctx, frame=frame, options=options, model=model, deadline=deadline)
+
+    async def _live_frame(
+        self, ctx: Context, *, frame: str, options: dict[str, Any], model: str | None, deadline: float
+    ) -> dict[str, Any]:
         self.calls += 1
         self._observe_wait(ctx, "interactive")
         remaining = deadline - time.time()
@@ -82,6 +89,12 @@ class FrameProcessor:
         return {"result": result_json(result, info)}
 
     async def batch_frame(
+        self, ctx: Context, *, job_id: str, index: int, options: dict[str, Any], model: str | None
+    ) -> str:
+        with consumer_span("batch_frame", _trace_carrier(ctx), job_id=job_id, index=index):
+            return await self._batch_frame(ctx, job_id=job_id, index=index, options=options, model=model)
+
+    async def _batch_frame(
         self, ctx: Context, *, job_id: str, index: int, options: dict[str, Any], model: str | None
     ) -> str:
         self.calls += 1
@@ -165,6 +178,12 @@ def failed_json(error: ApiError) -> dict[str, Any]:
         "timings_ms": {},
         "error": {"code": error.code, "message": error.message},
     }
+
+
+def _trace_carrier(ctx: Context) -> dict[str, Any] | None:
+    """The producer's `traceparent` (app/services/jobs/queue.py puts it in the job's meta)."""
+    job = ctx.get("job")
+    return job.meta if job is not None else None
 
 
 def _last_attempt(ctx: Context) -> bool:

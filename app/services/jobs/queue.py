@@ -20,6 +20,7 @@ from saq.queue.redis import RedisQueue
 
 from app.services.core.errors import ApiError, DeadlineExceeded
 from app.services.inference.types import DetectOptions
+from app.services.observability.tracing import traceparent
 
 LIVE_FUNCTION = "live_frame"
 BATCH_FUNCTION = "batch_frame"
@@ -98,6 +99,7 @@ class FrameQueue:
             index=index,
             options=options_json(options),
             model=model,
+            meta=traceparent(),  # the worker continues the caller's trace; SAQ keeps no empty meta
         )
 
     async def run_live(self, frame: bytes, options: DetectOptions, model: str | None, deadline: float) -> Any:
@@ -113,6 +115,7 @@ class FrameQueue:
             options=options_json(options),
             model=model,
             deadline=time.time() + remaining,  # wall clock: the worker may be another host
+            meta=traceparent(),
         )
         assert job is not None  # a fresh random key is never a duplicate
         while job.status not in TERMINAL_STATUSES:

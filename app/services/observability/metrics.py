@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -18,6 +27,8 @@ from app.services.observability.latency_window import LatencyWindow
 # Dense around the 150 ms P95 target, so its quantile estimate is sharp.
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+# A model's compile is seconds (tens on a cold cache, near zero on a warm one); its warm-up and probe, fractions.
+MODEL_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 DETECT_ROUTE = "/detect/{session_id}"  # the route template the request middleware records
@@ -55,6 +66,9 @@ class _PoolCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU seconds, resident memory, open and maximum file descriptors, start time) and python_info.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._add_latencies(self.registry)
         self._add_detection(self.registry)
         self._add_uploads(self.registry)
@@ -89,6 +103,12 @@ class Metrics:
     def _add_detection(self, r: CollectorRegistry) -> None:
         self.detections = Counter(
             "hazard_detections", "Hazards detected, by label and model version.", ["label", "model"], registry=r
+        )
+        self.new_hazards = Counter(
+            "hazard_new_hazards",
+            "Hazards confirmed by a session's frames (its track reached TRACK_MIN_HITS), by label.",
+            ["label"],
+            registry=r,
         )
         self.frames = Counter(
             "hazard_frames", "Frames served, by session mode and model version.", ["mode", "model"], registry=r
@@ -143,6 +163,20 @@ class Metrics:
         self.model_ready = Gauge("hazard_model_ready", "1 when an active model is compiled and warm.", registry=r)
         self.model_state = Gauge(
             "hazard_model_state", "1 for each version's current state.", ["model", "state"], registry=r
+        )
+        self.model_swaps = Counter(
+            "hazard_model_swaps",
+            "Engines put in service as the active one (the first at start, each activation, each reload), by version.",
+            ["model"],
+            registry=r,
+        )
+        self.model_load_seconds = Histogram(
+            "hazard_model_load_seconds",
+            "Loading a version, by phase: compile (read and compile), warm (warm-up inferences), probe (the probe "
+            "frame).",
+            ["model", "phase"],
+            buckets=MODEL_LOAD_BUCKETS,
+            registry=r,
         )
 
     def _add_streams(self, r: CollectorRegistry) -> None:
