@@ -24,6 +24,7 @@ from app.http.routers.health import create_health_router
 from app.http.routers.jobs import create_jobs_router
 from app.http.routers.media import create_media_router
 from app.http.routers.metrics import create_metrics_router
+from app.http.routers.registry import create_registry_router
 from app.http.routers.sessions import create_sessions_router
 from app.http.routers.stream import create_stream_router
 from app.services.observability.logging import configure_logging
@@ -96,6 +97,8 @@ def _include_routers(
     app.include_router(create_detect_router(parts.detection, settings))
     app.include_router(create_stream_router(parts.detection, parts.metrics, settings))
     app.include_router(create_hazards_router(parts.tracking))
+    registry = parts.registry
+    app.include_router(create_registry_router(registry.store, registry.exports, operators.auth, client_address))
     app.include_router(
         create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)
     )

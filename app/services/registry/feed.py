@@ -113,7 +113,9 @@ class RegistryFeed:
             at=datetime.fromtimestamp(record.first_seen, UTC),
             photo_url=(entry.best_frame_url if entry is not None else None) or record.best_frame_url,
         )
-        await self.buffer.report(sighting)  # written now, or kept and replayed: either way it is the buffer's
+        outcome = await self.buffer.report(sighting)  # written now, or kept and replayed: the buffer's either way
+        if outcome in ("created", "reopened"):
+            self.passes.forget(sighting.lat, sighting.lon)
         self._sent[key] = None
         while len(self._sent) > REMEMBERED_SIGHTINGS:
             self._sent.popitem(last=False)

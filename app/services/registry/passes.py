@@ -91,6 +91,10 @@ class PassWatcher:
             for map_key, open_pass in passes.items():
                 await self._record(session_id, map_key, open_pass)
 
+    def forget(self, lat: float, lon: float) -> None:
+        """A hazard was created or reopened there: the next frame nearby reads the registry again."""
+        self._cells.pop((math.floor(lat / CELL_DEGREES), math.floor(lon / CELL_DEGREES)), None)
+
     def _session(self, session_id: str) -> dict[str, OpenPass]:
         passes = self._open.setdefault(session_id, {})
         self._open.move_to_end(session_id)

@@ -1,0 +1,166 @@
+"""The hazard registry: durable hazard records (`GET /hazards/registry`, `GET /hazards/{id}` with its history),
+operators' moves (verdict, close) and the exports a road authority's tools read, streamed.
+
+`GET /hazards` stays the fleet's live map (Redis, GeoJSON): its clients see no change. Registry ids are numbers,
+the map's hex strings. Reads are open like `GET /hazards`; moves need an operator, who is named in the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from app.http.client_address import ClientAddress
+from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
+from app.http.routers.deps import operator_dependency
+from app.http.routers.hazards import BBOX_PATTERN
+from app.http.schemas.registry import CloseIn, RegistryHazard, RegistryHazardDetail, RegistryHazardPage, VerdictIn
+from app.http.schemas.registry import HazardHistoryEntry as HistoryEntry
+from app.services.core.errors import (
+    AdminDisabled,
+    HazardNotFound,
+    RegistryUnavailable,
+    TooManyLoginAttempts,
+    TransitionNotAllowed,
+    Unauthorized,
+)
+from app.services.identity.operators import OperatorAuth
+from app.services.registry.exports import HazardExports
+from app.services.registry.lifecycle import Status
+from app.services.registry.records import HazardFilter
+from app.services.registry.store import HazardRegistry, is_unreachable
+from app.services.tracking.hazard_map import parse_bbox
+
+# Every tenant's hazards until callers carry a tenant of their own (API keys' scopes come next).
+TENANT: str | None = None
+READ_ERRORS = (*REQUEST_ERRORS, RegistryUnavailable)
+MOVE_ERRORS = (*JSON_BODY_ERRORS, Unauthorized, TooManyLoginAttempts, AdminDisabled, HazardNotFound)
+EXPORT_MEDIA_TYPES = {
+    "geojson": "application/geo+json",
+    "csv": "text/csv; charset=utf-8",
+    "open311": "application/json",
+}
+
+
+def hazard_filter(
+    status: Annotated[Status | None, Query(description="Only hazards in this status.")] = None,
+    label: Annotated[str | None, Query(max_length=64, description="Only hazards of this class.")] = None,
+    since: Annotated[datetime | None, Query(description="Only hazards last reported at or after this time.")] = None,
+    bbox: Annotated[
+        str | None, Query(pattern=BBOX_PATTERN, description="minLon,minLat,maxLon,maxLat (WGS-84 degrees).")
+    ] = None,
+) -> HazardFilter:
+    box = None if bbox is None else parse_bbox(bbox)
+    return HazardFilter(
+        tenant=TENANT,
+        status=status,
+        label=label,
+        since=since,
+        bbox=None if box is None else (box.min_lon, box.min_lat, box.max_lon, box.max_lat),
+    )
+
+
+Filter = Annotated[HazardFilter, Depends(hazard_filter)]
+
+
+async def streamed(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`chunks`, its first batch read before the answer starts: a database that is down is a 503, not a cut
+    stream (failures later still cut it: the client sees an incomplete document, never a wrong one)."""
+    head: list[str] = []
+    try:
+        for _ in range(2):  # the document's opening, then its first batch of rows (or its end)
+            head.append(await anext(chunks))
+    except StopAsyncIteration:
+        pass
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise RegistryUnavailable(details={"reason": type(exc).__name__}) from exc
+        raise
+
+    async def rest() -> AsyncIterator[str]:
+        for chunk in head:
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
+
+
+def create_registry_router(
+    registry: HazardRegistry, exports: HazardExports, auth: OperatorAuth, client_address: ClientAddress
+) -> APIRouter:
+    router = APIRouter(prefix="/hazards", tags=["hazard registry"])
+    operator = operator_dependency(auth, client_address)
+
+    @router.get("/registry", responses=error_responses(*READ_ERRORS))
+    async def list_registry_hazards(
+        where: Filter,
+        limit: Annotated[int | None, Query(description="Hazards per page; the most by default.")] = None,
+        cursor: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> RegistryHazardPage:
+        """Registry hazards by status, class, time and area, a page at a time (422 names the page limit)."""
+        page = await registry.query(where, limit=limit, cursor=cursor)
+        return RegistryHazardPage(hazards=[RegistryHazard.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+    for kind, media_type in EXPORT_MEDIA_TYPES.items():
+        _add_export(router, exports, kind, media_type)
+
+    @router.get("/{hazard_id}", responses=error_responses(*READ_ERRORS, HazardNotFound))
+    async def get_registry_hazard(hazard_id: int) -> RegistryHazardDetail:
+        """A registry hazard with its history (who moved it, when, why)."""
+        return await _detail(registry, hazard_id)
+
+    @router.post(
+        "/{hazard_id}/verdict", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
+    )
+    async def give_hazard_verdict(hazard_id: int, body: VerdictIn, actor: str = operator) -> RegistryHazardDetail:
+        """An operator's verdict on an open hazard: `not_an_issue` rejects it (later reports there are silenced),
+        any other category verifies it. 409 lists the moves its status allows."""
+        await registry.give_verdict(hazard_id, actor=actor, category=body.category.value, note=body.note, tenant=TENANT)
+        return await _detail(registry, hazard_id)
+
+    @router.post(
+        "/{hazard_id}/close", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
+    )
+    async def close_hazard(hazard_id: int, body: CloseIn | None = None, actor: str = operator) -> RegistryHazardDetail:
+        """An operator closes a hazard (repaired, or dealt with); a new sighting opens it again."""
+        await registry.close(hazard_id, actor=actor, note=None if body is None else body.note, tenant=TENANT)
+        return await _detail(registry, hazard_id)
+
+    return router
+
+
+async def _detail(registry: HazardRegistry, hazard_id: int) -> RegistryHazardDetail:
+    record = await registry.get(hazard_id, tenant=TENANT)
+    history = await registry.history(hazard_id, tenant=TENANT)
+    return RegistryHazardDetail(
+        **RegistryHazard.of(record).model_dump(), history=[HistoryEntry.of(event) for event in history]
+    )
+
+
+def _add_export(router: APIRouter, exports: HazardExports, kind: str, media_type: str) -> None:
+    path = "/export/open311" if kind == "open311" else f"/export.{kind}"
+    produce = {"geojson": exports.geojson, "csv": exports.csv, "open311": exports.open311}[kind]
+    descriptions = {
+        "geojson": "Registry hazards as an RFC 7946 FeatureCollection, streamed.",
+        "csv": "Registry hazards as CSV (one row per hazard), streamed.",
+        "open311": "Registry hazards as Open311 GeoReport v2 service requests (a JSON array), streamed.",
+    }
+
+    async def export(where: Filter) -> StreamingResponse:
+        headers = {"Content-Disposition": f'attachment; filename="hazards.{"json" if kind == "open311" else kind}"'}
+        return StreamingResponse(await streamed(produce(where)), media_type=media_type, headers=headers)
+
+    router.add_api_route(
+        path,
+        export,
+        methods=["GET"],
+        name=f"export_registry_hazards_{kind}",
+        description=descriptions[kind],
+        response_class=StreamingResponse,
+        responses={**error_responses(*READ_ERRORS), 200: {"content": {media_type.split(";")[0]: {}}}},
+    )
