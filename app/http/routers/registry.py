@@ -7,9 +7,10 @@ the map's hex strings. Reads are open like `GET /hazards`; moves need an operato
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -17,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from app.http.client_address import ClientAddress
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.http.routers.deps import operator_dependency
-from app.http.routers.hazards import BBOX_PATTERN
+from app.http.routers.hazards import BBOX_PATTERN, json_error_responses
 from app.http.schemas.registry import CloseIn, RegistryHazard, RegistryHazardDetail, RegistryHazardPage, VerdictIn
 from app.http.schemas.registry import HazardHistoryEntry as HistoryEntry
 from app.services.core.errors import (
@@ -27,6 +28,7 @@ from app.services.core.errors import (
     TooManyLoginAttempts,
     TransitionNotAllowed,
     Unauthorized,
+    ValidationFailed,
 )
 from app.services.identity.operators import OperatorAuth
 from app.services.registry.exports import HazardExports
@@ -34,9 +36,14 @@ from app.services.registry.lifecycle import Status
 from app.services.registry.records import HazardFilter
 from app.services.registry.store import HazardRegistry, is_unreachable
 from app.services.tracking.hazard_map import parse_bbox
+from app.services.tracking.meta import parse_rfc3339
 
+# Inline in the query's schema (an enum behind a $ref in a query parameter trips Schemathesis' generator).
+StatusName = Literal["open", "verified", "rejected", "suspected_fixed", "closed"]
+assert set(get_args(StatusName)) == {status.value for status in Status}
 # Every tenant's hazards until callers carry a tenant of their own (API keys' scopes come next).
 TENANT: str | None = None
+HAZARD_ID = re.compile(r"[0-9]{1,18}")  # registry ids are numbers (the map's are hex): fits a 64-bit column
 READ_ERRORS = (*REQUEST_ERRORS, RegistryUnavailable)
 MOVE_ERRORS = (*JSON_BODY_ERRORS, Unauthorized, TooManyLoginAttempts, AdminDisabled, HazardNotFound)
 EXPORT_MEDIA_TYPES = {
@@ -47,9 +54,16 @@ EXPORT_MEDIA_TYPES = {
 
 
 def hazard_filter(
-    status: Annotated[Status | None, Query(description="Only hazards in this status.")] = None,
+    status: Annotated[StatusName | None, Query(description="Only hazards in this status.")] = None,
     label: Annotated[str | None, Query(max_length=64, description="Only hazards of this class.")] = None,
-    since: Annotated[datetime | None, Query(description="Only hazards last reported at or after this time.")] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Only hazards last reported at or after this time (RFC 3339 with an offset).",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
     bbox: Annotated[
         str | None, Query(pattern=BBOX_PATTERN, description="minLon,minLat,maxLon,maxLat (WGS-84 degrees).")
     ] = None,
@@ -57,14 +71,28 @@ def hazard_filter(
     box = None if bbox is None else parse_bbox(bbox)
     return HazardFilter(
         tenant=TENANT,
-        status=status,
+        status=None if status is None else Status(status),
         label=label,
-        since=since,
+        since=None if since is None else parse_since(since),
         bbox=None if box is None else (box.min_lon, box.min_lat, box.max_lon, box.max_lat),
     )
 
 
 Filter = Annotated[HazardFilter, Depends(hazard_filter)]
+
+
+def parse_since(value: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(parse_rfc3339(value), UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ValidationFailed(f"since {exc}.", details={"field": "since", "value": value[:64]}) from None
+
+
+def parse_hazard_id(value: str) -> int:
+    """A registry id; anything else (a map id, say) names no hazard here."""
+    if not HAZARD_ID.fullmatch(value):
+        raise HazardNotFound(details={"hazard_id": value[:64]})
+    return int(value)
 
 
 async def streamed(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -99,8 +127,10 @@ def create_registry_router(
     @router.get("/registry", responses=error_responses(*READ_ERRORS))
     async def list_registry_hazards(
         where: Filter,
-        limit: Annotated[int | None, Query(description="Hazards per page; the most by default.")] = None,
-        cursor: Annotated[str | None, Query(max_length=32)] = None,
+        limit: int | None = Query(  # a default, not Annotated: the limit is the registry's, known only here
+            None, ge=1, le=registry.max_page_size, description="Hazards per page; the most by default."
+        ),
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of a page.")] = None,
     ) -> RegistryHazardPage:
         """Registry hazards by status, class, time and area, a page at a time (422 names the page limit)."""
         page = await registry.query(where, limit=limit, cursor=cursor)
@@ -110,26 +140,28 @@ def create_registry_router(
         _add_export(router, exports, kind, media_type)
 
     @router.get("/{hazard_id}", responses=error_responses(*READ_ERRORS, HazardNotFound))
-    async def get_registry_hazard(hazard_id: int) -> RegistryHazardDetail:
+    async def get_registry_hazard(hazard_id: str) -> RegistryHazardDetail:
         """A registry hazard with its history (who moved it, when, why)."""
-        return await _detail(registry, hazard_id)
+        return await _detail(registry, parse_hazard_id(hazard_id))
 
     @router.post(
         "/{hazard_id}/verdict", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
     )
-    async def give_hazard_verdict(hazard_id: int, body: VerdictIn, actor: str = operator) -> RegistryHazardDetail:
+    async def give_hazard_verdict(hazard_id: str, body: VerdictIn, actor: str = operator) -> RegistryHazardDetail:
         """An operator's verdict on an open hazard: `not_an_issue` rejects it (later reports there are silenced),
         any other category verifies it. 409 lists the moves its status allows."""
-        await registry.give_verdict(hazard_id, actor=actor, category=body.category.value, note=body.note, tenant=TENANT)
-        return await _detail(registry, hazard_id)
+        number = parse_hazard_id(hazard_id)
+        await registry.give_verdict(number, actor=actor, category=body.category.value, note=body.note, tenant=TENANT)
+        return await _detail(registry, number)
 
     @router.post(
         "/{hazard_id}/close", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
     )
-    async def close_hazard(hazard_id: int, body: CloseIn | None = None, actor: str = operator) -> RegistryHazardDetail:
+    async def close_hazard(hazard_id: str, body: CloseIn | None = None, actor: str = operator) -> RegistryHazardDetail:
         """An operator closes a hazard (repaired, or dealt with); a new sighting opens it again."""
-        await registry.close(hazard_id, actor=actor, note=None if body is None else body.note, tenant=TENANT)
-        return await _detail(registry, hazard_id)
+        number = parse_hazard_id(hazard_id)
+        await registry.close(number, actor=actor, note=None if body is None else body.note, tenant=TENANT)
+        return await _detail(registry, number)
 
     return router
 
@@ -159,8 +191,8 @@ def _add_export(router: APIRouter, exports: HazardExports, kind: str, media_type
         path,
         export,
         methods=["GET"],
-        name=f"export_registry_hazards_{kind}",
+        name=f"export_registry_hazards_{'georeport' if kind == 'open311' else kind}",
         description=descriptions[kind],
         response_class=StreamingResponse,
-        responses={**error_responses(*READ_ERRORS), 200: {"content": {media_type.split(";")[0]: {}}}},
+        responses={**json_error_responses(*READ_ERRORS), 200: {"content": {media_type.split(";")[0]: {}}}},
     )
