@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ import pytest
 from PIL import Image
 
 from app.settings import Settings
+from hazard_client.cli import run
 from tests.api.test_hazards import DRIVE_RATE, JPEG, ROAD, drive_frames, rfc3339, send_drive
 from tests.conftest import RunningApp
+from tests.support.redis_process import RedisProcess
+from tests.support.server import Server
 from tests.support.waiting import wait_for
 
 MakeSettings = Callable[..., Settings]
@@ -194,3 +198,30 @@ async def test_a_locked_registry_degrades_and_loses_nothing(
         return bool((await api.client.get("/health/ready")).json()["checks"]["registry"]["ok"])
 
     await wait_for(healthy, "registry healthy again", within=30)
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    process = Server(redis_server.url, tmp_path_factory.mktemp("registry-cli"), MODEL_WARMUP_REQUESTS="1")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("export_format", ["geojson", "csv", "open311"])
+def test_the_command_line_exports_the_registry(server: Server, tmp_path: Path, export_format: str) -> None:
+    out = tmp_path / f"hazards.{export_format}"
+    bbox = "13.0,52.0,13.1,52.1"
+    assert run(["map", "export", "--format", export_format, "--bbox", bbox, "--status", "open", "--out", str(out),
+                "--server", server.base_url]) == 0  # fmt: skip
+    text = out.read_text(encoding="utf-8")
+    if export_format == "geojson":
+        assert geojson.loads(text).is_valid and json.loads(text)["features"] == []
+    elif export_format == "csv":
+        assert next(csv.reader(io.StringIO(text)))[:3] == ["id", "label", "status"]
+    else:
+        assert json.loads(text) == []
+    bad = run(["map", "export", "--bbox", "10,50,9,51", "--out", str(out), "--server", server.base_url])
+    assert bad != 0
