@@ -113,6 +113,8 @@ def _include_routers(
             operators.auth,
             client_address,
             secure_cookies=operators.secure_cookies,
+            registry=parts.registry.store,
+            map_tile_url=settings.registry.map_tile_url,
         )
     )
     app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))

@@ -13,12 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from app.http.client_address import ClientAddress
 from app.http.control_center.fragments import add_fragments
 from app.http.control_center.login import SignIn, add_login_routes
+from app.http.control_center.map_page import add_map_page
 from app.http.control_center.pages import add_pages
 from app.http.control_center.rendering import STATIC_DIR, STATIC_URL
 from app.http.control_center.route import ControlRoute
 from app.services.fleet.control_center import ControlCenter
 from app.services.identity.operator_sessions import OperatorSessions
 from app.services.identity.operators import OperatorAuth
+from app.services.registry.store import HazardRegistry
 
 
 def create_control_center_router(
@@ -28,12 +30,16 @@ def create_control_center_router(
     client_address: ClientAddress,
     *,
     secure_cookies: bool,
+    registry: HazardRegistry | None = None,
+    map_tile_url: str | None = None,
 ) -> APIRouter:
     sign_in = SignIn(sessions, auth, client_address, secure_cookies=secure_cookies)
     admin = APIRouter(prefix="/admin", include_in_schema=False, route_class=ControlRoute)
     add_login_routes(admin, sign_in)
     add_pages(admin, center, sign_in.operator)
     add_fragments(admin, center, sign_in.operator, sign_in.checked_post)
+    if registry is not None:
+        add_map_page(admin, registry, sign_in.operator, sign_in.checked_post, map_tile_url)
     router = APIRouter()
     router.include_router(admin)
     # Before the docs router's `/static` mount (which would answer 404 for these): include this router first.
