@@ -18,7 +18,7 @@
   const count = document.getElementById("map-count");
   const form = document.getElementById("map-filters");
 
-  const map = L.map("hazard-map", { preferCanvas: true, worldCopyJump: true }).setView([20, 0], 2);
+  const map = L.map("hazard-map", { worldCopyJump: true }).setView([20, 0], 2);
   if (panel.dataset.tileUrl) {
     L.tileLayer(panel.dataset.tileUrl, { maxZoom: 19, attribution: "map tiles: MAP_TILE_URL" }).addTo(map);
   } // no tiles configured: hazards are drawn on the plain background
@@ -55,6 +55,7 @@
     for (const hazard of found) {
       const marker = L.circleMarker([hazard.lat, hazard.lon], {
         radius: 6, weight: 1, color: "#111", fillColor: STATUS_COLORS[hazard.status] || "#fff", fillOpacity: 0.9,
+        className: "hazard-marker hazard-" + hazard.id,
       });
       marker.bindTooltip(hazard.label + " · " + hazard.status);
       marker.on("click", () => show(hazard.id));
