@@ -26,6 +26,7 @@ from app.http.routers.keys import create_keys_router
 from app.http.routers.media import create_media_router
 from app.http.routers.metrics import create_metrics_router
 from app.http.routers.operators import create_operators_router
+from app.http.routers.registry import create_registry_router
 from app.http.routers.sessions import create_sessions_router
 from app.http.routers.stream import create_stream_router
 from app.http.tracing import trace_requests
@@ -105,6 +106,8 @@ def _include_routers(
     app.include_router(create_detect_router(parts.detection, settings))
     app.include_router(create_stream_router(parts.detection, parts.metrics, settings))
     app.include_router(create_hazards_router(parts.tracking))
+    registry = parts.registry
+    app.include_router(create_registry_router(registry.store, registry.exports, operators.auth, client_address))
     app.include_router(
         create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)
     )
@@ -122,6 +125,8 @@ def _include_routers(
             client_address,
             (identity.keys, identity.accounts, identity.audit),
             secure_cookies=operators.secure_cookies,
+            registry=parts.registry.store,
+            map_tile_url=settings.registry.map_tile_url,
         )
     )
     app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))

@@ -178,6 +178,27 @@ class TrackingSettings(_Group):
     map_ttl_days: float = Field(30.0, gt=0, validation_alias="HAZARD_MAP_TTL_DAYS")
 
 
+class RegistrySettings(_Group):
+    """The hazard registry: durable hazard records in SQL, mirrored off the request path from the fleet's map."""
+
+    # SQLAlchemy async URL: SQLite by default, `postgresql+asyncpg://...` in production.
+    url: str = Field("sqlite+aiosqlite:///var/registry.db", min_length=1, validation_alias="REGISTRY_URL")
+    # A down or locked database is given up on after this (its writes are kept and replayed).
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=120, validation_alias="REGISTRY_CONNECT_TIMEOUT_SECONDS")
+    # Clean passes after the last sighting that make a hazard suspected_fixed.
+    passes_to_fix: int = Field(3, ge=1, le=100, validation_alias="REGISTRY_PASSES_TO_FIX")
+    # A camera within this distance of a hazard covers it (a pass).
+    pass_range_m: float = Field(25.0, gt=0, le=500, validation_alias="REGISTRY_PASS_RANGE_M")
+    # Kept sightings are retried this often while the database is down.
+    replay_seconds: float = Field(2.0, gt=0, le=3600, validation_alias="REGISTRY_REPLAY_SECONDS")
+    # Sightings kept in memory while the database is down; past it the oldest go (the map still has them).
+    buffer_limit: int = Field(10_000, ge=1, validation_alias="REGISTRY_BUFFER_LIMIT")
+    # Hazards one page of `GET /hazards/registry` may hold.
+    max_page_size: int = Field(500, ge=1, le=10_000, validation_alias="REGISTRY_MAX_PAGE_SIZE")
+    # Map tiles for the control center's map page (`{z}/{x}/{y}` URL); unset: a plain background.
+    map_tile_url: str | None = Field(None, validation_alias="MAP_TILE_URL")
+
+
 class UploadSettings(_Group):
     """Annotated uploads: where frames go (Cloudinary or the local store), which frames, the spool of retries."""
 
@@ -372,6 +393,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     uploads: UploadSettings = Field(default_factory=UploadSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
@@ -503,6 +525,7 @@ class SettingsError(ValueError):
 _SECRET_VARIABLES = frozenset(
     {
         "REDIS_URL",
+        "REGISTRY_URL",
         "QUEUE_REDIS_URL",
         "CLOUDINARY_URL",
         "ADMIN_PASSWORD_HASH",

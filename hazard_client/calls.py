@@ -259,6 +259,18 @@ def job_hazards_geojson(job_id: str) -> Call[dict[str, Any]]:
     return Call("GET", f"/jobs/{job_id}/hazards.geojson", lambda response: dict(response.json()))
 
 
+EXPORT_PATHS = {
+    "geojson": "/hazards/export.geojson",
+    "csv": "/hazards/export.csv",
+    "open311": "/hazards/export/open311",
+}
+
+
+def export_hazards(export_format: str, filters: Mapping[str, str | None]) -> Call[bytes]:
+    """The hazard registry as GeoJSON, CSV or an Open311 feed (`filters`: bbox, status, label, since)."""
+    return Call("GET", EXPORT_PATHS[export_format], lambda response: response.content, params=filters)
+
+
 def live() -> Call[LiveReport]:
     return Call("GET", "/health/live", reader(LiveReport))
 

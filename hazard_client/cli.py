@@ -323,6 +323,15 @@ JOB_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def cmd_map_export(args: argparse.Namespace) -> int:
+    filters = {"bbox": args.bbox, "status": args.status, "label": args.label, "since": args.since}
+    with _client(args) as client:
+        body = client.export_hazards(args.format, **filters)
+    Path(args.out).write_bytes(body)
+    print(f"wrote {len(body)} bytes of {args.format} to {args.out}")
+    return OK
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """0 when ready (failing deep checks are shown: a dead upload store degrades, it does not stop detection),
     3 when not ready or not there."""
@@ -520,6 +529,18 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--realtime", action="store_true", help="send at the source's pace (newest frame first)")
     stream.add_argument("--fps", type=float, default=5.0, help="a folder's pace with --realtime (default 5)")
     stream.set_defaults(run=cmd_stream)
+
+    hazard_map = commands.add_parser("map", help="the hazard registry").add_subparsers(
+        dest="map_command", required=True
+    )
+    export = hazard_map.add_parser("export", parents=[common], help="the registry's hazards as GeoJSON, CSV or Open311")
+    export.add_argument("--format", choices=("geojson", "csv", "open311"), default="geojson")
+    export.add_argument("--bbox", help="minLon,minLat,maxLon,maxLat")
+    export.add_argument("--status", help="open, verified, rejected, suspected_fixed or closed")
+    export.add_argument("--label", help="only this class")
+    export.add_argument("--since", help="last reported at or after (RFC 3339)")
+    export.add_argument("--out", required=True, metavar="FILE")
+    export.set_defaults(run=cmd_map_export)
 
     health = commands.add_parser("health", parents=[common, output], help="live, ready and deep checks")
     health.set_defaults(run=cmd_health)

@@ -231,6 +231,10 @@ class HazardClient:
     def live(self) -> LiveReport:
         return self.send(calls.live())
 
+    def export_hazards(self, export_format: str, **filters: str | None) -> bytes:
+        """The registry's hazards as `geojson`, `csv` or `open311`, filtered by bbox, status, label and since."""
+        return self.send(calls.export_hazards(export_format, filters))
+
     def ready(self) -> ReadyReport:
         return self.send(calls.ready())
 

@@ -226,9 +226,17 @@ class RedisCheck(BaseModel):
     reason: str | None = None
 
 
+class RegistryCheck(BaseModel):
+    ok: bool
+    kept: int
+    queued: int
+    reason: str | None = None
+
+
 class ReadyChecks(BaseModel):
     model: ModelCheck
     redis: RedisCheck
+    registry: RegistryCheck | None = None
 
 
 class ReadyReport(BaseModel):

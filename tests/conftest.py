@@ -163,6 +163,7 @@ def make_settings(
             **redis_settings(redis_target),
             "storage_dir": tmp_path / "uploads",
             "spool_dir": tmp_path / "spool",
+            "registry_url": f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}",  # each test its own registry
             "api_key_pepper": TEST_PEPPER,  # one for the suite: apps of one test are replicas of one deployment
             "log_json": True,
             "log_level": "WARNING",

@@ -1,9 +1,10 @@
 """The order a process starts and stops in, one named step per line.
 
-Start: check Redis -> discover models -> fleet -> model -> load kept writes -> replay task -> uploads (API) -> jobs
--> ready. A model that fails to load is reported, not raised: liveness stays up and the phase says why.
+Start: check Redis -> discover models -> fleet -> model -> load kept writes -> replay task -> hazard registry
+(migrate, feed) -> uploads (API) -> jobs -> ready. A model that fails to load is reported, not raised: liveness
+stays up and the phase says why. A registry that is down is reported too (degraded) and retried.
 Stop mirrors it: not ready -> jobs -> drain in-flight frames (bounded) -> fleet -> replay task -> save kept writes
--> uploads (API) -> stats -> release models and Redis.
+-> uploads (API) -> hazard registry (last flush, engine disposed) -> stats -> release models and Redis.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from app.services.core.errors import ApiError
 from app.services.core.redis_client import REDIS_FAILURES, redact_url
 from app.services.core.serving import Phase
 from app.services.inference.types import ModelLoadError
+from app.services.registry.feed import ReadEntry
 from app.wiring.jobs import start_jobs, stop_jobs
 from app.wiring.parts import Parts
+from app.wiring.registry import map_entry_reader, start_registry, stop_registry
 
 log = structlog.get_logger(__name__)
 REPLAY_INTERVAL_SECONDS = 1.0
@@ -43,6 +46,7 @@ class Lifecycle:
             await self._ensure_active_model()
         await self._load_kept_writes()  # kept writes and spooled uploads are flushed whether or not it detects
         self._start_replay()
+        await start_registry(parts.registry, self._read_map_entry())
         if parts.process.role == "api":  # only API processes annotate frames; a worker must not take their spool
             await parts.uploads.service.start()
         await start_jobs(parts.jobs)
@@ -68,9 +72,13 @@ class Lifecycle:
         saved = await self._save_kept_writes()
         if parts.process.role == "api":
             await parts.uploads.service.stop(parts.settings.uploads.flush_seconds)
+        await stop_registry(parts.registry, self._read_map_entry())
         self._log_shutdown_stats(saved)
         parts.models.registry.release_all()
         await parts.redis.client.aclose()
+
+    def _read_map_entry(self) -> ReadEntry:
+        return map_entry_reader(self._parts.tracking, self._parts.settings.tracking.merge_meters)
 
     # Start steps
 

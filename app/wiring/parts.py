@@ -22,6 +22,7 @@ from app.wiring.jobs import Jobs, build_jobs
 from app.wiring.models import Models, build_models
 from app.wiring.process import ProcessInfo, Role, build_process
 from app.wiring.redis import RedisParts, build_redis
+from app.wiring.registry import Registry, build_registry
 from app.wiring.serving import build_detection, build_health
 from app.wiring.sessions import KeptWrites, build_kept_writes, build_sessions, build_tracking
 from app.wiring.uploads import Uploads, build_uploads
@@ -44,6 +45,7 @@ class Parts:
     detection: DetectionService
     health: HealthChecks
     fleet: Fleet
+    registry: Registry  # the hazard registry (SQL), fed by tracking off the request path
 
 
 def build_parts(settings: Settings, role: Role) -> Parts:
@@ -52,13 +54,14 @@ def build_parts(settings: Settings, role: Role) -> Parts:
     serving = ServingState()
     redis = build_redis(settings, metrics)
     sessions = build_sessions(settings, redis)
-    tracking = build_tracking(settings, redis, sessions.store)
+    registry = build_registry(settings)
+    tracking = build_tracking(settings, redis, sessions.store, registry.feed)
     kept_writes = build_kept_writes(sessions, tracking)
     uploads = build_uploads(settings, metrics, sessions.ledger, tracking)
     models = build_models(settings, metrics, serving, role)
     jobs = build_jobs(settings, metrics, models.registry, sessions.store, process)
     detection = build_detection(sessions.store, uploads, metrics, jobs, tracking)
-    health = build_health(settings, serving, models, sessions.store, uploads, jobs, process)
+    health = build_health(settings, serving, models, sessions.store, uploads, jobs, process, registry)
     describe = ProcessDescription(
         process,
         serving,
@@ -85,4 +88,5 @@ def build_parts(settings: Settings, role: Role) -> Parts:
         detection,
         health,
         fleet,
+        registry,
     )

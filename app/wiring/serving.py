@@ -12,6 +12,7 @@ from app.settings import Settings
 from app.wiring.jobs import Jobs
 from app.wiring.models import Models
 from app.wiring.process import ProcessInfo
+from app.wiring.registry import Registry
 from app.wiring.uploads import Uploads
 
 
@@ -29,6 +30,7 @@ def build_health(
     uploads: Uploads,
     jobs: Jobs,
     process: ProcessInfo,
+    registry: Registry | None = None,
 ) -> HealthChecks:
     return HealthChecks(
         serving,
@@ -40,4 +42,5 @@ def build_health(
         holds_models=process.holds_models,
         fail_open=settings.sessions.store_fail_open,
         deep_cache_seconds=settings.telemetry.health_deep_cache_seconds,
+        hazard_registry=None if registry is None else registry.health,
     )

@@ -12,7 +12,7 @@ from app.services.sessions.ledger import UploadLedger
 from app.services.sessions.metadata import MetadataLimits
 from app.services.sessions.store import SessionLimits, SessionStore
 from app.services.sessions.write_behind import PendingWrites, Replayer
-from app.services.tracking.service import TrackingService, create_tracking
+from app.services.tracking.service import TrackingObserver, TrackingService, create_tracking
 from app.settings import Settings
 from app.wiring.redis import RedisParts
 
@@ -50,9 +50,12 @@ def build_sessions(settings: Settings, redis: RedisParts) -> Sessions:
     return Sessions(store, pending, active, UploadLedger(calls))
 
 
-def build_tracking(settings: Settings, redis: RedisParts, sessions: SessionStore) -> TrackingService:
+def build_tracking(
+    settings: Settings, redis: RedisParts, sessions: SessionStore, observer: TrackingObserver | None = None
+) -> TrackingService:
+    s = settings
     return create_tracking(
-        settings.tracking, settings.uploads, settings.fleet.name, redis.client, redis.breaker, sessions, redis.observe
+        s.tracking, s.uploads, s.fleet.name, redis.client, redis.breaker, sessions, redis.observe, observer
     )
 
 

@@ -33,6 +33,7 @@ def process_env(redis_url: str, tmp_path: Path, **env: str) -> dict[str, str]:
         "FLEET_NAME": f"test-{uuid.uuid4().hex[:12]}",  # its own desired model state unless told otherwise
         "STORAGE_DIR": str(tmp_path / "uploads"),
         "SPOOL_DIR": str(tmp_path / "spool"),
+        "REGISTRY_URL": f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}",
         "LOG_LEVEL": "INFO",
         "CLOUDINARY_URL": "cloudinary://123456:never-log-this-secret@demo?upload_prefix=http://127.0.0.1:9",
         # Bursts of concurrent frames test concurrency, not admission; the latency budget is tested on its own.

@@ -33,7 +33,7 @@ LOGIN_COOKIE_SECONDS = 3600
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 MAX_FIELD_CHARS = 1024  # user name and password: longer is wrong, and never worth an argon2 run on megabytes
-NEXT_PAGE = re.compile(r"^/admin(/(jobs|sessions|keys|operators|audit))?$")
+NEXT_PAGE = re.compile(r"^/admin(/(jobs|sessions|keys|operators|audit|map))?$")
 HOME_PAGE = "/admin"
 
 
@@ -79,6 +79,12 @@ class SignIn:
         """A state-changing request (`checked_post`) by an operator with the admin role, else 403 ROLE_REQUIRED."""
         session = await self.checked_post(request)
         require_operator_role(Operator(session.operator, session.role), Role.ADMIN)
+        return session
+
+    async def inspector_post(self, request: Request) -> OperatorSession:
+        """A verdict on a hazard (`checked_post`) by an inspector or an admin, else 403 ROLE_REQUIRED."""
+        session = await self.checked_post(request)
+        require_operator_role(Operator(session.operator, session.role), Role.INSPECTOR)
         return session
 
     async def admin_page(self, request: Request) -> OperatorSession:

@@ -14,6 +14,7 @@ from app.http.client_address import ClientAddress
 from app.http.control_center.fragments import add_fragments
 from app.http.control_center.identity_pages import add_identity_pages
 from app.http.control_center.login import SignIn, add_login_routes
+from app.http.control_center.map_page import add_map_page
 from app.http.control_center.pages import add_pages
 from app.http.control_center.rendering import STATIC_DIR, STATIC_URL
 from app.http.control_center.route import ControlRoute
@@ -23,6 +24,7 @@ from app.services.identity.audit import AuditLog
 from app.services.identity.keys import KeyStore
 from app.services.identity.operator_sessions import OperatorSessions
 from app.services.identity.operators import OperatorAuth
+from app.services.registry.store import HazardRegistry
 
 
 def create_control_center_router(
@@ -33,6 +35,8 @@ def create_control_center_router(
     identity: tuple[KeyStore, OperatorAccounts, AuditLog],
     *,
     secure_cookies: bool,
+    registry: HazardRegistry | None = None,
+    map_tile_url: str | None = None,
 ) -> APIRouter:
     """`identity`: the key store, operator accounts and audit log behind the keys, operators and audit pages.
     Viewers and inspectors read; every action needs the admin role."""
@@ -43,6 +47,8 @@ def create_control_center_router(
     add_pages(admin, center, sign_in.operator)
     add_fragments(admin, center, audit, sign_in.operator, sign_in.admin_post)
     add_identity_pages(admin, keys, accounts, audit, (sign_in.operator, sign_in.admin_page, sign_in.admin_post))
+    if registry is not None:
+        add_map_page(admin, registry, sign_in.operator, sign_in.inspector_post, map_tile_url)
     router = APIRouter()
     router.include_router(admin)
     # Before the docs router's `/static` mount (which would answer 404 for these): include this router first.

@@ -29,15 +29,27 @@ class RedisCheck(BaseModel):
     reason: str | None = None
 
 
+class RegistryCheck(BaseModel):
+    """The hazard registry's database: down degrades the service (sightings kept and replayed), never unreadies it."""
+
+    ok: bool
+    kept: int = Field(description="Sightings kept while the database was down, waiting for replay.")
+    queued: int = Field(description="Sightings and frames waiting for the registry's background writer.")
+    reason: str | None = None
+
+
 class ReadyChecks(BaseModel):
     model: ModelCheck
     redis: RedisCheck
+    registry: RegistryCheck | None = None
 
 
 class ReadyReport(BaseModel):
     ready: bool
     phase: Phase
-    degraded: bool = Field(description="Redis is unreachable and frames are served in degraded mode.")
+    degraded: bool = Field(
+        description="Redis or the hazard registry is unreachable: frames are served in degraded mode, writes kept."
+    )
     reasons: list[str] = Field(description="Why it is not ready; empty when it is.")
     checks: ReadyChecks
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -34,6 +35,7 @@ class HealthChecks:
         holds_models: bool,
         fail_open: bool,
         deep_cache_seconds: float = 5.0,
+        hazard_registry: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._state = state
         self._registry = registry
@@ -44,6 +46,7 @@ class HealthChecks:
         self._holds_models = holds_models
         self._fail_open = fail_open
         self._deep_cache_seconds = deep_cache_seconds
+        self._registry_health = hazard_registry  # the hazard registry's state: down degrades, never fails, readiness
         self._deep_run: asyncio.Task[dict[str, Any]] | None = None
         self._deep_at = 0.0  # time.monotonic() when the cached run finished
         self.deep_runs = 0
@@ -66,6 +69,9 @@ class HealthChecks:
 
     async def readiness(self) -> dict[str, Any]:
         model, redis = self._model(), await self._redis()
+        checks = {"model": model, "redis": redis}
+        if self._registry_health is not None:
+            checks["registry"] = self._registry_health()
         reasons = []
         if self._state.phase is Phase.SHUTTING_DOWN:
             reasons.append("shutting down")
@@ -76,9 +82,9 @@ class HealthChecks:
         return {
             "ready": not reasons,
             "phase": self._state.phase.value,
-            "degraded": not redis["ok"],
+            "degraded": not all(check["ok"] for check in checks.values() if check is not model),
             "reasons": reasons,
-            "checks": {"model": model, "redis": redis},
+            "checks": checks,
         }
 
     async def _inference(self) -> dict[str, Any]:

@@ -137,6 +137,11 @@ class HazardRegistry:
         if record.status is Status.REJECTED:
             return "silenced"
         if sighting.at <= record.last_reported_at:
+            if sighting.at == record.last_reported_at and sighting.photo_url not in (None, record.best_photo_url):
+                # the same report again, now with its photo (an upload lands after the frame that made it)
+                await connection.execute(
+                    hazards.update().where(hazards.c.id == record.id).values(best_photo_url=sighting.photo_url)
+                )
             return "duplicate"
         values: dict[str, Any] = {
             "reports": hazards.c.reports + 1,

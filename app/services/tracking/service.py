@@ -12,6 +12,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -73,11 +74,28 @@ class Tracked:
         return None if self.assignments is None else any(a.upload for a in self.assignments)
 
 
+class TrackingObserver(Protocol):
+    """Told what tracking did, without waiting on it (e.g. the hazard registry's feed): both must return at once."""
+
+    def framed(self, session_id: str, frame: FrameInput) -> None:
+        """A frame of the session, with or without detections (a camera that saw nothing is news too)."""
+
+    def mapped(self, source_id: str, map_id: str, record: HazardRecord) -> None:
+        """`record` of `source_id` was merged into the map entry `map_id`."""
+
+
 class TrackingService:
-    def __init__(self, sessions: SessionStore, tracks: SessionTracks, hazard_map: HazardMap) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        tracks: SessionTracks,
+        hazard_map: HazardMap,
+        observer: TrackingObserver | None = None,
+    ) -> None:
         self._sessions = sessions
         self._tracks = tracks
         self._map = hazard_map
+        self._observer = observer
 
     @property
     def params(self) -> TrackParams:
@@ -85,6 +103,8 @@ class TrackingService:
 
     async def track(self, session_id: str, frame: FrameInput) -> Tracked:
         """Associate the frame now; if Redis is down, keep the update for replay instead."""
+        if self._observer is not None:
+            self._observer.framed(session_id, frame)
         if not frame.observations:
             return Tracked([])  # nothing to associate; stale tracks are closed by the next frame's time
         update = json.dumps({"update_id": secrets.token_hex(8), "frame": frame.as_json()})
@@ -106,7 +126,7 @@ class TrackingService:
             if track.lat is None:
                 continue
             try:
-                await self._map.merge(session_id, HazardRecord.of_track(track))
+                await self._merge_one(session_id, HazardRecord.of_track(track))
             except HazardMapUnavailable as exc:  # the next better view of it merges again
                 log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=track.hazard_id, **exc.details)
 
@@ -115,7 +135,12 @@ class TrackingService:
         e.g. `job-<id>`): the located ones, each merged like a session's."""
         for record in records:
             if record.located:
-                await self._map.merge(source_id, record)
+                await self._merge_one(source_id, record)
+
+    async def _merge_one(self, source_id: str, record: HazardRecord) -> None:
+        map_id = await self._map.merge(source_id, record)
+        if map_id and self._observer is not None:
+            self._observer.mapped(source_id, map_id, record)
 
     async def session_hazards(self, session_id: str) -> list[HazardRecord]:
         await self._sessions.get(session_id)  # 404 for an unknown or expired session
@@ -132,7 +157,7 @@ class TrackingService:
             try:
                 for hazard in await self._tracks.hazards(session_id):
                     if hazard.upload_media_id == media_id and hazard.located:
-                        await self._map.merge(session_id, hazard)
+                        await self._merge_one(session_id, hazard)
             except (SessionStoreUnavailable, HazardMapUnavailable) as exc:
                 log.warning("hazard_map_picture_not_recorded", session_id=session_id, media_id=media_id, **exc.details)
 
@@ -172,6 +197,7 @@ def create_tracking(
     breaker: AsyncBreaker,
     sessions: SessionStore,
     observe: RedisObserver | None = None,
+    observer: TrackingObserver | None = None,
 ) -> TrackingService:
     """Tracking on the service's one Redis client and breaker. Kept updates are replayed through its `apply`
     (`sessions/write_behind.Replayer`, built after it)."""
@@ -184,4 +210,4 @@ def create_tracking(
         ttl_days=settings.map_ttl_days,
         observe=observe,
     )
-    return TrackingService(sessions, tracks, hazard_map)
+    return TrackingService(sessions, tracks, hazard_map, observer)

@@ -33,6 +33,19 @@ async def test_a_repeated_sighting_counts_once(registry: HazardRegistry) -> None
     assert (hazard.reports, hazard.first_reported_at, hazard.last_reported_at) == (2, at(0), at(5))
 
 
+async def test_the_same_report_again_with_its_photo_sets_the_photo_and_counts_nothing(
+    registry: HazardRegistry,
+) -> None:
+    def sighting(minutes: float, photo_url: str) -> Any:
+        return registry.report_sighting("city", "m1", "pothole", 50.85, 4.35, 3.0, at(minutes), photo_url)
+
+    await report(registry, "m1", 0)
+    assert await sighting(0, "https://cdn.example/a.jpg") == "duplicate"  # its upload landed: the photo is set
+    assert await sighting(-1, "https://cdn.example/old.jpg") == "duplicate"  # a late replay changes nothing
+    [hazard] = (await registry.query(HazardFilter())).items
+    assert (hazard.reports, hazard.best_photo_url) == (1, "https://cdn.example/a.jpg")
+
+
 async def test_a_verdict_verifies_and_is_kept_in_the_history(registry: HazardRegistry) -> None:
     await report(registry, "m1", 0)
     [hazard] = (await registry.query(HazardFilter())).items

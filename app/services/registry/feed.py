@@ -1,0 +1,129 @@
+"""The registry's feed from the detection path: every merge into the fleet's map becomes a sighting, every located
+frame a possible pass. Tracking tells the feed (`TrackingObserver`: it returns at once, the request never waits on
+the database); one background task writes them, sightings through the `SightingBuffer` (kept and replayed while
+the database is down).
+
+A sighting is one track's report of a map entry: its time is the track's first frame, so the frames after it
+repeat the same report (counted once), while a photo that lands later still reaches the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from app.services.core.errors import ApiError
+from app.services.registry.passes import FrameSeen, PassWatcher
+from app.services.registry.pending import SightingBuffer
+from app.services.registry.records import Sighting
+from app.services.tracking.hazard_map import MapHazard
+from app.services.tracking.types import FrameInput
+from app.services.tracking.types import HazardRecord as TrackedHazard
+
+log = structlog.get_logger(__name__)
+DEFAULT_TENANT = "local"  # one tenant until sessions carry theirs
+REMEMBERED_SIGHTINGS = 10_000
+
+# The map entry `map_id` as the map holds it now (fused position, best photo), looked up near a report of it.
+ReadEntry = Callable[[str, float, float], Awaitable[MapHazard | None]]
+
+
+@dataclass(frozen=True)
+class Mapped:
+    source_id: str
+    map_id: str
+    record: TrackedHazard
+
+
+class RegistryFeed:
+    def __init__(
+        self, buffer: SightingBuffer, passes: PassWatcher, *, tenant: str = DEFAULT_TENANT, queue_limit: int = 10_000
+    ) -> None:
+        self.buffer = buffer
+        self.passes = passes
+        self._tenant = tenant
+        self._queue: deque[Mapped | FrameSeen] = deque()
+        self._queue_limit = queue_limit
+        self._wake = asyncio.Event()
+        self._sent: OrderedDict[tuple[str, float, str | None], None] = OrderedDict()  # skip repeats of a report
+        self.dropped = 0  # events past `queue_limit`: the map keeps the hazard, its next report brings it back
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    # TrackingObserver: called on the request path, so only a queue append each
+
+    def framed(self, session_id: str, frame: FrameInput) -> None:
+        if frame.lat is not None and frame.lon is not None:
+            labels = frozenset(o.label for o in frame.observations)
+            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels))
+
+    def mapped(self, source_id: str, map_id: str, record: TrackedHazard) -> None:
+        self._put(Mapped(source_id, map_id, record))
+
+    def _put(self, event: Mapped | FrameSeen) -> None:
+        if len(self._queue) >= self._queue_limit:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(event)
+        self._wake.set()
+
+    # The background task
+
+    async def run(self, read_entry: ReadEntry) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.drain(read_entry)
+
+    async def drain(self, read_entry: ReadEntry) -> int:
+        """Write what is queued, oldest first; returns how many events were handled."""
+        handled = 0
+        while self._queue:
+            event = self._queue.popleft()
+            try:
+                if isinstance(event, Mapped):
+                    await self._sight(event, read_entry)
+                else:
+                    await self.passes.observe(event)
+            except Exception:  # one bad event must not end the feed for the life of the process
+                log.exception("registry_feed_event_failed", event=type(event).__name__)
+            handled += 1
+        return handled
+
+    async def _sight(self, event: Mapped, read_entry: ReadEntry) -> None:
+        record = event.record
+        key = (event.map_id, record.first_seen, record.best_frame_url)
+        if key in self._sent or record.lat is None or record.lon is None:
+            return
+        entry = await self._entry(read_entry, event.map_id, record.lat, record.lon)
+        sighting = Sighting(
+            tenant=self._tenant,
+            map_key=event.map_id,
+            label=record.label,
+            lat=record.lat if entry is None else entry.lat,
+            lon=record.lon if entry is None else entry.lon,
+            # the map's position estimate carries its uncertainty once the map has one
+            uncertainty_m=getattr(entry, "uncertainty_m", None),
+            at=datetime.fromtimestamp(record.first_seen, UTC),
+            photo_url=(entry.best_frame_url if entry is not None else None) or record.best_frame_url,
+        )
+        outcome = await self.buffer.report(sighting)  # written now, or kept and replayed: the buffer's either way
+        if outcome in ("created", "reopened"):
+            self.passes.forget(sighting.lat, sighting.lon)
+        self._sent[key] = None
+        while len(self._sent) > REMEMBERED_SIGHTINGS:
+            self._sent.popitem(last=False)
+
+    @staticmethod
+    async def _entry(read_entry: ReadEntry, map_id: str, lat: float, lon: float) -> MapHazard | None:
+        try:
+            return await read_entry(map_id, lat, lon)
+        except ApiError as exc:  # the map cannot be read now: the report's own position and photo will do
+            log.warning("registry_map_entry_unread", map_id=map_id, error=exc.code)
+            return None
