@@ -3,8 +3,10 @@
 Each route names the errors (classes of `app/services/core/errors.py`) it can answer; `error_responses` turns them
 into FastAPI's `responses=`: per status the one error schema, the codes that status carries, an example of each,
 and `Retry-After` where it is sent. `DocumentedAPI` makes sure of the rest for routes declared without it: 422 is
-always ours (FastAPI's `HTTPValidationError` never appears) and 500 is on every route. Operation ids are the
-endpoint functions' names.
+always ours (FastAPI's `HTTPValidationError` never appears), 500 is on every route, and every route that takes an
+API key (its operation has `security`, from `app/http/auth.py`'s dependencies) documents the key check's answers
+(401, 403, 429, 503). With AUTH_MODE=off a key is optional: such operations also list the empty requirement `{}`.
+Operation ids are the endpoint functions' names.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.openapi.constants import REF_PREFIX
 from fastapi.routing import APIRoute
 
+from app.http.auth import AUTH_ERRORS
 from app.http.schemas.errors import ErrorResponse
 from app.services.core.errors import ApiError, PayloadTooLarge, RequestTimeout, ValidationFailed
 
@@ -72,12 +75,44 @@ def operation_id(route: APIRoute) -> str:
 
 class DocumentedAPI(FastAPI):
     """FastAPI whose OpenAPI document uses the one error shape on every route, however the route was declared:
-    FastAPI's default 422 (`HTTPValidationError`) becomes ours and every operation documents 500."""
+    FastAPI's default 422 (`HTTPValidationError`) becomes ours and every operation documents 500.
+    `key_optional` (AUTH_MODE=off): callers without a key are served, and the document says so."""
+
+    def __init__(self, *, key_optional: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.key_optional = key_optional
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = _one_error_shape(super().openapi())
+            self.openapi_schema = _document_key_check(_one_error_shape(super().openapi()), self.key_optional)
         return self.openapi_schema
+
+
+def _document_key_check(schema: dict[str, Any], key_optional: bool) -> dict[str, Any]:
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not operation.get("security"):
+                continue
+            if key_optional:
+                operation["security"].append({})
+            _add_errors(operation.setdefault("responses", {}), AUTH_ERRORS)
+    return schema
+
+
+def _add_errors(responses: dict[str, Any], errors: tuple[type[ApiError], ...]) -> None:
+    """Each error's example under its status, beside what the route documents already (a status answered with
+    something else than the error shape, e.g. a probe's own report, is left as it is)."""
+    for error in errors:
+        status = str(error.status)
+        if status not in responses:
+            responses[status] = _openapi_response(error)
+            continue
+        content = responses[status].get("content", {}).get("application/json", {})
+        examples = content.get("examples")
+        if content.get("schema") != {"$ref": REF_PREFIX + ERROR_SCHEMA} or examples is None:
+            continue
+        examples.setdefault(error.code, _example(error))  # a code the route answers already keeps its example
+        responses[status]["description"] += f"; `{error.code}`: {error.message}"
 
 
 def _one_error_shape(schema: dict[str, Any]) -> dict[str, Any]:

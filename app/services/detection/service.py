@@ -107,10 +107,12 @@ class DetectionService:
         deadline: float,
         model: str | None = None,
         frame_meta: Callable[[], FrameMeta] | None = None,
+        owner: str | None = None,
     ) -> FrameResult:
         """`model` picks a loaded version by name; the active one by default. The engine is taken once, at
         admission: a hot-swap meanwhile does not move this frame to another model. `frame_meta`: where and when
-        the frame was taken, known once its body has been read (multipart fields)."""
+        the frame was taken, known once its body has been read (multipart fields). `owner`: the tenant that must own
+        the session (None: any), checked in the admission's own round trip."""
         received_at = time.time()
         if self._closing:
             raise ShuttingDown(retry_after=1)
@@ -118,7 +120,7 @@ class DetectionService:
         detector.refuse_if_busy(deadline)  # ... or when the engine is too busy: no Redis round trip for a 503
         structlog.contextvars.bind_contextvars(session_id=session_id, model=detector.label)
         with self._frames.hold():
-            admission = await self._sessions.admit_frame(session_id)
+            admission = await self._sessions.admit_frame(session_id, owner)
             frame = await read_before(read_frame, deadline)
             meta = frame_meta() if frame_meta is not None else FrameMeta()  # 422 before the model runs
             result, info = await detector.detect(frame, options, deadline)
