@@ -191,9 +191,9 @@ class Matrix:
         unknown_id = secrets.token_urlsafe(SESSION_ID_BYTES if row.owned == "session" else 16)
         unknown = await self.call(method, path, row, {**ids, id_name: unknown_id}, self.keys.other_tenant[scope])
         self.expect(label, foreign, 404)
-        if foreign.status_code == 404 and unknown.status_code == 404:
-            if without_request_id(foreign, ids[id_name]) != without_request_id(unknown, unknown_id):
-                self.failures.append(f"{label}: {foreign.text} differs from an unknown id's {unknown.text}")
+        both_404 = foreign.status_code == unknown.status_code == 404
+        if both_404 and without_request_id(foreign, ids[id_name]) != without_request_id(unknown, unknown_id):
+            self.failures.append(f"{label}: {foreign.text} differs from an unknown id's {unknown.text}")
 
 
 async def test_every_route_guards_what_its_row_says(
