@@ -85,10 +85,11 @@ def app_routes(running: RunningApp) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for route in iter_route_contexts(running.app.routes):
         path = str(route.path)
-        methods = getattr(route.original_route, "methods", None)
+        methods: set[str] = set(getattr(route.original_route, "methods", None) or ())
         if not methods:
             found.add(("MOUNT", path))
-        found |= {(method, path) for method in methods or () if method != "HEAD" or "GET" not in methods}
+        # Starlette adds HEAD to a GET route by itself; a route declared for HEAD alone is its own row.
+        found |= {(method, path) for method in methods if method != "HEAD" or "GET" not in methods}
     return found
 
 

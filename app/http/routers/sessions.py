@@ -9,7 +9,14 @@ from app.http.client_address import ClientAddress
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.http.schemas.sessions import HistoryItem, HistoryPage, SessionOut, session_create_body
 from app.services.core.errors import SessionCreationLimited, SessionNotFound, SessionStoreUnavailable
+from app.services.identity.principal import Principal
 from app.services.sessions.store import SessionStore
+
+
+def creation_payer(caller: Principal, clients: ClientAddress, request: Request) -> str:
+    """Whose creation budget a new session comes from: a fleet behind one carrier NAT is many devices, so a key,
+    not an address, pays where there is one."""
+    return f"key:{caller.key_id}" if caller.key_id is not None else clients.of(request)
 
 
 def create_sessions_router(
@@ -35,14 +42,10 @@ def create_sessions_router(
         address, without one) may open SESSION_CREATE_BURST at once, then SESSION_CREATE_RATE_PER_MINUTE (or the
         key's own `sessions_per_minute`), within a TTL budget (429 otherwise). The session is the key's tenant's."""
         body = body or SessionCreateBody()
-        # A fleet behind one carrier NAT is many devices: a key, not an address, pays where there is one.
-        payer = f"key:{caller.key_id}" if caller.key_id is not None else clients.of(request)
+        payer = creation_payer(caller, clients, request)
+        per_minute = caller.limits.sessions_per_minute
         created = await sessions.create(
-            body.metadata,
-            body.ttl_seconds,
-            payer,
-            tenant=caller.tenant,
-            sessions_per_minute=caller.limits.sessions_per_minute,
+            body.metadata, body.ttl_seconds, payer, tenant=caller.tenant, sessions_per_minute=per_minute
         )
         return SessionOut.of(created)
 
@@ -57,6 +60,11 @@ def create_sessions_router(
         """End it; it stays readable for SESSION_ENDED_GRACE_SECONDS, then expires."""
         return SessionOut.of(await sessions.end(session_id, owned_by(caller)))
 
+    _add_history_route(router, sessions, history_limit)
+    return router
+
+
+def _add_history_route(router: APIRouter, sessions: SessionStore, history_limit: int) -> None:
     @router.get(
         "/{session_id}/detections",
         responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable),
@@ -78,5 +86,3 @@ def create_sessions_router(
             limit=limit,
             offset=offset,
         )
-
-    return router

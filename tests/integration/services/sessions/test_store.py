@@ -60,3 +60,25 @@ async def test_recorded_frames_are_counted_and_the_history_is_newest_first_and_c
     items, total = await session_store.history(session.session_id, limit=10, offset=0)
     assert total == 3 and [item["n"] for item in items] == [3, 2, 1]
     assert (await session_store.get(session.session_id)).frame_count == 4
+
+
+async def test_another_tenants_session_is_unknown_to_every_call_and_stays_untouched(
+    session_store: SessionStore, direct_redis: DirectRedis
+) -> None:
+    session = await session_store.create({}, ttl_seconds=None, tenant="fleet-a")
+    key = session_key(session.session_id)
+    before = direct_redis.hgetall(key)
+    assert before["tenant"] == "fleet-a"
+    for call in (
+        session_store.get(session.session_id, "fleet-b"),
+        session_store.admit_frame(session.session_id, "fleet-b"),
+        session_store.end(session.session_id, "fleet-b"),
+        session_store.history(session.session_id, 10, 0, "fleet-b"),
+    ):
+        with pytest.raises(SessionNotFound) as refused:
+            await call
+        assert refused.value.details == {"session_id": session.session_id}
+    assert direct_redis.hgetall(key) == before  # nothing admitted, nothing ended
+    assert await session_store.admit_frame(session.session_id, "fleet-a") == FrameAdmission(verified=True)
+    assert (await session_store.end(session.session_id, "fleet-a")).status == "ended"
+    assert (await session_store.get(session.session_id)).status == "ended"  # None: any tenant (admins)
