@@ -130,7 +130,9 @@ class DetectionService:
             upload_record = self._upload_policy.history_record(upload, upload_status)
             entry = history_entry(request_id, result, admission, upload_record, info, tracked.assignments)
             # Counted once served; a write Redis cannot take before the deadline is kept (frame_count: null).
-            frame_count = await self._sessions.record_detection(session_id, entry, admission, deadline, tracked.kept)
+            frame_count = await self._sessions.record_detection(
+                session_id, entry, admission, deadline, tracked.kept, owner
+            )
             admission = replace(admission, frame_count=frame_count)
         self._observe(result, admission, info.name)
         structlog.contextvars.bind_contextvars(timings_ms=result.timings_ms, hazards=len(result.detections))

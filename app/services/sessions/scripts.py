@@ -36,9 +36,12 @@ return {'ok'}
 # served (recorded), not frames admitted. ARGV[4] = '1' marks a frame served while Redis was down (replay of
 # degraded mode): it was never admitted, so its replay also slides the TTL. A write whose reply was lost (a
 # timeout after Redis applied it) is kept and replayed: finding the identical entry already there makes the replay
-# a no-op, so no frame is counted twice. Returns the session's frame_count, 0 if the session is gone.
+# a no-op, so no frame is counted twice. ARGV[5]: the tenant that must own the session ('' for any): a frame served
+# unverified (degraded) was never checked against its owner. Returns the session's frame_count, 0 if the session is
+# gone (or another tenant's).
 RECORD_DETECTION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[5] and ARGV[5] ~= '' and (redis.call('HGET', KEYS[1], 'tenant') or 'local') ~= ARGV[5] then return 0 end
 if redis.call('LPOS', KEYS[2], ARGV[1]) then return tonumber(redis.call('HGET', KEYS[1], 'frame_count')) or 1 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)

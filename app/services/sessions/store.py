@@ -245,14 +245,16 @@ class SessionStore:
         admission: FrameAdmission,
         deadline: float | None = None,
         tracking: str | None = None,
+        owner: str | None = None,
     ) -> int | None:
         """Append to the session's history and count the frame; the session's frame_count, or None when the write
         is kept for replay: Redis is down, or it could not answer before `deadline` (time.monotonic) came near.
         `tracking`: the frame's tracking update Redis could not take; the write is kept with it, and replayed after
-        it, so the two land together."""
+        it, so the two land together. `owner`: the tenant that must own the session (None: any), checked again here
+        because a frame served unverified was never checked."""
         verified = admission.verified or session_id in self._known
         write = PendingWrite(
-            session_id, json.dumps(entry), admission.degraded, self._clock(), verified, tracking=tracking
+            session_id, json.dumps(entry), admission.degraded, self._clock(), verified, tracking=tracking, owner=owner
         )
         if tracking is not None:
             self.pending.keep(write)
@@ -277,7 +279,13 @@ class SessionStore:
 
     async def _apply(self, write: PendingWrite) -> int:
         counts_frame = "1" if write.counts_frame else "0"
-        args: list[EncodableT] = [write.entry, self._limits.history_limit, repr(write.at), counts_frame]
+        args: list[EncodableT] = [
+            write.entry,
+            self._limits.history_limit,
+            repr(write.at),
+            counts_frame,
+            write.owner or "",
+        ]
         return int(await self._record(keys=session_keys(write.session_id), args=args))
 
     async def history(
