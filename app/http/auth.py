@@ -10,12 +10,12 @@ is checked and applied in either mode. Routes declare what they need as a parame
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, cast
 
 import structlog
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 
 from app.http.client_address import ClientAddress
@@ -46,9 +46,12 @@ AUTH_ERRORS: tuple[type[ApiError], ...] = (
     KeyAttemptsLimited,
     IdentityStoreUnavailable,
 )
-# Declared as dependencies so the OpenAPI document names both ways of sending a key; the check reads the headers.
-BEARER = HTTPBearer(auto_error=False, scheme_name="bearerKey", description="An API key: `Bearer hzk_...`.")
-API_KEY = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, scheme_name="apiKeyHeader", description="An API key.")
+# The OpenAPI document's two ways of sending a key, named in the `security` of every route that takes one.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key: `Bearer hzk_...`."},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER, "description": "An API key."},
+}
+TAKES_API_KEY = "takes_api_key"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -116,11 +119,26 @@ def key_check_of(connection: HTTPConnection) -> KeyCheck:
     return cast(KeyCheck, connection.app.state.key_check)
 
 
-async def current_caller(
-    request: Request,
-    _bearer: Annotated[Any, Depends(BEARER)],
-    _api_key: Annotated[Any, Depends(API_KEY)],
-) -> Principal:
+def takes_api_key(dependency: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a dependency that reads an API key: the OpenAPI document gives its routes `security` and the key
+    check's errors (`app/http/openapi.py`), so no dependency runs per request only to say so."""
+    setattr(dependency, TAKES_API_KEY, True)
+    return dependency
+
+
+def requires_api_key(route: APIRoute) -> bool:
+    """Whether one of `route`'s dependencies (its own, its router's, nested ones) reads an API key."""
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if getattr(dependant.call, TAKES_API_KEY, False):
+            return True
+        pending.extend(dependant.dependencies)
+    return False
+
+
+@takes_api_key
+async def current_caller(request: Request) -> Principal:
     return await key_check_of(request).caller_of(request)
 
 
@@ -128,14 +146,16 @@ Caller = Annotated[Principal, Depends(current_caller)]
 
 
 def require(scope: Scope) -> Any:
-    """A dependency: the caller, who must hold `scope` (or `admin`), else 403 SCOPE_REQUIRED naming it."""
+    """A dependency: the caller, who must hold `scope` (or `admin`), else 403 SCOPE_REQUIRED naming it. One
+    dependency per route, not a chain: each level FastAPI resolves costs the hot path a few microseconds."""
 
-    async def scoped_caller(caller: Caller) -> Principal:
+    async def scoped_caller(request: Request) -> Principal:
+        caller = await key_check_of(request).caller_of(request)
         require_scope(caller, scope)
         return caller
 
     scoped_caller.__name__ = f"require_{scope.name.lower()}"
-    return Depends(scoped_caller)
+    return Depends(takes_api_key(scoped_caller))
 
 
 DetectCaller = Annotated[Principal, require(Scope.DETECT)]
@@ -149,11 +169,8 @@ def key_or_operator(auth: OperatorAuth) -> Any:
     operator's credentials (Basic, or a Bearer that is not shaped like a key: ADMIN_TOKEN, with the operators'
     own failed-login throttle); without either, what any keyed route answers (AUTH_REQUIRED in keys mode)."""
 
-    async def key_or_operator_caller(
-        request: Request,
-        _bearer: Annotated[Any, Depends(BEARER)],
-        _api_key: Annotated[Any, Depends(API_KEY)],
-    ) -> Principal:
+    @takes_api_key
+    async def key_or_operator_caller(request: Request) -> Principal:
         check = key_check_of(request)
         presented = presented_key(request.headers)
         operator_credential = (presented is not None and not is_key_shaped(presented)) or (

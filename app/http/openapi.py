@@ -17,9 +17,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.constants import REF_PREFIX
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
-from app.http.auth import AUTH_ERRORS
+from app.http.auth import AUTH_ERRORS, SECURITY_SCHEMES, requires_api_key
 from app.http.schemas.errors import ErrorResponse
 from app.services.core.errors import ApiError, PayloadTooLarge, RequestTimeout, ValidationFailed
 
@@ -84,18 +84,30 @@ class DocumentedAPI(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = _document_key_check(_one_error_shape(super().openapi()), self.key_optional)
+            schema = _one_error_shape(super().openapi())
+            self.openapi_schema = _document_key_check(schema, self._keyed_operations(), self.key_optional)
         return self.openapi_schema
 
+    def _keyed_operations(self) -> set[tuple[str, str]]:
+        """(path, method) of every documented route that takes an API key."""
+        keyed: set[tuple[str, str]] = set()
+        for context in iter_route_contexts(self.routes):
+            route = context.original_route
+            if isinstance(route, APIRoute) and route.include_in_schema and requires_api_key(route):
+                keyed |= {(str(context.path), method.lower()) for method in route.methods or ()}
+        return keyed
 
-def _document_key_check(schema: dict[str, Any], key_optional: bool) -> dict[str, Any]:
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
-            if not operation.get("security"):
-                continue
-            if key_optional:
-                operation["security"].append({})
-            _add_errors(operation.setdefault("responses", {}), AUTH_ERRORS)
+
+def _document_key_check(schema: dict[str, Any], keyed: set[tuple[str, str]], key_optional: bool) -> dict[str, Any]:
+    if keyed:
+        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    requirement: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+    requirement += [{}] if key_optional else []
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
+            if (path, method) in keyed:
+                operation["security"] = [dict(choice) for choice in requirement]
+                _add_errors(operation.setdefault("responses", {}), AUTH_ERRORS)
     return schema
 
 
