@@ -114,7 +114,7 @@ async def test_every_operation_documents_its_errors_with_the_one_error_schema(ap
 async def test_routes_that_take_a_key_say_how_to_send_it_and_what_a_bad_one_answers(
     start_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    keys_mode: RunningApp = await start_app(make_settings(auth_mode="keys"), wait_ready=False)
+    keys_mode: RunningApp = await start_app(make_settings(auth_mode="keys"))
     spec = (await keys_mode.client.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"] == {
         "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key: `Bearer hzk_...`."},
@@ -134,7 +134,7 @@ async def test_routes_that_take_a_key_say_how_to_send_it_and_what_a_bad_one_answ
         }
         assert {"AUTH_REQUIRED", "INVALID_API_KEY", "SCOPE_REQUIRED", "TLS_REQUIRED", "RATE_LIMITED"} <= codes
     # AUTH_MODE=off (this suite's default): a key is optional, and the document says so.
-    off_spec = (await start_app(make_settings(), wait_ready=False)).client
+    off_spec = (await start_app(make_settings())).client
     off_operations = operations((await off_spec.get("/openapi.json")).json())
     assert off_operations["detect_frame"]["security"] == [{"bearerKey": []}, {"apiKeyHeader": []}, {}]
 
