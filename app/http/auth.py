@@ -55,17 +55,23 @@ TAKES_API_KEY = "takes_api_key"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request sends: `X-API-Key`, else a Bearer credential; None when it sends neither."""
-    key = headers.get(API_KEY_HEADER, "").strip()
+    """The key a request sends: `X-API-Key`, else a Bearer credential; None when it sends neither. Names are
+    looked up in lower case: Starlette's headers ignore case, a plain mapping (a WebSocket's) must be lower."""
+    key = headers.get(API_KEY_HEADER.lower(), "").strip()
     if key:
         return key
     scheme, _, value = headers.get("authorization", "").partition(" ")
     return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
-def is_key_shaped(value: str) -> bool:
-    """An API key, as opposed to another Bearer credential (the operators' ADMIN_TOKEN)."""
-    return value.startswith(KEY_PREFIX)
+def presents_operator_credentials(headers: Mapping[str, str]) -> bool:
+    """Basic credentials, or a Bearer credential not shaped like an API key (the operators' ADMIN_TOKEN), and no
+    `X-API-Key`: what the operators' login checks, so it never counts as a failed key attempt."""
+    if headers.get(API_KEY_HEADER.lower()):
+        return False
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    bearer = scheme.lower() == "bearer" and bool(value.strip()) and not value.strip().startswith(KEY_PREFIX)
+    return bearer or scheme.lower() == "basic"
 
 
 def owned_by(caller: Principal) -> str | None:
@@ -172,19 +178,12 @@ def key_or_operator(auth: OperatorAuth) -> Any:
     @takes_api_key
     async def key_or_operator_caller(request: Request) -> Principal:
         check = key_check_of(request)
-        presented = presented_key(request.headers)
-        operator_credential = (presented is not None and not is_key_shaped(presented)) or (
-            presented is None and request.headers.get("authorization", "").lower().startswith("basic ")
-        )
-        if operator_credential and request.headers.get(API_KEY_HEADER) is None:
+        if presents_operator_credentials(request.headers):
             await auth.authenticate(presented_credentials(request), check.client_address.of(request))
             return OPERATOR_PRINCIPAL
         return await check.caller_of(request)
 
     return Depends(key_or_operator_caller)
-
-
-OPERATOR_ERRORS: tuple[type[ApiError], ...] = (Unauthorized,)
 
 
 def metrics_access(token: str | None) -> Any:
