@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 
 from app import __version__
+from app.http.auth import KeyCheck, key_or_operator, metrics_access
 from app.http.client_address import ClientAddress, parse_networks
 from app.http.control_center import create_control_center_router
 from app.http.errors import install_error_handlers
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(lifecycle),
         description="Road hazard detection on camera frames, per client session.",
         generate_unique_id_function=operation_id,
+        key_optional=identity.mode == "off",
         docs_url=None,  # served by the docs router, from the package's own Swagger UI assets
         redoc_url=None,
     )
@@ -62,6 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # One resolver, TRUSTED_PROXIES parsed once: every per-client limit counts the same client.
     client_address = ClientAddress(settings.http.client_address_header, parse_networks(settings.http.trusted_proxies))
+    # The one key check; the routes' dependency aliases (app/http/auth.py) reach it here.
+    app.state.key_check = KeyCheck(
+        identity.keys,
+        identity.attempts,
+        client_address,
+        mode=identity.mode,
+        require_tls=settings.environment == "production",
+    )
     _include_routers(app, settings, parts, operators, identity, client_address)
     app.add_middleware(
         BodySizeLimitMiddleware,
@@ -103,7 +113,7 @@ def _include_routers(
             parts.sessions, settings.sessions.history_limit, settings.sessions.max_ttl_seconds, client_address
         )
     )
-    app.include_router(create_detect_router(parts.detection, settings))
+    app.include_router(create_detect_router(parts.detection, settings, identity.frame_rates))
     app.include_router(create_stream_router(parts.detection, parts.metrics, settings))
     app.include_router(create_hazards_router(parts.tracking))
     registry = parts.registry
@@ -111,8 +121,13 @@ def _include_routers(
     app.include_router(
         create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)
     )
-    app.include_router(create_health_router(parts.health))
-    app.include_router(create_metrics_router(parts.metrics, parts.active_sessions, parts.kept_writes.pending, jobs))
+    app.include_router(create_health_router(parts.health, key_or_operator(operators.auth)))
+    metrics_token = settings.auth.metrics_token.get_secret_value() if settings.auth.metrics_token else None
+    app.include_router(
+        create_metrics_router(
+            parts.metrics, parts.active_sessions, parts.kept_writes.pending, jobs, metrics_access(metrics_token)
+        )
+    )
     app.include_router(create_media_router(settings.uploads.storage_dir))
     app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address, identity.audit))
     app.include_router(create_keys_router(identity.keys, identity.audit, operators.auth, client_address))
@@ -129,7 +144,9 @@ def _include_routers(
             map_tile_url=settings.registry.map_tile_url,
         )
     )
-    app.include_router(create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json"))
+    app.include_router(
+        create_docs_router(app.title, app.version, app.openapi_url or "/openapi.json", auth_off=identity.mode == "off")
+    )
 
 
 @functools.cache

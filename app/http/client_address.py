@@ -64,3 +64,14 @@ class ClientAddress:
             if not self._is_trusted(address):
                 break
         return str(client)
+
+    def arrived_over_tls(self, connection: HTTPConnection) -> bool:
+        """HTTPS (or WSS) to this process, or `X-Forwarded-Proto: https` from a trusted proxy (its last entry: the
+        one the nearest proxy wrote; what a client wrote to the left of it proves nothing)."""
+        if connection.scope.get("scheme") in ("https", "wss"):
+            return True
+        peer = _address(connection.client.host) if connection.client else None
+        if peer is None or not self._is_trusted(peer):
+            return False
+        forwarded = connection.headers.get("x-forwarded-proto", "")
+        return forwarded.rsplit(",", 1)[-1].strip().lower() == "https"

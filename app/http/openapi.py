@@ -3,8 +3,10 @@
 Each route names the errors (classes of `app/services/core/errors.py`) it can answer; `error_responses` turns them
 into FastAPI's `responses=`: per status the one error schema, the codes that status carries, an example of each,
 and `Retry-After` where it is sent. `DocumentedAPI` makes sure of the rest for routes declared without it: 422 is
-always ours (FastAPI's `HTTPValidationError` never appears) and 500 is on every route. Operation ids are the
-endpoint functions' names.
+always ours (FastAPI's `HTTPValidationError` never appears), 500 is on every route, and every route that takes an
+API key (its operation has `security`, from `app/http/auth.py`'s dependencies) documents the key check's answers
+(401, 403, 429, 503). With AUTH_MODE=off a key is optional: such operations also list the empty requirement `{}`.
+Operation ids are the endpoint functions' names.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.constants import REF_PREFIX
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from app.http.auth import AUTH_ERRORS, SECURITY_SCHEMES, requires_api_key
 from app.http.schemas.errors import ErrorResponse
 from app.services.core.errors import ApiError, PayloadTooLarge, RequestTimeout, ValidationFailed
 
@@ -72,12 +75,56 @@ def operation_id(route: APIRoute) -> str:
 
 class DocumentedAPI(FastAPI):
     """FastAPI whose OpenAPI document uses the one error shape on every route, however the route was declared:
-    FastAPI's default 422 (`HTTPValidationError`) becomes ours and every operation documents 500."""
+    FastAPI's default 422 (`HTTPValidationError`) becomes ours and every operation documents 500.
+    `key_optional` (AUTH_MODE=off): callers without a key are served, and the document says so."""
+
+    def __init__(self, *, key_optional: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.key_optional = key_optional
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = _one_error_shape(super().openapi())
+            schema = _one_error_shape(super().openapi())
+            self.openapi_schema = _document_key_check(schema, self._keyed_operations(), self.key_optional)
         return self.openapi_schema
+
+    def _keyed_operations(self) -> set[tuple[str, str]]:
+        """(path, method) of every documented route that takes an API key."""
+        keyed: set[tuple[str, str]] = set()
+        for context in iter_route_contexts(self.routes):
+            route = context.original_route
+            if isinstance(route, APIRoute) and route.include_in_schema and requires_api_key(route):
+                keyed |= {(str(context.path), method.lower()) for method in route.methods or ()}
+        return keyed
+
+
+def _document_key_check(schema: dict[str, Any], keyed: set[tuple[str, str]], key_optional: bool) -> dict[str, Any]:
+    if keyed:
+        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    requirement: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+    requirement += [{}] if key_optional else []
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
+            if (path, method) in keyed:
+                operation["security"] = [dict(choice) for choice in requirement]
+                _add_errors(operation.setdefault("responses", {}), AUTH_ERRORS)
+    return schema
+
+
+def _add_errors(responses: dict[str, Any], errors: tuple[type[ApiError], ...]) -> None:
+    """Each error's example under its status, beside what the route documents already (a status answered with
+    something else than the error shape, e.g. a probe's own report, is left as it is)."""
+    for error in errors:
+        status = str(error.status)
+        if status not in responses:
+            responses[status] = _openapi_response(error)
+            continue
+        content = responses[status].get("content", {}).get("application/json", {})
+        examples = content.get("examples")
+        if content.get("schema") != {"$ref": REF_PREFIX + ERROR_SCHEMA} or examples is None:
+            continue
+        examples.setdefault(error.code, _example(error))  # a code the route answers already keeps its example
+        responses[status]["description"] += f"; `{error.code}`: {error.message}"
 
 
 def _one_error_shape(schema: dict[str, Any]) -> dict[str, Any]:

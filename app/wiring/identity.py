@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
 from app.services.identity.accounts import OperatorAccounts
+from app.services.identity.attempts import FailedKeyAttempts
 from app.services.identity.audit import AuditLog
+from app.services.identity.frame_rates import KeyFrameRates
 from app.services.identity.keys import KeyStore
 from app.services.identity.pepper import load_pepper
 from app.settings import Settings
@@ -21,7 +24,9 @@ class Identity:
     keys: KeyStore
     accounts: OperatorAccounts
     audit: AuditLog
-    mode: str  # AUTH_MODE in effect: "off" or "keys"
+    mode: Literal["off", "keys"]  # AUTH_MODE in effect
+    attempts: FailedKeyAttempts  # failed key attempts per client address
+    frame_rates: KeyFrameRates  # keys' frames_per_second, in this process
 
 
 def build_identity(settings: Settings, redis: RedisParts) -> Identity:
@@ -36,4 +41,6 @@ def build_identity(settings: Settings, redis: RedisParts) -> Identity:
     accounts = OperatorAccounts(redis.client, namespace=namespace)
     if settings.auth_mode == "off":
         log.warning("auth_mode_off", effect="callers without a key are the tenant 'local'; set AUTH_MODE=keys")
-    return Identity(keys, accounts, AuditLog(redis.client, namespace=namespace), settings.auth_mode)
+    attempts = FailedKeyAttempts(redis.client, namespace=namespace, per_minute=auth.key_failures_per_minute)
+    audit = AuditLog(redis.client, namespace=namespace)
+    return Identity(keys, accounts, audit, settings.auth_mode, attempts, KeyFrameRates())

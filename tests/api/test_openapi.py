@@ -3,6 +3,7 @@ and Schemathesis, both against a real uvicorn process with its own Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import io
 import json
@@ -10,14 +11,19 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 
-from tests.conftest import RunningApp
+from app.services.identity.keys import KeyStore
+from app.services.identity.principal import Scope
+from app.settings import Settings
+from tests.conftest import TEST_PEPPER, RunningApp
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
 
@@ -96,12 +102,41 @@ async def test_every_operation_documents_its_errors_with_the_one_error_schema(ap
     def statuses(operation_id: str) -> set[int]:
         return {int(status) for status in by_id[operation_id]["responses"]}
 
-    assert statuses("detect_frame") == {200, 400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 504}
-    assert statuses("create_session") == {201, 408, 413, 422, 429, 500, 503}
+    # 401 and 403: the API key check (app/http/auth.py), on every route that takes a key.
+    assert statuses("detect_frame") == {200, 400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503, 504}
+    assert statuses("create_session") == {201, 401, 403, 408, 413, 422, 429, 500, 503}
     assert {404, 503} <= statuses("get_session") & statuses("end_session") & statuses("list_detections")
     assert statuses("get_media") >= {200, 404}
     detect_404 = by_id["detect_frame"]["responses"]["404"]["content"]["application/json"]["examples"]
     assert set(detect_404) == {"SESSION_NOT_FOUND", "MODEL_NOT_FOUND"}
+
+
+async def test_routes_that_take_a_key_say_how_to_send_it_and_what_a_bad_one_answers(
+    start_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    keys_mode: RunningApp = await start_app(make_settings(auth_mode="keys"))
+    spec = (await keys_mode.client.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"] == {
+        "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key: `Bearer hzk_...`."},
+        "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
+    }
+    by_id = operations(spec)
+    open_operations = {"health_live", "health_ready", "service_index", "get_media"}
+    for operation_id, operation in by_id.items():
+        if operation_id in open_operations or operation_id.startswith("admin_"):
+            assert "security" not in operation, operation_id
+            continue
+        assert operation["security"] == [{"bearerKey": []}, {"apiKeyHeader": []}], operation_id
+        codes = {
+            code
+            for status in ("401", "403", "429")
+            for code in operation["responses"][status]["content"]["application/json"]["examples"]
+        }
+        assert {"AUTH_REQUIRED", "INVALID_API_KEY", "SCOPE_REQUIRED", "TLS_REQUIRED", "RATE_LIMITED"} <= codes
+    # AUTH_MODE=off (this suite's default): a key is optional, and the document says so.
+    off_spec = (await start_app(make_settings())).client
+    off_operations = operations((await off_spec.get("/openapi.json")).json())
+    assert off_operations["detect_frame"]["security"] == [{"bearerKey": []}, {"apiKeyHeader": []}, {}]
 
 
 async def test_answers_have_real_schemas_and_one_box_shape(api: RunningApp) -> None:
@@ -200,12 +235,39 @@ async def test_the_body_is_documented_field_by_field(api: RunningApp) -> None:
     assert not_utf8.status_code == 422 and not_utf8.json()["error"]["code"] == "VALIDATION_ERROR"
 
 
+class KeyedServer(Server):
+    """A server in AUTH_MODE=keys, with an admin key made through its KeyStore (same Redis, pepper and fleet)."""
+
+    api_key: str
+
+
+def admin_key(redis_url: str, fleet: str) -> str:
+    async def create() -> str:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            store = KeyStore(client, namespace=fleet, pepper=TEST_PEPPER.encode())
+            created = await store.create(name="openapi tests", tenant="contract", scopes=frozenset({Scope.ADMIN}))
+            return created.key
+        finally:
+            await client.aclose()
+
+    return asyncio.run(create())
+
+
 @pytest.fixture(scope="module")
-def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real uvicorn process; annotated frames go to a local directory (no Cloudinary)."""
-    running = Server(
+def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
+    """A real uvicorn process in keys mode (the generated client and Schemathesis send its admin key); annotated
+    frames go to a local directory (no Cloudinary)."""
+    fleet = f"test-{uuid.uuid4().hex[:12]}"
+    running = KeyedServer(
         redis_server.url,
         tmp_path_factory.mktemp("openapi-server"),
+        FLEET_NAME=fleet,
+        AUTH_MODE="keys",
+        API_KEY_PEPPER=TEST_PEPPER,
+        # Schemathesis checks that a route refuses no key and a wrong one: many failed attempts from one address.
+        API_KEY_FAILURES_PER_MINUTE="1000000",
+        ADMIN_LOGIN_MAX_FAILURES="1000000",  # ... and of operators' logins (/health/deep takes either)
         CLOUDINARY_URL="",
         LOG_LEVEL="WARNING",
         REQUEST_TIMEOUT_SECONDS="10",
@@ -213,6 +275,7 @@ def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory)
         SESSION_CREATE_BURST="100000",
         SESSION_CREATE_TTL_BUDGET_SECONDS="1000000000",
     )
+    running.api_key = admin_key(redis_server.url, fleet)
     try:
         running.wait_ready()
         yield running
@@ -221,7 +284,7 @@ def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
-def generated_client(server: Server, tmp_path: Path) -> Iterator[Any]:
+def generated_client(server: KeyedServer, tmp_path: Path) -> Iterator[Any]:
     """The package openapi-python-client generates from the served spec, importable as GENERATED_PACKAGE."""
     spec = tmp_path / "openapi.json"
     spec.write_bytes(httpx.get(f"{server.base_url}/openapi.json", timeout=10).raise_for_status().content)
@@ -241,7 +304,9 @@ def generated_client(server: Server, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.mark.timeout(120)
-def test_a_generated_client_creates_a_session_sends_a_frame_reads_errors(server: Server, generated_client: Any) -> None:
+def test_a_generated_client_creates_a_session_sends_a_frame_reads_errors(
+    server: KeyedServer, generated_client: Any
+) -> None:
     def module(name: str) -> Any:
         return importlib.import_module(f"{GENERATED_PACKAGE}.{name}")
 
@@ -249,7 +314,9 @@ def test_a_generated_client_creates_a_session_sends_a_frame_reads_errors(server:
     create_session, get_session = module("api.sessions.create_session"), module("api.sessions.get_session")
     list_detections, detect_frame = module("api.sessions.list_detections"), module("api.detect.detect_frame")
     timeout = httpx.Timeout(30.0)
-    with generated_client.Client(base_url=server.base_url, timeout=timeout, raise_on_unexpected_status=True) as client:
+    with generated_client.AuthenticatedClient(
+        base_url=server.base_url, token=server.api_key, timeout=timeout, raise_on_unexpected_status=True
+    ) as client:
         body = models.SessionCreate(metadata=models.SessionCreateMetadata.from_dict({"vehicle": "van-7"}))
         created = create_session.sync_detailed(client=client, body=body)
         assert created.status_code == 201
@@ -287,11 +354,12 @@ def test_a_generated_client_creates_a_session_sends_a_frame_reads_errors(server:
 
 
 @pytest.mark.timeout(120)
-def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_failure(server: KeyedServer, tmp_path: Path) -> None:
     """Every check (server errors, undocumented statuses or headers, schema conformance of answers, schema-valid
     requests refused, invalid ones accepted, 405s with Allow, ...) over examples, coverage, fuzzing and stateful
     phases. The hooks module makes positive frames real images; a failure prints the seed and `st replay` steps."""
     command = [str(BIN / "st"), "run", f"{server.base_url}/openapi.json", "--checks", "all"]
+    command += ["--header", f"Authorization: Bearer {server.api_key}"]  # its `ignored_auth` check drops or spoils it
     # DELETE /jobs/{id} cancels, and by contract the job stays readable, saying `cancelled` with its counts: the
     # use-after-free check assumes a DELETE makes its resource 404.
     command += ["--exclude-checks", "use_after_free"]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from starlette.requests import HTTPConnection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -24,6 +25,7 @@ from app.entrypoints.websocket import GracefulWebSocketProtocol
 from app.http.routers.stream import create_stream_router
 from app.main import create_app
 from app.services.core.errors import ApiError, ScopeRequired, Unauthorized
+from app.services.identity.principal import Scope
 from app.services.streams.protocol import encode_frame
 from app.settings import Settings
 from app.wiring.parts import Parts
@@ -291,7 +293,7 @@ async def test_a_refusing_authenticate_closes_the_stream_before_any_frame_is_rea
     api = await serve(settings)
     refusals: list[ApiError] = [Unauthorized(), ScopeRequired()]
 
-    async def refuse(headers: Mapping[str, str]) -> None:
+    async def refuse(connection: HTTPConnection) -> str | None:
         raise refusals.pop(0)
 
     guarded = FastAPI()
@@ -349,3 +351,29 @@ async def test_the_client_replays_a_folder_and_a_video_over_one_stream(
             async with client.stream(session.session_id) as frames:
                 counts = await replay(frames, source_frames(source), realtime=False, fps=5.0, say=said.append)
             assert counts["sent"] == 3 and counts["answered"] == 3, counts
+
+
+async def test_the_stream_takes_the_detect_key_of_the_http_routes(
+    serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings
+) -> None:
+    """AUTH_MODE=keys: no key 4401, a key without `detect` 4403, another tenant's session answers as unknown (4404),
+    the owner's key streams; the key travels in the upgrade request's headers, as on /detect."""
+    api = await serve(make_settings(auth_mode="keys"))
+    keys = api.app.state.identity.keys
+    owner = (await keys.create(name="van", tenant="fleet-a", scopes=frozenset({Scope.DETECT}))).key
+    stranger = (await keys.create(name="other", tenant="fleet-b", scopes=frozenset({Scope.DETECT}))).key
+    reader = (await keys.create(name="map", tenant="fleet-a", scopes=frozenset({Scope.MAP_READ}))).key
+    created = await api.client.post("/sessions", headers={"x-api-key": owner})
+    assert created.status_code == 201, created.text
+    url = api.stream_url(created.json()["session_id"])
+    for headers, expected in (({}, 4401), ({"x-api-key": reader}, 4403), ({"x-api-key": "hzk_nope"}, 4401)):
+        async with connect(url, additional_headers=headers) as ws:
+            assert (await close_code(ws))[0] == expected
+    async with connect(url, additional_headers={"authorization": f"Bearer {stranger}"}) as ws:
+        await ws.send(frame_message(1))
+        answer = await next_answer(ws)
+        assert answer["error"]["code"] == "SESSION_NOT_FOUND"
+        assert (await close_code(ws))[0] == 4404
+    async with connect(url, additional_headers={"authorization": f"Bearer {owner}"}) as ws:
+        await ws.send(frame_message(1))
+        assert "detections" in await next_answer(ws)

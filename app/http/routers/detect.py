@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from app.http.auth import DetectCaller, owned_by
 from app.http.openapi import REQUEST_ERRORS, error_responses
 from app.http.schemas.detect import Box, DetectionOut, DetectResponse, ImageSize, ModelRef, SessionCheck
 from app.http.schemas.frames import CONF, IOU, MAX_DET, MULTIPART_PROPERTIES, captured_at_query, meta_query
@@ -20,6 +21,7 @@ from app.services.core.errors import (
     DeadlineExceeded,
     ImageTooLarge,
     InvalidImage,
+    KeyFrameRateLimited,
     ModelNotFound,
     ModelNotLoaded,
     ModelNotReady,
@@ -35,6 +37,7 @@ from app.services.core.errors import (
 )
 from app.services.core.request_context import current_request_id
 from app.services.detection.service import DetectionService, FrameResult
+from app.services.identity.frame_rates import KeyFrameRates
 from app.services.inference.types import Detection, DetectOptions
 from app.services.tracking import types as tracking
 from app.services.tracking.meta import frame_meta
@@ -75,6 +78,7 @@ DETECT_ERRORS = error_responses(
     ImageTooLarge,
     UnsupportedMediaType,
     RateLimited,
+    KeyFrameRateLimited,
     Overloaded,
     ModelNotReady,
     SessionStoreUnavailable,
@@ -172,14 +176,19 @@ def detect_response(frame: FrameResult) -> DetectResponse:
     )
 
 
-def create_detect_router(detection: DetectionService, settings: Settings) -> APIRouter:
+def create_detect_router(
+    detection: DetectionService, settings: Settings, frame_rates: KeyFrameRates | None = None
+) -> APIRouter:
+    """`frame_rates`: where keys' `frames_per_second` are counted (per process, `frame_rates.py`)."""
     router = APIRouter(tags=["detect"])
+    key_rates = frame_rates or KeyFrameRates()
 
     @router.post("/detect/{session_id}", responses=DETECT_ERRORS, openapi_extra={"requestBody": FRAME_REQUEST_BODY})
     async def detect_frame(
         request: Request,
         response: Response,
         session_id: str,
+        caller: DetectCaller,
         conf: Annotated[float, Query(ge=CONF[0], le=CONF[1])] = settings.detection.default_confidence,
         iou: Annotated[float, Query(ge=IOU[0], le=IOU[1])] = settings.detection.default_iou,
         max_det: Annotated[int, Query(ge=MAX_DET[0], le=MAX_DET[1])] = settings.detection.default_max_detections,
@@ -195,12 +204,14 @@ def create_detect_router(detection: DetectionService, settings: Settings) -> API
         """Detect hazards on one frame of the session; boxes are in the pixels of the uploaded image. Each detection
         names its hazard (`hazard_id`), and the frame that confirms a hazard says so once (`new_hazard`)."""
         deadline = time.monotonic() + settings.detection.timeout_seconds
+        if caller.key_id is not None and caller.limits.frames_per_second is not None:
+            key_rates.take(caller.key_id, caller.limits.frames_per_second)
         query = {"lat": lat, "lon": lon, "heading": heading, "speed_mps": speed_mps, "captured_at": captured_at}
         read_frame, read_meta = frame_source(request, settings.images.max_bytes, query)
         options = DetectOptions(conf, iou, max_det)
         request_id = current_request_id() or ""
         frame = await detection.serve_frame(
-            session_id, request_id, read_frame, options, deadline, model, frame_meta=read_meta
+            session_id, request_id, read_frame, options, deadline, model, frame_meta=read_meta, owner=owned_by(caller)
         )
         response.headers["server-timing"] = server_timing(frame.result.timings_ms)
         return detect_response(frame)

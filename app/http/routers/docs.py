@@ -20,7 +20,15 @@ DOCS_URL = "/docs"
 METRICS_URL = "/metrics"
 
 
-def create_docs_router(title: str, version: str, openapi_url: str) -> APIRouter:
+AUTH_OFF_BANNER = (
+    '<div role="alert" style="padding:.6em 1em;background:#fff3cd;color:#664d03;font-family:sans-serif">'
+    "<strong>AUTH_MODE=off:</strong> callers without an API key are served as the tenant <code>local</code>. "
+    "Set AUTH_MODE=keys before this service is reachable by anyone else.</div>"
+)
+
+
+def create_docs_router(title: str, version: str, openapi_url: str, *, auth_off: bool = False) -> APIRouter:
+    """`auth_off`: /docs says so in a banner above the operations."""
     router = APIRouter()
     index = ServiceIndex(
         service=title,
@@ -42,7 +50,7 @@ def create_docs_router(title: str, version: str, openapi_url: str) -> APIRouter:
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = str(request.scope.get("root_path", ""))  # behind a proxy that strips a prefix
         assets = f"{root}{SWAGGER_ASSETS}"
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{openapi_url}",
             title=f"{title} - Swagger UI",
             swagger_js_url=f"{assets}/swagger-ui-bundle.js?v={SWAGGER_UI_VERSION}",
@@ -51,6 +59,10 @@ def create_docs_router(title: str, version: str, openapi_url: str) -> APIRouter:
             oauth2_redirect_url=None,
             swagger_ui_parameters={"validatorUrl": None},  # no call to the public validator
         )
+        if not auth_off:
+            return page
+        html = bytes(page.body).decode().replace("<body>", f"<body>\n{AUTH_OFF_BANNER}", 1)
+        return HTMLResponse(html)
 
     router.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")
     return router

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Query
 from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 
+from app.http.auth import require
 from app.http.openapi import ERROR_SCHEMA, REQUEST_ERRORS, error_responses
 from app.http.schemas.hazards import HazardOut, MapHazardCollection, SessionHazardCollection, SessionHazards
 from app.services.core.errors import ApiError, HazardMapUnavailable, SessionNotFound, SessionStoreUnavailable
+from app.services.identity.principal import Scope
 from app.services.tracking import geojson
 from app.services.tracking.service import TrackingService
 
@@ -36,7 +38,7 @@ def json_error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, A
 
 
 def create_hazards_router(tracking: TrackingService) -> APIRouter:
-    router = APIRouter(tags=["hazards"])
+    router = APIRouter(tags=["hazards"], dependencies=[require(Scope.MAP_READ)])
     session_errors = error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
     geojson_session_errors = json_error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
 

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from app.http.auth import JobsCaller, owned_by
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.http.routers.detect import IMAGE_TYPES
 from app.http.routers.hazards import GeoJSONResponse, json_error_responses
@@ -45,6 +46,7 @@ from app.services.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from app.services.identity.principal import TENANT
 from app.services.inference.types import DetectOptions
 from app.services.jobs.service import BatchOptions, JobService
 from app.services.jobs.store import NewFrame
@@ -181,22 +183,34 @@ def _add_collection_routes(router: APIRouter, jobs: JobService, limits: FrameLim
         responses=error_responses(*JSON_BODY_ERRORS, *FRAME_ERRORS, SessionNotFound, SessionStoreUnavailable),
         openapi_extra={"requestBody": CREATE_BODY},
     )
-    async def create_job(request: Request) -> JobCreated:
-        """Create a job (JSON), or create it with its first frames (multipart: a `job` part, then frames)."""
+    async def create_job(request: Request, caller: JobsCaller) -> JobCreated:
+        """Create a job (JSON), or create it with its first frames (multipart: a `job` part, then frames). The job
+        is the key's tenant's; a `session_id` must name one of that tenant's sessions."""
         body, frames = await _new_job(request, limits)
-        job = await jobs.create(body.name, body.session_id, _batch_options(body.options))
-        frame_ids = await jobs.add_frames(job["job_id"], frames) if frames else []
+        job = await jobs.create(body.name, body.session_id, _batch_options(body.options), caller.tenant)
+        frame_ids = await jobs.add_frames(job["job_id"], frames, owned_by(caller)) if frames else []
         return JobCreated.model_validate(
             {**JobOut.of(await jobs.status(job["job_id"])).model_dump(), "frame_ids": frame_ids}
         )
 
     @router.get("", responses=error_responses(*REQUEST_ERRORS, QueueUnavailable))
-    async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
-        """Recent jobs, newest first."""
-        return JobList(items=[JobOut.of(job) for job in await jobs.recent(limit)])
+    async def list_jobs(
+        caller: JobsCaller,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        tenant: Annotated[
+            str | None,
+            Query(
+                pattern=TENANT.pattern,
+                description="Admin keys and operators: one tenant's jobs (every tenant's by default). Other keys "
+                "always list their own tenant's.",
+            ),
+        ] = None,
+    ) -> JobList:
+        """Recent jobs of the caller's tenant, newest first."""
+        return JobList(items=[JobOut.of(job) for job in await jobs.recent(limit, owned_by(caller) or tenant)])
 
     @router.get("/queue", responses=error_responses(QueueUnavailable))
-    async def queue_depth() -> QueueDepth:
+    async def queue_depth(caller: JobsCaller) -> QueueDepth:
         """Frames waiting for a worker, by priority."""
         return QueueDepth(**await jobs.queue_depth())
 
@@ -208,18 +222,18 @@ def _add_job_routes(router: APIRouter, jobs: JobService, limits: FrameLimits) ->
         responses=error_responses(*FRAME_ERRORS),
         openapi_extra={"requestBody": FRAMES_BODY},
     )
-    async def add_frames(request: Request, job_id: str) -> FramesAccepted:
+    async def add_frames(request: Request, job_id: str, caller: JobsCaller) -> FramesAccepted:
         """Add frames; all of a call's frames are accepted, or none (429 BACKPRESSURE: retry after the delay)."""
         frames = await _read(_frames(await limits.form(request), limits))
         if not frames:
             raise ValidationFailed("Send at least one `file` part.", details={"field": "file"})
-        frame_ids = await jobs.add_frames(job_id, frames)
+        frame_ids = await jobs.add_frames(job_id, frames, owned_by(caller))
         return FramesAccepted(accepted=len(frame_ids), frame_ids=frame_ids)
 
     @router.post("/{job_id}/close", responses=error_responses(*JOB_ERRORS, JobNotOpen))
-    async def close_job(job_id: str) -> JobOut:
+    async def close_job(job_id: str, caller: JobsCaller) -> JobOut:
         """No more frames: the job completes when every frame it has is done."""
-        return JobOut.of(await jobs.close(job_id))
+        return JobOut.of(await jobs.close(job_id, owned_by(caller)))
 
     @router.post(
         "/{job_id}/ingest-dir",
@@ -228,30 +242,31 @@ def _add_job_routes(router: APIRouter, jobs: JobService, limits: FrameLimits) ->
             *JSON_BODY_ERRORS, *JOB_ERRORS, JobNotOpen, Backpressure, IngestRefused, IngestDisabled
         ),
     )
-    async def ingest_dir(job_id: str, body: IngestDir) -> FramesAccepted:
+    async def ingest_dir(job_id: str, body: IngestDir, caller: JobsCaller) -> FramesAccepted:
         """Queue every image of a server-side directory below INGEST_ROOT (off unless it is set)."""
-        frame_ids = await jobs.ingest_dir(job_id, body.path)
+        frame_ids = await jobs.ingest_dir(job_id, body.path, owned_by(caller))
         return FramesAccepted(accepted=len(frame_ids), frame_ids=frame_ids)
 
     @router.get("/{job_id}", responses=error_responses(*JOB_ERRORS))
-    async def get_job(job_id: str) -> JobOut:
-        return JobOut.of(await jobs.status(job_id))
+    async def get_job(job_id: str, caller: JobsCaller) -> JobOut:
+        return JobOut.of(await jobs.status(job_id, owned_by(caller)))
 
     @router.delete("/{job_id}", responses=error_responses(*JOB_ERRORS, JobFinished))
-    async def cancel_job(job_id: str) -> JobOut:
+    async def cancel_job(job_id: str, caller: JobsCaller) -> JobOut:
         """Cancel: frames not yet started are dropped, never inferred."""
-        return JobOut.of(await jobs.cancel(job_id))
+        return JobOut.of(await jobs.cancel(job_id, owned_by(caller)))
 
 
 def _add_result_routes(router: APIRouter, jobs: JobService, track_params: TrackParams) -> None:
     @router.get("/{job_id}/results", responses=error_responses(*JOB_ERRORS))
     async def job_results(
         job_id: str,
+        caller: JobsCaller,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> JobResultsPage:
         """Results of frames offset .. offset+limit-1 that have finished, in frame order."""
-        job, items = await jobs.results(job_id, offset, limit)
+        job, items = await jobs.results(job_id, offset, limit, owned_by(caller))
         return JobResultsPage(
             job_id=job_id,
             status=job["status"],
@@ -269,10 +284,10 @@ def _add_result_routes(router: APIRouter, jobs: JobService, track_params: TrackP
         response_class=GeoJSONResponse,
         response_model=JobHazardCollection,
     )
-    async def export_job_hazards(job_id: str) -> GeoJSONResponse:
+    async def export_job_hazards(job_id: str, caller: JobsCaller) -> GeoJSONResponse:
         """Hazards over the job's frames tracked in frame order (one hazard however many frames saw it), those
         with a location, as an RFC 7946 FeatureCollection."""
-        collection = JobHazardCollection.model_validate(await jobs.hazards(job_id, track_params))
+        collection = JobHazardCollection.model_validate(await jobs.hazards(job_id, track_params, owned_by(caller)))
         return GeoJSONResponse(collection.model_dump(mode="json"))
 
     @router.get(
@@ -283,12 +298,13 @@ def _add_result_routes(router: APIRouter, jobs: JobService, track_params: TrackP
         },
         response_class=StreamingResponse,
     )
-    async def job_results_jsonl(job_id: str) -> StreamingResponse:
+    async def job_results_jsonl(job_id: str, caller: JobsCaller) -> StreamingResponse:
         """Every finished frame's result, one JSON object per line, in frame order (streamed)."""
-        await jobs.status(job_id)  # 404 before the stream starts
+        owner = owned_by(caller)
+        await jobs.status(job_id, owner)  # 404 before the stream starts
 
         async def lines() -> AsyncIterator[bytes]:
-            async for item in jobs.iter_results(job_id):
+            async for item in jobs.iter_results(job_id, owner):
                 yield (json.dumps(item, separators=(",", ":")) + "\n").encode()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -15,11 +16,16 @@ from app.services.sessions.write_behind import PendingWrites
 
 
 def create_metrics_router(
-    metrics: Metrics, active_sessions: ActiveSessions, pending: PendingWrites, jobs: JobService
+    metrics: Metrics,
+    active_sessions: ActiveSessions,
+    pending: PendingWrites,
+    jobs: JobService,
+    access: Any = None,
 ) -> APIRouter:
+    """`access`: a dependency that decides who may scrape (`auth.metrics_access`); None: anyone."""
     router = APIRouter(tags=["metrics"])
 
-    @router.get("/metrics", include_in_schema=False)
+    @router.get("/metrics", include_in_schema=False, dependencies=[access] if access is not None else [])
     async def scrape() -> Response:
         # Reads only (a cached scan, never a write). Redis down: keep the last known value; the breaker gauge says why.
         with contextlib.suppress(SessionStoreUnavailable):

@@ -4,11 +4,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, status
 
+from app.http.auth import DetectCaller, owned_by
 from app.http.client_address import ClientAddress
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.http.schemas.sessions import HistoryItem, HistoryPage, SessionOut, session_create_body
 from app.services.core.errors import SessionCreationLimited, SessionNotFound, SessionStoreUnavailable
+from app.services.identity.principal import Principal
 from app.services.sessions.store import SessionStore
+
+
+def creation_payer(caller: Principal, clients: ClientAddress, request: Request) -> str:
+    """Whose creation budget a new session comes from: a fleet behind one carrier NAT is many devices, so a key,
+    not an address, pays where there is one."""
+    return f"key:{caller.key_id}" if caller.key_id is not None else clients.of(request)
 
 
 def create_sessions_router(
@@ -27,24 +35,36 @@ def create_sessions_router(
     )
     async def create_session(
         request: Request,
+        caller: DetectCaller,
         body: Annotated[SessionCreateBody | None, Body()] = None,  # type: ignore[valid-type]
     ) -> SessionOut:
-        """Start a session; frames are sent to `/detect/{session_id}` with the id it answers. Each client may open
-        SESSION_CREATE_BURST at once, then SESSION_CREATE_RATE_PER_MINUTE, within a TTL budget (429 otherwise)."""
+        """Start a session; frames are sent to `/detect/{session_id}` with the id it answers. Each API key (each
+        address, without one) may open SESSION_CREATE_BURST at once, then SESSION_CREATE_RATE_PER_MINUTE (or the
+        key's own `sessions_per_minute`), within a TTL budget (429 otherwise). The session is the key's tenant's."""
         body = body or SessionCreateBody()
-        return SessionOut.of(await sessions.create(body.metadata, body.ttl_seconds, clients.of(request)))
+        payer = creation_payer(caller, clients, request)
+        per_minute = caller.limits.sessions_per_minute
+        created = await sessions.create(
+            body.metadata, body.ttl_seconds, payer, tenant=caller.tenant, sessions_per_minute=per_minute
+        )
+        return SessionOut.of(created)
 
     @router.get("/{session_id}", responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable))
-    async def get_session(session_id: str) -> SessionOut:
-        return SessionOut.of(await sessions.get(session_id))
+    async def get_session(session_id: str, caller: DetectCaller) -> SessionOut:
+        return SessionOut.of(await sessions.get(session_id, owned_by(caller)))
 
     @router.post(
         "/{session_id}/end", responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
     )
-    async def end_session(session_id: str) -> SessionOut:
+    async def end_session(session_id: str, caller: DetectCaller) -> SessionOut:
         """End it; it stays readable for SESSION_ENDED_GRACE_SECONDS, then expires."""
-        return SessionOut.of(await sessions.end(session_id))
+        return SessionOut.of(await sessions.end(session_id, owned_by(caller)))
 
+    _add_history_route(router, sessions, history_limit)
+    return router
+
+
+def _add_history_route(router: APIRouter, sessions: SessionStore, history_limit: int) -> None:
     @router.get(
         "/{session_id}/detections",
         responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable),
@@ -52,12 +72,13 @@ def create_sessions_router(
     )
     async def list_detections(
         session_id: str,
+        caller: DetectCaller,
         limit: Annotated[int, Query(ge=1, le=history_limit)] = 20,
         # The history keeps at most `history_limit` entries: past that every page is empty.
         offset: Annotated[int, Query(ge=0, le=history_limit)] = 0,
     ) -> HistoryPage:
         """The session's detection history, newest first."""
-        items, total = await sessions.history(session_id, limit, offset)
+        items, total = await sessions.history(session_id, limit, offset, owned_by(caller))
         return HistoryPage(
             session_id=session_id,
             items=[HistoryItem.model_validate(item) for item in items],
@@ -65,5 +86,3 @@ def create_sessions_router(
             limit=limit,
             offset=offset,
         )
-
-    return router

@@ -12,14 +12,16 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
+from app.http.auth import key_check_of, owned_by
 from app.http.errors import error_body
 from app.http.routers.detect import detect_response
 from app.http.schemas.stream import (
@@ -38,6 +40,7 @@ from app.services.core.asyncio_tasks import cancel
 from app.services.core.errors import ApiError, SessionEnded, SessionNotFound, ValidationFailed
 from app.services.core.request_context import set_request_id
 from app.services.detection.service import DetectionService
+from app.services.identity.principal import Scope, require_scope
 from app.services.inference.types import DetectOptions
 from app.services.observability.metrics import Metrics
 from app.services.streams.protocol import FrameMessage, MessageRejected, decode_frame
@@ -46,15 +49,18 @@ from app.services.streams.window import Answered, Dropped, Failed, FrameWindow, 
 from app.services.tracking.meta import frame_meta
 from app.settings import Settings
 
-# Checks the caller from the upgrade request's headers before any frame is read: returns to let it in, raises an
-# ApiError to refuse (status 401: closed 4401; 403: closed 4403). The identity service's key check plugs in here.
-Authenticate = Callable[[Mapping[str, str]], Awaitable[object]]
+# Checks the caller from the upgrade request before any frame is read: returns the tenant whose sessions it may
+# stream (None: any), or raises an ApiError to refuse (status 401 or 429: closed 4401; 403: closed 4403).
+Authenticate = Callable[[HTTPConnection], Awaitable[str | None]]
 DRAIN_MARGIN_SECONDS = 2.0  # past a frame's deadline: its tracking and history write still finish
 SESSION_CLOSES = {SessionNotFound: CLOSE_SESSION_NOT_FOUND, SessionEnded: CLOSE_SESSION_ENDED}
 
 
-async def accept_everyone(headers: Mapping[str, str]) -> None:
-    """No key check yet, as on the HTTP routes."""
+async def detect_caller(connection: HTTPConnection) -> str | None:
+    """The same key check and `detect` scope as POST /detect: the key in the upgrade request's headers."""
+    caller = await key_check_of(connection).caller_of(connection)
+    require_scope(caller, Scope.DETECT)
+    return owned_by(caller)
 
 
 @dataclass(frozen=True)
@@ -73,16 +79,16 @@ def outcome_message(outcome: Outcome) -> dict[str, Any]:
     return {"frame_id": outcome.frame_id, **error_body(error.code, error.message, error.details)}
 
 
-async def refusal(authenticate: Authenticate, headers: Mapping[str, str]) -> Close | None:
+async def check_caller(authenticate: Authenticate, connection: HTTPConnection) -> str | Close | None:
+    """The caller's tenant (None: any), or how to close the stream."""
     try:
-        await authenticate(headers)
+        return await authenticate(connection)
     except ApiError as exc:
         return Close(CLOSE_MISSING_SCOPE if exc.status == 403 else CLOSE_NO_KEY, exc.message)
-    return None
 
 
 def create_stream_router(
-    detection: DetectionService, metrics: Metrics, settings: Settings, authenticate: Authenticate = accept_everyone
+    detection: DetectionService, metrics: Metrics, settings: Settings, authenticate: Authenticate = detect_caller
 ) -> APIRouter:
     slots = StreamSlots(settings.streams.max_per_process, metrics)
     router = APIRouter(tags=["stream"])
@@ -91,10 +97,10 @@ def create_stream_router(
     async def stream_frames(websocket: WebSocket, session_id: str) -> None:
         """Frames of one session over one WebSocket, the newest first (docs/STREAMS.md)."""
         await websocket.accept()  # a close code (rather than a bare HTTP 403) needs an accepted socket
-        refused = await refusal(authenticate, websocket.headers)
-        if refused is not None:
-            metrics.streams_refused.labels("scope" if refused.code == CLOSE_MISSING_SCOPE else "key").inc()
-            await websocket.close(refused.code, refused.reason)
+        owner = await check_caller(authenticate, websocket)
+        if isinstance(owner, Close):
+            metrics.streams_refused.labels("scope" if owner.code == CLOSE_MISSING_SCOPE else "key").inc()
+            await websocket.close(owner.code, owner.reason)
             return
         with slots.hold() as held:
             if not held:
@@ -102,7 +108,7 @@ def create_stream_router(
                 reason = f"this process holds {settings.streams.max_per_process} streams; try again later"
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
                 return
-            await FrameStream(websocket, session_id, detection, metrics, settings).run()
+            await FrameStream(websocket, session_id, owner, detection, metrics, settings).run()
 
     return router
 
@@ -111,10 +117,17 @@ class FrameStream:
     """One open stream: a reader of messages, a window of frames, a writer of answers, and how it ends."""
 
     def __init__(
-        self, websocket: WebSocket, session_id: str, detection: DetectionService, metrics: Metrics, settings: Settings
+        self,
+        websocket: WebSocket,
+        session_id: str,
+        owner: str | None,
+        detection: DetectionService,
+        metrics: Metrics,
+        settings: Settings,
     ) -> None:
         self._websocket = websocket
         self._session_id = session_id
+        self._owner = owner  # another tenant's session answers as an unknown one
         self._detection = detection
         self._metrics = metrics
         self._settings = settings
@@ -194,7 +207,14 @@ class FrameStream:
             return frame.image
 
         served = await self._detection.serve_frame(
-            self._session_id, request_id, read_frame, options, deadline, header.model, frame_meta=lambda: meta
+            self._session_id,
+            request_id,
+            read_frame,
+            options,
+            deadline,
+            header.model,
+            frame_meta=lambda: meta,
+            owner=self._owner,
         )
         return detect_response(served).model_dump(mode="json")
 

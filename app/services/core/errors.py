@@ -286,6 +286,24 @@ class RoleRequired(ApiError):
     message = "The operator's role does not allow this."
 
 
+class KeyAttemptsLimited(ApiError):
+    code = "RATE_LIMITED"
+    status = 429
+    message = "Too many failed API key attempts from this address; wait before trying again."
+
+
+class TlsRequired(ApiError):
+    code = "TLS_REQUIRED"
+    status = 403
+    message = "API keys are accepted over HTTPS only: this request carried a key over plain HTTP."
+
+
+class KeyFrameRateLimited(ApiError):
+    code = "RATE_LIMITED"
+    status = 429
+    message = "Too many frames for this API key; slow down."
+
+
 class ApiKeyNotFound(ApiError):
     code = "API_KEY_NOT_FOUND"
     status = 404

@@ -108,10 +108,12 @@ class DetectionService:
         deadline: float,
         model: str | None = None,
         frame_meta: Callable[[], FrameMeta] | None = None,
+        owner: str | None = None,
     ) -> FrameResult:
         """`model` picks a loaded version by name; the active one by default. The engine is taken once, at
         admission: a hot-swap meanwhile does not move this frame to another model. `frame_meta`: where and when
-        the frame was taken, known once its body has been read (multipart fields)."""
+        the frame was taken, known once its body has been read (multipart fields). `owner`: the tenant that must own
+        the session (None: any), checked in the admission's own round trip."""
         received_at = time.time()
         if self._closing:
             raise ShuttingDown(retry_after=1)
@@ -120,7 +122,7 @@ class DetectionService:
         structlog.contextvars.bind_contextvars(session_id=session_id, model=detector.label)
         with self._frames.hold():
             with stage_span("admission"):
-                admission = await self._sessions.admit_frame(session_id)
+                admission = await self._sessions.admit_frame(session_id, owner)
             frame = await read_before(read_frame, deadline)
             meta = frame_meta() if frame_meta is not None else FrameMeta()  # 422 before the model runs
             result, info = await detector.detect(frame, options, deadline)  # its decode and inference spans
@@ -134,7 +136,7 @@ class DetectionService:
             # Counted once served; a write Redis cannot take before the deadline is kept (frame_count: null).
             with stage_span("record"):
                 frame_count = await self._sessions.record_detection(
-                    session_id, entry, admission, deadline, tracked.kept
+                    session_id, entry, admission, deadline, tracked.kept, owner
                 )
             admission = replace(admission, frame_count=frame_count)
         self._observe(result, admission, info.name, tracked.assignments)

@@ -79,12 +79,20 @@ return {1, status, size}
 """
 )
 
-# ARGV: now. -> the status after closing, or an error status string.
+# Another tenant's job is 'missing', as an unknown one is (ARGV[2]: the tenant that must own it, '' for any).
+FOREIGN = """
+local function foreign(job, owner)
+  return owner ~= '' and (redis.call('HGET', job, 'tenant') or 'local') ~= owner
+end
+"""
+
+# ARGV: now, owner. -> the status after closing, or an error status string.
 CLOSE_JOB = (
     SETTLE
+    + FOREIGN
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {err = 'missing'} end
+if not status or foreign(KEYS[1], ARGV[2]) then return {err = 'missing'} end
 if status == 'cancelled' then return {err = 'closed'} end
 redis.call('HSET', KEYS[1], 'closed', '1', 'updated_at', ARGV[1])
 return settle(KEYS[1], status)
@@ -92,10 +100,12 @@ return settle(KEYS[1], status)
 )
 
 # Frames not yet taken are dropped here; a worker that claims one later finds the job cancelled.
-# ARGV: now. -> bytes released, or an error status string.
-CANCEL_JOB = """
+# ARGV: now, owner. -> bytes released, or an error status string.
+CANCEL_JOB = (
+    FOREIGN
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {err = 'missing'} end
+if not status or foreign(KEYS[1], ARGV[2]) then return {err = 'missing'} end
 if status == 'completed' or status == 'failed' then return {err = 'finished'} end
 local released = 0
 for _, frame in ipairs(redis.call('HVALS', KEYS[2])) do released = released + string.len(frame) end
@@ -103,6 +113,7 @@ redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'closed', '1', 'updated_at', ARGV[1])
 return released
 """
+)
 
 # The fleet-wide bound on frame bytes waiting for a worker (its own key: a separate step from the job's).
 # The key expires with the frames it counts, so bytes of frames that expired unclaimed cannot leak.

@@ -16,9 +16,11 @@ from app.services.core.errors import (
     Backpressure,
     IngestDisabled,
     IngestRefused,
+    JobNotFound,
     QueueUnavailable,
 )
 from app.services.core.redis_client import REDIS_FAILURES
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
 from app.services.jobs.frames import job_frame_input
@@ -60,20 +62,25 @@ class JobService:
         self._metrics = metrics
         self._ingest = ingest
 
-    async def create(self, name: str | None, session_id: str | None, options: BatchOptions) -> dict[str, Any]:
+    async def create(
+        self, name: str | None, session_id: str | None, options: BatchOptions, tenant: str = LOCAL_TENANT
+    ) -> dict[str, Any]:
+        """A job of `tenant`'s; its session, if named, must be one of `tenant`'s too."""
         if session_id is not None:
-            await self._sessions.get(session_id)  # 404 for an unknown session, before anything is written
+            await self._sessions.get(session_id, tenant)  # 404 for an unknown session, before anything is written
         stored = {"conf": options.detect.conf, "iou": options.detect.iou, "max_det": options.detect.max_det}
         with _queue_errors():
-            job_id = await self._store.create(name, session_id, {**stored, "model": options.model})
+            job_id = await self._store.create(name, session_id, {**stored, "model": options.model}, tenant)
         self._metrics.jobs.labels("created").inc()
         log.info("job_created", job_id=job_id)
         return await self.status(job_id)
 
-    async def add_frames(self, job_id: str, frames: list[NewFrame]) -> list[str]:
+    async def add_frames(self, job_id: str, frames: list[NewFrame], owner: str | None = None) -> list[str]:
+        """`owner` (on every call that names a job): the tenant that must own it, None for any; another
+        tenant's job answers JOB_NOT_FOUND exactly as an unknown one does."""
         self._store.checked_id(job_id)
         with _queue_errors():
-            job = await self._store.get(job_id)
+            job = _owned(job_id, await self._store.get(job_id), owner)  # a job's tenant never changes
             indexes = await self._store.add_frames(job_id, frames)
         options = job["options"]
         detect = DetectOptions(options["conf"], options["iou"], options["max_det"])
@@ -88,47 +95,49 @@ class JobService:
             raise unavailable from exc
         return [frame_id(i) for i in indexes]
 
-    async def close(self, job_id: str) -> dict[str, Any]:
+    async def close(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         self._store.checked_id(job_id)
         with _queue_errors():
-            status = await self._store.close(job_id)
+            status = await self._store.close(job_id, owner)
         if status in ("completed", "failed"):
             self._metrics.jobs.labels(status).inc()
         return await self.status(job_id)
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         self._store.checked_id(job_id)
         with _queue_errors():
-            await self._store.cancel(job_id)
+            await self._store.cancel(job_id, owner)
         self._metrics.jobs.labels("cancelled").inc()
         log.info("job_cancelled", job_id=job_id)
         return await self.status(job_id)
 
-    async def status(self, job_id: str) -> dict[str, Any]:
+    async def status(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         self._store.checked_id(job_id)
         with _queue_errors():
-            job = await self._store.get(job_id)
+            job = _owned(job_id, await self._store.get(job_id), owner)
         job["model"] = job["options"].pop("model")
         return job
 
-    async def results(self, job_id: str, offset: int, limit: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        job = await self.status(job_id)
+    async def results(
+        self, job_id: str, offset: int, limit: int, owner: str | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        job = await self.status(job_id, owner)
         with _queue_errors():
             return job, await self._store.results(job_id, offset, limit)
 
-    async def iter_results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def iter_results(self, job_id: str, owner: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every finished frame's result in frame order, a page at a time (for the streamed JSON Lines)."""
-        job = await self.status(job_id)
+        job = await self.status(job_id, owner)
         for offset in range(0, job["total"], RESULTS_PAGE):
             for item in await self._store.results(job_id, offset, RESULTS_PAGE):
                 yield item
 
-    async def hazards(self, job_id: str, params: TrackParams) -> dict[str, Any]:
+    async def hazards(self, job_id: str, params: TrackParams, owner: str | None = None) -> dict[str, Any]:
         """The job's done frames tracked in frame order (as one camera's sequence), as GeoJSON (`frames.py` times
         them)."""
-        job = await self.status(job_id)
+        job = await self.status(job_id, owner)
         tracker = Tracker(params)
-        async for item in self.iter_results(job_id):
+        async for item in self.iter_results(job_id, owner):
             if item["status"] != "done":
                 continue
             detections = [detection_from_json(d) for d in item["detections"]]
@@ -137,9 +146,10 @@ class JobService:
             )
         return geojson.job_collection(job_id, tracker.hazards())
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
+    async def recent(self, limit: int, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Newest first: `tenant`'s jobs, or every tenant's (None)."""
         with _queue_errors():
-            ids = await self._store.recent(limit)
+            ids = await self._store.recent(limit, tenant)
         jobs = []
         for job_id in ids:
             try:
@@ -155,9 +165,9 @@ class JobService:
             self._metrics.queue_depth.labels(priority).set(waiting)
         return depth
 
-    async def ingest_dir(self, job_id: str, path: str) -> list[str]:
+    async def ingest_dir(self, job_id: str, path: str, owner: str | None = None) -> list[str]:
         """Queue every image below `path` (sorted, recursive); `path` must lie inside INGEST_ROOT, links resolved."""
-        self._store.checked_id(job_id)
+        await self.status(job_id, owner)  # another tenant's job is refused before the directory is read
         base, files = self._ingest_files(path)
         accepted: list[str] = []
         chunk = self._ingest.chunk_frames
@@ -165,16 +175,16 @@ class JobService:
             frames = [
                 NewFrame(f.read_bytes(), {"filename": str(f.relative_to(base))}) for f in files[start : start + chunk]
             ]
-            accepted += await self._add_waiting(job_id, frames)
+            accepted += await self._add_waiting(job_id, frames, owner)
         return accepted
 
-    async def _add_waiting(self, job_id: str, frames: list[NewFrame]) -> list[str]:
+    async def _add_waiting(self, job_id: str, frames: list[NewFrame], owner: str | None) -> list[str]:
         """Add one chunk, waiting out backpressure for up to INGEST_WAIT_SECONDS."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._ingest.wait_seconds
         while True:
             try:
-                return await self.add_frames(job_id, frames)
+                return await self.add_frames(job_id, frames, owner)
             except Backpressure as exc:
                 if loop.time() + (exc.retry_after or 1) > give_up_at:
                     raise
@@ -203,6 +213,12 @@ class JobService:
                 "Too many files in one ingestion.", details={"files": len(files), "max": self._ingest.max_files}
             )
         return base, files
+
+
+def _owned(job_id: str, job: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    if owner is not None and job["tenant"] != owner:
+        raise JobNotFound(details={"job_id": job_id})  # what an unknown id answers: no existence oracle
+    return job
 
 
 @contextmanager

@@ -5,7 +5,9 @@ change is one Lua script over one slot. Frame bytes wait in `:frames` only until
 after JOB_FRAME_TTL_SECONDS); results and the job live JOB_RESULT_TTL_SECONDS after their last change.
 The job counts `detections` (boxes over its done frames) in its hash and `hazards` (distinct confirmed tracks)
 as the size of its hazards hash: a hazard id is a field there, so no retry or concurrent worker counts one twice.
-A fleet-wide counter (`jobs:{<fleet>}:pending-bytes`) bounds the bytes waiting.
+A fleet-wide counter (`jobs:{<fleet>}:pending-bytes`) bounds the bytes waiting. A job belongs to the tenant whose
+key created it (its `tenant` field); `jobs:{<fleet>}:recent` lists every tenant's recent jobs and
+`jobs:{<fleet>}:recent:<tenant>` one tenant's. Jobs stored before tenants were recorded are `local`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
 from app.services.core.errors import Backpressure, JobFinished, JobNotFound, JobNotOpen
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.jobs import scripts
 from app.services.tracking import scripts as tracking_scripts
 from app.services.tracking.store import params_json
@@ -96,7 +99,12 @@ class JobStore:
             raise JobNotFound(details={"job_id": job_id[:64]})
         return job_id
 
-    async def create(self, name: str | None, session_id: str | None, options: dict[str, Any]) -> str:
+    def _recent_of(self, tenant: str | None) -> str:
+        return self._recent if tenant is None else f"{self._recent}:{tenant}"
+
+    async def create(
+        self, name: str | None, session_id: str | None, options: dict[str, Any], tenant: str = LOCAL_TENANT
+    ) -> str:
         job_id = secrets.token_urlsafe(JOB_ID_BYTES)
         now = time.time()
         fields = {
@@ -105,6 +113,7 @@ class JobStore:
             "name": name or "",
             "session_id": session_id or "",
             "options": json.dumps(options),
+            "tenant": tenant,
             "created_at": repr(now),
             "updated_at": repr(now),
             **dict.fromkeys(COUNTERS, "0"),
@@ -114,8 +123,9 @@ class JobStore:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self._limits.result_ttl_seconds)
             await pipe.execute()
-        await self._redis.zadd(self._recent, {job_id: now})
-        await self._redis.zremrangebyrank(self._recent, 0, -RECENT_JOBS_KEPT - 1)
+        for recent in (self._recent, self._recent_of(tenant)):
+            await self._redis.zadd(recent, {job_id: now})
+            await self._redis.zremrangebyrank(recent, 0, -RECENT_JOBS_KEPT - 1)
         return job_id
 
     async def add_frames(self, job_id: str, frames: list[NewFrame]) -> list[int]:
@@ -181,15 +191,16 @@ class JobStore:
             return []
         return [Assignment(str(hazard), bool(new), bool(upload)) for hazard, new, upload in reply["assignments"]]
 
-    async def close(self, job_id: str) -> str:
+    async def close(self, job_id: str, owner: str | None = None) -> str:
+        """`owner`: the tenant that must own the job (None: any); another tenant's job is an unknown one."""
         try:
-            return _text(await self._close(keys=self._keys(job_id), args=[repr(time.time())]))
+            return _text(await self._close(keys=self._keys(job_id), args=[repr(time.time()), owner or ""]))
         except ResponseError as exc:
             raise _job_error(job_id, exc) from None
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, owner: str | None = None) -> None:
         try:
-            released = await self._cancel(keys=self._keys(job_id), args=[repr(time.time())])
+            released = await self._cancel(keys=self._keys(job_id), args=[repr(time.time()), owner or ""])
         except ResponseError as exc:
             raise _job_error(job_id, exc) from None
         await self.release_bytes(int(released))
@@ -208,6 +219,7 @@ class JobStore:
             "job_id": job_id,
             "name": fields["name"] or None,
             "session_id": fields["session_id"] or None,
+            "tenant": fields.get("tenant", LOCAL_TENANT),
             "status": fields["status"],
             "closed": fields["closed"] == "1",
             **{counter: int(fields[counter]) for counter in COUNTERS},
@@ -225,8 +237,9 @@ class JobStore:
         values = await self._redis.hmget(self._keys(job_id)[3], [str(i) for i in indexes])  # type: ignore[misc]
         return [json.loads(v) for v in values if v is not None]
 
-    async def recent(self, limit: int) -> list[str]:
-        ids = await self._redis.zrevrange(self._recent, 0, limit - 1)
+    async def recent(self, limit: int, tenant: str | None = None) -> list[str]:
+        """Newest first: `tenant`'s jobs, or every tenant's (None)."""
+        ids = await self._redis.zrevrange(self._recent_of(tenant), 0, limit - 1)
         return [_text(i) for i in ids]
 
     async def pending_bytes(self) -> int:

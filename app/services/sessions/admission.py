@@ -7,9 +7,10 @@ existence, its status and its bucket are one atomic read, so it is a value here,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.typing import EncodableT
 
@@ -50,9 +51,12 @@ class CreationBudget:
         self._clock = clock
         self._take = redis.script(scripts.TAKE_CREATION)
 
-    async def take(self, client: str, ttl: int) -> None:
-        """Pay for one session of `ttl` seconds from `client`'s budget, or raise SessionCreationLimited."""
+    async def take(self, client: str, ttl: int, per_minute: float | None = None) -> None:
+        """Pay for one session of `ttl` seconds from `client`'s budget, or raise SessionCreationLimited.
+        `per_minute`: an API key's own rate (its burst is one minute's sessions), in place of the deployment's."""
         limits = self.limits
+        if per_minute is not None:
+            limits = replace(limits, per_minute=per_minute, burst=max(1, math.ceil(per_minute)))
         # A session of the default TTL costs one hour of budget per hour of TTL; the budget refills in an hour.
         args: list[EncodableT] = [
             repr(self._clock()),

@@ -11,9 +11,13 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
+# ARGV: now, rate, burst, the tenant that must own the session ('' for any: an admin). Another tenant's session
+# answers 'foreign', which the store turns into the unknown session's 404: the owner check costs no round trip.
+# Sessions stored before tenants were recorded belong to 'local' (principal.LOCAL_TENANT).
 ADMIT_FRAME = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'ttl_seconds', 'tokens', 'refilled_at')
+local f = redis.call('HMGET', KEYS[1], 'status', 'ttl_seconds', 'tokens', 'refilled_at', 'tenant')
 if not f[1] then return {'missing'} end
+if ARGV[4] ~= '' and (f[5] or 'local') ~= ARGV[4] then return {'foreign'} end
 if f[1] == 'ended' then return {'ended'} end
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens = tonumber(f[3]) or burst
@@ -32,9 +36,12 @@ return {'ok'}
 # served (recorded), not frames admitted. ARGV[4] = '1' marks a frame served while Redis was down (replay of
 # degraded mode): it was never admitted, so its replay also slides the TTL. A write whose reply was lost (a
 # timeout after Redis applied it) is kept and replayed: finding the identical entry already there makes the replay
-# a no-op, so no frame is counted twice. Returns the session's frame_count, 0 if the session is gone.
+# a no-op, so no frame is counted twice. ARGV[5]: the tenant that must own the session ('' for any): a frame served
+# unverified (degraded) was never checked against its owner. Returns the session's frame_count, 0 if the session is
+# gone (or another tenant's).
 RECORD_DETECTION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[5] and ARGV[5] ~= '' and (redis.call('HGET', KEYS[1], 'tenant') or 'local') ~= ARGV[5] then return 0 end
 if redis.call('LPOS', KEYS[2], ARGV[1]) then return tonumber(redis.call('HGET', KEYS[1], 'frame_count')) or 1 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
@@ -51,8 +58,10 @@ if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
 return frames
 """
 
+# ARGV: now, grace, the tenant that must own the session ('' for any). -> 1 ended (or already), 0 unknown or foreign.
 END_SESSION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] ~= '' and (redis.call('HGET', KEYS[1], 'tenant') or 'local') ~= ARGV[3] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'ended' then
   local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
   redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1], 'expires_at', tostring(now + grace))

@@ -27,6 +27,7 @@ from app.services.core.errors import (
     ValidationFailed,
 )
 from app.services.core.ids import SESSION_ID_BYTES
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.sessions import scripts
 from app.services.sessions.admission import CreationBudget, FrameRateLimit
 from app.services.sessions.guarded import GuardedRedis
@@ -71,6 +72,12 @@ class SessionLimits:
     history_limit: int  # entries kept per session, newest first
     frame_rate: FrameRateLimit
     metadata: MetadataLimits = field(default_factory=MetadataLimits)
+
+
+def owned_by(fields: dict[str, str], owner: str | None) -> bool:
+    """Whether a session's hash belongs to `owner` (None: anyone may see it; sessions from before tenants were
+    recorded are `local`'s)."""
+    return owner is None or fields.get("tenant", LOCAL_TENANT) == owner
 
 
 def session_from_hash(session_id: str, fields: dict[str, str]) -> Session:
@@ -144,8 +151,18 @@ class SessionStore:
         await self._redis.call("ping", lambda: cast(Awaitable[bool], self._redis.client.ping()))
         return time.perf_counter() - started
 
-    async def create(self, metadata: dict[str, Any], ttl_seconds: int | None, client: str | None = None) -> Session:
-        """`client` (its address) pays for the session from its creation budget; None: not limited (internal use)."""
+    async def create(
+        self,
+        metadata: dict[str, Any],
+        ttl_seconds: int | None,
+        client: str | None = None,
+        *,
+        tenant: str = LOCAL_TENANT,
+        sessions_per_minute: float | None = None,
+    ) -> Session:
+        """`client` (an API key's id, or an address) pays for the session from its creation budget, at
+        `sessions_per_minute` when its key sets one; None: not limited (internal use). The session belongs to
+        `tenant`: every later read and write of it names the tenant that must own it."""
         validate_metadata(metadata, self._limits.metadata)  # before any write: what is stored can be read back
         max_ttl = self._limits.max_ttl
         ttl = self._limits.default_ttl if ttl_seconds is None else ttl_seconds
@@ -154,7 +171,7 @@ class SessionStore:
                 "ttl_seconds is out of range.", details={"ttl_seconds": ttl, "min": 1, "max": max_ttl}
             )
         if client is not None:
-            await self._creation.take(client, ttl)
+            await self._creation.take(client, ttl, sessions_per_minute)
         now = self._clock()
         session = Session(secrets.token_urlsafe(SESSION_ID_BYTES), "created", metadata, now, now, now + ttl, ttl, 0)
         fields = {
@@ -165,36 +182,42 @@ class SessionStore:
             "expires_at": repr(session.expires_at),
             "ttl_seconds": str(ttl),
             "frame_count": "0",
+            "tenant": tenant,
         }
         args: list[EncodableT] = [ttl, *(item for pair in fields.items() for item in pair)]
         await self._redis.call("create", lambda: self._create(keys=[session_key(session.session_id)], args=args))
         self._known.add(session.session_id)
         return session
 
-    async def get(self, session_id: str) -> Session:
+    async def get(self, session_id: str, owner: str | None = None) -> Session:
+        """`owner`: the tenant that must own it (None: any); another tenant's session is SESSION_NOT_FOUND with the
+        very details an unknown one gets, so its answer tells nothing about whether it exists."""
         require_session_id(session_id)
         key = session_key(session_id)
         fields = await self._redis.call("get", lambda: cast(Awaitable[dict[str, str]], self._redis.client.hgetall(key)))
         if not fields:
             self._known.discard(session_id)
             raise SessionNotFound(details={"session_id": session_id})
+        if not owned_by(fields, owner):
+            raise SessionNotFound(details={"session_id": session_id})
         return session_from_hash(session_id, fields)
 
-    async def end(self, session_id: str) -> Session:
+    async def end(self, session_id: str, owner: str | None = None) -> Session:
         require_session_id(session_id)
         now = self._clock()
-        args: list[EncodableT] = [repr(now), self._limits.ended_grace]
+        args: list[EncodableT] = [repr(now), self._limits.ended_grace, owner or ""]
         found = await self._redis.call("end", lambda: self._end(keys=session_keys(session_id), args=args))
         if not found:
             raise SessionNotFound(details={"session_id": session_id})
-        return await self.get(session_id)
+        return await self.get(session_id, owner)
 
-    async def admit_frame(self, session_id: str) -> FrameAdmission:
-        """One round trip: the session exists, is open and within its rate limit; its TTL slides. The frame is
-        counted once it is served (record_detection), not here: a frame that fails is no frame of the session."""
+    async def admit_frame(self, session_id: str, owner: str | None = None) -> FrameAdmission:
+        """One round trip: the session exists, belongs to `owner` (None: any), is open and within its rate limit;
+        its TTL slides. The frame is counted once it is served (record_detection), not here: a frame that fails is
+        no frame of the session."""
         require_session_id(session_id)  # even in degraded mode: such a frame could never be recorded
         rate = self._limits.frame_rate
-        args: list[EncodableT] = [repr(self._clock()), rate.per_second, rate.burst]
+        args: list[EncodableT] = [repr(self._clock()), rate.per_second, rate.burst, owner or ""]
         try:
             reply = await self._redis.call("admit_frame", lambda: self._admit(keys=session_keys(session_id), args=args))
         except SessionStoreUnavailable:
@@ -204,6 +227,8 @@ class SessionStore:
         outcome = reply[0]
         if outcome == "missing":
             self._known.discard(session_id)
+            raise SessionNotFound(details={"session_id": session_id})
+        if outcome == "foreign":  # the owner's session stays known: nothing about it changed
             raise SessionNotFound(details={"session_id": session_id})
         if outcome == "ended":
             raise SessionEnded(details={"session_id": session_id})
@@ -220,14 +245,16 @@ class SessionStore:
         admission: FrameAdmission,
         deadline: float | None = None,
         tracking: str | None = None,
+        owner: str | None = None,
     ) -> int | None:
         """Append to the session's history and count the frame; the session's frame_count, or None when the write
         is kept for replay: Redis is down, or it could not answer before `deadline` (time.monotonic) came near.
         `tracking`: the frame's tracking update Redis could not take; the write is kept with it, and replayed after
-        it, so the two land together."""
+        it, so the two land together. `owner`: the tenant that must own the session (None: any), checked again here
+        because a frame served unverified was never checked."""
         verified = admission.verified or session_id in self._known
         write = PendingWrite(
-            session_id, json.dumps(entry), admission.degraded, self._clock(), verified, tracking=tracking
+            session_id, json.dumps(entry), admission.degraded, self._clock(), verified, tracking=tracking, owner=owner
         )
         if tracking is not None:
             self.pending.keep(write)
@@ -252,12 +279,20 @@ class SessionStore:
 
     async def _apply(self, write: PendingWrite) -> int:
         counts_frame = "1" if write.counts_frame else "0"
-        args: list[EncodableT] = [write.entry, self._limits.history_limit, repr(write.at), counts_frame]
+        args: list[EncodableT] = [
+            write.entry,
+            self._limits.history_limit,
+            repr(write.at),
+            counts_frame,
+            write.owner or "",
+        ]
         return int(await self._record(keys=session_keys(write.session_id), args=args))
 
-    async def history(self, session_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    async def history(
+        self, session_id: str, limit: int, offset: int, owner: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """Most recent first, with each entry's upload URL filled in once known (`ledger.py`)."""
-        await self.get(session_id)
+        await self.get(session_id, owner)
         _, history_key, uploads_key = session_keys(session_id)[:3]
 
         async def read() -> tuple[list[str], int, dict[str, str]]:

@@ -38,6 +38,9 @@ class PendingWrite:
     verified: bool = False
     seq: int = 0  # arrival order across both queues
     tracking: str | None = None  # the frame's tracking update Redis could not take: applied before the entry
+    # The tenant that must own the session (None: any): a frame served unverified while Redis was down is not
+    # written into another tenant's session when it is replayed.
+    owner: str | None = None
 
 
 ApplyWrite = Callable[[PendingWrite], Awaitable[int]]  # > 0 if applied, 0 if its session is gone
@@ -134,6 +137,7 @@ class PendingWrites:
                     at=float(fields["at"]),
                     verified=bool(fields.get("verified", False)),
                     tracking=fields.get("tracking") if isinstance(fields.get("tracking"), str) else None,
+                    owner=fields.get("owner") if isinstance(fields.get("owner"), str) else None,
                 )
             except (ValueError, KeyError, TypeError):
                 log.warning("pending_write_unreadable", file=str(self._path))

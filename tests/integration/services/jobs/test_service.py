@@ -16,7 +16,7 @@ from app.services.core.redis_client import REDIS_FAILURES
 from app.services.inference.types import DetectOptions
 from app.services.jobs.queue import FrameQueue, QueueLimits
 from app.services.jobs.service import BatchOptions, IngestLimits, JobService
-from app.services.jobs.store import JobLimits, JobStore
+from app.services.jobs.store import JobLimits, JobStore, NewFrame
 from app.services.observability.metrics import Metrics
 from app.services.sessions.admission import CreationBudget, CreationLimits, FrameRateLimit
 from app.services.sessions.guarded import GuardedRedis
@@ -118,3 +118,24 @@ async def test_ingestion_queues_every_image_below_the_path_in_order(service: Job
     assert status["total"] == 2 and status["status"] != "completed"
     assert (await service.queue_depth())["batch"] == 2
     assert [job["job_id"] for job in await service.recent(10)] == [job_id]
+
+
+async def test_another_tenants_job_is_unknown_to_every_call_and_listed_only_for_its_own(service: JobService) -> None:
+    job_id = (await service.create("drive", None, OPTIONS, tenant="fleet-a"))["job_id"]
+    frame = NewFrame(FRAME, {"filename": "a.jpg"})
+    for call in (
+        service.status(job_id, "fleet-b"),
+        service.results(job_id, 0, 10, "fleet-b"),
+        service.add_frames(job_id, [frame], "fleet-b"),
+        service.close(job_id, "fleet-b"),
+        service.cancel(job_id, "fleet-b"),
+    ):
+        with pytest.raises(JobNotFound) as refused:
+            await call
+        assert refused.value.details == {"job_id": job_id}
+    job = await service.status(job_id, "fleet-a")
+    assert (job["status"], job["closed"], job["total"]) == ("open", False, 0)  # untouched
+    assert [j["job_id"] for j in await service.recent(10, "fleet-a")] == [job_id]
+    assert await service.recent(10, "fleet-b") == []
+    assert [j["job_id"] for j in await service.recent(10)] == [job_id]  # None: every tenant's
+    assert (await service.cancel(job_id, "fleet-a"))["status"] == "cancelled"

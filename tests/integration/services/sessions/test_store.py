@@ -3,11 +3,15 @@ limit, and the capped history."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from app.services.core.errors import RateLimited, SessionEnded, SessionNotFound, ValidationFailed
 from app.services.sessions.keys import session_key
 from app.services.sessions.store import FrameAdmission, SessionStore
+from app.services.sessions.write_behind import PendingWrite
 from tests.conftest import DirectRedis, both_redis_backends
 
 pytestmark = both_redis_backends
@@ -60,3 +64,39 @@ async def test_recorded_frames_are_counted_and_the_history_is_newest_first_and_c
     items, total = await session_store.history(session.session_id, limit=10, offset=0)
     assert total == 3 and [item["n"] for item in items] == [3, 2, 1]
     assert (await session_store.get(session.session_id)).frame_count == 4
+
+
+async def test_another_tenants_session_is_unknown_to_every_call_and_stays_untouched(
+    session_store: SessionStore, direct_redis: DirectRedis
+) -> None:
+    session = await session_store.create({}, ttl_seconds=None, tenant="fleet-a")
+    key = session_key(session.session_id)
+    before = direct_redis.hgetall(key)
+    assert before["tenant"] == "fleet-a"
+    for call in (
+        session_store.get(session.session_id, "fleet-b"),
+        session_store.admit_frame(session.session_id, "fleet-b"),
+        session_store.end(session.session_id, "fleet-b"),
+        session_store.history(session.session_id, 10, 0, "fleet-b"),
+    ):
+        with pytest.raises(SessionNotFound) as refused:
+            await call
+        assert refused.value.details == {"session_id": session.session_id}
+    assert direct_redis.hgetall(key) == before  # nothing admitted, nothing ended
+    assert await session_store.admit_frame(session.session_id, "fleet-a") == FrameAdmission(verified=True)
+    assert (await session_store.end(session.session_id, "fleet-a")).status == "ended"
+    assert (await session_store.get(session.session_id)).status == "ended"  # None: any tenant (admins)
+
+
+async def test_a_kept_write_of_another_tenant_is_not_replayed_into_the_session(
+    session_store: SessionStore, direct_redis: DirectRedis
+) -> None:
+    """A frame served unverified while Redis was down was never checked against its session's owner: its replay
+    is, and finds the session gone for it."""
+    session = await session_store.create({}, ttl_seconds=None, tenant="fleet-a")
+    entry = json.dumps({"request_id": "r1", "detections": []})
+    foreign = PendingWrite(session.session_id, entry, counts_frame=True, at=time.time(), owner="fleet-b")
+    assert await session_store.write_kept(foreign) == 0
+    assert direct_redis.llen(f"{session_key(session.session_id)}:history") == 0
+    own = PendingWrite(session.session_id, entry, counts_frame=True, at=time.time(), owner="fleet-a")
+    assert await session_store.write_kept(own) == 1

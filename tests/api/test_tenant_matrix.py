@@ -1,0 +1,229 @@
+"""Every route x {no key, revoked key, key without the scope, another tenant's key, the right key}, with
+AUTH_MODE=keys. The routes are enumerated from the app: a route added without a row here fails the test."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.routing import iter_route_contexts
+
+from app.services.core.ids import SESSION_ID_BYTES
+from app.services.identity.principal import Scope
+from app.settings import Settings
+from tests.conftest import RunningApp
+
+FRAME = (Path(__file__).resolve().parents[2] / "artillery" / "frames" / "road_1280x720.jpg").read_bytes()
+TENANT_A, TENANT_B = "fleet-a", "fleet-b"
+OPEN, ANY_KEY = "open", "any key"  # no key needed; any valid key (or an operator), whatever its scopes
+# What a key without the route's scope holds (any scope but that one and admin).
+OTHER_SCOPE = {Scope.DETECT: Scope.JOBS, Scope.JOBS: Scope.MAP_READ, Scope.MAP_READ: Scope.DETECT}
+OPERATOR_PREFIX = "/admin"  # the operators' surface (admin API, control center): their login, not keys
+
+
+@dataclass(frozen=True)
+class Row:
+    """How to call a route, and what guards it: `access` is a scope, OPEN or ANY_KEY; `owned` names what the
+    route's path id belongs to ("session" or "job"): another tenant's id must answer as an unknown one."""
+
+    access: Scope | str
+    owned: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    right_status: int = 200
+    why_unowned: str = ""  # for a route with an id in its path that does not check its owner (yet)
+
+
+ROWS: dict[tuple[str, str], Row] = {
+    ("POST", "/sessions"): Row(Scope.DETECT, request={"json": {}}, right_status=201),
+    ("GET", "/sessions/{session_id}"): Row(Scope.DETECT, "session"),
+    ("POST", "/sessions/{session_id}/end"): Row(Scope.DETECT, "session"),
+    ("GET", "/sessions/{session_id}/detections"): Row(Scope.DETECT, "session"),
+    ("POST", "/detect/{session_id}"): Row(
+        Scope.DETECT, "session", request={"content": FRAME, "headers": {"content-type": "image/jpeg"}}
+    ),
+    ("GET", "/sessions/{session_id}/hazards"): Row(Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"),
+    ("GET", "/sessions/{session_id}/hazards.geojson"): Row(
+        Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"
+    ),
+    ("GET", "/hazards"): Row(Scope.MAP_READ, request={"params": {"bbox": "-180,-90,180,90"}}),
+    ("POST", "/jobs"): Row(Scope.JOBS, request={"json": {}}, right_status=201),
+    ("GET", "/jobs"): Row(Scope.JOBS),
+    ("GET", "/jobs/queue"): Row(Scope.JOBS),
+    ("POST", "/jobs/{job_id}/frames"): Row(
+        Scope.JOBS, "job", request={"files": {"file": ("f.jpg", FRAME, "image/jpeg")}}, right_status=202
+    ),
+    ("POST", "/jobs/{job_id}/close"): Row(Scope.JOBS, "job"),
+    # INGEST_ROOT is unset in the suite: the right key gets as far as the feature's own 404.
+    ("POST", "/jobs/{job_id}/ingest-dir"): Row(Scope.JOBS, "job", request={"json": {"path": "x"}}, right_status=404),
+    ("GET", "/jobs/{job_id}"): Row(Scope.JOBS, "job"),
+    ("DELETE", "/jobs/{job_id}"): Row(Scope.JOBS, "job"),
+    ("GET", "/jobs/{job_id}/results"): Row(Scope.JOBS, "job"),
+    ("GET", "/jobs/{job_id}/hazards.geojson"): Row(Scope.JOBS, "job"),
+    ("GET", "/jobs/{job_id}/results.jsonl"): Row(Scope.JOBS, "job"),
+    ("GET", "/health/live"): Row(OPEN),
+    ("GET", "/health/ready"): Row(OPEN),
+    ("GET", "/health/deep"): Row(ANY_KEY),
+    ("GET", "/metrics"): Row(OPEN),  # open without METRICS_TOKEN (test_auth.py tests it with one)
+    ("GET", "/"): Row(OPEN),
+    ("GET", "/docs"): Row(OPEN),
+    ("GET", "/openapi.json"): Row(OPEN),
+    ("MOUNT", "/static"): Row(OPEN, request={"path": "/static/swagger/favicon-32x32.png"}),
+    ("MOUNT", "/static/control"): Row(OPEN, request={"path": "/static/control/control.css"}),
+    # Frames stored by the service: per tenant (or a signed URL) is the media issue's; open until then.
+    ("GET", "/media/{path:path}"): Row(OPEN, request={"path": "/media/none.jpg"}, right_status=404),
+    ("HEAD", "/media/{path:path}"): Row(OPEN, request={"path": "/media/none.jpg"}, right_status=404),
+}
+
+
+def app_routes(running: RunningApp) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves; mounts as ("MOUNT", path)."""
+    found: set[tuple[str, str]] = set()
+    for route in iter_route_contexts(running.app.routes):
+        path = str(route.path)
+        methods: set[str] = set(getattr(route.original_route, "methods", None) or ())
+        if not methods:
+            found.add(("MOUNT", path))
+        # Starlette adds HEAD to a GET route by itself; a route declared for HEAD alone is its own row.
+        found |= {(method, path) for method in methods if method != "HEAD" or "GET" not in methods}
+    return found
+
+
+@dataclass
+class Keys:
+    """Plaintext keys of the matrix: tenant A's with each scope, revoked ones, and tenant B's."""
+
+    right: dict[Scope, str]
+    revoked: dict[Scope, str]
+    other_tenant: dict[Scope, str]
+
+
+async def make_keys(running: RunningApp) -> Keys:
+    store = running.app.state.identity.keys
+    keys = Keys({}, {}, {})
+    for scope in OTHER_SCOPE:
+        keys.right[scope] = (await store.create(name="a", tenant=TENANT_A, scopes=frozenset({scope}))).key
+        keys.other_tenant[scope] = (await store.create(name="b", tenant=TENANT_B, scopes=frozenset({scope}))).key
+        revoked = await store.create(name="gone", tenant=TENANT_A, scopes=frozenset({scope}))
+        await store.revoke(revoked.record.key_id)
+        keys.revoked[scope] = revoked.key
+    return keys
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"authorization": f"Bearer {key}"}
+
+
+def without_request_id(response: httpx.Response, named_id: str) -> str:
+    """The answer's body with its request id dropped and the id it names made generic: what must not differ
+    between another tenant's id and an unknown one."""
+    body = response.json()
+    body["error"].pop("request_id", None)
+    return json.dumps(body, sort_keys=True).replace(named_id, "<id>")
+
+
+class Matrix:
+    def __init__(self, running: RunningApp, keys: Keys) -> None:
+        self.running, self.keys = running, keys
+        self.failures: list[str] = []
+
+    async def resource(self, owned: str | None) -> dict[str, str]:
+        """Fresh ids of tenant A for one row: a session and a job."""
+        client, key = self.running.client, bearer(self.keys.right[Scope.DETECT])
+        session = await client.post("/sessions", json={}, headers=key)
+        job = await client.post("/jobs", json={}, headers=bearer(self.keys.right[Scope.JOBS]))
+        assert session.status_code == 201 and job.status_code == 201, (session.text, job.text)
+        return {"session_id": session.json()["session_id"], "job_id": job.json()["job_id"]}
+
+    async def call(self, method: str, path: str, row: Row, ids: dict[str, str], key: str | None) -> httpx.Response:
+        request = {name: value for name, value in row.request.items() if name != "path"}
+        url = row.request.get("path") or path.format(**ids)
+        headers = {**request.pop("headers", {}), **bearer(key)}
+        return await self.running.client.request(
+            "GET" if method == "MOUNT" else method, url, headers=headers, **request
+        )
+
+    def expect(self, label: str, response: httpx.Response, status: int, code: str | None = None) -> None:
+        is_json = "json" in response.headers.get("content-type", "") and response.content
+        got_code = response.json().get("error", {}).get("code") if is_json else None
+        if response.status_code != status or (code is not None and got_code != code):
+            self.failures.append(f"{label}: {response.status_code} {got_code}, expected {status} {code or ''}")
+
+    async def check(self, method: str, path: str, row: Row) -> None:
+        ids = await self.resource(row.owned)
+        label = f"{method} {path}"
+        if row.access == OPEN:
+            self.expect(f"{label} no key", await self.call(method, path, row, ids, None), row.right_status)
+            self.expect(
+                f"{label} revoked",
+                await self.call(method, path, row, ids, self.keys.revoked[Scope.DETECT]),
+                row.right_status,
+            )
+            return
+        scope = row.access if isinstance(row.access, Scope) else Scope.DETECT
+        no_key = await self.call(method, path, row, ids, None)
+        self.expect(f"{label} no key", no_key, 401, "AUTH_REQUIRED")
+        revoked = await self.call(method, path, row, ids, self.keys.revoked[scope])
+        self.expect(f"{label} revoked", revoked, 401, "INVALID_API_KEY")
+        lacking = await self.call(method, path, row, ids, self.keys.right[OTHER_SCOPE[scope]])
+        if row.access == ANY_KEY:
+            self.expect(f"{label} other scope", lacking, row.right_status)
+        else:
+            self.expect(f"{label} missing scope", lacking, 403, "SCOPE_REQUIRED")
+            if lacking.status_code == 403 and lacking.json()["error"]["details"] != {"scope": scope.value}:
+                self.failures.append(f"{label} missing scope: names {lacking.json()['error']['details']}")
+        await self.check_other_tenant(method, path, row, ids, scope)
+        self.expect(
+            f"{label} right key", await self.call(method, path, row, ids, self.keys.right[scope]), row.right_status
+        )
+
+    async def check_other_tenant(self, method: str, path: str, row: Row, ids: dict[str, str], scope: Scope) -> None:
+        label = f"{method} {path} other tenant"
+        foreign = await self.call(method, path, row, ids, self.keys.other_tenant[scope])
+        if row.owned is None:
+            if row.why_unowned == "":
+                self.expect(label, foreign, row.right_status)
+            return
+        id_name = f"{row.owned}_id"
+        unknown_id = secrets.token_urlsafe(SESSION_ID_BYTES if row.owned == "session" else 16)
+        unknown = await self.call(method, path, row, {**ids, id_name: unknown_id}, self.keys.other_tenant[scope])
+        self.expect(label, foreign, 404)
+        both_404 = foreign.status_code == unknown.status_code == 404
+        if both_404 and without_request_id(foreign, ids[id_name]) != without_request_id(unknown, unknown_id):
+            self.failures.append(f"{label}: {foreign.text} differs from an unknown id's {unknown.text}")
+
+
+async def test_every_route_guards_what_its_row_says(
+    start_app: Callable[[Settings], Any], make_settings: Callable[..., Settings]
+) -> None:
+    running: RunningApp = await start_app(make_settings(auth_mode="keys", api_key_failures_per_minute=100_000))
+    served = app_routes(running)
+    keyed = {route for route in served if not route[1].startswith(OPERATOR_PREFIX)}
+    assert keyed == set(ROWS), f"routes without a row: {keyed - set(ROWS)}; rows without a route: {set(ROWS) - keyed}"
+    matrix = Matrix(running, await make_keys(running))
+    for (method, path), row in ROWS.items():
+        await matrix.check(method, path, row)
+    assert not matrix.failures, "\n".join(matrix.failures)
+
+
+async def test_the_operators_routes_take_no_api_key(
+    start_app: Callable[[Settings], Any], make_settings: Callable[..., Settings]
+) -> None:
+    """/admin (the control center and the admin API) keeps the operators' own login: without it, no answer of
+    theirs is served, with or without a key (a key sent there is a failed operator login, throttled as
+    today: 429). Their own rows: tests/api/test_models.py, test_control_center.py)."""
+    running: RunningApp = await start_app(make_settings(auth_mode="keys", admin_password="p" * 16))
+    keys = await make_keys(running)
+    operator_routes = {route for route in app_routes(running) if route[1].startswith(OPERATOR_PREFIX)}
+    assert operator_routes
+    for method, path in sorted(operator_routes):
+        if method == "MOUNT" or path == "/admin/login":
+            continue
+        url = path.format(name="m", action="load", job_id="j" * 22, session_id="s" * 22)
+        for key in (None, keys.right[Scope.DETECT], keys.revoked[Scope.DETECT]):
+            response = await running.client.request(method, url, headers=bearer(key))
+            assert response.status_code in (401, 303, 403, 429), (method, path, response.status_code)
