@@ -4,6 +4,7 @@ AUTH_MODE=keys. The routes are enumerated from the app: a route added without a 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,13 @@ from tests.conftest import RunningApp
 FRAME = (Path(__file__).resolve().parents[2] / "artillery" / "frames" / "road_1280x720.jpg").read_bytes()
 TENANT_A, TENANT_B = "fleet-a", "fleet-b"
 OPEN, ANY_KEY = "open", "any key"  # no key needed; any valid key (or an operator), whatever its scopes
+OPERATOR = "operator"  # an operator's login (inspector or admin), never a key: keys of every kind get 401
+# The WebSocket stream takes /detect's key check on its upgrade request; its close codes (4401, 4403, 4404 for
+# another tenant's session) are asserted in tests/api/test_stream.py, which speaks the protocol.
+WEBSOCKET = "websocket"
+# Path parameters of the operators' routes, filled in to reach each route (their values name nothing).
+PLACEHOLDER = re.compile(r"\{(\w+)(:\w+)?\}")
+PLACEHOLDERS = {"action": "load", "job_id": "j" * 22, "session_id": "s" * 22, "key_id": "k" * 8, "hazard_id": "1"}
 # What a key without the route's scope holds (any scope but that one and admin).
 OTHER_SCOPE = {Scope.DETECT: Scope.JOBS, Scope.JOBS: Scope.MAP_READ, Scope.MAP_READ: Scope.DETECT}
 OPERATOR_PREFIX = "/admin"  # the operators' surface (admin API, control center): their login, not keys
@@ -51,6 +59,17 @@ ROWS: dict[tuple[str, str], Row] = {
         Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"
     ),
     ("GET", "/hazards"): Row(Scope.MAP_READ, request={"params": {"bbox": "-180,-90,180,90"}}),
+    ("GET", "/hazards/registry"): Row(Scope.MAP_READ),
+    ("GET", "/hazards/export.geojson"): Row(Scope.MAP_READ),
+    ("GET", "/hazards/export.csv"): Row(Scope.MAP_READ),
+    ("GET", "/hazards/export/open311"): Row(Scope.MAP_READ),
+    # A registry id: the registry is empty here, so the right key meets the feature's own 404.
+    ("GET", "/hazards/{hazard_id}"): Row(Scope.MAP_READ, request={"path": "/hazards/1"}, right_status=404),
+    ("POST", "/hazards/{hazard_id}/verdict"): Row(
+        OPERATOR, request={"path": "/hazards/1/verdict", "json": {"category": "pothole"}}
+    ),
+    ("POST", "/hazards/{hazard_id}/close"): Row(OPERATOR, request={"path": "/hazards/1/close", "json": {}}),
+    ("MOUNT", "/sessions/{session_id}/stream"): Row(WEBSOCKET),
     ("POST", "/jobs"): Row(Scope.JOBS, request={"json": {}}, right_status=201),
     ("GET", "/jobs"): Row(Scope.JOBS),
     ("GET", "/jobs/queue"): Row(Scope.JOBS),
@@ -149,13 +168,20 @@ class Matrix:
 
     def expect(self, label: str, response: httpx.Response, status: int, code: str | None = None) -> None:
         is_json = "json" in response.headers.get("content-type", "") and response.content
-        got_code = response.json().get("error", {}).get("code") if is_json else None
+        body = response.json() if is_json else None
+        got_code = body.get("error", {}).get("code") if isinstance(body, dict) else None  # Open311's is a list
         if response.status_code != status or (code is not None and got_code != code):
             self.failures.append(f"{label}: {response.status_code} {got_code}, expected {status} {code or ''}")
 
     async def check(self, method: str, path: str, row: Row) -> None:
         ids = await self.resource(row.owned)
         label = f"{method} {path}"
+        if row.access == WEBSOCKET:
+            return
+        if row.access == OPERATOR:
+            for name, key in (("no key", None), ("admin-less key", self.keys.right[Scope.MAP_READ])):
+                self.expect(f"{label} {name}", await self.call(method, path, row, ids, key), 401, "UNAUTHORIZED")
+            return
         if row.access == OPEN:
             self.expect(f"{label} no key", await self.call(method, path, row, ids, None), row.right_status)
             self.expect(
@@ -223,7 +249,7 @@ async def test_the_operators_routes_take_no_api_key(
     for method, path in sorted(operator_routes):
         if method == "MOUNT" or path == "/admin/login":
             continue
-        url = path.format(name="m", action="load", job_id="j" * 22, session_id="s" * 22)
+        url = PLACEHOLDER.sub(lambda part: PLACEHOLDERS.get(part.group(1), "m"), path)
         for key in (None, keys.right[Scope.DETECT], keys.revoked[Scope.DETECT]):
             response = await running.client.request(method, url, headers=bearer(key))
             assert response.status_code in (401, 303, 403, 429), (method, path, response.status_code)

@@ -2,7 +2,8 @@
 operators' moves (verdict, close) and the exports a road authority's tools read, streamed.
 
 `GET /hazards` stays the fleet's live map (Redis, GeoJSON): its clients see no change. Registry ids are numbers,
-the map's hex strings. Reads are open like `GET /hazards`; moves need an operator, who is named in the history.
+the map's hex strings. Reads need the `map:read` scope and see the caller's tenant (an admin key every tenant's);
+moves need an operator (inspector or admin), who is named in the history, and reach every tenant's hazards.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Literal, get_args
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from app.http.auth import MapCaller, owned_by
 from app.http.client_address import ClientAddress
 from app.http.openapi import JSON_BODY_ERRORS, REQUEST_ERRORS, error_responses
 from app.http.routers.deps import operator_dependency, role_dependency
@@ -42,8 +44,6 @@ from app.services.tracking.meta import parse_rfc3339
 # Inline in the query's schema (an enum behind a $ref in a query parameter trips Schemathesis' generator).
 StatusName = Literal["open", "verified", "rejected", "suspected_fixed", "closed"]
 assert set(get_args(StatusName)) == {status.value for status in Status}
-# Every tenant's hazards until callers carry a tenant of their own (API keys' scopes come next).
-TENANT: str | None = None
 HAZARD_ID = re.compile(r"[0-9]{1,18}")  # registry ids are numbers (the map's are hex): fits a 64-bit column
 READ_ERRORS = (*REQUEST_ERRORS, RegistryUnavailable)
 MOVE_ERRORS = (*JSON_BODY_ERRORS, Unauthorized, TooManyLoginAttempts, AdminDisabled, HazardNotFound)
@@ -55,6 +55,7 @@ EXPORT_MEDIA_TYPES = {
 
 
 def hazard_filter(
+    caller: MapCaller,
     status: Annotated[StatusName | None, Query(description="Only hazards in this status.")] = None,
     label: Annotated[str | None, Query(max_length=64, description="Only hazards of this class.")] = None,
     since: Annotated[
@@ -71,7 +72,7 @@ def hazard_filter(
 ) -> HazardFilter:
     box = None if bbox is None else parse_bbox(bbox)
     return HazardFilter(
-        tenant=TENANT,
+        tenant=owned_by(caller),
         status=None if status is None else Status(status),
         label=label,
         since=None if since is None else parse_since(since),
@@ -141,9 +142,9 @@ def create_registry_router(
         _add_export(router, exports, kind, media_type)
 
     @router.get("/{hazard_id}", responses=error_responses(*READ_ERRORS, HazardNotFound))
-    async def get_registry_hazard(hazard_id: str) -> RegistryHazardDetail:
-        """A registry hazard with its history (who moved it, when, why)."""
-        return await _detail(registry, parse_hazard_id(hazard_id))
+    async def get_registry_hazard(hazard_id: str, caller: MapCaller) -> RegistryHazardDetail:
+        """A registry hazard with its history (who moved it, when, why); another tenant's answers as unknown."""
+        return await _detail(registry, parse_hazard_id(hazard_id), owned_by(caller))
 
     @router.post(
         "/{hazard_id}/verdict", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
@@ -152,8 +153,8 @@ def create_registry_router(
         """An operator's verdict on an open hazard: `not_an_issue` rejects it (later reports there are silenced),
         any other category verifies it. 409 lists the moves its status allows."""
         number = parse_hazard_id(hazard_id)
-        await registry.give_verdict(number, actor=who.name, category=body.category.value, note=body.note, tenant=TENANT)
-        return await _detail(registry, number)
+        await registry.give_verdict(number, actor=who.name, category=body.category.value, note=body.note, tenant=None)
+        return await _detail(registry, number, None)
 
     @router.post(
         "/{hazard_id}/close", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
@@ -163,15 +164,16 @@ def create_registry_router(
     ) -> RegistryHazardDetail:
         """An operator closes a hazard (repaired, or dealt with); a new sighting opens it again."""
         number = parse_hazard_id(hazard_id)
-        await registry.close(number, actor=who.name, note=None if body is None else body.note, tenant=TENANT)
-        return await _detail(registry, number)
+        await registry.close(number, actor=who.name, note=None if body is None else body.note, tenant=None)
+        return await _detail(registry, number, None)
 
     return router
 
 
-async def _detail(registry: HazardRegistry, hazard_id: int) -> RegistryHazardDetail:
-    record = await registry.get(hazard_id, tenant=TENANT)
-    history = await registry.history(hazard_id, tenant=TENANT)
+async def _detail(registry: HazardRegistry, hazard_id: int, tenant: str | None) -> RegistryHazardDetail:
+    """`tenant`: whose hazard it must be (None: any)."""
+    record = await registry.get(hazard_id, tenant=tenant)
+    history = await registry.history(hazard_id, tenant=tenant)
     return RegistryHazardDetail(
         **RegistryHazard.of(record).model_dump(), history=[HistoryEntry.of(event) for event in history]
     )
