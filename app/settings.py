@@ -207,6 +207,8 @@ class UploadSettings(_Group):
     storage_dir: Path = Field(Path("var/uploads"), validation_alias="STORAGE_DIR")
     spool_dir: Path = Field(Path("var/spool"), validation_alias="SPOOL_DIR")
     min_confidence: float = Field(0.5, ge=0, le=1, validation_alias="UPLOAD_MIN_CONFIDENCE")
+    # hazards_only: everything outside the hazards' boxes is blurred before a frame is stored (passers-by's faces).
+    privacy: Literal["full", "hazards_only"] = Field("hazards_only", validation_alias="UPLOAD_PRIVACY")
     # A confirmed hazard's frame is uploaded once; a later frame replaces it when this much more confident.
     best_frame_margin: float = Field(0.1, ge=0, le=1, validation_alias="UPLOAD_BEST_FRAME_MARGIN")
     # False: every confident frame, throttled by UPLOAD_MIN_INTERVAL_SECONDS.
