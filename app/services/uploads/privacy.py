@@ -32,8 +32,8 @@ def grown_box(detection: Detection, size: tuple[int, int], margin: float = BOX_M
     return (
         max(0, int(detection.x1 - grow_x)),
         max(0, int(detection.y1 - grow_y)),
-        min(width, int(round(detection.x2 + grow_x))),
-        min(height, int(round(detection.y2 + grow_y))),
+        min(width, round(detection.x2 + grow_x)),
+        min(height, round(detection.y2 + grow_y)),
     )
 
 
