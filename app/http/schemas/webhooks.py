@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.services.registry.webhooks import MAX_URL_CHARS, Delivery, Webhook
+from app.services.registry.webhooks import MAX_URL_CHARS, Webhook, WebhookDelivery
 
 EventName = Literal["hazard.new", "hazard.status_changed", "hazard.suspected_fixed"]
 
@@ -59,7 +59,7 @@ class DeliveryOut(BaseModel):
     next_attempt_at: datetime
 
     @classmethod
-    def of(cls, delivery: Delivery) -> DeliveryOut:
+    def of(cls, delivery: WebhookDelivery) -> DeliveryOut:
         return cls(
             id=delivery.id,
             webhook_id=delivery.webhook_id,

@@ -33,7 +33,7 @@ class Webhook:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class WebhookDelivery:
     id: int
     webhook_id: int
     url: str
@@ -132,7 +132,7 @@ class WebhookStore:
             await connection.execute(webhooks.update().where(webhooks.c.id == webhook_id).values(disabled=True))
         return _webhook(row)
 
-    async def dead(self, limit: int = 100) -> list[Delivery]:
+    async def dead(self, limit: int = 100) -> list[WebhookDelivery]:
         """Dead deliveries, newest first."""
         statement = (
             _deliveries_with_url()
@@ -143,7 +143,7 @@ class WebhookStore:
         async with self._transaction() as connection:
             return [_delivery(row) for row in await connection.execute(statement)]
 
-    async def replay(self, delivery_id: int) -> Delivery:
+    async def replay(self, delivery_id: int) -> WebhookDelivery:
         """A dead delivery back in the outbox with a fresh set of attempts, due now."""
         dead = (webhook_deliveries.c.id == delivery_id) & (webhook_deliveries.c.status == DeliveryStatus.DEAD.value)
         async with self._transaction() as connection:
@@ -157,7 +157,7 @@ class WebhookStore:
             row = (await connection.execute(_deliveries_with_url().where(webhook_deliveries.c.id == delivery_id))).one()
         return _delivery(row)
 
-    async def deliveries(self, webhook_id: int) -> list[Delivery]:
+    async def deliveries(self, webhook_id: int) -> list[WebhookDelivery]:
         """Every delivery to one webhook, oldest first (what operators and tests inspect)."""
         statement = (
             _deliveries_with_url()
@@ -180,9 +180,9 @@ def _webhook(row: Any) -> Webhook:
     return Webhook(fields["id"], fields["url"], events, fields["created_at"])
 
 
-def _delivery(row: Any) -> Delivery:
+def _delivery(row: Any) -> WebhookDelivery:
     fields = row._mapping
-    return Delivery(
+    return WebhookDelivery(
         id=fields["id"],
         webhook_id=fields["webhook_id"],
         url=fields["url"],
