@@ -152,3 +152,17 @@ async def test_a_deleted_webhook_is_sent_nothing_more(
     assert receiver.received == [] and await webhooks.list_webhooks() == []
     with pytest.raises(WebhookNotFound):
         await webhooks.delete(webhook.id)
+
+
+async def test_clean_passes_send_hazard_suspected_fixed_only(
+    registry: HazardRegistry, webhooks: WebhookStore, sender: WebhookSender, receiver: Receiver
+) -> None:
+    await webhooks.register(receiver.url, [WebhookEvent.SUSPECTED_FIXED, WebhookEvent.STATUS_CHANGED])
+    await new_hazard(registry)
+    for minute in (1, 2, 3):
+        await registry.record_pass("city", "m1", session_id=f"s{minute}", at=at(minute), saw_it=False)
+    await send_until(sender, lambda: bool(receiver.received), "hazard.suspected_fixed received")
+
+    [told] = receiver.received
+    assert told.json["type"] == "hazard.suspected_fixed"
+    assert told.json["data"]["change"]["to_status"] == "suspected_fixed"
