@@ -30,6 +30,7 @@ from app.http.routers.operators import create_operators_router
 from app.http.routers.registry import create_registry_router
 from app.http.routers.sessions import create_sessions_router
 from app.http.routers.stream import create_stream_router
+from app.http.routers.webhooks import create_webhooks_router
 from app.http.tracing import trace_requests
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
@@ -132,6 +133,7 @@ def _include_routers(
     app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address, identity.audit))
     app.include_router(create_keys_router(identity.keys, identity.audit, operators.auth, client_address))
     app.include_router(create_operators_router(identity.accounts, identity.audit, operators.auth, client_address))
+    app.include_router(create_webhooks_router(registry.webhooks, identity.audit, operators.auth, client_address))
     app.include_router(
         create_control_center_router(
             operators.center,

@@ -197,6 +197,13 @@ class RegistrySettings(_Group):
     max_page_size: int = Field(500, ge=1, le=10_000, validation_alias="REGISTRY_MAX_PAGE_SIZE")
     # Map tiles for the control center's map page (`{z}/{x}/{y}` URL); unset: a plain background.
     map_tile_url: str | None = Field(None, validation_alias="MAP_TILE_URL")
+    # Webhooks: a delivery is tried this many times (backoff doubling from base to max), then dead (replayable).
+    webhook_max_attempts: int = Field(8, ge=1, le=100, validation_alias="WEBHOOK_MAX_ATTEMPTS")
+    webhook_retry_base_seconds: float = Field(10.0, gt=0, validation_alias="WEBHOOK_RETRY_BASE_SECONDS")
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0, validation_alias="WEBHOOK_RETRY_MAX_SECONDS")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, validation_alias="WEBHOOK_TIMEOUT_SECONDS")
+    # How often the sender looks for due deliveries.
+    webhook_poll_seconds: float = Field(1.0, gt=0, le=3600, validation_alias="WEBHOOK_POLL_SECONDS")
 
 
 class UploadSettings(_Group):
@@ -207,6 +214,8 @@ class UploadSettings(_Group):
     storage_dir: Path = Field(Path("var/uploads"), validation_alias="STORAGE_DIR")
     spool_dir: Path = Field(Path("var/spool"), validation_alias="SPOOL_DIR")
     min_confidence: float = Field(0.5, ge=0, le=1, validation_alias="UPLOAD_MIN_CONFIDENCE")
+    # hazards_only: everything outside the hazards' boxes is blurred before a frame is stored (passers-by's faces).
+    privacy: Literal["full", "hazards_only"] = Field("hazards_only", validation_alias="UPLOAD_PRIVACY")
     # A confirmed hazard's frame is uploaded once; a later frame replaces it when this much more confident.
     best_frame_margin: float = Field(0.1, ge=0, le=1, validation_alias="UPLOAD_BEST_FRAME_MARGIN")
     # False: every confident frame, throttled by UPLOAD_MIN_INTERVAL_SECONDS.

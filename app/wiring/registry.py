@@ -1,5 +1,6 @@
-"""The hazard registry: its engine, store, exports, the buffer that keeps sightings while the database is down, and
-the feed tracking reports into. Started after the kept Redis writes (their replay may merge into the map), stopped
+"""The hazard registry: its engine, store, exports, the buffer that keeps sightings while the database is down,
+the feed tracking reports into, and the webhook sender (stopped with the other tasks: an unsent delivery waits in
+the outbox for the next start). Started after the kept Redis writes (their replay may merge into the map), stopped
 after the uploads (a landed photo may still reach it), before Redis closes (the feed reads map entries)."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from app.services.registry.migrate import open_engine, upgrade
 from app.services.registry.passes import PassWatcher
 from app.services.registry.pending import SightingBuffer
 from app.services.registry.store import HazardRegistry
+from app.services.registry.webhook_sender import Retries, WebhookSender
+from app.services.registry.webhooks import WebhookStore
 from app.services.tracking.hazard_map import MapHazard
 from app.services.tracking.service import TrackingService
 from app.settings import Settings
@@ -35,8 +38,11 @@ class Registry:
     exports: HazardExports
     buffer: SightingBuffer  # sightings the database could not take, replayed
     feed: RegistryFeed  # what tracking reports, written off the request path
+    webhooks: WebhookStore  # operators' webhooks and their dead deliveries
+    sender: WebhookSender  # POSTs the outbox's due deliveries
     url: str
     replay_seconds: float
+    webhook_poll_seconds: float
     migrated: bool = False  # False until the schema is current: readiness reads it
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -56,7 +62,20 @@ def build_registry(settings: Settings) -> Registry:
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
     passes = PassWatcher(store, tenant=DEFAULT_TENANT, range_m=r.pass_range_m)
     feed = RegistryFeed(buffer, passes, tenant=DEFAULT_TENANT, queue_limit=r.buffer_limit)
-    return Registry(engine, store, HazardExports(engine), buffer, feed, r.url, r.replay_seconds)
+    retries = Retries(r.webhook_max_attempts, r.webhook_retry_base_seconds, r.webhook_retry_max_seconds)
+    sender = WebhookSender(engine, retries, timeout_seconds=r.webhook_timeout_seconds)
+    return Registry(
+        engine,
+        store,
+        HazardExports(engine),
+        buffer,
+        feed,
+        WebhookStore(engine),
+        sender,
+        r.url,
+        r.replay_seconds,
+        r.webhook_poll_seconds,
+    )
 
 
 def map_entry_reader(tracking: TrackingService, merge_meters: float) -> ReadEntry:
@@ -77,6 +96,8 @@ async def start_registry(registry: Registry, read_entry: ReadEntry) -> None:
     await _migrate(registry)
     registry.tasks.append(asyncio.create_task(registry.feed.run(read_entry), name="registry-feed"))
     registry.tasks.append(asyncio.create_task(_upkeep(registry), name="registry-upkeep"))
+    sender = registry.sender.run_forever(registry.webhook_poll_seconds)
+    registry.tasks.append(asyncio.create_task(sender, name="registry-webhooks"))
 
 
 async def stop_registry(registry: Registry, read_entry: ReadEntry) -> None:

@@ -25,13 +25,16 @@ from app.main import create_app
 from app.services.core.errors import SessionStoreUnavailable
 from app.services.inference.types import Detection
 from app.services.observability.metrics import Metrics
+from app.services.uploads.annotate import annotate
 from app.services.uploads.delivery import UploadJob
+from app.services.uploads.privacy import UploadPrivacy, grown_box
 from app.services.uploads.service import UploadService, create_upload_service
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.settings import Settings
 from tests.conftest import RunningApp, wait_until_ready
 from tests.support.fake_cloudinary import FakeCloudinary, Mode
 from tests.support.images import scene_with_hazards
+from tests.support.privacy import high_frequency_energy, mean_difference, outside_regions, shrunk
 from tests.support.uploads import FAST_UPLOADS, hazard_frame, history_uploads
 from tests.support.waiting import wait_for
 
@@ -483,6 +486,34 @@ async def test_frame_with_hazards_is_stored_locally_served_and_linked_in_history
     served = await running.client.get(url)
     assert served.status_code == 200
     assert Image.open(io.BytesIO(served.content)).size == (1280, 720)
+
+
+async def test_hazards_only_privacy_stores_a_frame_blurred_outside_the_hazards(
+    make_settings: MakeSettings, start_app: Any
+) -> None:
+    settings = make_settings(upload_min_confidence=0.3, upload_privacy="hazards_only")
+    running: RunningApp = await start_app(settings)
+    session_id = await running.new_session()
+    jpeg = upload_worthy_frame()
+
+    response = await detect(running, session_id, jpeg)
+    url = await eventually_uploaded(running, session_id, response.json()["request_id"])
+
+    detections = [
+        Detection(item["label"], 0, item["confidence"], *(item["box"][k] for k in ("x1", "y1", "x2", "y2")))
+        for item in response.json()["detections"]
+    ]
+    stored = Image.open(settings.uploads.storage_dir / url.removeprefix("/media/"))
+    sharp = Image.open(io.BytesIO(annotate(jpeg, detections, UploadPrivacy.FULL)))
+    boxes = [grown_box(detection, stored.size) for detection in detections]
+    large = [box for box in boxes if min(box[2] - box[0], box[3] - box[1]) > 64]
+    assert large
+    for box in large:  # the hazards as stored with `full`, past their drawn outlines and JPEG block edges
+        assert mean_difference(stored, sharp, shrunk(box, 24)) < 2.0
+    regions = outside_regions(stored.size, boxes)
+    assert regions
+    for region in regions:
+        assert high_frequency_energy(stored, region) < high_frequency_energy(sharp, region) / 2
 
 
 async def test_frame_without_hazards_is_not_uploaded(make_settings: MakeSettings, start_app: Any) -> None:

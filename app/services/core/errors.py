@@ -347,3 +347,9 @@ class RegistryUnavailable(ApiError):
     code = "REGISTRY_UNAVAILABLE"
     status = 503
     message = "The hazard registry's database cannot be reached."
+
+
+class WebhookNotFound(ApiError):
+    code = "WEBHOOK_NOT_FOUND"
+    status = 404
+    message = "No such webhook, or no such dead delivery."

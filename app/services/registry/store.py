@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.services.core.errors import HazardNotFound, RegistryUnavailable, ValidationFailed
 from app.services.registry.lifecycle import Move, Status, next_status, verdict_move
+from app.services.registry.outbox import enqueue_event
 from app.services.registry.queries import around, distance_m, select_hazards
 from app.services.registry.records import (
     HazardEvent,
@@ -205,6 +206,11 @@ class HazardRegistry:
                 category=category,
                 note=note,
             )
+        )
+        # Webhooks hear of it through the outbox, in this same transaction: told if and only if it happened.
+        change = HazardEvent(at, actor, move, from_status, to_status, category, note)
+        await enqueue_event(
+            connection, lambda: self._locked(connection, hazard_id, None, lock=False), change, self._clock()
         )
 
     async def _locked(

@@ -79,3 +79,30 @@ passes = sa.Table(
     sa.Column("saw_it", sa.Boolean, nullable=False),
     sa.UniqueConstraint("hazard_id", "session_id", "at", name="uq_passes_hazard_session_at"),  # replay-safe
 )
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),  # the HMAC key: kept as is, the signature needs it
+    sa.Column("events", sa.String(256), nullable=False),  # comma-separated event names it is sent
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False),  # deleted by an operator: nothing more is sent to it
+)
+
+# The outbox: a row per (event, webhook), written in the transaction that made the change; the sender POSTs it.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.Integer, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the JSON body exactly as sent and signed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, delivered, dead
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from app.services.inference.types import Detection
+from app.services.uploads.privacy import UploadPrivacy, blur_outside_hazards
 
 # One colour per class id: saturated, distinct from road greys, sky and grass, and dark enough for white captions.
 PALETTE = ((220, 38, 38), (37, 99, 235), (217, 119, 6), (22, 163, 74), (147, 51, 234), (13, 148, 136))
@@ -18,10 +19,13 @@ CAPTION_TEXT = (255, 255, 255)
 JPEG_QUALITY = 85
 
 
-def annotate(image: bytes, detections: Sequence[Detection]) -> bytes:
-    """The frame, EXIF-oriented like the detector saw it, with its detections drawn on, as JPEG bytes."""
+def annotate(image: bytes, detections: Sequence[Detection], privacy: UploadPrivacy = UploadPrivacy.FULL) -> bytes:
+    """The frame, EXIF-oriented like the detector saw it, with its detections drawn on, as JPEG bytes;
+    with `hazards_only` privacy, blurred outside the hazards first. Every stored or uploaded frame is made here."""
     with Image.open(io.BytesIO(image)) as opened:
         frame = ImageOps.exif_transpose(opened).convert("RGB")
+    if privacy is UploadPrivacy.HAZARDS_ONLY:
+        frame = blur_outside_hazards(frame, detections)
     draw = ImageDraw.Draw(frame)
     short_side = min(frame.size)
     stroke = max(2, round(short_side / 300))

@@ -20,6 +20,7 @@ from app.services.core.types import RecordUploadUrl
 from app.services.inference.types import Detection
 from app.services.uploads.annotate import annotate
 from app.services.uploads.ledger import new_media_id, outcome_value
+from app.services.uploads.privacy import UploadPrivacy
 from app.services.uploads.spool import Spool, SpoolEntry
 from app.services.uploads.status import UploadStatus
 from app.services.uploads.stores import ImageStore, LocalStore
@@ -73,7 +74,8 @@ class _Try:
 
 class Delivery:
     """`record_outcome(session_id, media id, outcome)` writes an upload's outcome where its history reads it.
-    `attempt_window`: the latest after submission an upload may still be tried and settle in time."""
+    `attempt_window`: the latest after submission an upload may still be tried and settle in time.
+    `privacy`: what of a frame is kept sharp before it is spooled or stored (see `privacy.py`)."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class Delivery:
         *,
         backoff: Backoff,
         attempt_window: float,
+        privacy: UploadPrivacy = UploadPrivacy.FULL,
     ) -> None:
         self._store = store
         self._breaker = breaker
@@ -93,13 +96,14 @@ class Delivery:
         self._record_outcome = record_outcome
         self._backoff = backoff
         self._attempt_window = attempt_window
+        self._privacy = privacy
         self._last_landed_at = 0.0
 
     async def deliver(self, job: UploadJob) -> None:
         """A new job: annotate it, then upload it, or spool it when it cannot land now."""
         entry = job.spool_entry()
         try:
-            image = await asyncio.to_thread(annotate, job.image, job.detections)
+            image = await asyncio.to_thread(annotate, job.image, job.detections, self._privacy)
         except Exception as exc:  # Pillow raises many types for a frame it cannot read back
             self._tally.count(UploadStatus.FAILED)
             log.warning("upload_annotate_failed", request_id=job.request_id, error=type(exc).__name__)
@@ -129,7 +133,7 @@ class Delivery:
         for job in jobs:
             entry = job.spool_entry()
             try:
-                image = annotate(job.image, job.detections)
+                image = annotate(job.image, job.detections, self._privacy)
                 kept = self._spool.put(entry, image)
                 outcomes.append((entry, UploadStatus.SPOOLED if kept else UploadStatus.DROPPED))
             except OSError as exc:  # the disk refused it

@@ -22,6 +22,7 @@ from app.services.core.timing import ms_since
 from app.services.core.types import RecordUploadUrl
 from app.services.observability.metrics import Metrics
 from app.services.uploads.delivery import Backoff, Delivery, UploadJob
+from app.services.uploads.privacy import UploadPrivacy
 from app.services.uploads.spool import Spool
 from app.services.uploads.status import UploadStatus
 from app.services.uploads.stores import ImageStore, image_store, write_probe
@@ -258,6 +259,7 @@ def create_upload_service(
         backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
         # The latest an upload may still be tried and settle in time: its store call is bounded by this timeout.
         attempt_window=settings.settle_seconds - settings.cloudinary_timeout_seconds,
+        privacy=UploadPrivacy(settings.privacy),
     )
     return UploadService(
         store,
