@@ -15,6 +15,7 @@ import structlog
 from app.services.core.asyncio_tasks import InFlight
 from app.services.core.errors import DeadlineExceeded, ShuttingDown
 from app.services.detection.detectors import Detector
+from app.services.identity.device_profile import DeviceProfile
 from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.observability.metrics import Metrics
@@ -107,10 +108,12 @@ class DetectionService:
         deadline: float,
         model: str | None = None,
         frame_meta: Callable[[], FrameMeta] | None = None,
+        device_profile: DeviceProfile | None = None,
     ) -> FrameResult:
         """`model` picks a loaded version by name; the active one by default. The engine is taken once, at
         admission: a hot-swap meanwhile does not move this frame to another model. `frame_meta`: where and when
-        the frame was taken, known once its body has been read (multipart fields)."""
+        the frame was taken, known once its body has been read (multipart fields). `device_profile`: the client
+        key's camera, which places the session's hazards."""
         received_at = time.time()
         if self._closing:
             raise ShuttingDown(retry_after=1)
@@ -123,7 +126,7 @@ class DetectionService:
             meta = frame_meta() if frame_meta is not None else FrameMeta()  # 422 before the model runs
             result, info = await detector.detect(frame, options, deadline)
             upload = UploadJob(session_id, request_id, frame, result.detections)
-            tracked = await self._track(upload, result, info, meta, received_at)
+            tracked = await self._track(upload, result, info, meta, received_at, device_profile)
             upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
             upload_record = self._upload_policy.history_record(upload, upload_status)
             entry = history_entry(request_id, result, admission, upload_record, info, tracked.assignments)
@@ -135,7 +138,13 @@ class DetectionService:
         return FrameResult(request_id, session_id, result, admission, info, tracked.assignments)
 
     async def _track(
-        self, upload: UploadJob, result: DetectionResult, info: ModelInfo, meta: FrameMeta, received_at: float
+        self,
+        upload: UploadJob,
+        result: DetectionResult,
+        info: ModelInfo,
+        meta: FrameMeta,
+        received_at: float,
+        device_profile: DeviceProfile | None,
     ) -> Tracked:
         if self._tracking is None:
             return Tracked(None)
@@ -146,8 +155,9 @@ class DetectionService:
             received_at=received_at,
             model=info.name,
             media_id=upload.media_id,
+            image_size=(result.width, result.height),
         )
-        return await self._tracking.track(upload.session_id, frame)
+        return await self._tracking.track(upload.session_id, frame, device_profile)
 
     def _observe(self, result: DetectionResult, admission: FrameAdmission, model: str) -> None:
         for stage, milliseconds in result.timings_ms.items():
