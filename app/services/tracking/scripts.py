@@ -231,12 +231,18 @@ local function recompute(id)
   redis.call('EXPIRE', reports_key, keep_for)
 end
 
--- Whether another hazard of this report's session is in the entry: one session's two hazards are two hazards
--- (its tracker told them apart), however close their positions.
+-- Whether the entry holds another hazard of this report's session seen at the same time as this one: the session's
+-- tracker told those two apart in one frame, so they are two hazards however close their positions. (Two tracks of
+-- a session one after the other may be one hazard whose track broke: those may merge.)
+local first_seen, last_seen = tonumber(ARGV[10]), tonumber(ARGV[11])
 local function holds_session(id)
   local session = session_of(source)
-  for _, s in ipairs(redis.call('HKEYS', prefix .. id .. ':reports')) do
-    if s ~= source and session_of(s) == session then return true end
+  local raw = redis.call('HGETALL', prefix .. id .. ':reports')
+  for i = 1, #raw, 2 do
+    if raw[i] ~= source and session_of(raw[i]) == session then
+      local r = cjson.decode(raw[i + 1])
+      if r.first_seen <= last_seen and first_seen <= r.last_seen then return true end
+    end
   end
   return false
 end
