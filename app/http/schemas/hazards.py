@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from app.http.schemas.json_types import utc_time
 from app.services.tracking.types import HazardRecord
 
-
 PositionMethod = Literal["profile", "session", "estimated", "camera_gps"]
 POSITION_METHOD = (
     "How the position was found: projected from the image with the key's device profile (`profile`), the "

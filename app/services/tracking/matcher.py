@@ -183,8 +183,11 @@ class Tracker:
             self._confirmed[track.hazard_id] = track
         return result.assignments
 
+    def confirmed_tracks(self) -> list[Track]:
+        return sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))
+
     def hazards(self) -> list[HazardRecord]:
-        tracks = sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))
+        tracks = self.confirmed_tracks()
         calibration = self.calibration
         if calibration is None:
             camera = estimate_camera([t.sightings for t in tracks], self.positions)

@@ -37,7 +37,7 @@ end
 
 -- A view as `Sighting.of` makes it, and `_add_sighting`: in (at, v, u) order, the oldest dropped past the limit.
 local function sighting(d)
-  return {at = frame.at, u = (d.box[1] + d.box[3]) / 2, v = d.box[4], w = frame.width, h = frame.height,
+  return {at = frame.at, u = tonumber(string.format('%.3f', (d.box[1] + d.box[3]) / 2)), v = d.box[4], w = frame.width, h = frame.height,
     lat = frame.lat, lon = frame.lon, hd = frame.heading, sp = frame.speed_mps}
 end
 local function later(a, b)

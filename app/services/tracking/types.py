@@ -143,7 +143,7 @@ class Sighting:
     def of(cls, box: Box, frame: FrameInput) -> Sighting:
         return cls(
             frame.at,
-            (box[0] + box[2]) / 2,
+            float(f"{(box[0] + box[2]) / 2:.3f}"),  # as the Lua twin rounds it: both keep the same number
             box[3],
             frame.width,
             frame.height,
