@@ -164,6 +164,7 @@ class HazardMap:
             repr(uncertainty),
             record.position_method or "camera_gps",
             repr(self.merge_sigmas),
+            str(record.frames),
         ]
         keys = [self._geo, self._expiry, self._sources]
         return str(await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args)))

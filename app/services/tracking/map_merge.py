@@ -5,7 +5,9 @@ A report joins the nearest entry of its class whose position agrees with its own
 and by at most `merge_sigmas` standard deviations of their difference (sqrt(u_report^2 + u_entry^2)), and holding no
 hazard of the same session seen at the same time (that session's tracker told the two apart). An entry's position
 is the mean of its reports weighted by 1 / u^2, its uncertainty 1 / sqrt(sum of weights), its method that of its
-most precise report. Numbers are kept as Redis keeps them (14 significant digits), so both decide alike.
+most precise report. One object that one session saw as two classes at once (debris also detected as a crack),
+projected within SAME_OBJECT_M, is shown once: the report of fewer frames (then the greater source) gives way and
+leaves the map. Numbers are kept as Redis keeps them (14 significant digits), so both decide alike.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from app.services.tracking.hazard_map import distance_m
 
 LEGACY_UNCERTAINTY_M = 6.2  # as the script reads a report stored before positions had one
+SAME_OBJECT_M = 0.75
 
 
 def stored(value: float) -> float:
@@ -34,6 +37,7 @@ class MapReport:
     method: str
     first_seen: float
     last_seen: float
+    frames: int = 1
 
     @property
     def session(self) -> str:
@@ -83,23 +87,68 @@ class FleetMap:
             report.method,
             stored(report.first_seen),
             stored(report.last_seen),
+            report.frames,
         )
         current = self.sources.get(report.source)
         if current is not None and current not in self.entries:
             current = None
+        winner, lesser = self._same_object(report)
+        if winner is not None:
+            if current is not None:
+                self._remove(current, report.source)
+            self.sources.pop(report.source, None)
+            return winner
+        for entry_id, source in lesser:
+            self._remove(entry_id, source)
+            self.sources.pop(source, None)
         chosen = self._agreeing(report) or current or new_id()
         if current is not None and current != chosen:
-            old = self.entries[current]
-            del old.reports[report.source]
-            if old.reports:
-                old.recompute()
-            else:
-                del self.entries[current]
+            self._remove(current, report.source)
         entry = self.entries.setdefault(chosen, MapEntry(chosen, report.label))
         entry.reports[report.source] = kept
         entry.recompute()
         self.sources[report.source] = chosen
         return chosen
+
+    def _remove(self, entry_id: str, source: str) -> None:
+        entry = self.entries[entry_id]
+        del entry.reports[source]
+        if entry.reports:
+            entry.recompute()
+        else:
+            del self.entries[entry_id]
+
+    def _near(self, report: MapReport) -> list[MapEntry]:
+        return [
+            e
+            for e in self.entries.values()
+            if distance_m(report.lat, report.lon, e.lat, e.lon) <= self.merge_meters + 1
+        ]
+
+    def _same_object(self, report: MapReport) -> tuple[str | None, list[tuple[str, str]]]:
+        """The entry of a report this one gives way to, else the (entry, source) reports that give way to it."""
+        if report.method == "camera_gps":
+            return None, []
+        winner: tuple[int, str, str] | None = None  # frames, source, entry
+        lesser = []
+        for entry in self._near(report):
+            for other in entry.reports.values():
+                if not (
+                    other.source != report.source
+                    and other.session == report.session
+                    and other.label != report.label
+                    and other.method != "camera_gps"
+                    and other.first_seen <= report.last_seen
+                    and report.first_seen <= other.last_seen
+                    and distance_m(report.lat, report.lon, other.lat, other.lon) <= SAME_OBJECT_M
+                ):
+                    continue
+                if other.frames > report.frames or (other.frames == report.frames and other.source < report.source):
+                    if winner is None or (other.frames, winner[1]) > (winner[0], other.source):
+                        winner = (other.frames, other.source, entry.entry_id)
+                else:
+                    lesser.append((entry.entry_id, other.source))
+        return (winner[2] if winner else None), lesser
 
     def _agreeing(self, report: MapReport) -> str | None:
         best: tuple[float, str] | None = None

@@ -37,8 +37,8 @@ end
 
 -- A view as `Sighting.of` makes it, and `_add_sighting`: in (at, v, u) order, the oldest dropped past the limit.
 local function sighting(d)
-  return {at = frame.at, u = tonumber(string.format('%.3f', (d.box[1] + d.box[3]) / 2)), v = d.box[4], w = frame.width, h = frame.height,
-    lat = frame.lat, lon = frame.lon, hd = frame.heading, sp = frame.speed_mps}
+  return {at = frame.at, u = tonumber(string.format('%.3f', (d.box[1] + d.box[3]) / 2)), v = d.box[4],
+    w = frame.width, h = frame.height, lat = frame.lat, lon = frame.lon, hd = frame.heading, sp = frame.speed_mps}
 end
 local function later(a, b)
   if a.at ~= b.at then return a.at > b.at end
@@ -152,12 +152,12 @@ return cjson.encode({status = 'ok', assignments = assignments, changed = changed
 # zset (map id -> when it expires), the sources hash (`<session>/<hazard>` -> map id). ARGV: the entries' key
 # prefix, now, TTL seconds, merge radius (m: the most any two reports may be apart), the source, label, lon, lat,
 # confidence, first seen, last seen, best frame URL ('' when none yet), a new id for a new entry, the model, the
-# position's uncertainty (m, one standard deviation per axis), its method, and how many standard deviations of
-# their difference two positions may be apart and still be one hazard. Each source is one report of one entry (a
-# session re-reporting a better position replaces its report, and may move it to another entry); the entry's
-# position is the uncertainty-weighted mean of its reports (weights 1 / u^2, its uncertainty 1 / sqrt of their sum),
-# `reports` the number of distinct sessions. `positions.FleetMap` is this rule in Python; a test holds them equal.
-# Expired entries are purged first (bounded).
+# position's uncertainty (m, one standard deviation per axis), its method, how many standard deviations of their
+# difference two positions may be apart and still be one hazard, and the hazard's frames so far. Each source is one
+# report of one entry (a session re-reporting a better position replaces its report, and may move it to another
+# entry); the entry's position is the uncertainty-weighted mean of its reports (weights 1 / u^2, its uncertainty
+# 1 / sqrt of their sum), `reports` the number of distinct sessions. `map_merge.FleetMap` is this rule in Python; a
+# test holds them equal. Expired entries are purged first (bounded).
 MERGE_INTO_MAP = """
 local prefix, now, ttl, radius = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local source, label = ARGV[5], ARGV[6]
@@ -165,6 +165,7 @@ local lon, lat, uncertainty, method, sigmas = tonumber(ARGV[7]), tonumber(ARGV[8
   tonumber(ARGV[17])
 local keep_for = ttl + 86400  -- keys outlive their expiry a day, so a purge still finds what to clean up
 local LEGACY_UNCERTAINTY = 6.2  -- reports stored before positions had one: the camera's GPS, a few metres short
+local SAME_OBJECT_M = 0.75
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
 for _, old in ipairs(expired) do
@@ -187,7 +188,7 @@ local function distance(lat1, lon1, lat2, lon2)
 end
 
 -- An entry's position and summary from its reports (deleted when none is left).
-local function recompute(id)
+local function recompute(id, entry_label)
   local entry, reports_key = prefix .. id, prefix .. id .. ':reports'
   local raw = redis.call('HGETALL', reports_key)
   if #raw == 0 then
@@ -223,7 +224,7 @@ local function recompute(id)
   end
   local entry_lon, entry_lat = sum_lon / sum_w, sum_lat / sum_w
   redis.call('GEOADD', KEYS[1], entry_lon, entry_lat, id)
-  redis.call('HSET', entry, 'label', label, 'lon', tostring(entry_lon), 'lat', tostring(entry_lat),
+  redis.call('HSET', entry, 'label', entry_label, 'lon', tostring(entry_lon), 'lat', tostring(entry_lat),
     'reports', session_count, 'first_reported', tostring(first), 'last_reported', tostring(last),
     'max_confidence', tostring(max_confidence), 'best_frame_url', best.url, 'model', best.model,
     'position_uncertainty_m', tostring(1 / math.sqrt(sum_w)), 'position_method', sharpest.method)
@@ -257,6 +258,47 @@ if current and redis.call('EXISTS', prefix .. current) == 0 then current = nil e
 local id, nearest
 local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius + 1, 'm',
   'ASC', 'COUNT', 32)
+
+-- One object that one session saw as two classes at once (debris also detected as a crack), projected to the same
+-- place: one hazard, shown once. The report of fewer frames (then the greater source) gives way: it leaves the map,
+-- and this call answers the entry of the one it gave way to.
+local frames = tonumber(ARGV[18])
+local yield_to, yield_frames, yield_source
+local lesser = {}
+if method ~= 'camera_gps' then
+  for _, candidate in ipairs(near) do
+    local raw = redis.call('HGETALL', prefix .. candidate .. ':reports')
+    for i = 1, #raw, 2 do
+      if raw[i] ~= source and session_of(raw[i]) == session_of(source) then
+        local r = cjson.decode(raw[i + 1])
+        if r.label and r.label ~= label and r.method ~= 'camera_gps' and r.first_seen <= last_seen and
+            first_seen <= r.last_seen and distance(lat, lon, r.lat, r.lon) <= SAME_OBJECT_M then
+          local f = r.frames or 0
+          if f > frames or (f == frames and raw[i] < source) then
+            if yield_to == nil or f > yield_frames or (f == yield_frames and raw[i] < yield_source) then
+              yield_to, yield_frames, yield_source = candidate, f, raw[i]
+            end
+          else
+            table.insert(lesser, {candidate, raw[i], r.label})
+          end
+        end
+      end
+    end
+  end
+end
+if yield_to then
+  if current then
+    redis.call('HDEL', prefix .. current .. ':reports', source)
+    recompute(current, label)
+  end
+  redis.call('HDEL', KEYS[3], source)
+  return yield_to
+end
+for _, gone in ipairs(lesser) do
+  redis.call('HDEL', prefix .. gone[1] .. ':reports', gone[2])
+  redis.call('HDEL', KEYS[3], gone[2])
+  recompute(gone[1], gone[3])
+end
 for _, candidate in ipairs(near) do
   local e = redis.call('HMGET', prefix .. candidate, 'label', 'lon', 'lat', 'position_uncertainty_m')
   if e[1] == label then
@@ -276,13 +318,13 @@ if url == '' and current then  -- a newer best frame still uploading: the report
 end
 if current and current ~= id then
   redis.call('HDEL', prefix .. current .. ':reports', source)
-  recompute(current)
+  recompute(current, label)
 end
 redis.call('HSET', KEYS[3], source, id)
 redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = lon, lat = lat,
   confidence = tonumber(ARGV[9]), first_seen = tonumber(ARGV[10]), last_seen = tonumber(ARGV[11]),
-  url = url, model = ARGV[14], u = uncertainty, method = method}))
-recompute(id)
+  url = url, model = ARGV[14], u = uncertainty, method = method, label = label, frames = frames}))
+recompute(id, label)
 redis.call('ZADD', KEYS[2], now + ttl, id)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], keep_for) end
 return id

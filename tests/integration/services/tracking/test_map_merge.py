@@ -40,7 +40,7 @@ def record_of(report: MapReport) -> HazardRecord:
         report.label,
         report.first_seen,
         report.last_seen,
-        5,
+        report.frames,
         0.8,
         "m",
         report.lat,
@@ -67,7 +67,13 @@ def random_reports(seed: int, count: int = 160) -> list[MapReport]:
         uncertainty = round(rng.uniform(1.5, 2.5) if method != "camera_gps" else 6.2, 3)
         lat, lon = moved(*ORIGIN, 20.0, along + rng.gauss(0, uncertainty), lateral + rng.gauss(0, uncertainty))
         seen = 1000.0 + along / 8 + int(session[1:]) * 100
-        reports.append(MapReport(f"{session}/h{index}", label, lat, lon, uncertainty, method, seen, seen + 1.5))
+        frames = rng.randrange(5, 20)
+        source = f"{session}/h{index}"
+        reports.append(MapReport(source, label, lat, lon, uncertainty, method, seen, seen + 1.5, frames))
+        if rng.random() < 0.1 and method != "camera_gps":  # the same object seen as the other class too
+            other = "crack" if label == "pothole" else "pothole"
+            lat, lon = moved(*ORIGIN, 20.0, along + 0.2, lateral)
+            reports.append(MapReport(f"{source}x", other, lat, lon, uncertainty, method, seen, seen + 1, frames - 2))
     return reports
 
 
@@ -96,9 +102,17 @@ async def test_the_lua_merge_decides_exactly_as_its_python_twin(
         assert in_redis[entry_id] == (entry.lat, entry.lon, entry.uncertainty_m, entry.method)
 
 
-def report(source: str, along: float, lateral: float, uncertainty: float = 1.6, seen: float = 1000.0) -> MapReport:
+def report(
+    source: str,
+    along: float,
+    lateral: float,
+    uncertainty: float = 1.6,
+    seen: float = 1000.0,
+    label: str = "pothole",
+    frames: int = 5,
+) -> MapReport:
     lat, lon = moved(*ORIGIN, 20.0, along, lateral)
-    return MapReport(source, "pothole", lat, lon, uncertainty, "profile", seen, seen + 1.0)
+    return MapReport(source, label, lat, lon, uncertainty, "profile", seen, seen + 1.0, frames)
 
 
 @both_redis_backends
@@ -131,3 +145,22 @@ async def test_two_hazards_one_session_saw_at_once_stay_two_however_close(
     # a session's track that broke in two (one after the other) is one hazard
     later = await hazard_map.merge("a", record_of(report("a/again", 10.2, -0.6, seen=1010.0)))
     assert later == left
+
+
+@both_redis_backends
+async def test_one_object_a_session_saw_as_two_classes_at_once_is_shown_once(
+    fleet: tuple[HazardMap, RedisClient],
+) -> None:
+    hazard_map, _ = fleet
+    debris = await hazard_map.merge("a", record_of(report("a/1", 10.0, 0.0, label="debris", frames=6)))
+    crack = await hazard_map.merge("a", record_of(report("a/2", 10.2, 0.1, label="crack", frames=5)))
+    assert crack == debris  # the crack, of fewer frames, gave way to the debris
+    labels = [e.label for e in await hazard_map.near(Near(*ORIGIN, 1000), 10)]
+    assert labels == ["debris"]
+    # ... until the crack track has more frames: then the debris leaves the map
+    crack = await hazard_map.merge("a", record_of(report("a/2", 10.2, 0.1, label="crack", frames=9)))
+    assert [e.label for e in await hazard_map.near(Near(*ORIGIN, 1000), 10)] == ["crack"]
+    # another session's crack and debris 0.3 m apart at different times are two hazards
+    await hazard_map.merge("b", record_of(report("b/1", 30.0, 0.0, label="debris", seen=2000.0)))
+    await hazard_map.merge("b", record_of(report("b/2", 30.3, 0.0, label="crack", seen=2010.0)))
+    assert len(await hazard_map.near(Near(*ORIGIN, 1000), 10)) == 3

@@ -25,9 +25,7 @@ CALIBRATION = Calibration(Camera(height_m=1.4, pitch_deg=2.0, hfov_deg=60.0), "p
 FPS = 15
 
 
-def frame(
-    index: int, *boxes: tuple[int, Box], at: float | None = None, conf: float = 0.8, **where: Any
-) -> FrameInput:
+def frame(index: int, *boxes: tuple[int, Box], at: float | None = None, conf: float = 0.8, **where: Any) -> FrameInput:
     """Frame `index` at 15 frames/s with detections `(class_id, box)`; `where`: its GPS, heading, speed, size."""
     observations = tuple(
         Observation(f"class{class_id}", class_id, conf, box, f"cand-{index}-{n}")
