@@ -3,7 +3,8 @@ the two equal; the offline evaluation can run it without Redis). Expiry and pict
 
 A report joins the nearest entry of its class whose position agrees with its own: apart by at most `merge_meters`
 and by at most `merge_sigmas` standard deviations of their difference (sqrt(u_report^2 + u_entry^2)), and holding no
-hazard of the same session seen at the same time (that session's tracker told the two apart). An entry's position
+hazard of the same session seen at the same time and placed apart from it (that session's tracker told the two
+apart). An entry's position
 is the mean of its reports weighted by 1 / u^2, its uncertainty 1 / sqrt(sum of weights), its method that of its
 most precise report. One object that one session saw as two classes at once (debris also detected as a crack),
 projected within SAME_OBJECT_M, is shown once: the report of fewer frames (then the greater source) gives way and
@@ -172,5 +173,6 @@ def _holds_session(entry: MapEntry, report: MapReport) -> bool:
         and other.session == report.session
         and other.first_seen <= report.last_seen
         and report.first_seen <= other.last_seen
+        and distance_m(report.lat, report.lon, other.lat, other.lon) > SAME_OBJECT_M
         for other in entry.reports.values()
     )

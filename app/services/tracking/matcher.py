@@ -191,5 +191,5 @@ class Tracker:
         calibration = self.calibration
         if calibration is None:
             camera = estimate_camera([t.sightings for t in tracks], self.positions)
-            calibration = None if camera is None else Calibration(camera, ESTIMATED)
+            calibration = None if camera is None else Calibration(camera, ESTIMATED, len(tracks))
         return [HazardRecord.of_track(t, position=locate(t, calibration, self.positions)) for t in tracks]

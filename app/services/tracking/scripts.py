@@ -232,9 +232,10 @@ local function recompute(id, entry_label)
   redis.call('EXPIRE', reports_key, keep_for)
 end
 
--- Whether the entry holds another hazard of this report's session seen at the same time as this one: the session's
--- tracker told those two apart in one frame, so they are two hazards however close their positions. (Two tracks of
--- a session one after the other may be one hazard whose track broke: those may merge.)
+-- Whether the entry holds another hazard of this report's session seen at the same time as this one, and placed
+-- apart from it (more than SAME_OBJECT_M): the session's tracker told those two apart in one frame, so they are two
+-- hazards (two potholes side by side). Two tracks of a session one after the other (a track that broke) or at one
+-- place (two boxes on one object) may merge.
 local first_seen, last_seen = tonumber(ARGV[10]), tonumber(ARGV[11])
 local function holds_session(id)
   local session = session_of(source)
@@ -242,7 +243,8 @@ local function holds_session(id)
   for i = 1, #raw, 2 do
     if raw[i] ~= source and session_of(raw[i]) == session then
       local r = cjson.decode(raw[i + 1])
-      if r.first_seen <= last_seen and first_seen <= r.last_seen then return true end
+      if r.first_seen <= last_seen and first_seen <= r.last_seen and
+          distance(lat, lon, r.lat, r.lon) > SAME_OBJECT_M then return true end
     end
   end
   return false

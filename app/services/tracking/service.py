@@ -156,13 +156,14 @@ class TrackingService:
         if not any(a.new_hazard for a in associated.assignments):
             return associated.calibration
         stored = await self._tracks.stored(session_id)
-        if stored.calibration is not None and stored.estimated_from >= min(ESTIMATE_SETTLED_TRACKS, len(stored.tracks)):
+        settled = min(ESTIMATE_SETTLED_TRACKS, len(stored.tracks))
+        if stored.calibration is not None and stored.calibration.tracks >= settled:
             return stored.calibration
         camera = estimate_camera([track.sightings for track, _ in stored.tracks], self._tracks.positions)
         if camera is None:
             return stored.calibration
-        estimated = Calibration(camera, ESTIMATED)
-        await self._tracks.set_calibration(session_id, estimated, len(stored.tracks))
+        estimated = Calibration(camera, ESTIMATED, len(stored.tracks))
+        await self._tracks.set_calibration(session_id, estimated)
         await self._remerge(session_id)
         return estimated
 

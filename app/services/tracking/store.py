@@ -75,11 +75,12 @@ def calibration_of(raw: object) -> Calibration | None:
         return None
     data = json.loads(raw)
     camera = camera_of(data)
-    return None if camera is None else Calibration(camera, str(data.get("method", "estimated")))
+    if camera is None:
+        return None
+    return Calibration(camera, str(data.get("method", "estimated")), int(data.get("tracks", 0)))
 
 
-def calibration_json(calibration: Calibration, tracks: int = 0) -> str:
-    """`tracks`: how many tracks an estimate was made from (a later one from more replaces it)."""
+def calibration_json(calibration: Calibration) -> str:
     camera = calibration.camera
     return json.dumps(
         {
@@ -87,7 +88,7 @@ def calibration_json(calibration: Calibration, tracks: int = 0) -> str:
             "pitch_deg": camera.pitch_deg,
             "hfov_deg": camera.hfov_deg,
             "method": calibration.method,
-            "tracks": tracks,
+            "tracks": calibration.tracks,
         }
     )
 
@@ -98,7 +99,6 @@ class StoredHazards:
 
     tracks: list[tuple[Track, str | None]]
     calibration: Calibration | None
-    estimated_from: int  # tracks the stored estimate was made from; 0 when none or not estimated
 
 
 def _list(value: Any) -> list[Any]:
@@ -143,10 +143,10 @@ class SessionTracks:
             True, assignments, changed, camera_of(reply.get("camera")), calibration_of(reply.get("calibration"))
         )
 
-    async def set_calibration(self, session_id: str, calibration: Calibration, tracks: int = 0) -> None:
+    async def set_calibration(self, session_id: str, calibration: Calibration) -> None:
         """Record the camera the session's positions are projected with (its tracks hash: the session's TTL)."""
         _, tracks_key, _ = tracking_keys(session_id)
-        value = calibration_json(calibration, tracks)
+        value = calibration_json(calibration)
 
         async def write() -> None:
             await self._redis.hset(tracks_key, "calibration", value)  # type: ignore[misc]
@@ -171,9 +171,7 @@ class SessionTracks:
         for raw in hazards.values():
             track = Track.of_json(json.loads(raw))
             tracks.append((track, upload_url(track.upload_media_id, uploads)))
-        calibration = calibration_of(raw_calibration)
-        estimated_from = int(json.loads(raw_calibration).get("tracks", 0)) if raw_calibration else 0
-        return StoredHazards(tracks, calibration, estimated_from)
+        return StoredHazards(tracks, calibration_of(raw_calibration))
 
     async def hazards(self, session_id: str) -> list[HazardRecord]:
         """The session's confirmed hazards, oldest first, each where its views project with the session's
