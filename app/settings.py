@@ -174,6 +174,12 @@ class TrackingSettings(_Group):
     box_expand: float = Field(0.25, ge=0, le=2, validation_alias="TRACK_BOX_EXPAND")
     # Same class within this is one map hazard.
     merge_meters: float = Field(8.0, gt=0, le=1000, validation_alias="HAZARD_MERGE_METERS")
+    # ... and only when their positions agree within this many standard deviations of their difference.
+    merge_sigmas: float = Field(3.0, gt=0, le=10, validation_alias="HAZARD_MERGE_SIGMAS")
+    # A vehicle's GPS bias (m, one standard deviation per axis): in every position's uncertainty.
+    gps_sigma_m: float = Field(1.5, gt=0, le=100, validation_alias="TRACK_GPS_SIGMA_M")
+    # The field of view an estimated calibration assumes (road points cannot tell focal length from height).
+    assumed_hfov_deg: float = Field(60.0, ge=10, le=179, validation_alias="TRACK_ASSUMED_HFOV_DEG")
     # A map hazard with no new report for this long expires.
     map_ttl_days: float = Field(30.0, gt=0, validation_alias="HAZARD_MAP_TTL_DAYS")
 

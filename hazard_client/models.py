@@ -114,6 +114,8 @@ class HazardOut(BaseModel):
     max_confidence: float
     best_frame_url: str | None
     location: Location | None
+    position_uncertainty_m: float | None = None  # metres, one standard deviation per axis
+    position_method: Literal["profile", "session", "estimated", "camera_gps"] | None = None
 
 
 class SessionHazards(BaseModel):

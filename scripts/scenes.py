@@ -196,15 +196,53 @@ def write_dataset(root: Path, train: int, val: int, seed: int) -> Path:
 
 
 # --- Drives: a camera moving along a synthetic road past placed hazards of known identity and GPS -----------------
-# Pinhole camera at CAMERA_HEIGHT_M above a flat road: a ground point `d` metres ahead and `x` metres to the right
-# is drawn at (vanish_x + f * x / d, horizon + f * h / d), with f = FOCAL_FRACTION * width. Hazards are visible from
-# VISIBLE_FROM_M to VISIBLE_TO_M ahead, which keeps their drawn size within what the model was trained on.
+# A pinhole camera CAMERA_HEIGHT_M above a flat road, looking along it (no yaw), pitched down so that the horizon is
+# where the road's background draws it, with f = FOCAL_FRACTION * width (a horizontal field of view of ~58 degrees)
+# and its principal point at the image centre. A ground point `ahead` metres in front and `right` metres to the right
+# is drawn where `DriveCamera.image_point` puts it, and every hazard is drawn with the bottom centre of its box
+# exactly there: a hazard's GPS is the point where it touches the road nearest the camera (a cone's base, a pothole's
+# near rim), which is what projecting the bottom centre of a box back onto the road recovers. Hazards are visible
+# from VISIBLE_FROM_M to VISIBLE_TO_M ahead, which keeps their drawn size within what the model was trained on.
+# (Before this, rows were drawn at horizon + f*h/d, the formula of a level camera, with the horizon off the image's
+# centre, and flat hazards were centred on their point, not standing on it: no pinhole camera drew that.)
 
 CAMERA_HEIGHT_M = 1.4
 FOCAL_FRACTION = 0.9
+CAMERA_HFOV_DEG = math.degrees(2 * math.atan(0.5 / FOCAL_FRACTION))
 VISIBLE_FROM_M, VISIBLE_TO_M = 4.5, 14.0
 HAZARD_SIZE_M = (1.3, 0.9, 1.2, 1.7)  # pothole width, cone height, debris spread, crack length
 METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class DriveCamera:
+    height_m: float
+    pitch_deg: float  # below the horizon
+    hfov_deg: float
+    size: tuple[int, int]
+
+    @property
+    def focal_px(self) -> float:
+        return (self.size[0] / 2) / math.tan(math.radians(self.hfov_deg) / 2)
+
+    @property
+    def horizon_row(self) -> float:
+        return self.size[1] / 2 - self.focal_px * math.tan(math.radians(self.pitch_deg))
+
+    def image_point(self, ahead: float, right: float) -> tuple[float, float]:
+        """Pixel (u, v) of the ground point `ahead` metres in front of the camera and `right` to its right."""
+        pitch = math.radians(self.pitch_deg)
+        depth = ahead * math.cos(pitch) + self.height_m * math.sin(pitch)  # along the optical axis
+        below = self.height_m * math.cos(pitch) - ahead * math.sin(pitch)  # down the image's axis
+        return self.size[0] / 2 + self.focal_px * right / depth, self.size[1] / 2 + self.focal_px * below / depth
+
+
+def drive_camera(road_seed: int, size: tuple[int, int] = SCENE_SIZE) -> DriveCamera:
+    """The camera of a road's drives: its pitch puts the horizon where the road's background draws it."""
+    horizon = int(size[1] * np.random.default_rng(road_seed).uniform(0.33, 0.4))
+    focal = FOCAL_FRACTION * size[0]
+    pitch = math.degrees(math.atan((size[1] / 2 - horizon) / focal))
+    return DriveCamera(CAMERA_HEIGHT_M, pitch, CAMERA_HFOV_DEG, size)
 
 
 @dataclass(frozen=True)
@@ -279,8 +317,9 @@ def generate_road(seed: int, length_m: float = 200.0, hazards: int = 8, neighbou
 
 def _drive_background(seed: int, width: int, height: int) -> tuple[Image.Image, int, float]:
     rng = np.random.default_rng(seed)
-    horizon = int(height * rng.uniform(0.33, 0.4))
-    vanish_x = width * rng.uniform(0.45, 0.55)
+    horizon = int(height * rng.uniform(0.33, 0.4))  # as `drive_camera` draws it
+    rng.uniform(0.45, 0.55)  # once the vanishing point's column: drawn still, so that the colours stay the same
+    vanish_x = width / 2  # the camera looks along the road
     pixels = np.zeros((height, width, 3), np.uint8)
     sky_top = rng.integers(120, 220, size=3)
     pixels[:horizon] = np.linspace(sky_top, sky_top * 0.7 + 60, horizon).astype(np.uint8)[:, None, :]
@@ -290,6 +329,19 @@ def _drive_background(seed: int, width: int, height: int) -> tuple[Image.Image, 
     road = [(vanish_x - 10, horizon), (vanish_x + 10, horizon), (width * 1.1, height), (-width * 0.1, height)]
     ImageDraw.Draw(image).polygon(road, fill=(tone, tone, tone + 4))
     return image, horizon, vanish_x
+
+
+def _standing_at(
+    hazard: PlacedHazard, u: float, v: float, extent: float, size: tuple[int, int]
+) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """The hazard drawn with the bottom centre of its box at (u, v): drawn once to measure, once in place (the same
+    look: the same shape, moved)."""
+    painter = _PAINTERS[hazard.class_id]
+    trial = painter(ImageDraw.Draw(Image.new("RGBA", size)), np.random.default_rng(hazard.look), u, v, extent)
+    du, dv = u - (trial[0] + trial[2]) / 2, v - trial[3]
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    box = painter(ImageDraw.Draw(layer), np.random.default_rng(hazard.look), u + du, v + dv, extent)
+    return layer, box
 
 
 def drive(
@@ -307,8 +359,8 @@ def drive(
     `gps_bias_m`) plus per-fix noise; the camera sees every hazard between VISIBLE_FROM_M and VISIBLE_TO_M ahead."""
     width, height = size
     rng = np.random.default_rng(seed)
-    background, horizon, vanish_x = _drive_background(road.seed, width, height)
-    focal = FOCAL_FRACTION * width
+    background, _, _ = _drive_background(road.seed, width, height)
+    camera = drive_camera(road.seed, size)
     bias = rng.normal(0, gps_bias_m, 2)
     index = 0
     while (travelled := index / fps * speed_mps) < road.length_m:
@@ -317,12 +369,8 @@ def drive(
         placed = [h for h in road.hazards if VISIBLE_FROM_M <= h.distance_m - travelled <= VISIBLE_TO_M]
         for hazard in sorted(placed, key=lambda h: -h.distance_m):  # far first: near ones are drawn over them
             ahead = hazard.distance_m - travelled
-            extent = focal * HAZARD_SIZE_M[hazard.class_id] / ahead
-            cx = vanish_x + focal * (hazard.lateral_m - lane_offset_m) / ahead
-            ground_y = horizon + focal * CAMERA_HEIGHT_M / ahead
-            cy = ground_y - extent / 2 if hazard.class_id == 1 else ground_y  # a cone stands on the road
-            layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-            box = _PAINTERS[hazard.class_id](ImageDraw.Draw(layer), np.random.default_rng(hazard.look), cx, cy, extent)
+            u, v = camera.image_point(ahead, hazard.lateral_m - lane_offset_m)
+            layer, box = _standing_at(hazard, u, v, camera.focal_px * HAZARD_SIZE_M[hazard.class_id] / ahead, size)
             box = (max(0.0, box[0]), max(0.0, box[1]), min(float(width), box[2]), min(float(height), box[3]))
             image.paste(layer, (0, 0), layer)
             visible.append((hazard.hazard_id, Hazard(hazard.class_id, box)))

@@ -13,7 +13,7 @@ from typing import Any
 import geojson
 import httpx
 import pytest
-from scenes import drive, generate_road
+from scenes import drive, drive_camera, generate_road
 
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import REDIS_FAILURES, create_redis
@@ -97,12 +97,14 @@ async def test_a_drive_reports_each_hazard_once_with_its_location(api: RunningAp
     assert {r["label"] for r in records} == {h.label for h in ROAD.hazards}
     for record in records:
         assert set(record) == {
-            "hazard_id", "label", "first_seen", "last_seen", "frames", "max_confidence", "best_frame_url", "location"
+            "hazard_id", "label", "first_seen", "last_seen", "frames", "max_confidence", "best_frame_url", "location",
+            "position_uncertainty_m", "position_method",
         }  # fmt: skip
         assert record["frames"] >= 3 and record["first_seen"] <= record["last_seen"]
         assert record["location"] is not None
         lat, lon = record["location"]["lat"], record["location"]["lon"]
-        # Where the camera was at its best frame: some metres short of the hazard it was looking at.
+        # No calibration given: estimated from the session's three tracks, or the camera's GPS (some metres short).
+        assert record["position_method"] in ("estimated", "camera_gps") and record["position_uncertainty_m"] > 1
         assert min(distance_m(lat, lon, h.lat, h.lon) for h in ROAD.hazards if h.label == record["label"]) < 15
 
     collection = assert_valid_geojson(await api.client.get(f"/sessions/{session_id}/hazards.geojson"))
@@ -110,10 +112,46 @@ async def test_a_drive_reports_each_hazard_once_with_its_location(api: RunningAp
     feature = collection["features"][0]
     assert feature["geometry"]["type"] == "Point"
     assert {"session_id", "model", "hazard_id", "label", "frames", "max_confidence"} <= set(feature["properties"])
+    assert {"position_uncertainty_m", "position_method"} <= set(feature["properties"])
     assert feature["properties"]["session_id"] == session_id
     assert feature["properties"]["model"] == "best0408_openvino_model"
     history = (await api.client.get(f"/sessions/{session_id}/detections", params={"limit": 1})).json()
     assert all("hazard_id" in d for d in history["items"][0]["detections"])
+
+
+async def test_a_session_s_camera_places_its_hazards_where_they_are(api: RunningApp) -> None:
+    camera = drive_camera(ROAD.seed)
+    metadata = {"camera": {"height_m": camera.height_m, "pitch_deg": camera.pitch_deg, "hfov_deg": camera.hfov_deg}}
+    session_id = await api.new_session(metadata=metadata)
+    await send_drive(api, session_id)
+    records = (await api.client.get(f"/sessions/{session_id}/hazards")).json()["hazards"]
+    assert len(records) == len(ROAD.hazards)
+    for record in records:
+        assert record["position_method"] == "session"
+        lat, lon = record["location"]["lat"], record["location"]["lon"]
+        nearest = min(distance_m(lat, lon, h.lat, h.lon) for h in ROAD.hazards if h.label == record["label"])
+        assert nearest < 3 * record["position_uncertainty_m"]  # the vehicle's GPS bias is most of what is left
+    found = (await api.client.get("/hazards", params={"near": f"{ROAD.hazards[0].lat},{ROAD.hazards[0].lon}"})).json()
+    assert found["features"][0]["properties"]["position_method"] == "session"
+    assert found["features"][0]["properties"]["position_uncertainty_m"] > 0
+
+
+@pytest.mark.parametrize(
+    ("camera", "field"),
+    [
+        ({"height_m": 1.4, "pitch_deg": 5}, "metadata.camera.hfov_deg"),
+        ({"height_m": 1.4, "pitch_deg": 95, "hfov_deg": 60}, "metadata.camera.pitch_deg"),
+        ({"height_m": "high", "pitch_deg": 5, "hfov_deg": 60}, "metadata.camera.height_m"),
+        ({"height_m": 1.4, "pitch_deg": 5, "hfov_deg": 60, "roll_deg": 1}, "metadata.camera.roll_deg"),
+        ([1.4, 5, 60], "metadata.camera"),
+    ],
+)
+async def test_a_session_camera_out_of_range_or_incomplete_is_422_naming_the_field(
+    api: RunningApp, camera: object, field: str
+) -> None:
+    response = await api.client.post("/sessions", json={"metadata": {"camera": camera}})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"]["field"] == field
 
 
 async def test_the_same_hazard_in_every_frame_is_uploaded_once_and_keeps_its_best_frame_url(

@@ -25,7 +25,7 @@ from app.entrypoints.websocket import GracefulWebSocketProtocol
 from app.http.routers.stream import create_stream_router
 from app.main import create_app
 from app.services.core.errors import ApiError, ScopeRequired, Unauthorized
-from app.services.identity.principal import Scope
+from app.services.identity.principal import Principal, Scope
 from app.services.streams.protocol import encode_frame
 from app.settings import Settings
 from app.wiring.parts import Parts
@@ -293,7 +293,7 @@ async def test_a_refusing_authenticate_closes_the_stream_before_any_frame_is_rea
     api = await serve(settings)
     refusals: list[ApiError] = [Unauthorized(), ScopeRequired()]
 
-    async def refuse(connection: HTTPConnection) -> str | None:
+    async def refuse(connection: HTTPConnection) -> Principal:
         raise refusals.pop(0)
 
     guarded = FastAPI()

@@ -211,7 +211,15 @@ def create_detect_router(
         options = DetectOptions(conf, iou, max_det)
         request_id = current_request_id() or ""
         frame = await detection.serve_frame(
-            session_id, request_id, read_frame, options, deadline, model, frame_meta=read_meta, owner=owned_by(caller)
+            session_id,
+            request_id,
+            read_frame,
+            options,
+            deadline,
+            model,
+            frame_meta=read_meta,
+            owner=owned_by(caller),
+            device_profile=caller.device_profile,
         )
         response.headers["server-timing"] = server_timing(frame.result.timings_ms)
         return detect_response(frame)

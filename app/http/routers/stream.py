@@ -40,7 +40,7 @@ from app.services.core.asyncio_tasks import cancel
 from app.services.core.errors import ApiError, SessionEnded, SessionNotFound, ValidationFailed
 from app.services.core.request_context import set_request_id
 from app.services.detection.service import DetectionService
-from app.services.identity.principal import Scope, require_scope
+from app.services.identity.principal import Principal, Scope, require_scope
 from app.services.inference.types import DetectOptions
 from app.services.observability.metrics import Metrics
 from app.services.streams.protocol import FrameMessage, MessageRejected, decode_frame
@@ -49,18 +49,18 @@ from app.services.streams.window import Answered, Dropped, Failed, FrameWindow, 
 from app.services.tracking.meta import frame_meta
 from app.settings import Settings
 
-# Checks the caller from the upgrade request before any frame is read: returns the tenant whose sessions it may
-# stream (None: any), or raises an ApiError to refuse (status 401 or 429: closed 4401; 403: closed 4403).
-Authenticate = Callable[[HTTPConnection], Awaitable[str | None]]
+# Checks the caller from the upgrade request before any frame is read: returns who it is, or raises an ApiError to
+# refuse (status 401 or 429: closed 4401; 403: closed 4403).
+Authenticate = Callable[[HTTPConnection], Awaitable[Principal]]
 DRAIN_MARGIN_SECONDS = 2.0  # past a frame's deadline: its tracking and history write still finish
 SESSION_CLOSES = {SessionNotFound: CLOSE_SESSION_NOT_FOUND, SessionEnded: CLOSE_SESSION_ENDED}
 
 
-async def detect_caller(connection: HTTPConnection) -> str | None:
+async def detect_caller(connection: HTTPConnection) -> Principal:
     """The same key check and `detect` scope as POST /detect: the key in the upgrade request's headers."""
     caller = await key_check_of(connection).caller_of(connection)
     require_scope(caller, Scope.DETECT)
-    return owned_by(caller)
+    return caller
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ def outcome_message(outcome: Outcome) -> dict[str, Any]:
     return {"frame_id": outcome.frame_id, **error_body(error.code, error.message, error.details)}
 
 
-async def check_caller(authenticate: Authenticate, connection: HTTPConnection) -> str | Close | None:
-    """The caller's tenant (None: any), or how to close the stream."""
+async def check_caller(authenticate: Authenticate, connection: HTTPConnection) -> Principal | Close:
+    """The caller, or how to close the stream."""
     try:
         return await authenticate(connection)
     except ApiError as exc:
@@ -97,10 +97,10 @@ def create_stream_router(
     async def stream_frames(websocket: WebSocket, session_id: str) -> None:
         """Frames of one session over one WebSocket, the newest first (docs/STREAMS.md)."""
         await websocket.accept()  # a close code (rather than a bare HTTP 403) needs an accepted socket
-        owner = await check_caller(authenticate, websocket)
-        if isinstance(owner, Close):
-            metrics.streams_refused.labels("scope" if owner.code == CLOSE_MISSING_SCOPE else "key").inc()
-            await websocket.close(owner.code, owner.reason)
+        caller = await check_caller(authenticate, websocket)
+        if isinstance(caller, Close):
+            metrics.streams_refused.labels("scope" if caller.code == CLOSE_MISSING_SCOPE else "key").inc()
+            await websocket.close(caller.code, caller.reason)
             return
         with slots.hold() as held:
             if not held:
@@ -108,7 +108,7 @@ def create_stream_router(
                 reason = f"this process holds {settings.streams.max_per_process} streams; try again later"
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
                 return
-            await FrameStream(websocket, session_id, owner, detection, metrics, settings).run()
+            await FrameStream(websocket, session_id, caller, detection, metrics, settings).run()
 
     return router
 
@@ -120,14 +120,15 @@ class FrameStream:
         self,
         websocket: WebSocket,
         session_id: str,
-        owner: str | None,
+        caller: Principal,
         detection: DetectionService,
         metrics: Metrics,
         settings: Settings,
     ) -> None:
         self._websocket = websocket
         self._session_id = session_id
-        self._owner = owner  # another tenant's session answers as an unknown one
+        self._owner = owned_by(caller)  # another tenant's session answers as an unknown one
+        self._device_profile = caller.device_profile  # the key's camera places the session's hazards
         self._detection = detection
         self._metrics = metrics
         self._settings = settings
@@ -215,6 +216,7 @@ class FrameStream:
             header.model,
             frame_meta=lambda: meta,
             owner=self._owner,
+            device_profile=self._device_profile,
         )
         return detect_response(served).model_dump(mode="json")
 

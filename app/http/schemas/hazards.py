@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, Field
 
 from app.http.schemas.json_types import utc_time
 from app.services.tracking.types import HazardRecord
+
+PositionMethod = Literal["profile", "session", "estimated", "camera_gps"]
+POSITION_METHOD = (
+    "How the position was found: projected from the image with the key's device profile (`profile`), the "
+    "session's `camera` metadata (`session`), or a calibration estimated from the session's own tracks "
+    "(`estimated`); else the camera's GPS at the nearest view (`camera_gps`)."
+)
+POSITION_UNCERTAINTY = "One standard deviation of the position, per axis, in metres (GPS bias included)."
 
 
 class Location(BaseModel):
@@ -24,7 +32,11 @@ class HazardOut(BaseModel):
     frames: int = Field(description="Frames it was detected in.")
     max_confidence: float
     best_frame_url: str | None = Field(description="Its best annotated frame, once that upload has landed.")
-    location: Location | None = Field(description="The GPS of the last frame that saw it; null without GPS.")
+    location: Location | None = Field(
+        description="Where it is on the road (see position_method); null when its frames had no GPS."
+    )
+    position_uncertainty_m: float | None = Field(None, description=POSITION_UNCERTAINTY + " Null without a location.")
+    position_method: PositionMethod | None = Field(None, description=POSITION_METHOD + " Null without a location.")
 
     @classmethod
     def of(cls, record: HazardRecord) -> HazardOut:
@@ -38,6 +50,8 @@ class HazardOut(BaseModel):
             max_confidence=record.max_confidence,
             best_frame_url=record.best_frame_url,
             location=Location(lat=lat, lon=lon) if lat is not None and lon is not None else None,
+            position_uncertainty_m=record.position_uncertainty_m,
+            position_method=cast(PositionMethod | None, record.position_method),
         )
 
 
@@ -63,6 +77,8 @@ class SessionHazardProperties(BaseModel):
     best_frame_url: str | None
     session_id: str
     model: str = Field(description="The model version that saw its best frame.")
+    position_uncertainty_m: float = Field(description=POSITION_UNCERTAINTY)
+    position_method: PositionMethod = Field(description=POSITION_METHOD)
 
 
 class SessionHazardFeature(BaseModel):
@@ -88,6 +104,11 @@ class MapHazardProperties(BaseModel):
     max_confidence: float
     best_frame_url: str | None
     model: str
+    position_uncertainty_m: float | None = Field(
+        description="Of the entry's position, from its reports' (one standard deviation per axis, metres); null "
+        "for an entry made before positions had one."
+    )
+    position_method: PositionMethod | None = Field(description="The method of its most precise report.")
 
 
 class MapHazardFeature(BaseModel):
@@ -98,7 +119,7 @@ class MapHazardFeature(BaseModel):
 
 
 class MapHazardCollection(BaseModel):
-    """RFC 7946 FeatureCollection of map hazards; each position is the confidence-weighted mean of its reports."""
+    """RFC 7946 FeatureCollection of map hazards; each position is the uncertainty-weighted mean of its reports."""
 
     type: Literal["FeatureCollection"]
     features: list[MapHazardFeature]

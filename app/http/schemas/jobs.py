@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.http.schemas.detect import DetectionOut, ImageSize, ModelRef
 from app.http.schemas.frames import FrameMeta
-from app.http.schemas.hazards import PointGeometry
+from app.http.schemas.hazards import POSITION_METHOD, POSITION_UNCERTAINTY, PointGeometry, PositionMethod
 from app.http.schemas.json_types import Integer, Number, utc_time
 
 JobStatus = Literal["open", "running", "completed", "failed", "cancelled"]
@@ -129,6 +129,8 @@ class JobHazardProperties(BaseModel):
     best_frame_url: str | None = Field(description="Job frames are not uploaded: null.")
     job_id: str
     model: str = Field(description="The model version that saw its best frame.")
+    position_uncertainty_m: float = Field(description=POSITION_UNCERTAINTY)
+    position_method: PositionMethod = Field(description=POSITION_METHOD)
 
 
 class JobHazardFeature(BaseModel):

@@ -15,6 +15,7 @@ import structlog
 from app.services.core.asyncio_tasks import InFlight
 from app.services.core.errors import DeadlineExceeded, ShuttingDown
 from app.services.detection.detectors import Detector
+from app.services.identity.device_profile import DeviceProfile
 from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.observability.metrics import Metrics
@@ -109,11 +110,13 @@ class DetectionService:
         model: str | None = None,
         frame_meta: Callable[[], FrameMeta] | None = None,
         owner: str | None = None,
+        device_profile: DeviceProfile | None = None,
     ) -> FrameResult:
         """`model` picks a loaded version by name; the active one by default. The engine is taken once, at
         admission: a hot-swap meanwhile does not move this frame to another model. `frame_meta`: where and when
         the frame was taken, known once its body has been read (multipart fields). `owner`: the tenant that must own
-        the session (None: any), checked in the admission's own round trip."""
+        the session (None: any), checked in the admission's own round trip. `device_profile`: the client key's
+        camera, which places the session's hazards."""
         received_at = time.time()
         if self._closing:
             raise ShuttingDown(retry_after=1)
@@ -128,7 +131,7 @@ class DetectionService:
             result, info = await detector.detect(frame, options, deadline)  # its decode and inference spans
             upload = UploadJob(session_id, request_id, frame, result.detections)
             with stage_span("tracking"):
-                tracked = await self._track(upload, result, info, meta, received_at)
+                tracked = await self._track(upload, result, info, meta, received_at, device_profile)
             with stage_span("upload"):  # the decision and the queueing: delivery runs later, in the background
                 upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
                 upload_record = self._upload_policy.history_record(upload, upload_status)
@@ -144,7 +147,13 @@ class DetectionService:
         return FrameResult(request_id, session_id, result, admission, info, tracked.assignments)
 
     async def _track(
-        self, upload: UploadJob, result: DetectionResult, info: ModelInfo, meta: FrameMeta, received_at: float
+        self,
+        upload: UploadJob,
+        result: DetectionResult,
+        info: ModelInfo,
+        meta: FrameMeta,
+        received_at: float,
+        device_profile: DeviceProfile | None,
     ) -> Tracked:
         if self._tracking is None:
             return Tracked(None)
@@ -155,8 +164,9 @@ class DetectionService:
             received_at=received_at,
             model=info.name,
             media_id=upload.media_id,
+            image_size=(result.width, result.height),
         )
-        return await self._tracking.track(upload.session_id, frame)
+        return await self._tracking.track(upload.session_id, frame, device_profile)
 
     def _observe(
         self, result: DetectionResult, admission: FrameAdmission, model: str, hazards: list[Assignment] | None

@@ -16,10 +16,16 @@ NOMINAL_FPS = 15.0  # a dash camera's rate: the spacing of job frames that carry
 
 
 def job_frame_input(
-    job_created_at: float, index: int, meta: dict[str, Any], detections: Sequence[Detection], model: str
+    job_created_at: float,
+    index: int,
+    meta: dict[str, Any],
+    detections: Sequence[Detection],
+    model: str,
+    image_size: tuple[int, int] | None = None,
 ) -> FrameInput:
     """The frame's time is its `captured_at`, else NOMINAL_FPS after the frame before it (from the job's start), so
-    the tracker's time gap works for frames that carry no time."""
+    the tracker's time gap works for frames that carry no time. `image_size` (width, height) lets its boxes be
+    projected onto the road, as a session's are."""
     captured = meta.get("captured_at")
     frame_meta = FrameMeta(
         lat=meta.get("lat"),
@@ -29,4 +35,6 @@ def job_frame_input(
         captured_at=datetime.fromisoformat(captured).timestamp() if captured else None,
     )
     received_at = job_created_at + index / NOMINAL_FPS
-    return frame_input(frame_id(index), detections, frame_meta, received_at=received_at, model=model)
+    return frame_input(
+        frame_id(index), detections, frame_meta, received_at=received_at, model=model, image_size=image_size
+    )

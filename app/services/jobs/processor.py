@@ -129,7 +129,8 @@ class FrameProcessor:
     ) -> list[Assignment]:
         if not result.detections:
             return []  # nothing to associate; stale tracks are closed by the next frame's time
-        frame = job_frame_input(claimed.job_created_at, index, claimed.meta or {}, result.detections, model)
+        size = (result.width, result.height)
+        frame = job_frame_input(claimed.job_created_at, index, claimed.meta or {}, result.detections, model, size)
         return await self._store.track(job_id, frame, self._track_params)
 
     async def _finish(

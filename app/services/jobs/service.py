@@ -141,8 +141,10 @@ class JobService:
             if item["status"] != "done":
                 continue
             detections = [detection_from_json(d) for d in item["detections"]]
+            image = item.get("image")
+            size = (image["width"], image["height"]) if image else None
             tracker.update(
-                job_frame_input(job["created_at"], item["index"], item["meta"], detections, item["model"]["name"])
+                job_frame_input(job["created_at"], item["index"], item["meta"], detections, item["model"]["name"], size)
             )
         return geojson.job_collection(job_id, tracker.hazards())
 

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.services.core.errors import ValidationFailed
+from app.services.identity.device_profile import HEIGHT_M, HFOV_DEG, PITCH_DEG
+from app.services.identity.limits import checked_number
+
+# `metadata.camera`, what projects the session's boxes onto the road: the ranges of a key's device profile.
+CAMERA_FIELDS = {"height_m": HEIGHT_M, "pitch_deg": PITCH_DEG, "hfov_deg": HFOV_DEG}
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,31 @@ def _check_string(value: str) -> None:
         ) from None
 
 
+def validate_camera(camera: object) -> None:
+    """`metadata.camera`, when given: an object with all three fields, each within a device profile's range; a
+    422 names the field (`metadata.camera.height_m`)."""
+    if not isinstance(camera, dict):
+        raise ValidationFailed("metadata.camera must be an object.", details={"field": "metadata.camera"})
+    unknown = sorted(set(camera) - set(CAMERA_FIELDS))
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown fields in metadata.camera: {', '.join(unknown)}.",
+            details={"field": f"metadata.camera.{unknown[0]}", "fields": unknown},
+        )
+    for field, (low, high) in CAMERA_FIELDS.items():
+        if field not in camera:
+            raise ValidationFailed(
+                f"metadata.camera needs {field} (and {', '.join(f for f in CAMERA_FIELDS if f != field)}).",
+                details={"field": f"metadata.camera.{field}"},
+            )
+        checked_number(camera[field], f"metadata.camera.{field}", low, high)
+
+
 def validate_metadata(metadata: dict[str, Any], limits: MetadataLimits) -> None:
-    """Raise ValidationFailed naming the first limit `metadata` exceeds. Iterative: no depth can recurse here."""
+    """Raise ValidationFailed naming the first limit `metadata` exceeds, or the first field of its `camera` that is
+    missing or out of range. Iterative: no depth can recurse here."""
+    if "camera" in metadata:
+        validate_camera(metadata["camera"])
     keys = 0
     stack: list[tuple[Any, int]] = [(metadata, 1)]
     while stack:

@@ -35,6 +35,8 @@ def hazard_properties(record: HazardRecord) -> dict[str, Any]:
         "frames": record.frames,
         "max_confidence": record.max_confidence,
         "best_frame_url": record.best_frame_url,
+        "position_uncertainty_m": record.position_uncertainty_m,
+        "position_method": record.position_method,
     }
 
 
@@ -75,6 +77,8 @@ def map_collection(hazards: Iterable[MapHazard]) -> dict[str, Any]:
                 "max_confidence": hazard.max_confidence,
                 "best_frame_url": hazard.best_frame_url,
                 "model": hazard.model,
+                "position_uncertainty_m": hazard.position_uncertainty_m,
+                "position_method": hazard.position_method,
             },
         }
         for hazard in hazards

@@ -27,6 +27,7 @@ T = TypeVar("T")
 EARTH_RADIUS_M = 6_372_797.560856  # the radius Redis' GEO commands use, so distances agree with theirs
 MAP_ID_BYTES = 8
 GEO_MAX_LAT = 85.05112878  # Redis GEO (web mercator) stores no point nearer the poles than this
+CAMERA_GPS_UNCERTAINTY_M = 6.2  # as the merge script takes a report stored without one
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class MapHazard:
     max_confidence: float
     best_frame_url: str | None
     model: str
+    position_uncertainty_m: float | None = None  # None for an entry merged before positions had one
+    position_method: str | None = None
 
 
 def parse_bbox(value: str) -> BBox:
@@ -114,6 +117,7 @@ class HazardMap:
         *,
         merge_meters: float,
         ttl_days: float,
+        merge_sigmas: float = 3.0,
         clock: Callable[[], float] = time.time,
         observe: RedisObserver | None = None,
     ) -> None:
@@ -123,6 +127,7 @@ class HazardMap:
         self._geo, self._expiry, self._sources = f"{base}:geo", f"{base}:expiry", f"{base}:sources"
         self._entry_prefix = f"{base}:entry:"
         self.merge_meters = merge_meters
+        self.merge_sigmas = merge_sigmas
         self._ttl_seconds = ttl_days * 86400
         self._clock = clock
         self._observe = observe
@@ -132,9 +137,13 @@ class HazardMap:
         return await guarded(self.breaker, name, operation, self._observe, HazardMapUnavailable)
 
     async def merge(self, session_id: str, record: HazardRecord) -> str:
-        """Report a session's located hazard; returns the map entry it became part of."""
+        """Report a session's located hazard; returns the map entry it became part of. A record without an
+        uncertainty is the camera's GPS (`positions.camera_gps`)."""
         if record.lat is None or record.lon is None:
             raise ValueError("only located hazards go on the map")
+        uncertainty = record.position_uncertainty_m
+        if uncertainty is None:
+            uncertainty = CAMERA_GPS_UNCERTAINTY_M
         if abs(record.lat) > GEO_MAX_LAT:
             return ""  # no roads there, and Redis GEO cannot store it: the session keeps its record
         args = [
@@ -152,6 +161,10 @@ class HazardMap:
             record.best_frame_url or "",
             secrets.token_hex(MAP_ID_BYTES),
             record.model,
+            repr(uncertainty),
+            record.position_method or "camera_gps",
+            repr(self.merge_sigmas),
+            str(record.frames),
         ]
         keys = [self._geo, self._expiry, self._sources]
         return str(await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args)))
@@ -235,4 +248,6 @@ def _map_hazard(map_id: str, fields: dict[str, str]) -> MapHazard:
         max_confidence=float(fields["max_confidence"]),
         best_frame_url=fields.get("best_frame_url") or None,
         model=fields.get("model", ""),
+        position_uncertainty_m=float(fields["position_uncertainty_m"]) if "position_uncertainty_m" in fields else None,
+        position_method=fields.get("position_method"),
     )

@@ -16,7 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from app.services.tracking.types import Assignment, Box, FrameInput, HazardRecord, Observation, Track, TrackParams
+from app.services.tracking.positions import ESTIMATED, Calibration, PositionParams, estimate_camera, locate
+from app.services.tracking.types import (
+    Assignment,
+    Box,
+    FrameInput,
+    HazardRecord,
+    Observation,
+    Sighting,
+    Track,
+    TrackParams,
+    sighting_order,
+)
 
 
 def expanded(box: Box, ratio: float) -> Box:
@@ -107,7 +118,19 @@ def _start(detection: Observation, frame: FrameInput, params: TrackParams) -> Tr
         lon=frame.lon,
         model=frame.model,
         confirmed=params.min_hits <= 1,
+        sightings=[Sighting.of(detection.box, frame)],
     )
+
+
+def _add_sighting(track: Track, sighting: Sighting, params: TrackParams) -> None:
+    """Kept in time order and cut to the latest `sightings_kept`: the nearest views, whatever order frames came in."""
+    key = sighting_order(sighting)
+    at = len(track.sightings)
+    while at > 0 and sighting_order(track.sightings[at - 1]) > key:
+        at -= 1
+    track.sightings.insert(at, sighting)
+    while len(track.sightings) > params.sightings_kept:
+        track.sightings.pop(0)
 
 
 def _extend(track: Track, detection: Observation, frame: FrameInput, params: TrackParams) -> bool:
@@ -119,6 +142,7 @@ def _extend(track: Track, detection: Observation, frame: FrameInput, params: Tra
     track.first_seen = min(track.first_seen, frame.at)
     track.last_seen = max(track.last_seen, frame.at)
     track.frames += 1
+    _add_sighting(track, Sighting.of(detection.box, frame), params)
     if detection.confidence > track.max_confidence:
         track.max_confidence = detection.confidence
         track.best_request_id, track.best_at = frame.request_id, frame.at
@@ -138,11 +162,17 @@ def _wants_upload(track: Track, detection: Observation, params: TrackParams) -> 
 class Tracker:
     """The matcher over a sequence of frames in memory, in the order given: a batch job's frames in frame order.
 
-    `update` answers each frame's assignments as the live path does; `hazards()` lists the confirmed ones.
+    `update` answers each frame's assignments as the live path does; `hazards()` lists the confirmed ones, placed
+    with `calibration`, else with one estimated from all of its tracks (as a session's, once settled), else at the
+    camera's GPS.
     """
 
-    def __init__(self, params: TrackParams) -> None:
+    def __init__(
+        self, params: TrackParams, calibration: Calibration | None = None, positions: PositionParams | None = None
+    ) -> None:
         self.params = params
+        self.calibration = calibration
+        self.positions = positions or PositionParams()
         self._open: list[Track] = []
         self._confirmed: dict[str, Track] = {}
 
@@ -153,6 +183,13 @@ class Tracker:
             self._confirmed[track.hazard_id] = track
         return result.assignments
 
+    def confirmed_tracks(self) -> list[Track]:
+        return sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))
+
     def hazards(self) -> list[HazardRecord]:
-        tracks = sorted(self._confirmed.values(), key=lambda t: (t.first_seen, t.hazard_id))
-        return [HazardRecord.of_track(t) for t in tracks]
+        tracks = self.confirmed_tracks()
+        calibration = self.calibration
+        if calibration is None:
+            camera = estimate_camera([t.sightings for t in tracks], self.positions)
+            calibration = None if camera is None else Calibration(camera, ESTIMATED, len(tracks))
+        return [HazardRecord.of_track(t, position=locate(t, calibration, self.positions)) for t in tracks]

@@ -6,7 +6,10 @@ keys (another slot, the fleet's hash tag). No script touches both: merging into 
 # of one session, from any replica, are associated one after the other and never start two tracks for one hazard.
 # KEYS: the session hash, its tracks hash (`open`: open tracks, `applied`: recent update ids), its hazards hash
 # (hazard id -> confirmed record). ARGV: the frame (JSON), the parameters (JSON), the update's id: an update whose
-# reply was lost and that is replayed finds its id in `applied` and changes nothing.
+# reply was lost and that is replayed finds its id in `applied` and changes nothing. Each track keeps its latest
+# views (`sightings`, time order, at most `sightings_kept`) for its position. The reply carries what positions need
+# besides: the session's `camera` (its metadata's, checked at creation) and the `calibration` estimated from its
+# tracks (tracks hash, `calibration`), when there are.
 ASSOCIATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return cjson.encode({status = 'missing'}) end
 local frame = cjson.decode(ARGV[1])
@@ -30,6 +33,24 @@ local function iou(a, b)
   local union = (a[3] - a[1]) * (a[4] - a[2]) + (b[3] - b[1]) * (b[4] - b[2]) - inter
   if union > 0 then return inter / union end
   return 0
+end
+
+-- A view as `Sighting.of` makes it, and `_add_sighting`: in (at, v, u) order, the oldest dropped past the limit.
+local function sighting(d)
+  return {at = frame.at, u = tonumber(string.format('%.3f', (d.box[1] + d.box[3]) / 2)), v = d.box[4],
+    w = frame.width, h = frame.height, lat = frame.lat, lon = frame.lon, hd = frame.heading, sp = frame.speed_mps}
+end
+local function later(a, b)
+  if a.at ~= b.at then return a.at > b.at end
+  if a.v ~= b.v then return a.v > b.v end
+  return a.u > b.u
+end
+local function add_sighting(t, s)
+  if type(t.sightings) ~= 'table' then t.sightings = {} end
+  local at = #t.sightings + 1
+  while at > 1 and later(t.sightings[at - 1], s) do at = at - 1 end
+  table.insert(t.sightings, at, s)
+  while #t.sightings > p.sightings_kept do table.remove(t.sightings, 1) end
 end
 
 local tracks = {}
@@ -74,7 +95,7 @@ for di, d in ipairs(detections) do
     t = {hazard_id = d.candidate_id, label = d.label, class_id = d.class_id, box = d.box,
       first_seen = frame.at, last_seen = frame.at, frames = 1, max_confidence = d.confidence,
       best_request_id = frame.request_id, best_at = frame.at, lat = frame.lat, lon = frame.lon,
-      model = frame.model, confirmed = (p.min_hits <= 1)}
+      model = frame.model, confirmed = (p.min_hits <= 1), sightings = {sighting(d)}}
     table.insert(tracks, t)
     new = t.confirmed
   else
@@ -86,6 +107,7 @@ for di, d in ipairs(detections) do
     t.first_seen = math.min(t.first_seen, frame.at)
     t.last_seen = math.max(t.last_seen, frame.at)
     t.frames = t.frames + 1
+    add_sighting(t, sighting(d))
     if d.confidence > t.max_confidence then
       t.max_confidence = d.confidence
       t.best_request_id, t.best_at = frame.request_id, frame.at
@@ -115,20 +137,35 @@ if pttl > 0 then
   redis.call('PEXPIRE', KEYS[2], pttl)
   if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], pttl) end
 end
-return cjson.encode({status = 'ok', assignments = assignments, changed = changed})
+local camera
+local metadata = redis.call('HGET', KEYS[1], 'metadata')
+if metadata and string.find(metadata, '"camera"', 1, true) then
+  local ok, decoded = pcall(cjson.decode, metadata)
+  if ok and type(decoded) == 'table' and type(decoded.camera) == 'table' then camera = decoded.camera end
+end
+local calibration = redis.call('HGET', KEYS[2], 'calibration')
+return cjson.encode({status = 'ok', assignments = assignments, changed = changed, camera = camera,
+  calibration = calibration or nil})
 """
 
 # One session's confirmed, located hazard into the fleet's map. KEYS: the geo set (member: map id), the expiry
 # zset (map id -> when it expires), the sources hash (`<session>/<hazard>` -> map id). ARGV: the entries' key
-# prefix, now, TTL seconds, merge radius (m), the source, label, lon, lat, confidence, first seen, last seen,
-# best frame URL ('' when none yet), a new id for a new entry, the model. Each source is one report of one entry
-# (a session re-reporting a closer view replaces its report, and may move it to another entry); the entry's
-# position is the confidence-weighted mean of its reports, `reports` the number of distinct sessions. Expired
-# entries are purged first (bounded).
+# prefix, now, TTL seconds, merge radius (m: the most any two reports may be apart), the source, label, lon, lat,
+# confidence, first seen, last seen, best frame URL ('' when none yet), a new id for a new entry, the model, the
+# position's uncertainty (m, one standard deviation per axis), its method, how many standard deviations of their
+# difference two positions may be apart and still be one hazard, and the hazard's frames so far. Each source is one
+# report of one entry (a session re-reporting a better position replaces its report, and may move it to another
+# entry); the entry's position is the uncertainty-weighted mean of its reports (weights 1 / u^2, its uncertainty
+# 1 / sqrt of their sum), `reports` the number of distinct sessions. `map_merge.FleetMap` is this rule in Python; a
+# test holds them equal. Expired entries are purged first (bounded).
 MERGE_INTO_MAP = """
 local prefix, now, ttl, radius = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local source, label = ARGV[5], ARGV[6]
+local lon, lat, uncertainty, method, sigmas = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[15]), ARGV[16],
+  tonumber(ARGV[17])
 local keep_for = ttl + 86400  -- keys outlive their expiry a day, so a purge still finds what to clean up
+local LEGACY_UNCERTAINTY = 6.2  -- reports stored before positions had one: the camera's GPS, a few metres short
+local SAME_OBJECT_M = 0.75
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
 for _, old in ipairs(expired) do
@@ -140,8 +177,18 @@ for _, old in ipairs(expired) do
   redis.call('ZREM', KEYS[2], old)
 end
 
+local function session_of(s) return string.match(s, '^(.-)/') end
+
+-- Haversine on Redis' sphere, as `hazard_map.distance_m`.
+local function distance(lat1, lon1, lat2, lon2)
+  local p1, p2 = math.rad(lat1), math.rad(lat2)
+  local dp, dl = p2 - p1, math.rad(lon2 - lon1)
+  local a = math.sin(dp / 2) ^ 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ^ 2
+  return 2 * 6372797.560856 * math.asin(math.min(1, math.sqrt(a)))
+end
+
 -- An entry's position and summary from its reports (deleted when none is left).
-local function recompute(id)
+local function recompute(id, entry_label)
   local entry, reports_key = prefix .. id, prefix .. id .. ':reports'
   local raw = redis.call('HGETALL', reports_key)
   if #raw == 0 then
@@ -150,17 +197,22 @@ local function recompute(id)
     redis.call('ZREM', KEYS[2], id)
     return
   end
+  local order = {}
+  for i = 1, #raw, 2 do table.insert(order, i) end
+  table.sort(order, function(a, b) return raw[a] < raw[b] end)  -- sums in source order: the twin adds alike
   local sum_w, sum_lon, sum_lat, first, last = 0, 0, 0, nil, nil
   local sessions, session_count = {}, 0
-  local best, max_confidence
-  for i = 1, #raw, 2 do
+  local best, max_confidence, sharpest
+  for _, i in ipairs(order) do
     local r = cjson.decode(raw[i + 1])
-    local w = math.max(r.confidence, 0.001)
+    local u = math.max(r.u or LEGACY_UNCERTAINTY, 0.01)
+    local w = 1 / (u * u)
     sum_w, sum_lon, sum_lat = sum_w + w, sum_lon + w * r.lon, sum_lat + w * r.lat
     if first == nil or r.first_seen < first then first = r.first_seen end
     if last == nil or r.last_seen > last then last = r.last_seen end
     if max_confidence == nil or r.confidence > max_confidence then max_confidence = r.confidence end
-    local session = string.match(raw[i], '^(.-)/')
+    if sharpest == nil or u < sharpest.u then sharpest = {u = u, method = r.method or 'camera_gps'} end
+    local session = session_of(raw[i])
     if not sessions[session] then
       sessions[session] = true
       session_count = session_count + 1
@@ -170,27 +222,94 @@ local function recompute(id)
       best = r
     end
   end
-  local lon, lat = sum_lon / sum_w, sum_lat / sum_w
-  redis.call('GEOADD', KEYS[1], lon, lat, id)
-  redis.call('HSET', entry, 'label', label, 'lon', tostring(lon), 'lat', tostring(lat), 'reports', session_count,
-    'first_reported', tostring(first), 'last_reported', tostring(last), 'max_confidence', tostring(max_confidence),
-    'best_frame_url', best.url, 'model', best.model)
+  local entry_lon, entry_lat = sum_lon / sum_w, sum_lat / sum_w
+  redis.call('GEOADD', KEYS[1], entry_lon, entry_lat, id)
+  redis.call('HSET', entry, 'label', entry_label, 'lon', tostring(entry_lon), 'lat', tostring(entry_lat),
+    'reports', session_count, 'first_reported', tostring(first), 'last_reported', tostring(last),
+    'max_confidence', tostring(max_confidence), 'best_frame_url', best.url, 'model', best.model,
+    'position_uncertainty_m', tostring(1 / math.sqrt(sum_w)), 'position_method', sharpest.method)
   redis.call('EXPIRE', entry, keep_for)
   redis.call('EXPIRE', reports_key, keep_for)
 end
 
--- The report goes to the nearest entry of its class within the radius, found again at every report: a session's
--- location moves as the camera comes closer, and a report first placed from afar must be able to join the entry
--- the other sessions' reports built. Without one, it stays where it was, or starts a new entry.
+-- Whether the entry holds another hazard of this report's session seen at the same time as this one, and placed
+-- apart from it (more than SAME_OBJECT_M): the session's tracker told those two apart in one frame, so they are two
+-- hazards (two potholes side by side). Two tracks of a session one after the other (a track that broke) or at one
+-- place (two boxes on one object) may merge.
+local first_seen, last_seen = tonumber(ARGV[10]), tonumber(ARGV[11])
+local function holds_session(id)
+  local session = session_of(source)
+  local raw = redis.call('HGETALL', prefix .. id .. ':reports')
+  for i = 1, #raw, 2 do
+    if raw[i] ~= source and session_of(raw[i]) == session then
+      local r = cjson.decode(raw[i + 1])
+      if r.first_seen <= last_seen and first_seen <= r.last_seen and
+          distance(lat, lon, r.lat, r.lon) > SAME_OBJECT_M then return true end
+    end
+  end
+  return false
+end
+
+-- The report joins the nearest entry of its class whose position agrees with its own within `sigmas` standard
+-- deviations of their difference (and the radius), found again at every report: a session's position improves as
+-- the camera comes closer, and a report first placed roughly must be able to join the entry other sessions built.
+-- Without one, it stays where it was, or starts a new entry. Distances are computed from the entries' stored
+-- positions (GEOSEARCH only finds candidates: its geohash cells are ~0.6 m coarse).
 local current = redis.call('HGET', KEYS[3], source)
 if current and redis.call('EXISTS', prefix .. current) == 0 then current = nil end
-local id
-local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius, 'm',
+local id, nearest
+local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius + 1, 'm',
   'ASC', 'COUNT', 32)
+
+-- One object that one session saw as two classes at once (debris also detected as a crack), projected to the same
+-- place: one hazard, shown once. The report of fewer frames (then the greater source) gives way: it leaves the map,
+-- and this call answers the entry of the one it gave way to.
+local frames = tonumber(ARGV[18])
+local yield_to, yield_frames, yield_source
+local lesser = {}
+if method ~= 'camera_gps' then
+  for _, candidate in ipairs(near) do
+    local raw = redis.call('HGETALL', prefix .. candidate .. ':reports')
+    for i = 1, #raw, 2 do
+      if raw[i] ~= source and session_of(raw[i]) == session_of(source) then
+        local r = cjson.decode(raw[i + 1])
+        if r.label and r.label ~= label and r.method ~= 'camera_gps' and r.first_seen <= last_seen and
+            first_seen <= r.last_seen and distance(lat, lon, r.lat, r.lon) <= SAME_OBJECT_M then
+          local f = r.frames or 0
+          if f > frames or (f == frames and raw[i] < source) then
+            if yield_to == nil or f > yield_frames or (f == yield_frames and raw[i] < yield_source) then
+              yield_to, yield_frames, yield_source = candidate, f, raw[i]
+            end
+          else
+            table.insert(lesser, {candidate, raw[i], r.label})
+          end
+        end
+      end
+    end
+  end
+end
+if yield_to then
+  if current then
+    redis.call('HDEL', prefix .. current .. ':reports', source)
+    recompute(current, label)
+  end
+  redis.call('HDEL', KEYS[3], source)
+  return yield_to
+end
+for _, gone in ipairs(lesser) do
+  redis.call('HDEL', prefix .. gone[1] .. ':reports', gone[2])
+  redis.call('HDEL', KEYS[3], gone[2])
+  recompute(gone[1], gone[3])
+end
 for _, candidate in ipairs(near) do
-  if redis.call('HGET', prefix .. candidate, 'label') == label then
-    id = candidate
-    break
+  local e = redis.call('HMGET', prefix .. candidate, 'label', 'lon', 'lat', 'position_uncertainty_m')
+  if e[1] == label then
+    local d = distance(lat, lon, tonumber(e[3]), tonumber(e[2]))
+    local u = tonumber(e[4]) or LEGACY_UNCERTAINTY
+    if d <= radius and d <= sigmas * math.sqrt(uncertainty * uncertainty + u * u) and
+        (nearest == nil or d < nearest or (d == nearest and candidate < id)) and not holds_session(candidate) then
+      id, nearest = candidate, d
+    end
   end
 end
 id = id or current or ARGV[13]
@@ -201,13 +320,13 @@ if url == '' and current then  -- a newer best frame still uploading: the report
 end
 if current and current ~= id then
   redis.call('HDEL', prefix .. current .. ':reports', source)
-  recompute(current)
+  recompute(current, label)
 end
 redis.call('HSET', KEYS[3], source, id)
-redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = tonumber(ARGV[7]), lat = tonumber(ARGV[8]),
+redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = lon, lat = lat,
   confidence = tonumber(ARGV[9]), first_seen = tonumber(ARGV[10]), last_seen = tonumber(ARGV[11]),
-  url = url, model = ARGV[14]}))
-recompute(id)
+  url = url, model = ARGV[14], u = uncertainty, method = method, label = label, frames = frames}))
+recompute(id, label)
 redis.call('ZADD', KEYS[2], now + ttl, id)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], keep_for) end
 return id

@@ -1,6 +1,11 @@
 """Tracking for the detection path and the hazard routes: a frame's detections become hazards of its session,
 confirmed hazards with a location go on the fleet's map, and both are read back as records or GeoJSON.
 
+Positions: each track keeps its latest views; a hazard's position is where they project onto the road with the
+session's calibration (`positions.py`): the key's device profile, else the session's `camera`, else one estimated
+from the session's tracks once a few are confirmed (re-estimated, and the session's hazards re-merged, as more come,
+up to ESTIMATE_SETTLED_TRACKS), else the camera's GPS.
+
 A frame whose association Redis cannot take now (degraded mode) is answered without hazard ids; its update is
 kept with its history write (`PendingWrite.tracking`) and replayed before it, so the session's hazards are whole
 once Redis is back. Replaying is idempotent: an update applied once is recognised by its id.
@@ -19,15 +24,27 @@ import structlog
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.errors import HazardMapUnavailable, SessionStoreUnavailable, ValidationFailed
 from app.services.core.types import RecordUploadUrl, RedisClient, RedisObserver
+from app.services.identity.device_profile import DeviceProfile
 from app.services.inference.types import Detection
 from app.services.sessions.store import SessionStore
 from app.services.tracking.hazard_map import HazardMap, MapHazard, parse_bbox, parse_near
-from app.services.tracking.store import Associated, SessionTracks, upload_url
+from app.services.tracking.positions import (
+    ESTIMATED,
+    PROFILE,
+    SESSION,
+    Calibration,
+    Camera,
+    PositionParams,
+    estimate_camera,
+    locate,
+)
+from app.services.tracking.store import Associated, SessionTracks, camera_of, upload_url
 from app.services.tracking.types import (
     Assignment,
     FrameInput,
     FrameMeta,
     HazardRecord,
+    Track,
     TrackParams,
     frame_time,
     observation_of,
@@ -37,6 +54,7 @@ from app.settings import TrackingSettings, UploadSettings
 log = structlog.get_logger(__name__)
 HAZARD_ID_BYTES = 8
 DEFAULT_NEAR_RADIUS_M = 100.0
+ESTIMATE_SETTLED_TRACKS = 8  # a session's estimate from this many tracks is not redone
 
 
 def new_hazard_id() -> str:
@@ -51,13 +69,26 @@ def frame_input(
     received_at: float,
     model: str = "",
     media_id: str = "",
+    image_size: tuple[int, int] | None = None,
 ) -> FrameInput:
     """A frame as the matcher sees it: its time is the capture time when the client gives one, else `received_at`;
-    every detection carries a fresh hazard id, used if it starts a track."""
+    every detection carries a fresh hazard id, used if it starts a track. `image_size` (width, height) lets its
+    boxes be projected onto the road; numbers are rounded as `types` says (GPS to 1e-9 degrees, ~0.1 mm)."""
     at = frame_time(meta.captured_at if meta.captured_at is not None else received_at)
     observations = tuple(observation_of(d, new_hazard_id()) for d in detections)
-    lat, lon = (meta.lat, meta.lon) if meta.located else (None, None)
-    return FrameInput(request_id, at, observations, lat, lon, model, media_id)
+    lat, lon = (
+        (round(meta.lat, 9), round(meta.lon, 9)) if meta.lat is not None and meta.lon is not None else (None, None)
+    )
+    heading = None if meta.heading is None else round(meta.heading, 3)
+    speed = None if meta.speed_mps is None else round(meta.speed_mps, 3)
+    width, height = image_size if image_size is not None else (None, None)
+    return FrameInput(request_id, at, observations, lat, lon, model, media_id, heading, speed, width, height)
+
+
+def profile_calibration(profile: DeviceProfile | None) -> Calibration | None:
+    if profile is None:
+        return None
+    return Calibration(Camera(profile.height_m, profile.pitch_deg, profile.hfov_deg), PROFILE)
 
 
 @dataclass(frozen=True)
@@ -101,13 +132,17 @@ class TrackingService:
     def params(self) -> TrackParams:
         return self._tracks.params
 
-    async def track(self, session_id: str, frame: FrameInput) -> Tracked:
-        """Associate the frame now; if Redis is down, keep the update for replay instead."""
+    async def track(self, session_id: str, frame: FrameInput, device_profile: DeviceProfile | None = None) -> Tracked:
+        """Associate the frame now; if Redis is down, keep the update for replay instead. `device_profile`: the
+        client key's camera, which projects the session's positions before anything else."""
         if self._observer is not None:
             self._observer.framed(session_id, frame)
         if not frame.observations:
             return Tracked([])  # nothing to associate; stale tracks are closed by the next frame's time
-        update = json.dumps({"update_id": secrets.token_hex(8), "frame": frame.as_json()})
+        fields: dict[str, object] = {"update_id": secrets.token_hex(8), "frame": frame.as_json()}
+        if device_profile is not None:
+            fields["profile"] = device_profile.to_json()
+        update = json.dumps(fields)
         try:
             return Tracked(await self.apply(session_id, update))
         except SessionStoreUnavailable:
@@ -118,17 +153,58 @@ class TrackingService:
         fields = json.loads(update)
         frame = fields["frame"]
         associated = await self._tracks.associate(session_id, json.dumps(frame), str(fields["update_id"]))
-        await self._merge(session_id, associated)
+        profile = camera_of(fields.get("profile"))
+        calibration = await self._calibration(
+            session_id, associated, Calibration(profile, PROFILE) if profile is not None else None
+        )
+        await self._merge(session_id, associated.changed, calibration)
         return associated.assignments
 
-    async def _merge(self, session_id: str, associated: Associated) -> None:
-        for track in associated.changed:  # confirmed and seen in this frame: its location or picture may be new
-            if track.lat is None:
-                continue
-            try:
-                await self._merge_one(session_id, HazardRecord.of_track(track))
-            except HazardMapUnavailable as exc:  # the next better view of it merges again
-                log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=track.hazard_id, **exc.details)
+    async def _calibration(
+        self, session_id: str, associated: Associated, profile: Calibration | None
+    ) -> Calibration | None:
+        """The calibration to project with: the profile's, the session's, or the stored estimate, refreshed when
+        this frame confirmed a hazard and the estimate is not settled (then the session's hazards move with it)."""
+        if not associated.applied:
+            return associated.calibration
+        given = profile or (Calibration(associated.session_camera, SESSION) if associated.session_camera else None)
+        if given is not None:
+            if given != associated.calibration:
+                await self._tracks.set_calibration(session_id, given)
+                await self._remerge(session_id)
+            return given
+        if not any(a.new_hazard for a in associated.assignments):
+            return associated.calibration
+        stored = await self._tracks.stored(session_id)
+        settled = min(ESTIMATE_SETTLED_TRACKS, len(stored.tracks))
+        if stored.calibration is not None and stored.calibration.tracks >= settled:
+            return stored.calibration
+        camera = estimate_camera([track.sightings for track, _ in stored.tracks], self._tracks.positions)
+        if camera is None:
+            return stored.calibration
+        estimated = Calibration(camera, ESTIMATED, len(stored.tracks))
+        await self._tracks.set_calibration(session_id, estimated)
+        await self._remerge(session_id)
+        return estimated
+
+    async def _remerge(self, session_id: str) -> None:
+        """Every located hazard of the session again, at its position with the session's new calibration."""
+        for record in await self._tracks.hazards(session_id):
+            await self._merge_record(session_id, record)
+
+    async def _merge(self, session_id: str, changed: Sequence[Track], calibration: Calibration | None) -> None:
+        for track in changed:  # confirmed and seen in this frame: its location or picture may be new
+            position = locate(track, calibration, self._tracks.positions)
+            if position is not None:
+                await self._merge_record(session_id, HazardRecord.of_track(track, position=position))
+
+    async def _merge_record(self, session_id: str, record: HazardRecord) -> None:
+        if not record.located:
+            return
+        try:
+            await self._merge_one(session_id, record)
+        except HazardMapUnavailable as exc:  # the next better view of it merges again
+            log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=record.hazard_id, **exc.details)
 
     async def report_to_map(self, source_id: str, records: Sequence[HazardRecord]) -> None:
         """Put hazards tracked elsewhere (a batch job's `Tracker`) on the fleet's map, as one source (a session id or
@@ -201,12 +277,14 @@ def create_tracking(
 ) -> TrackingService:
     """Tracking on the service's one Redis client and breaker. Kept updates are replayed through its `apply`
     (`sessions/write_behind.Replayer`, built after it)."""
-    tracks = SessionTracks(client, breaker, track_params(settings, uploads), observe)
+    positions = PositionParams(gps_sigma_m=settings.gps_sigma_m, assumed_hfov_deg=settings.assumed_hfov_deg)
+    tracks = SessionTracks(client, breaker, track_params(settings, uploads), observe, positions)
     hazard_map = HazardMap(
         client,
         breaker,
         fleet_name,
         merge_meters=settings.merge_meters,
+        merge_sigmas=settings.merge_sigmas,
         ttl_days=settings.map_ttl_days,
         observe=observe,
     )

@@ -1,7 +1,8 @@
 """Tracks and hazard records of live sessions, in Redis beside the session's other keys (its hash tag, its TTL).
 
-`session:{<id>}:tracks` (hash: `open`, the open tracks; `applied`, the ids of recent updates) and
-`session:{<id>}:hazards` (hash: hazard id -> confirmed record). One frame's association is one ASSOCIATE call:
+`session:{<id>}:tracks` (hash: `open`, the open tracks; `applied`, the ids of recent updates; `calibration`, the
+camera the session's positions are projected with, once known) and `session:{<id>}:hazards` (hash: hazard id ->
+confirmed record). One frame's association is one ASSOCIATE call:
 atomic per session, so frames of one session arriving at once, at any replica, never race.
 """
 
@@ -19,6 +20,7 @@ from app.services.core.types import RedisClient, RedisObserver
 from app.services.sessions.guarded import guarded
 from app.services.sessions.keys import session_key
 from app.services.tracking import scripts
+from app.services.tracking.positions import Calibration, Camera, PositionParams, locate
 from app.services.tracking.types import Assignment, HazardRecord, Track, TrackParams
 from app.services.uploads.ledger import resolve_upload
 
@@ -39,6 +41,8 @@ class Associated:
     applied: bool
     assignments: list[Assignment]
     changed: list[Track]
+    session_camera: Camera | None = None  # the session metadata's `camera`
+    calibration: Calibration | None = None  # what the session's positions were last projected with
 
 
 def params_json(params: TrackParams) -> str:
@@ -50,8 +54,51 @@ def params_json(params: TrackParams) -> str:
             "box_expand": params.box_expand,
             "upload_min_confidence": params.upload_min_confidence,
             "upload_margin": params.upload_margin,
+            "sightings_kept": params.sightings_kept,
         }
     )
+
+
+def camera_of(data: object) -> Camera | None:
+    """A camera from JSON (`height_m`, `pitch_deg`, `hfov_deg`): checked where it entered, so anything else is
+    a record from before positions, read as none."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Camera(float(data["height_m"]), float(data["pitch_deg"]), float(data["hfov_deg"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def calibration_of(raw: object) -> Calibration | None:
+    if not isinstance(raw, str):
+        return None
+    data = json.loads(raw)
+    camera = camera_of(data)
+    if camera is None:
+        return None
+    return Calibration(camera, str(data.get("method", "estimated")), int(data.get("tracks", 0)))
+
+
+def calibration_json(calibration: Calibration) -> str:
+    camera = calibration.camera
+    return json.dumps(
+        {
+            "height_m": camera.height_m,
+            "pitch_deg": camera.pitch_deg,
+            "hfov_deg": camera.hfov_deg,
+            "method": calibration.method,
+            "tracks": calibration.tracks,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class StoredHazards:
+    """A session's confirmed tracks (each with its best frame's URL, once landed) and its stored calibration."""
+
+    tracks: list[tuple[Track, str | None]]
+    calibration: Calibration | None
 
 
 def _list(value: Any) -> list[Any]:
@@ -60,11 +107,17 @@ def _list(value: Any) -> list[Any]:
 
 class SessionTracks:
     def __init__(
-        self, client: RedisClient, breaker: AsyncBreaker, params: TrackParams, observe: RedisObserver | None = None
+        self,
+        client: RedisClient,
+        breaker: AsyncBreaker,
+        params: TrackParams,
+        observe: RedisObserver | None = None,
+        positions: PositionParams | None = None,
     ) -> None:
         self._redis = client
         self.breaker = breaker
         self.params = params
+        self.positions = positions or PositionParams()
         self._params_json = params_json(params)
         self._observe = observe
         self._associate = register_script(client, scripts.ASSOCIATE)
@@ -85,26 +138,49 @@ class SessionTracks:
             Assignment(str(hazard_id), bool(new), bool(upload))
             for hazard_id, new, upload in _list(reply.get("assignments"))
         ]
-        return Associated(True, assignments, [Track.of_json(t) for t in _list(reply.get("changed"))])
+        changed = [Track.of_json(t) for t in _list(reply.get("changed"))]
+        return Associated(
+            True, assignments, changed, camera_of(reply.get("camera")), calibration_of(reply.get("calibration"))
+        )
 
-    async def hazards(self, session_id: str) -> list[HazardRecord]:
-        """The session's confirmed hazards, oldest first, each with the URL of its best annotated frame once
-        that upload has landed."""
-        _, _, hazards_key = tracking_keys(session_id)
+    async def set_calibration(self, session_id: str, calibration: Calibration) -> None:
+        """Record the camera the session's positions are projected with (its tracks hash: the session's TTL)."""
+        _, tracks_key, _ = tracking_keys(session_id)
+        value = calibration_json(calibration)
+
+        async def write() -> None:
+            await self._redis.hset(tracks_key, "calibration", value)  # type: ignore[misc]
+
+        await self._guarded("calibration", write)
+
+    async def stored(self, session_id: str) -> StoredHazards:
+        """The session's confirmed tracks and calibration, in one round trip."""
+        _, tracks_key, hazards_key = tracking_keys(session_id)
         uploads_key = f"{session_key(session_id)}:uploads"
 
-        async def read() -> tuple[dict[str, str], dict[str, str]]:
+        async def read() -> tuple[dict[str, str], dict[str, str], str | None]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(hazards_key)
                 pipe.hgetall(uploads_key)
-                hazards, uploads = await pipe.execute()
-            return cast(dict[str, str], hazards), cast(dict[str, str], uploads)
+                pipe.hget(tracks_key, "calibration")
+                hazards, uploads, calibration = await pipe.execute()
+            return cast(dict[str, str], hazards), cast(dict[str, str], uploads), cast(str | None, calibration)
 
-        hazards, uploads = await self._guarded("hazards", read)
-        records = []
+        hazards, uploads, raw_calibration = await self._guarded("hazards", read)
+        tracks = []
         for raw in hazards.values():
             track = Track.of_json(json.loads(raw))
-            records.append(HazardRecord.of_track(track, upload_url(track.upload_media_id, uploads)))
+            tracks.append((track, upload_url(track.upload_media_id, uploads)))
+        return StoredHazards(tracks, calibration_of(raw_calibration))
+
+    async def hazards(self, session_id: str) -> list[HazardRecord]:
+        """The session's confirmed hazards, oldest first, each where its views project with the session's
+        calibration (else the camera's GPS) and with the URL of its best annotated frame once that upload landed."""
+        stored = await self.stored(session_id)
+        records = [
+            HazardRecord.of_track(track, url, locate(track, stored.calibration, self.positions))
+            for track, url in stored.tracks
+        ]
         return sorted(records, key=lambda r: (r.first_seen, r.hazard_id))
 
 

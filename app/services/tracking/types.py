@@ -38,6 +38,7 @@ class TrackParams:
     box_expand: float = 0.25  # each side grows by this fraction of the box's width/height
     upload_min_confidence: float = 0.5  # a hazard's frame is uploaded only when at least this confident
     upload_margin: float = 0.1  # a later frame replaces the uploaded one when this much more confident
+    sightings_kept: int = 12  # a track's latest (nearest) views kept for its position
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,20 @@ class FrameInput:
     lon: float | None = None
     model: str = ""
     media_id: str = ""  # names the frame's annotated upload, should it be uploaded for one of its hazards
+    heading: float | None = None  # degrees clockwise from north, as the client gave it
+    speed_mps: float | None = None
+    width: int | None = None  # of the image, in pixels: where its centre is, and its focal length from a FOV
+    height: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """For the Lua twin: no nulls (cjson would decode them as a sentinel, not nil)."""
         located = {"lat": self.lat, "lon": self.lon} if self.lat is not None and self.lon is not None else {}
+        optional = {"heading": self.heading, "speed_mps": self.speed_mps, "width": self.width, "height": self.height}
         return {
             "request_id": self.request_id,
             "at": self.at,
             **located,
+            **{key: value for key, value in optional.items() if value is not None},
             "model": self.model,
             "media_id": self.media_id,
             "detections": [
@@ -81,6 +88,75 @@ class FrameInput:
                 for o in self.observations
             ],
         }
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One view of a track: the bottom centre of its box (where it touches the road), the image's size, and where
+    the camera was, heading where and how fast. Kept raw: the calibration that projects it may come later."""
+
+    at: float
+    u: float
+    v: float
+    width: int | None = None
+    height: int | None = None
+    lat: float | None = None
+    lon: float | None = None
+    heading: float | None = None
+    speed_mps: float | None = None
+
+    @property
+    def located(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+    def as_json(self) -> dict[str, Any]:
+        """Short keys, no nulls: every frame of a session rewrites its open tracks in Redis."""
+        values = {
+            "at": self.at,
+            "u": self.u,
+            "v": self.v,
+            "w": self.width,
+            "h": self.height,
+            "lat": self.lat,
+            "lon": self.lon,
+            "hd": self.heading,
+            "sp": self.speed_mps,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    @classmethod
+    def of_json(cls, data: dict[str, Any]) -> Sighting:
+        width, height = data.get("w"), data.get("h")
+        return cls(
+            at=float(data["at"]),
+            u=float(data["u"]),
+            v=float(data["v"]),
+            width=None if width is None else int(width),
+            height=None if height is None else int(height),
+            lat=_number(data.get("lat")),
+            lon=_number(data.get("lon")),
+            heading=_number(data.get("hd")),
+            speed_mps=_number(data.get("sp")),
+        )
+
+    @classmethod
+    def of(cls, box: Box, frame: FrameInput) -> Sighting:
+        return cls(
+            frame.at,
+            float(f"{(box[0] + box[2]) / 2:.3f}"),  # as the Lua twin rounds it: both keep the same number
+            box[3],
+            frame.width,
+            frame.height,
+            frame.lat,
+            frame.lon,
+            frame.heading,
+            frame.speed_mps,
+        )
+
+
+def sighting_order(sighting: Sighting) -> tuple[float, float, float]:
+    """Time first; the rest only breaks ties, so that the kept views do not depend on the order frames came in."""
+    return sighting.at, sighting.v, sighting.u
 
 
 @dataclass(frozen=True)
@@ -110,6 +186,7 @@ class Track:
     confirmed: bool = False
     uploaded_confidence: float | None = None
     upload_media_id: str | None = None
+    sightings: list[Sighting] = field(default_factory=list)  # its latest views, oldest first
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +206,7 @@ class Track:
             "confirmed": self.confirmed,
             "uploaded_confidence": self.uploaded_confidence,
             "upload_media_id": self.upload_media_id,
+            "sightings": [s.as_json() for s in self.sightings],
         }
 
     @classmethod
@@ -151,13 +229,25 @@ class Track:
             confirmed=bool(data.get("confirmed")),
             uploaded_confidence=_number(data.get("uploaded_confidence")),
             upload_media_id=_string(data.get("upload_media_id")),
+            sightings=[Sighting.of_json(s) for s in _list(data.get("sightings"))],
         )
 
 
 @dataclass(frozen=True)
+class LocatedAt:
+    """Where a hazard is, how well known (one standard deviation per axis, metres), and how it was found."""
+
+    lat: float
+    lon: float
+    uncertainty_m: float
+    method: str
+
+
+@dataclass(frozen=True)
 class HazardRecord:
-    """A confirmed hazard as the API shows it. Its location is the GPS of the last frame that saw it (the nearest
-    view); its best frame (picture, confidence) is its most confident one."""
+    """A confirmed hazard as the API shows it. Its location is where its views project onto the road (see
+    `positions.py`; `position_method` says how, `position_uncertainty_m` how well), else the GPS of the last frame
+    that saw it (the nearest view); its best frame (picture, confidence) is its most confident one."""
 
     hazard_id: str
     label: str
@@ -172,13 +262,19 @@ class HazardRecord:
     upload_media_id: str | None
     best_frame_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    position_uncertainty_m: float | None = None  # one standard deviation, per axis; None without a location
+    position_method: str | None = None  # profile | session | estimated | camera_gps; None without a location
 
     @property
     def located(self) -> bool:
         return self.lat is not None and self.lon is not None
 
     @classmethod
-    def of_track(cls, track: Track, best_frame_url: str | None = None) -> HazardRecord:
+    def of_track(
+        cls, track: Track, best_frame_url: str | None = None, position: LocatedAt | None = None
+    ) -> HazardRecord:
+        """`position`: where its views project (`positions.locate`); without one, the camera's GPS as it was."""
+        lat, lon = (position.lat, position.lon) if position is not None else (track.lat, track.lon)
         return cls(
             hazard_id=track.hazard_id,
             label=track.label,
@@ -187,11 +283,13 @@ class HazardRecord:
             frames=track.frames,
             max_confidence=track.max_confidence,
             model=track.model,
-            lat=track.lat,
-            lon=track.lon,
+            lat=lat,
+            lon=lon,
             best_request_id=track.best_request_id,
             upload_media_id=track.upload_media_id,
             best_frame_url=best_frame_url,
+            position_uncertainty_m=position.uncertainty_m if position is not None else None,
+            position_method=position.method if position is not None else None,
         )
 
 
@@ -212,3 +310,7 @@ def _number(value: object) -> float | None:
 
 def _string(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []  # cjson writes an empty array as {}

@@ -6,6 +6,7 @@ import json
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -13,22 +14,24 @@ from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import REDIS_FAILURES, create_redis
 from app.services.sessions.keys import session_key
 from app.services.tracking.matcher import Tracker, expanded, iou
+from app.services.tracking.positions import Calibration, Camera, PositionParams, locate, moved
 from app.services.tracking.store import SessionTracks
 from app.services.tracking.types import Box, FrameInput, Observation, TrackParams
 from app.settings import Settings
 from tests.conftest import both_redis_backends
 
-PARAMS = TrackParams(min_hits=3, max_gap_seconds=1.0, iou_threshold=0.2, box_expand=0.25)
+PARAMS = TrackParams(min_hits=3, max_gap_seconds=1.0, iou_threshold=0.2, box_expand=0.25, sightings_kept=6)
+CALIBRATION = Calibration(Camera(height_m=1.4, pitch_deg=2.0, hfov_deg=60.0), "profile")
 FPS = 15
 
 
-def frame(index: int, *boxes: tuple[int, Box], at: float | None = None, conf: float = 0.8) -> FrameInput:
-    """Frame `index` at 15 frames/s with detections `(class_id, box)`."""
+def frame(index: int, *boxes: tuple[int, Box], at: float | None = None, conf: float = 0.8, **where: Any) -> FrameInput:
+    """Frame `index` at 15 frames/s with detections `(class_id, box)`; `where`: its GPS, heading, speed, size."""
     observations = tuple(
         Observation(f"class{class_id}", class_id, conf, box, f"cand-{index}-{n}")
         for n, (class_id, box) in enumerate(boxes)
     )
-    return FrameInput(f"req-{index}", round(1000.0 + index / FPS if at is None else at, 3), observations)
+    return FrameInput(f"req-{index}", round(1000.0 + index / FPS if at is None else at, 3), observations, **where)
 
 
 def approaching(index: int, x: float = 300.0) -> Box:
@@ -128,7 +131,13 @@ def random_sequence(seed: int, frames: int = 120) -> list[FrameInput]:
                 jitter = rng.uniform(-3, 3)
                 boxes.append((flicker, (round(x1 + jitter, 2), round(y1, 2), round(x2 + jitter, 2), round(y2, 2))))
         conf = round(rng.uniform(0.3, 0.95), 6)
-        sequence.append(frame(index, *boxes, at=at, conf=conf))
+        lat, lon = moved(52.0, 13.0, 40.0, index * 0.55 + rng.gauss(0, 0.5), rng.gauss(0, 0.5))
+        where = {"lat": round(lat, 9), "lon": round(lon, 9), "speed_mps": 8.25, "width": 640, "height": 360}
+        if rng.random() < 0.7:  # some frames without a heading: their views take the course between fixes
+            where["heading"] = 40.0
+        if rng.random() < 0.1:  # ... and some without GPS
+            where = {"width": 640, "height": 360}
+        sequence.append(frame(index, *boxes, at=at, conf=conf, **where))
     for _ in range(6):  # a few neighbours swapped: concurrent requests finishing out of order
         i = rng.randrange(frames - 1)
         sequence[i], sequence[i + 1] = sequence[i + 1], sequence[i]
@@ -168,6 +177,16 @@ async def test_the_lua_twin_decides_exactly_as_the_python_matcher(
     assert [(h.hazard_id, h.frames, h.max_confidence) for h in stored] == [
         (h.hazard_id, h.frames, h.max_confidence) for h in python.hazards()
     ]
+    # The views each track keeps, and so the positions they fuse to, are the same too.
+    in_python = {t.hazard_id: t for t in python.confirmed_tracks()}
+    for track, _ in (await tracks.stored(session_id)).tracks:
+        assert track.sightings == in_python[track.hazard_id].sightings
+        assert locate(track, CALIBRATION, PositionParams()) == locate(
+            in_python[track.hazard_id], CALIBRATION, PositionParams()
+        )
+    assert any(t.sightings[-1].heading is None for t in in_python.values())
+    placed = [locate(t, CALIBRATION, PositionParams()) for t in in_python.values()]
+    assert sum(p is not None and p.method == "profile" for p in placed) >= 3
 
 
 @both_redis_backends
