@@ -17,6 +17,8 @@ from scenes import drive, drive_camera, generate_road
 
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import REDIS_FAILURES, create_redis
+from app.services.identity.device_profile import DeviceProfile
+from app.services.identity.principal import Scope
 from app.services.tracking.hazard_map import HazardMap, Near, distance_m
 from app.services.tracking.types import HazardRecord
 from app.settings import Settings
@@ -134,6 +136,24 @@ async def test_a_session_s_camera_places_its_hazards_where_they_are(api: Running
     found = (await api.client.get("/hazards", params={"near": f"{ROAD.hazards[0].lat},{ROAD.hazards[0].lon}"})).json()
     assert found["features"][0]["properties"]["position_method"] == "session"
     assert found["features"][0]["properties"]["position_uncertainty_m"] > 0
+
+
+async def test_the_keys_device_profile_places_the_hazards_of_its_sessions(api: RunningApp) -> None:
+    """A key with a device profile (the fleet's mounted camera) wins over nothing given: `position_method: profile`
+    (keys are honoured in AUTH_MODE=off too)."""
+    camera = drive_camera(ROAD.seed)
+    profile = DeviceProfile(height_m=camera.height_m, pitch_deg=camera.pitch_deg, hfov_deg=camera.hfov_deg)
+    created = await api.app.state.identity.keys.create(
+        name="van", tenant="fleet-a", scopes=frozenset({Scope.DETECT, Scope.MAP_READ}), device_profile=profile
+    )
+    key = {"x-api-key": created.key}
+    session_id = (await api.client.post("/sessions", json={}, headers=key)).json()["session_id"]
+    for body, params in drive_frames():
+        response = await api.client.post(f"/detect/{session_id}", params=params, content=body, headers=JPEG | key)
+        assert response.status_code == 200, response.text
+    records = (await api.client.get(f"/sessions/{session_id}/hazards", headers=key)).json()["hazards"]
+    assert len(records) == len(ROAD.hazards)
+    assert {record["position_method"] for record in records} == {"profile"}
 
 
 @pytest.mark.parametrize(
