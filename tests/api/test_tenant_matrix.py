@@ -54,10 +54,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/detect/{session_id}"): Row(
         Scope.DETECT, "session", request={"content": FRAME, "headers": {"content-type": "image/jpeg"}}
     ),
-    ("GET", "/sessions/{session_id}/hazards"): Row(Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"),
-    ("GET", "/sessions/{session_id}/hazards.geojson"): Row(
-        Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"
-    ),
+    ("GET", "/sessions/{session_id}/hazards"): Row(Scope.MAP_READ, "session"),
+    ("GET", "/sessions/{session_id}/hazards.geojson"): Row(Scope.MAP_READ, "session"),
     ("GET", "/hazards"): Row(Scope.MAP_READ, request={"params": {"bbox": "-180,-90,180,90"}}),
     ("GET", "/hazards/registry"): Row(Scope.MAP_READ),
     ("GET", "/hazards/export.geojson"): Row(Scope.MAP_READ),

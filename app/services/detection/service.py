@@ -15,6 +15,7 @@ import structlog
 from app.services.core.asyncio_tasks import InFlight
 from app.services.core.errors import DeadlineExceeded, ShuttingDown
 from app.services.detection.detectors import Detector
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.observability.metrics import Metrics
@@ -128,7 +129,8 @@ class DetectionService:
             result, info = await detector.detect(frame, options, deadline)  # its decode and inference spans
             upload = UploadJob(session_id, request_id, frame, result.detections)
             with stage_span("tracking"):
-                tracked = await self._track(upload, result, info, meta, received_at)
+                tenant = admission.tenant or owner or LOCAL_TENANT  # unverified: the caller's, else the default
+                tracked = await self._track(upload, result, info, meta, received_at, tenant)
             with stage_span("upload"):  # the decision and the queueing: delivery runs later, in the background
                 upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
                 upload_record = self._upload_policy.history_record(upload, upload_status)
@@ -144,7 +146,13 @@ class DetectionService:
         return FrameResult(request_id, session_id, result, admission, info, tracked.assignments)
 
     async def _track(
-        self, upload: UploadJob, result: DetectionResult, info: ModelInfo, meta: FrameMeta, received_at: float
+        self,
+        upload: UploadJob,
+        result: DetectionResult,
+        info: ModelInfo,
+        meta: FrameMeta,
+        received_at: float,
+        tenant: str,
     ) -> Tracked:
         if self._tracking is None:
             return Tracked(None)
@@ -156,7 +164,7 @@ class DetectionService:
             model=info.name,
             media_id=upload.media_id,
         )
-        return await self._tracking.track(upload.session_id, frame)
+        return await self._tracking.track(upload.session_id, frame, tenant)
 
     def _observe(
         self, result: DetectionResult, admission: FrameAdmission, model: str, hazards: list[Assignment] | None
