@@ -111,12 +111,16 @@ def _include_routers(
     jobs = parts.jobs.service
     app.include_router(
         create_sessions_router(
-            parts.sessions, settings.sessions.history_limit, settings.sessions.max_ttl_seconds, client_address
+            parts.sessions,
+            settings.sessions.history_limit,
+            settings.sessions.max_ttl_seconds,
+            client_address,
+            identity.media_urls,
         )
     )
     app.include_router(create_detect_router(parts.detection, settings, identity.frame_rates))
     app.include_router(create_stream_router(parts.detection, parts.metrics, settings))
-    app.include_router(create_hazards_router(parts.tracking))
+    app.include_router(create_hazards_router(parts.tracking, identity.media_urls))
     registry = parts.registry
     app.include_router(create_registry_router(registry.store, registry.exports, operators.auth, client_address))
     app.include_router(
@@ -129,7 +133,7 @@ def _include_routers(
             parts.metrics, parts.active_sessions, parts.kept_writes.pending, jobs, metrics_access(metrics_token)
         )
     )
-    app.include_router(create_media_router(settings.uploads.storage_dir))
+    app.include_router(create_media_router(settings.uploads.storage_dir, identity.media_urls))
     app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address, identity.audit))
     app.include_router(create_keys_router(identity.keys, identity.audit, operators.auth, client_address))
     app.include_router(create_operators_router(identity.accounts, identity.audit, operators.auth, client_address))

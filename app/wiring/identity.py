@@ -13,6 +13,7 @@ from app.services.identity.audit import AuditLog
 from app.services.identity.frame_rates import KeyFrameRates
 from app.services.identity.keys import KeyStore
 from app.services.identity.pepper import load_pepper
+from app.services.uploads.signing import MediaSigner
 from app.settings import Settings
 from app.wiring.redis import RedisParts
 
@@ -27,20 +28,18 @@ class Identity:
     mode: Literal["off", "keys"]  # AUTH_MODE in effect
     attempts: FailedKeyAttempts  # failed key attempts per client address
     frame_rates: KeyFrameRates  # keys' frames_per_second, in this process
+    media_urls: MediaSigner  # signs the /media URLs handed out, checks those presented
 
 
 def build_identity(settings: Settings, redis: RedisParts) -> Identity:
     auth, namespace = settings.auth, settings.fleet.name
     configured = auth.api_key_pepper.get_secret_value() if auth.api_key_pepper is not None else None
-    keys = KeyStore(
-        redis.client,
-        namespace=namespace,
-        pepper=load_pepper(configured, auth.api_key_pepper_file),
-        cache_seconds=auth.api_key_cache_seconds,
-    )
+    pepper = load_pepper(configured, auth.api_key_pepper_file)
+    keys = KeyStore(redis.client, namespace=namespace, pepper=pepper, cache_seconds=auth.api_key_cache_seconds)
+    media_urls = MediaSigner(pepper, auth.media_url_seconds, required=settings.auth_mode == "keys")
     accounts = OperatorAccounts(redis.client, namespace=namespace)
     if settings.auth_mode == "off":
         log.warning("auth_mode_off", effect="callers without a key are the tenant 'local'; set AUTH_MODE=keys")
     attempts = FailedKeyAttempts(redis.client, namespace=namespace, per_minute=auth.key_failures_per_minute)
     audit = AuditLog(redis.client, namespace=namespace)
-    return Identity(keys, accounts, audit, settings.auth_mode, attempts, KeyFrameRates())
+    return Identity(keys, accounts, audit, settings.auth_mode, attempts, KeyFrameRates(), media_urls)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services.core.redis_client import redact_url
 from app.services.registry.exports import HazardExports
-from app.services.registry.feed import DEFAULT_TENANT, ReadEntry, RegistryFeed
+from app.services.registry.feed import ReadEntry, RegistryFeed
 from app.services.registry.migrate import open_engine, upgrade
 from app.services.registry.passes import PassWatcher
 from app.services.registry.pending import SightingBuffer
@@ -60,8 +60,8 @@ def build_registry(settings: Settings) -> Registry:
     engine = open_engine(r.url, connect_timeout_s=r.connect_timeout_seconds)
     store = HazardRegistry(engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size)
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
-    passes = PassWatcher(store, tenant=DEFAULT_TENANT, range_m=r.pass_range_m)
-    feed = RegistryFeed(buffer, passes, tenant=DEFAULT_TENANT, queue_limit=r.buffer_limit)
+    passes = PassWatcher(store, range_m=r.pass_range_m)
+    feed = RegistryFeed(buffer, passes, queue_limit=r.buffer_limit)
     retries = Retries(r.webhook_max_attempts, r.webhook_retry_base_seconds, r.webhook_retry_max_seconds)
     sender = WebhookSender(engine, retries, timeout_seconds=r.webhook_timeout_seconds)
     return Registry(
@@ -81,10 +81,10 @@ def build_registry(settings: Settings) -> Registry:
 def map_entry_reader(tracking: TrackingService, merge_meters: float) -> ReadEntry:
     """A map entry found near one of its reports (its fused position is within a few merge distances of each)."""
 
-    async def read(map_id: str, lat: float, lon: float) -> MapHazard | None:
+    async def read(map_id: str, lat: float, lon: float, tenant: str) -> MapHazard | None:
         radius_m = 4 * merge_meters + 50
         near = await tracking.map_hazards(
-            bbox=None, near=f"{lat},{lon}", radius_m=radius_m, limit=MAP_LIMIT_NEAR_REPORT
+            bbox=None, near=f"{lat},{lon}", radius_m=radius_m, limit=MAP_LIMIT_NEAR_REPORT, tenant=tenant
         )
         return next((hazard for hazard in near if hazard.hazard_id == map_id), None)
 

@@ -18,7 +18,7 @@ from scenes import drive, drive_camera, generate_road
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import REDIS_FAILURES, create_redis
 from app.services.identity.device_profile import DeviceProfile
-from app.services.identity.principal import Scope
+from app.services.identity.principal import LOCAL_TENANT, Scope
 from app.services.tracking.hazard_map import HazardMap, Near, distance_m
 from app.services.tracking.types import HazardRecord
 from app.settings import Settings
@@ -304,7 +304,7 @@ async def test_map_hazards_expire_without_a_new_report(make_settings: MakeSettin
         assert await hazard_map.near(Near(52.0, 13.0, 500), 10) == []  # expired, even before a purge
         renewed = await hazard_map.merge("session-d", record("d", 52.0))
         assert renewed not in (first, other)  # a new entry: the expired ones were purged, not extended
-        assert await client.exists(f"hazards:{{{settings.fleet.name}}}:entry:{first}") == 0
+        assert await client.exists(f"{hazard_map.keys(LOCAL_TENANT).entry_prefix}{first}") == 0
     finally:
         await client.aclose()
 

@@ -54,10 +54,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/detect/{session_id}"): Row(
         Scope.DETECT, "session", request={"content": FRAME, "headers": {"content-type": "image/jpeg"}}
     ),
-    ("GET", "/sessions/{session_id}/hazards"): Row(Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"),
-    ("GET", "/sessions/{session_id}/hazards.geojson"): Row(
-        Scope.MAP_READ, why_unowned="per-tenant hazards: the map's issue"
-    ),
+    ("GET", "/sessions/{session_id}/hazards"): Row(Scope.MAP_READ, "session"),
+    ("GET", "/sessions/{session_id}/hazards.geojson"): Row(Scope.MAP_READ, "session"),
     ("GET", "/hazards"): Row(Scope.MAP_READ, request={"params": {"bbox": "-180,-90,180,90"}}),
     ("GET", "/hazards/registry"): Row(Scope.MAP_READ),
     ("GET", "/hazards/export.geojson"): Row(Scope.MAP_READ),
@@ -93,7 +91,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/openapi.json"): Row(OPEN),
     ("MOUNT", "/static"): Row(OPEN, request={"path": "/static/swagger/favicon-32x32.png"}),
     ("MOUNT", "/static/control"): Row(OPEN, request={"path": "/static/control/control.css"}),
-    # Frames stored by the service: per tenant (or a signed URL) is the media issue's; open until then.
+    # Frames stored by the service: no key opens them, only the signed, expiring URL the service hands out (a bare
+    # or badly signed one is an unknown frame's 404, for every caller): tests/api/test_media_access.py.
     ("GET", "/media/{path:path}"): Row(OPEN, request={"path": "/media/none.jpg"}, right_status=404),
     ("HEAD", "/media/{path:path}"): Row(OPEN, request={"path": "/media/none.jpg"}, right_status=404),
 }

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 
-from app.http.auth import require
+from app.http.auth import MapCaller, owned_by
 from app.http.openapi import ERROR_SCHEMA, REQUEST_ERRORS, error_responses
 from app.http.schemas.hazards import HazardOut, MapHazardCollection, SessionHazardCollection, SessionHazards
 from app.services.core.errors import ApiError, HazardMapUnavailable, SessionNotFound, SessionStoreUnavailable
-from app.services.identity.principal import Scope
+from app.services.identity.principal import Principal
 from app.services.tracking import geojson
+from app.services.tracking.hazard_map import MapHazard
 from app.services.tracking.service import TrackingService
+from app.services.tracking.types import HazardRecord
+from app.services.uploads.signing import MediaSigner
 
 NUMBER = r"-?\d{1,3}(\.\d{1,17})?"
 BBOX_PATTERN = rf"^{NUMBER},{NUMBER},{NUMBER},{NUMBER}$"
@@ -37,15 +41,20 @@ def json_error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, A
     return responses
 
 
-def create_hazards_router(tracking: TrackingService) -> APIRouter:
-    router = APIRouter(tags=["hazards"], dependencies=[require(Scope.MAP_READ)])
+def create_hazards_router(tracking: TrackingService, media_urls: MediaSigner) -> APIRouter:
+    router = APIRouter(tags=["hazards"])
     session_errors = error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
     geojson_session_errors = json_error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
 
+    async def session_hazards(session_id: str, caller: Principal) -> list[HazardRecord]:
+        """The session's records, their photos at signed URLs (AUTH_MODE=keys)."""
+        records = await tracking.session_hazards(session_id, owned_by(caller))
+        return [replace(record, best_frame_url=media_urls.sign(record.best_frame_url)) for record in records]
+
     @router.get("/sessions/{session_id}/hazards", responses=session_errors)
-    async def list_session_hazards(session_id: str) -> SessionHazards:
+    async def list_session_hazards(session_id: str, caller: MapCaller) -> SessionHazards:
         """The session's confirmed hazards: one record per hazard however many frames saw it."""
-        records = await tracking.session_hazards(session_id)
+        records = await session_hazards(session_id, caller)
         return SessionHazards(session_id=session_id, hazards=[HazardOut.of(record) for record in records])
 
     @router.get(
@@ -54,9 +63,9 @@ def create_hazards_router(tracking: TrackingService) -> APIRouter:
         response_class=GeoJSONResponse,
         response_model=SessionHazardCollection,
     )
-    async def export_session_hazards(session_id: str) -> GeoJSONResponse:
+    async def export_session_hazards(session_id: str, caller: MapCaller) -> GeoJSONResponse:
         """The session's confirmed hazards that have a location, as an RFC 7946 FeatureCollection."""
-        records = await tracking.session_hazards(session_id)
+        records = await session_hazards(session_id, caller)
         collection = SessionHazardCollection.model_validate(geojson.session_collection(session_id, records))
         return GeoJSONResponse(collection.model_dump(mode="json"))
 
@@ -67,6 +76,7 @@ def create_hazards_router(tracking: TrackingService) -> APIRouter:
         response_model=MapHazardCollection,
     )
     async def list_map_hazards(
+        caller: MapCaller,
         bbox: Annotated[
             str | None,
             Query(
@@ -79,10 +89,17 @@ def create_hazards_router(tracking: TrackingService) -> APIRouter:
             float | None, Query(gt=0, le=MAX_RADIUS_M, description="With `near`; 100 m by default.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 500,
+        tenant: Annotated[
+            str | None,
+            Query(max_length=200, description="An admin key's or operator's filter; a tenant's key sees its own."),
+        ] = None,
     ) -> GeoJSONResponse:
-        """The fleet's hazard map: hazards reported by every session, merged by class within HAZARD_MERGE_METERS.
-        Give either `bbox` or `near` (with `radius_m`); the answer is an RFC 7946 FeatureCollection."""
-        hazards = await tracking.map_hazards(bbox=bbox, near=near, radius_m=radius_m, limit=limit)
+        """The caller's tenant's hazard map: hazards reported by its sessions, merged by class within
+        HAZARD_MERGE_METERS (an admin key or operator: every tenant's, or `tenant`'s). Give either `bbox` or `near`
+        (with `radius_m`); the answer is an RFC 7946 FeatureCollection."""
+        scope = owned_by(caller) or tenant
+        found = await tracking.map_hazards(bbox=bbox, near=near, radius_m=radius_m, limit=limit, tenant=scope)
+        hazards: list[MapHazard] = [replace(h, best_frame_url=media_urls.sign(h.best_frame_url)) for h in found]
         collection = MapHazardCollection.model_validate(geojson.map_collection(hazards))
         return GeoJSONResponse(collection.model_dump(mode="json"))
 

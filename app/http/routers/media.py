@@ -1,14 +1,17 @@
-"""Annotated frames stored in the local directory (no Cloudinary configured), served read-only."""
+"""Annotated frames stored in the local directory (no Cloudinary configured), served read-only; with AUTH_MODE=keys
+only at the signed URLs the service hands out (`app/services/uploads/signing.py`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from app.http.openapi import REQUEST_ERRORS, error_responses
 from app.services.core.errors import MediaNotFound
+from app.services.uploads.signing import MediaSigner
 from app.services.uploads.stores import MEDIA_PREFIX, media_file
 
 # A stored frame never changes under its name (a random media id). `X-Content-Type-Options: nosniff` is sent on
@@ -23,12 +26,20 @@ MEDIA_RESPONSES = {
 }
 
 
-def create_media_router(storage_dir: Path) -> APIRouter:
+def create_media_router(storage_dir: Path, signer: MediaSigner | None = None) -> APIRouter:
+    """`signer`: None serves any stored frame (AUTH_MODE=off's behaviour)."""
     router = APIRouter(prefix=MEDIA_PREFIX, tags=["media"])
 
-    async def get_media(path: str) -> FileResponse:
-        """An annotated frame, at the URL its history entry gives (`upload.url`: `/media/<media id>.jpg`).
-        Any other path, deeper ones included, is 404 `MEDIA_NOT_FOUND`."""
+    async def get_media(
+        path: str,
+        expires: Annotated[str | None, Query(max_length=20, description="With AUTH_MODE=keys: as handed out.")] = None,
+        sig: Annotated[str | None, Query(max_length=128, description="With AUTH_MODE=keys: as handed out.")] = None,
+    ) -> FileResponse:
+        """An annotated frame, at the URL its history entry gives (`upload.url`: `/media/<media id>.jpg`, signed
+        with AUTH_MODE=keys). Any other path, deeper ones included, and a missing, expired or altered signature,
+        are 404 `MEDIA_NOT_FOUND`: what an unknown frame answers."""
+        if signer is not None and not signer.allows(path, expires, sig):
+            raise MediaNotFound(details={"path": path[:200]})
         return FileResponse(media_file(storage_dir, path), media_type="image/jpeg", headers=MEDIA_HEADERS)
 
     router.add_api_route(

@@ -11,6 +11,7 @@ from app.http.schemas.sessions import HistoryItem, HistoryPage, SessionOut, sess
 from app.services.core.errors import SessionCreationLimited, SessionNotFound, SessionStoreUnavailable
 from app.services.identity.principal import Principal
 from app.services.sessions.store import SessionStore
+from app.services.uploads.signing import MediaSigner
 
 
 def creation_payer(caller: Principal, clients: ClientAddress, request: Request) -> str:
@@ -20,7 +21,11 @@ def creation_payer(caller: Principal, clients: ClientAddress, request: Request) 
 
 
 def create_sessions_router(
-    sessions: SessionStore, history_limit: int, max_ttl_seconds: int, client_address: ClientAddress | None = None
+    sessions: SessionStore,
+    history_limit: int,
+    max_ttl_seconds: int,
+    client_address: ClientAddress | None = None,
+    media_urls: MediaSigner | None = None,
 ) -> APIRouter:
     clients = client_address or ClientAddress(None, [])
     router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -60,11 +65,13 @@ def create_sessions_router(
         """End it; it stays readable for SESSION_ENDED_GRACE_SECONDS, then expires."""
         return SessionOut.of(await sessions.end(session_id, owned_by(caller)))
 
-    _add_history_route(router, sessions, history_limit)
+    _add_history_route(router, sessions, history_limit, media_urls)
     return router
 
 
-def _add_history_route(router: APIRouter, sessions: SessionStore, history_limit: int) -> None:
+def _add_history_route(
+    router: APIRouter, sessions: SessionStore, history_limit: int, media_urls: MediaSigner | None
+) -> None:
     @router.get(
         "/{session_id}/detections",
         responses=error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable),
@@ -81,8 +88,15 @@ def _add_history_route(router: APIRouter, sessions: SessionStore, history_limit:
         items, total = await sessions.history(session_id, limit, offset, owned_by(caller))
         return HistoryPage(
             session_id=session_id,
-            items=[HistoryItem.model_validate(item) for item in items],
+            items=[signed(HistoryItem.model_validate(item), media_urls) for item in items],
             total=total,
             limit=limit,
             offset=offset,
         )
+
+
+def signed(item: HistoryItem, media_urls: MediaSigner | None) -> HistoryItem:
+    """`item` with its frame's URL signed (AUTH_MODE=keys: a bare /media URL is no credential)."""
+    if media_urls is not None:
+        item.upload.url = media_urls.sign(item.upload.url)
+    return item

@@ -16,6 +16,7 @@ from app.services.core.asyncio_tasks import InFlight
 from app.services.core.errors import DeadlineExceeded, ShuttingDown
 from app.services.detection.detectors import Detector
 from app.services.identity.device_profile import DeviceProfile
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.codec import detection_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
 from app.services.observability.metrics import Metrics
@@ -131,7 +132,8 @@ class DetectionService:
             result, info = await detector.detect(frame, options, deadline)  # its decode and inference spans
             upload = UploadJob(session_id, request_id, frame, result.detections)
             with stage_span("tracking"):
-                tracked = await self._track(upload, result, info, meta, received_at, device_profile)
+                tenant = admission.tenant or owner or LOCAL_TENANT  # unverified: the caller's, else the default
+                tracked = await self._track(upload, result, info, meta, received_at, tenant, device_profile)
             with stage_span("upload"):  # the decision and the queueing: delivery runs later, in the background
                 upload_status = self._upload_policy.offer(upload, tracked.upload_wanted)
                 upload_record = self._upload_policy.history_record(upload, upload_status)
@@ -153,6 +155,7 @@ class DetectionService:
         info: ModelInfo,
         meta: FrameMeta,
         received_at: float,
+        tenant: str,
         device_profile: DeviceProfile | None,
     ) -> Tracked:
         if self._tracking is None:
@@ -166,7 +169,7 @@ class DetectionService:
             media_id=upload.media_id,
             image_size=(result.width, result.height),
         )
-        return await self._tracking.track(upload.session_id, frame, device_profile)
+        return await self._tracking.track(upload.session_id, frame, tenant, device_profile)
 
     def _observe(
         self, result: DetectionResult, admission: FrameAdmission, model: str, hazards: list[Assignment] | None

@@ -26,11 +26,11 @@ from app.services.tracking.types import FrameInput
 from app.services.tracking.types import HazardRecord as TrackedHazard
 
 log = structlog.get_logger(__name__)
-DEFAULT_TENANT = "local"  # one tenant until sessions carry theirs
 REMEMBERED_SIGHTINGS = 10_000
 
-# The map entry `map_id` as the map holds it now (fused position, best photo), looked up near a report of it.
-ReadEntry = Callable[[str, float, float], Awaitable[MapHazard | None]]
+# The map entry `map_id` of a tenant's map as it is now (fused position, best photo), looked up near a report of it:
+# (map_id, lat, lon, tenant).
+ReadEntry = Callable[[str, float, float, str], Awaitable[MapHazard | None]]
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,17 @@ class Mapped:
     source_id: str
     map_id: str
     record: TrackedHazard
+    tenant: str
 
 
 class RegistryFeed:
-    def __init__(
-        self, buffer: SightingBuffer, passes: PassWatcher, *, tenant: str = DEFAULT_TENANT, queue_limit: int = 10_000
-    ) -> None:
+    def __init__(self, buffer: SightingBuffer, passes: PassWatcher, *, queue_limit: int = 10_000) -> None:
         self.buffer = buffer
         self.passes = passes
-        self._tenant = tenant
         self._queue: deque[Mapped | FrameSeen] = deque()
         self._queue_limit = queue_limit
         self._wake = asyncio.Event()
-        self._sent: OrderedDict[tuple[str, float, str | None], None] = OrderedDict()  # skip repeats of a report
+        self._sent: OrderedDict[tuple[str, str, float, str | None], None] = OrderedDict()  # skip repeats of a report
         self.dropped = 0  # events past `queue_limit`: the map keeps the hazard, its next report brings it back
 
     def __len__(self) -> int:
@@ -58,13 +56,13 @@ class RegistryFeed:
 
     # TrackingObserver: called on the request path, so only a queue append each
 
-    def framed(self, session_id: str, frame: FrameInput) -> None:
+    def framed(self, session_id: str, frame: FrameInput, tenant: str) -> None:
         if frame.lat is not None and frame.lon is not None:
             labels = frozenset(o.label for o in frame.observations)
-            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels))
+            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant))
 
-    def mapped(self, source_id: str, map_id: str, record: TrackedHazard) -> None:
-        self._put(Mapped(source_id, map_id, record))
+    def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
+        self._put(Mapped(source_id, map_id, record, tenant))
 
     def _put(self, event: Mapped | FrameSeen) -> None:
         if len(self._queue) >= self._queue_limit:
@@ -98,12 +96,12 @@ class RegistryFeed:
 
     async def _sight(self, event: Mapped, read_entry: ReadEntry) -> None:
         record = event.record
-        key = (event.map_id, record.first_seen, record.best_frame_url)
+        key = (event.tenant, event.map_id, record.first_seen, record.best_frame_url)
         if key in self._sent or record.lat is None or record.lon is None:
             return
-        entry = await self._entry(read_entry, event.map_id, record.lat, record.lon)
+        entry = await self._entry(read_entry, event, record.lat, record.lon)
         sighting = Sighting(
-            tenant=self._tenant,
+            tenant=event.tenant,
             map_key=event.map_id,
             label=record.label,
             lat=record.lat if entry is None else entry.lat,
@@ -115,15 +113,15 @@ class RegistryFeed:
         )
         outcome = await self.buffer.report(sighting)  # written now, or kept and replayed: the buffer's either way
         if outcome in ("created", "reopened"):
-            self.passes.forget(sighting.lat, sighting.lon)
+            self.passes.forget(sighting.lat, sighting.lon, event.tenant)
         self._sent[key] = None
         while len(self._sent) > REMEMBERED_SIGHTINGS:
             self._sent.popitem(last=False)
 
     @staticmethod
-    async def _entry(read_entry: ReadEntry, map_id: str, lat: float, lon: float) -> MapHazard | None:
+    async def _entry(read_entry: ReadEntry, event: Mapped, lat: float, lon: float) -> MapHazard | None:
         try:
-            return await read_entry(map_id, lat, lon)
+            return await read_entry(event.map_id, lat, lon, event.tenant)
         except ApiError as exc:  # the map cannot be read now: the report's own position and photo will do
-            log.warning("registry_map_entry_unread", map_id=map_id, error=exc.code)
+            log.warning("registry_map_entry_unread", map_id=event.map_id, error=exc.code)
             return None

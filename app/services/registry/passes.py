@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from app.services.core.errors import HazardNotFound, RegistryUnavailable
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.registry.queries import around, distance_m
 from app.services.registry.records import HazardFilter, HazardRecord
 from app.services.registry.store import HazardRegistry
@@ -37,6 +38,7 @@ class FrameSeen:
     lat: float
     lon: float
     labels: frozenset[str]
+    tenant: str = LOCAL_TENANT  # the session's: its passes count on that tenant's hazards
 
 
 @dataclass
@@ -44,6 +46,7 @@ class OpenPass:
     started_at: float
     last_at: float
     saw_it: bool
+    tenant: str = LOCAL_TENANT
 
 
 class PassWatcher:
@@ -51,26 +54,24 @@ class PassWatcher:
         self,
         registry: HazardRegistry,
         *,
-        tenant: str,
         range_m: float,
         gap_s: float = 30.0,
         cache_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._tenant = tenant
         self.range_m = range_m
         self._gap_s = gap_s
         self._cache_s = cache_s
         self._clock = clock
-        self._cells: OrderedDict[tuple[int, int], tuple[float, list[HazardRecord]]] = OrderedDict()
+        self._cells: OrderedDict[tuple[str, int, int], tuple[float, list[HazardRecord]]] = OrderedDict()
         self._open: OrderedDict[str, dict[str, OpenPass]] = OrderedDict()  # session -> map key -> its pass
         self.recorded = 0
         self.lost = 0
 
     async def observe(self, frame: FrameSeen) -> None:
         try:
-            nearby = await self._nearby(frame.lat, frame.lon)
+            nearby = await self._nearby(frame.tenant, frame.lat, frame.lon)
         except RegistryUnavailable:
             return  # no hazards to pass while the registry is down
         in_range = {h.map_key: h for h in nearby if distance_m(frame.lat, frame.lon, h.lat, h.lon) <= self.range_m}
@@ -80,7 +81,7 @@ class PassWatcher:
                 del passes[map_key]
                 await self._record(frame.session_id, map_key, open_pass)
         for map_key, hazard in in_range.items():
-            open_pass = passes.setdefault(map_key, OpenPass(frame.at, frame.at, False))
+            open_pass = passes.setdefault(map_key, OpenPass(frame.at, frame.at, False, frame.tenant))
             open_pass.last_at = max(open_pass.last_at, frame.at)
             open_pass.saw_it = open_pass.saw_it or hazard.label in frame.labels
 
@@ -91,9 +92,9 @@ class PassWatcher:
             for map_key, open_pass in passes.items():
                 await self._record(session_id, map_key, open_pass)
 
-    def forget(self, lat: float, lon: float) -> None:
-        """A hazard was created or reopened there: the next frame nearby reads the registry again."""
-        self._cells.pop((math.floor(lat / CELL_DEGREES), math.floor(lon / CELL_DEGREES)), None)
+    def forget(self, lat: float, lon: float, tenant: str = LOCAL_TENANT) -> None:
+        """A hazard of `tenant` was created or reopened there: the next frame nearby reads the registry again."""
+        self._cells.pop((tenant, math.floor(lat / CELL_DEGREES), math.floor(lon / CELL_DEGREES)), None)
 
     def _session(self, session_id: str) -> dict[str, OpenPass]:
         passes = self._open.setdefault(session_id, {})
@@ -107,7 +108,7 @@ class PassWatcher:
         at = datetime.fromtimestamp(open_pass.last_at, UTC)
         try:
             await self._registry.record_pass(
-                self._tenant, map_key, session_id=session_id, at=at, saw_it=open_pass.saw_it
+                open_pass.tenant, map_key, session_id=session_id, at=at, saw_it=open_pass.saw_it
             )
         except HazardNotFound:
             return
@@ -117,8 +118,8 @@ class PassWatcher:
             return
         self.recorded += 1
 
-    async def _nearby(self, lat: float, lon: float) -> list[HazardRecord]:
-        cell = (math.floor(lat / CELL_DEGREES), math.floor(lon / CELL_DEGREES))
+    async def _nearby(self, tenant: str, lat: float, lon: float) -> list[HazardRecord]:
+        cell = (tenant, math.floor(lat / CELL_DEGREES), math.floor(lon / CELL_DEGREES))
         cached = self._cells.get(cell)
         now = self._clock()
         if cached is not None and now - cached[0] < self._cache_s:
@@ -130,11 +131,11 @@ class PassWatcher:
             self._cells.popitem(last=False)
         return hazards
 
-    async def _read_cell(self, cell: tuple[int, int]) -> list[HazardRecord]:
-        """The cell's hazards and those within range of its edges."""
-        south, west = cell[0] * CELL_DEGREES, cell[1] * CELL_DEGREES
+    async def _read_cell(self, cell: tuple[str, int, int]) -> list[HazardRecord]:
+        """The cell's hazards of its tenant and those within range of its edges."""
+        tenant, south, west = cell[0], cell[1] * CELL_DEGREES, cell[2] * CELL_DEGREES
         low, high = around(south, west, self.range_m), around(south + CELL_DEGREES, west + CELL_DEGREES, self.range_m)
-        where = HazardFilter(tenant=self._tenant, bbox=(low[0], low[1], high[2], high[3]))
+        where = HazardFilter(tenant=tenant, bbox=(low[0], low[1], high[2], high[3]))
         hazards: list[HazardRecord] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES_PER_CELL):

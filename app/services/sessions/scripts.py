@@ -11,8 +11,9 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
-# ARGV: now, rate, burst, the tenant that must own the session ('' for any: an admin). Another tenant's session
-# answers 'foreign', which the store turns into the unknown session's 404: the owner check costs no round trip.
+# ARGV: now, rate, burst, the tenant that must own the session ('' for any: an admin). -> {'ok', its tenant} (whose
+# map its hazards go on). Another tenant's session answers 'foreign', which the store turns into the unknown
+# session's 404: the owner check costs no round trip.
 # Sessions stored before tenants were recorded belong to 'local' (principal.LOCAL_TENANT).
 ADMIT_FRAME = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'ttl_seconds', 'tokens', 'refilled_at', 'tenant')
@@ -29,7 +30,7 @@ local expires = now + ttl
 redis.call('HSET', KEYS[1], 'status', 'active', 'last_activity', ARGV[1], 'expires_at', tostring(expires),
   'tokens', tostring(tokens - 1), 'refilled_at', ARGV[1])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
-return {'ok'}
+return {'ok', f[5] or 'local'}
 """
 
 # Appends one history entry with the session's remaining TTL and counts the frame: frame_count counts frames

@@ -58,6 +58,7 @@ class FrameAdmission:
 
     verified: bool
     frame_count: int | None = None
+    tenant: str | None = None  # the session's, from the admission's own round trip; None when unverified
 
     @property
     def degraded(self) -> bool:
@@ -202,6 +203,15 @@ class SessionStore:
             raise SessionNotFound(details={"session_id": session_id})
         return session_from_hash(session_id, fields)
 
+    async def tenant_of(self, session_id: str) -> str | None:
+        """The tenant that owns the session; None when it is unknown or expired."""
+        require_session_id(session_id)
+        key = session_key(session_id)
+        fields = await self._redis.call(
+            "tenant", lambda: cast(Awaitable[list[str | None]], self._redis.client.hmget(key, ["status", "tenant"]))
+        )
+        return None if fields[0] is None else (fields[1] or LOCAL_TENANT)
+
     async def end(self, session_id: str, owner: str | None = None) -> Session:
         require_session_id(session_id)
         now = self._clock()
@@ -236,7 +246,7 @@ class SessionStore:
             retry_after = float(reply[1])
             raise RateLimited(details={"session_id": session_id}, retry_after=max(retry_after, 0.001))
         self._known.add(session_id)
-        return FrameAdmission(verified=True)
+        return FrameAdmission(verified=True, tenant=str(reply[1]) if len(reply) > 1 else LOCAL_TENANT)
 
     async def record_detection(
         self,

@@ -1,9 +1,11 @@
-"""The fleet's hazard map in Redis: confirmed, located hazards of every session, merged by class and distance.
+"""The fleet's hazard maps in Redis, one per tenant: confirmed, located hazards of the tenant's sessions, merged by
+class and distance; one tenant's reports never merge into another's entries.
 
-Keys share the hash tag of FLEET_NAME, apart from every session's: `hazards:{<fleet>}:geo` (GEO set of map ids),
-`hazards:{<fleet>}:expiry` (zset: map id -> when it expires), `hazards:{<fleet>}:sources` (hash:
-`<session>/<hazard>` -> map id), and per entry `hazards:{<fleet>}:entry:<id>` (hash) with its `:reports` (hash:
-source -> that session's report). Merging is one MERGE_INTO_MAP call, separate from the session's association.
+A tenant's keys share the hash tag `{<fleet>:<tenant>}`, apart from every session's: `hazards:{<fleet>:<tenant>}:geo`
+(GEO set of map ids), `...:expiry` (zset: map id -> when it expires), `...:sources` (hash: `<session>/<hazard>` -> map
+id), and per entry `...:entry:<id>` (hash) with its `:reports` (hash: source -> that session's report). Merging is one
+MERGE_INTO_MAP call, separate from the session's association. `hazards:{<fleet>}:tenants` (set) names the tenants
+that have a map, for the readers of every tenant's (an admin key, an operator).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from app.services.core.breakers import AsyncBreaker
 from app.services.core.errors import HazardMapUnavailable, ValidationFailed
 from app.services.core.redis_client import register_script
 from app.services.core.types import RedisClient, RedisObserver
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.sessions.guarded import guarded
 from app.services.tracking import scripts
 from app.services.tracking.types import HazardRecord
@@ -46,6 +49,16 @@ class Near:
     lat: float
     lon: float
     radius_m: float
+
+
+@dataclass(frozen=True)
+class MapKeys:
+    """One tenant's map: its keys share one hash tag, so a script touches one slot."""
+
+    geo: str
+    expiry: str
+    sources: str
+    entry_prefix: str
 
 
 @dataclass(frozen=True)
@@ -123,9 +136,9 @@ class HazardMap:
     ) -> None:
         self._redis = client
         self.breaker = breaker
-        base = f"hazards:{{{fleet_name}}}"
-        self._geo, self._expiry, self._sources = f"{base}:geo", f"{base}:expiry", f"{base}:sources"
-        self._entry_prefix = f"{base}:entry:"
+        self._fleet = fleet_name
+        self._tenants = f"hazards:{{{fleet_name}}}:tenants"
+        self._known_tenants: set[str] = set()  # added to `_tenants` by this process: no SADD per merge
         self.merge_meters = merge_meters
         self.merge_sigmas = merge_sigmas
         self._ttl_seconds = ttl_days * 86400
@@ -136,9 +149,13 @@ class HazardMap:
     async def _guarded(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
         return await guarded(self.breaker, name, operation, self._observe, HazardMapUnavailable)
 
-    async def merge(self, session_id: str, record: HazardRecord) -> str:
-        """Report a session's located hazard; returns the map entry it became part of. A record without an
-        uncertainty is the camera's GPS (`positions.camera_gps`)."""
+    def keys(self, tenant: str) -> MapKeys:
+        base = f"hazards:{{{self._fleet}:{tenant}}}"
+        return MapKeys(f"{base}:geo", f"{base}:expiry", f"{base}:sources", f"{base}:entry:")
+
+    async def merge(self, session_id: str, record: HazardRecord, tenant: str = LOCAL_TENANT) -> str:
+        """Report a session's located hazard to its tenant's map; returns the map entry it became part of. A record
+        without an uncertainty is the camera's GPS (`positions.camera_gps`)."""
         if record.lat is None or record.lon is None:
             raise ValueError("only located hazards go on the map")
         uncertainty = record.position_uncertainty_m
@@ -146,8 +163,12 @@ class HazardMap:
             uncertainty = CAMERA_GPS_UNCERTAINTY_M
         if abs(record.lat) > GEO_MAX_LAT:
             return ""  # no roads there, and Redis GEO cannot store it: the session keeps its record
+        if tenant not in self._known_tenants:  # once per tenant and process: the hot path keeps its round trips
+            await self._guarded("map_tenant", lambda: cast(Awaitable[int], self._redis.sadd(self._tenants, tenant)))
+            self._known_tenants.add(tenant)
+        map_keys = self.keys(tenant)
         args = [
-            self._entry_prefix,
+            map_keys.entry_prefix,
             repr(self._clock()),
             repr(self._ttl_seconds),
             repr(self.merge_meters),
@@ -166,12 +187,12 @@ class HazardMap:
             repr(self.merge_sigmas),
             str(record.frames),
         ]
-        keys = [self._geo, self._expiry, self._sources]
+        keys = [map_keys.geo, map_keys.expiry, map_keys.sources]
         return str(await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args)))
 
-    async def near(self, where: Near, limit: int) -> list[MapHazard]:
-        """Entries within `radius_m` of a point, nearest first."""
-        return await self._search(where.lon, where.lat, where.radius_m, limit, None)
+    async def near(self, where: Near, limit: int, tenant: str | None = LOCAL_TENANT) -> list[MapHazard]:
+        """Entries of `tenant`'s map (None: every tenant's) within `radius_m` of a point, nearest first."""
+        return await self._search_tenants(tenant, where.lon, where.lat, where.radius_m, limit, None)
 
     @staticmethod
     def _searchable(lon: float, lat: float, radius_m: float) -> tuple[float, float, float]:
@@ -179,13 +200,31 @@ class HazardMap:
         clamped = max(-GEO_MAX_LAT, min(GEO_MAX_LAT, lat))
         return lon, clamped, radius_m + distance_m(lat, lon, clamped, lon)
 
-    async def within(self, box: BBox, limit: int) -> list[MapHazard]:
-        """Entries inside a bounding box: a radius search around its centre that covers it, filtered exactly."""
+    async def within(self, box: BBox, limit: int, tenant: str | None = LOCAL_TENANT) -> list[MapHazard]:
+        """Entries of `tenant`'s map (None: every tenant's) inside a bounding box: a radius search around its centre
+        that covers it, filtered exactly."""
         lat, lon = (box.min_lat + box.max_lat) / 2, (box.min_lon + box.max_lon) / 2
         radius = max(distance_m(lat, lon, corner_lat, corner_lon) for corner_lat, corner_lon in _corners(box))
-        return await self._search(lon, lat, radius + 1.0, limit, box)
+        return await self._search_tenants(tenant, lon, lat, radius + 1.0, limit, box)
 
-    async def _search(self, lon: float, lat: float, radius_m: float, limit: int, box: BBox | None) -> list[MapHazard]:
+    async def _search_tenants(
+        self, tenant: str | None, lon: float, lat: float, radius_m: float, limit: int, box: BBox | None
+    ) -> list[MapHazard]:
+        """One tenant's map, or every tenant's merged nearest first."""
+        if tenant is not None:
+            return await self._search(self.keys(tenant), lon, lat, radius_m, limit, box)
+        tenants = await self._guarded(
+            "map_tenants", lambda: cast(Awaitable[set[str]], self._redis.smembers(self._tenants))
+        )
+        found: list[MapHazard] = []
+        for each in sorted(tenants):
+            found += await self._search(self.keys(str(each)), lon, lat, radius_m, limit, box)
+        found.sort(key=lambda hazard: distance_m(lat, lon, hazard.lat, hazard.lon))
+        return found[:limit]
+
+    async def _search(
+        self, map_keys: MapKeys, lon: float, lat: float, radius_m: float, limit: int, box: BBox | None
+    ) -> list[MapHazard]:
         now = self._clock()
         center_lon, center_lat, search_m = self._searchable(lon, lat, radius_m)
 
@@ -199,7 +238,7 @@ class HazardMap:
             found = cast(
                 list[Any],
                 await self._redis.geosearch(
-                    self._geo,
+                    map_keys.geo,
                     longitude=center_lon,
                     latitude=center_lat,
                     radius=search_m,
@@ -214,8 +253,8 @@ class HazardMap:
                 batch = ids[start : start + 100]
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for map_id in batch:
-                        pipe.hgetall(self._entry_prefix + map_id)
-                        pipe.zscore(self._expiry, map_id)
+                        pipe.hgetall(map_keys.entry_prefix + map_id)
+                        pipe.zscore(map_keys.expiry, map_id)
                     replies = await pipe.execute()
                 for map_id, fields, expires in zip(batch, replies[::2], replies[1::2], strict=True):
                     if fields and expires is not None and float(expires) > now:  # expired: purged at next merge

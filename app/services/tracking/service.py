@@ -25,6 +25,7 @@ from app.services.core.breakers import AsyncBreaker
 from app.services.core.errors import HazardMapUnavailable, SessionStoreUnavailable, ValidationFailed
 from app.services.core.types import RecordUploadUrl, RedisClient, RedisObserver
 from app.services.identity.device_profile import DeviceProfile
+from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.types import Detection
 from app.services.sessions.store import SessionStore
 from app.services.tracking.hazard_map import HazardMap, MapHazard, parse_bbox, parse_near
@@ -108,11 +109,11 @@ class Tracked:
 class TrackingObserver(Protocol):
     """Told what tracking did, without waiting on it (e.g. the hazard registry's feed): both must return at once."""
 
-    def framed(self, session_id: str, frame: FrameInput) -> None:
-        """A frame of the session, with or without detections (a camera that saw nothing is news too)."""
+    def framed(self, session_id: str, frame: FrameInput, tenant: str) -> None:
+        """A frame of the tenant's session, with or without detections (a camera that saw nothing is news too)."""
 
-    def mapped(self, source_id: str, map_id: str, record: HazardRecord) -> None:
-        """`record` of `source_id` was merged into the map entry `map_id`."""
+    def mapped(self, source_id: str, map_id: str, record: HazardRecord, tenant: str) -> None:
+        """`record` of `source_id` was merged into the entry `map_id` of `tenant`'s map."""
 
 
 class TrackingService:
@@ -132,14 +133,21 @@ class TrackingService:
     def params(self) -> TrackParams:
         return self._tracks.params
 
-    async def track(self, session_id: str, frame: FrameInput, device_profile: DeviceProfile | None = None) -> Tracked:
-        """Associate the frame now; if Redis is down, keep the update for replay instead. `device_profile`: the
-        client key's camera, which projects the session's positions before anything else."""
+    async def track(
+        self,
+        session_id: str,
+        frame: FrameInput,
+        tenant: str = LOCAL_TENANT,
+        device_profile: DeviceProfile | None = None,
+    ) -> Tracked:
+        """Associate the frame now; if Redis is down, keep the update for replay instead. `tenant`: the session's,
+        whose map its hazards go on; `device_profile`: the client key's camera, which projects the session's
+        positions before anything else."""
         if self._observer is not None:
-            self._observer.framed(session_id, frame)
+            self._observer.framed(session_id, frame, tenant)
         if not frame.observations:
             return Tracked([])  # nothing to associate; stale tracks are closed by the next frame's time
-        fields: dict[str, object] = {"update_id": secrets.token_hex(8), "frame": frame.as_json()}
+        fields: dict[str, object] = {"update_id": secrets.token_hex(8), "frame": frame.as_json(), "tenant": tenant}
         if device_profile is not None:
             fields["profile"] = device_profile.to_json()
         update = json.dumps(fields)
@@ -154,14 +162,15 @@ class TrackingService:
         frame = fields["frame"]
         associated = await self._tracks.associate(session_id, json.dumps(frame), str(fields["update_id"]))
         profile = camera_of(fields.get("profile"))
+        tenant = str(fields.get("tenant", LOCAL_TENANT))  # updates kept before tenants: the default
         calibration = await self._calibration(
-            session_id, associated, Calibration(profile, PROFILE) if profile is not None else None
+            session_id, associated, Calibration(profile, PROFILE) if profile is not None else None, tenant
         )
-        await self._merge(session_id, associated.changed, calibration)
+        await self._merge(session_id, associated.changed, calibration, tenant)
         return associated.assignments
 
     async def _calibration(
-        self, session_id: str, associated: Associated, profile: Calibration | None
+        self, session_id: str, associated: Associated, profile: Calibration | None, tenant: str
     ) -> Calibration | None:
         """The calibration to project with: the profile's, the session's, or the stored estimate, refreshed when
         this frame confirmed a hazard and the estimate is not settled (then the session's hazards move with it)."""
@@ -171,7 +180,7 @@ class TrackingService:
         if given is not None:
             if given != associated.calibration:
                 await self._tracks.set_calibration(session_id, given)
-                await self._remerge(session_id)
+                await self._remerge(session_id, tenant)
             return given
         if not any(a.new_hazard for a in associated.assignments):
             return associated.calibration
@@ -184,42 +193,45 @@ class TrackingService:
             return stored.calibration
         estimated = Calibration(camera, ESTIMATED, len(stored.tracks))
         await self._tracks.set_calibration(session_id, estimated)
-        await self._remerge(session_id)
+        await self._remerge(session_id, tenant)
         return estimated
 
-    async def _remerge(self, session_id: str) -> None:
+    async def _remerge(self, session_id: str, tenant: str) -> None:
         """Every located hazard of the session again, at its position with the session's new calibration."""
         for record in await self._tracks.hazards(session_id):
-            await self._merge_record(session_id, record)
+            await self._merge_record(session_id, record, tenant)
 
-    async def _merge(self, session_id: str, changed: Sequence[Track], calibration: Calibration | None) -> None:
+    async def _merge(
+        self, session_id: str, changed: Sequence[Track], calibration: Calibration | None, tenant: str
+    ) -> None:
         for track in changed:  # confirmed and seen in this frame: its location or picture may be new
             position = locate(track, calibration, self._tracks.positions)
             if position is not None:
-                await self._merge_record(session_id, HazardRecord.of_track(track, position=position))
+                await self._merge_record(session_id, HazardRecord.of_track(track, position=position), tenant)
 
-    async def _merge_record(self, session_id: str, record: HazardRecord) -> None:
+    async def _merge_record(self, session_id: str, record: HazardRecord, tenant: str) -> None:
         if not record.located:
             return
         try:
-            await self._merge_one(session_id, record)
+            await self._merge_one(session_id, record, tenant)
         except HazardMapUnavailable as exc:  # the next better view of it merges again
             log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=record.hazard_id, **exc.details)
 
-    async def report_to_map(self, source_id: str, records: Sequence[HazardRecord]) -> None:
+    async def report_to_map(self, source_id: str, records: Sequence[HazardRecord], tenant: str = LOCAL_TENANT) -> None:
         """Put hazards tracked elsewhere (a batch job's `Tracker`) on the fleet's map, as one source (a session id or
         e.g. `job-<id>`): the located ones, each merged like a session's."""
         for record in records:
             if record.located:
-                await self._merge_one(source_id, record)
+                await self._merge_one(source_id, record, tenant)
 
-    async def _merge_one(self, source_id: str, record: HazardRecord) -> None:
-        map_id = await self._map.merge(source_id, record)
+    async def _merge_one(self, source_id: str, record: HazardRecord, tenant: str) -> None:
+        map_id = await self._map.merge(source_id, record, tenant)
         if map_id and self._observer is not None:
-            self._observer.mapped(source_id, map_id, record)
+            self._observer.mapped(source_id, map_id, record, tenant)
 
-    async def session_hazards(self, session_id: str) -> list[HazardRecord]:
-        await self._sessions.get(session_id)  # 404 for an unknown or expired session
+    async def session_hazards(self, session_id: str, owner: str | None = None) -> list[HazardRecord]:
+        """`owner`: the tenant that must own the session (None: any); another tenant's is SESSION_NOT_FOUND."""
+        await self._sessions.get(session_id, owner)  # 404 for an unknown, expired or another tenant's session
         return await self._tracks.hazards(session_id)
 
     def recording_uploads(self, record: RecordUploadUrl) -> RecordUploadUrl:
@@ -231,26 +243,34 @@ class TrackingService:
             if url is None:
                 return
             try:
-                for hazard in await self._tracks.hazards(session_id):
-                    if hazard.upload_media_id == media_id and hazard.located:
-                        await self._merge_one(session_id, hazard)
+                hazards = [h for h in await self._tracks.hazards(session_id) if h.upload_media_id == media_id]
+                tenant = await self._sessions.tenant_of(session_id) if hazards else None
+                for hazard in hazards:
+                    if hazard.located and tenant is not None:
+                        await self._merge_one(session_id, hazard, tenant)
             except (SessionStoreUnavailable, HazardMapUnavailable) as exc:
                 log.warning("hazard_map_picture_not_recorded", session_id=session_id, media_id=media_id, **exc.details)
 
         return record_then_map
 
     async def map_hazards(
-        self, *, bbox: str | None, near: str | None, radius_m: float | None, limit: int
+        self,
+        *,
+        bbox: str | None,
+        near: str | None,
+        radius_m: float | None,
+        limit: int,
+        tenant: str | None = LOCAL_TENANT,
     ) -> list[MapHazard]:
-        """Exactly one of `bbox` and `near` (with an optional `radius_m`)."""
+        """Exactly one of `bbox` and `near` (with an optional `radius_m`); `tenant`'s map, None: every tenant's."""
         if (bbox is None) == (near is None):
             raise ValidationFailed("Give either bbox or near.", details={"fields": ["bbox", "near"]})
         if bbox is not None:
             if radius_m is not None:
                 raise ValidationFailed("radius_m goes with near, not bbox.", details={"field": "radius_m"})
-            return await self._map.within(parse_bbox(bbox), limit)
+            return await self._map.within(parse_bbox(bbox), limit, tenant)
         assert near is not None
-        return await self._map.near(parse_near(near, radius_m or DEFAULT_NEAR_RADIUS_M), limit)
+        return await self._map.near(parse_near(near, radius_m or DEFAULT_NEAR_RADIUS_M), limit, tenant)
 
 
 def track_params(settings: TrackingSettings, uploads: UploadSettings) -> TrackParams:
