@@ -65,7 +65,7 @@ def create_webhooks_router(
         return DeliveryList(deliveries=[DeliveryOut.of(delivery) for delivery in await webhooks.dead(limit)])
 
     @router.post(
-        "/dead/{delivery_id}/replay", responses=error_responses(*REQUEST_ERRORS, *CHANGE_ERRORS, WebhookNotFound)
+        "/dead/{delivery_id:int}/replay", responses=error_responses(*REQUEST_ERRORS, *CHANGE_ERRORS, WebhookNotFound)
     )
     async def admin_replay_dead_delivery(delivery_id: int, who: Admin) -> DeliveryOut:
         """A dead delivery back in the outbox with a fresh set of attempts, sent at once."""
@@ -73,7 +73,7 @@ def create_webhooks_router(
         await audit.record(who.name, "webhook.delivery_replayed", str(delivery_id), {"event": delivery.event})
         return DeliveryOut.of(delivery)
 
-    @router.delete("/{webhook_id}", responses=error_responses(*REQUEST_ERRORS, *CHANGE_ERRORS, WebhookNotFound))
+    @router.delete("/{webhook_id:int}", responses=error_responses(*REQUEST_ERRORS, *CHANGE_ERRORS, WebhookNotFound))
     async def admin_delete_webhook(webhook_id: int, who: Admin) -> WebhookOut:
         """Nothing more is sent to it, pending deliveries included."""
         webhook = await webhooks.delete(webhook_id)
