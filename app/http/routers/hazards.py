@@ -69,6 +69,11 @@ def create_hazards_router(tracking: TrackingService, media_urls: MediaSigner) ->
         collection = SessionHazardCollection.model_validate(geojson.session_collection(session_id, records))
         return GeoJSONResponse(collection.model_dump(mode="json"))
 
+    _add_map_route(router, tracking, media_urls)
+    return router
+
+
+def _add_map_route(router: APIRouter, tracking: TrackingService, media_urls: MediaSigner) -> None:
     @router.get(
         "/hazards",
         responses=json_error_responses(*REQUEST_ERRORS, HazardMapUnavailable),
@@ -102,5 +107,3 @@ def create_hazards_router(tracking: TrackingService, media_urls: MediaSigner) ->
         hazards: list[MapHazard] = [replace(h, best_frame_url=media_urls.sign(h.best_frame_url)) for h in found]
         collection = MapHazardCollection.model_validate(geojson.map_collection(hazards))
         return GeoJSONResponse(collection.model_dump(mode="json"))
-
-    return router
