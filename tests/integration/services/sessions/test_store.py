@@ -35,7 +35,7 @@ async def test_a_ttl_over_the_maximum_is_refused_before_anything_is_written(sess
 async def test_frames_past_the_burst_are_rate_limited_with_a_retry_after(session_store: SessionStore) -> None:
     session = await session_store.create({}, ttl_seconds=None)
     for _ in range(2):
-        assert await session_store.admit_frame(session.session_id) == FrameAdmission(verified=True)
+        assert await session_store.admit_frame(session.session_id) == FrameAdmission(verified=True, tenant="local")
     with pytest.raises(RateLimited) as limited:
         await session_store.admit_frame(session.session_id)
     assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 1
@@ -83,7 +83,8 @@ async def test_another_tenants_session_is_unknown_to_every_call_and_stays_untouc
             await call
         assert refused.value.details == {"session_id": session.session_id}
     assert direct_redis.hgetall(key) == before  # nothing admitted, nothing ended
-    assert await session_store.admit_frame(session.session_id, "fleet-a") == FrameAdmission(verified=True)
+    admitted = await session_store.admit_frame(session.session_id, "fleet-a")
+    assert admitted == FrameAdmission(verified=True, tenant="fleet-a")
     assert (await session_store.end(session.session_id, "fleet-a")).status == "ended"
     assert (await session_store.get(session.session_id)).status == "ended"  # None: any tenant (admins)
 
