@@ -122,7 +122,9 @@ def _include_routers(
     app.include_router(create_stream_router(parts.detection, parts.metrics, settings))
     app.include_router(create_hazards_router(parts.tracking, identity.media_urls))
     registry = parts.registry
-    app.include_router(create_registry_router(registry.store, registry.exports, operators.auth, client_address))
+    app.include_router(
+        create_registry_router(registry.store, registry.exports, operators.auth, client_address, identity.media_urls)
+    )
     app.include_router(
         create_jobs_router(jobs, parts.tracking.params, settings.jobs.max_frames_per_request, settings.images.max_bytes)
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
@@ -37,9 +38,11 @@ from app.services.identity.roles import Operator, Role
 from app.services.registry.exports import HazardExports
 from app.services.registry.lifecycle import Status
 from app.services.registry.records import HazardFilter
+from app.services.registry.records import HazardRecord as RegistryRecord
 from app.services.registry.store import HazardRegistry, is_unreachable
 from app.services.tracking.hazard_map import parse_bbox
 from app.services.tracking.meta import parse_rfc3339
+from app.services.uploads.signing import MediaSigner
 
 # Inline in the query's schema (an enum behind a $ref in a query parameter trips Schemathesis' generator).
 StatusName = Literal["open", "verified", "rejected", "suspected_fixed", "closed"]
@@ -121,8 +124,13 @@ async def streamed(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
 
 
 def create_registry_router(
-    registry: HazardRegistry, exports: HazardExports, auth: OperatorAuth, client_address: ClientAddress
+    registry: HazardRegistry,
+    exports: HazardExports,
+    auth: OperatorAuth,
+    client_address: ClientAddress,
+    media_urls: MediaSigner,
 ) -> APIRouter:
+    """`media_urls`: best photos kept by the service are handed out signed (AUTH_MODE=keys), as everywhere."""
     router = APIRouter(prefix="/hazards", tags=["hazard registry"])
     inspector = role_dependency(operator_dependency(auth, client_address), Role.INSPECTOR)
 
@@ -136,15 +144,16 @@ def create_registry_router(
     ) -> RegistryHazardPage:
         """Registry hazards by status, class, time and area, a page at a time (422 names the page limit)."""
         page = await registry.query(where, limit=limit, cursor=cursor)
-        return RegistryHazardPage(hazards=[RegistryHazard.of(r) for r in page.items], next_cursor=page.next_cursor)
+        hazards = [RegistryHazard.of(signed(r, media_urls)) for r in page.items]
+        return RegistryHazardPage(hazards=hazards, next_cursor=page.next_cursor)
 
     for kind, media_type in EXPORT_MEDIA_TYPES.items():
-        _add_export(router, exports, kind, media_type)
+        _add_export(router, exports, kind, media_type, media_urls)
 
     @router.get("/{hazard_id}", responses=error_responses(*READ_ERRORS, HazardNotFound))
     async def get_registry_hazard(hazard_id: str, caller: MapCaller) -> RegistryHazardDetail:
         """A registry hazard with its history (who moved it, when, why); another tenant's answers as unknown."""
-        return await _detail(registry, parse_hazard_id(hazard_id), owned_by(caller))
+        return await _detail(registry, parse_hazard_id(hazard_id), owned_by(caller), media_urls)
 
     @router.post(
         "/{hazard_id}/verdict", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
@@ -154,7 +163,7 @@ def create_registry_router(
         any other category verifies it. 409 lists the moves its status allows."""
         number = parse_hazard_id(hazard_id)
         await registry.give_verdict(number, actor=who.name, category=body.category.value, note=body.note, tenant=None)
-        return await _detail(registry, number, None)
+        return await _detail(registry, number, None, media_urls)
 
     @router.post(
         "/{hazard_id}/close", responses=error_responses(*MOVE_ERRORS, TransitionNotAllowed, RegistryUnavailable)
@@ -165,21 +174,27 @@ def create_registry_router(
         """An operator closes a hazard (repaired, or dealt with); a new sighting opens it again."""
         number = parse_hazard_id(hazard_id)
         await registry.close(number, actor=who.name, note=None if body is None else body.note, tenant=None)
-        return await _detail(registry, number, None)
+        return await _detail(registry, number, None, media_urls)
 
     return router
 
 
-async def _detail(registry: HazardRegistry, hazard_id: int, tenant: str | None) -> RegistryHazardDetail:
+def signed(record: RegistryRecord, media_urls: MediaSigner) -> RegistryRecord:
+    return replace(record, best_photo_url=media_urls.sign(record.best_photo_url))
+
+
+async def _detail(
+    registry: HazardRegistry, hazard_id: int, tenant: str | None, media_urls: MediaSigner
+) -> RegistryHazardDetail:
     """`tenant`: whose hazard it must be (None: any)."""
-    record = await registry.get(hazard_id, tenant=tenant)
+    record = signed(await registry.get(hazard_id, tenant=tenant), media_urls)
     history = await registry.history(hazard_id, tenant=tenant)
     return RegistryHazardDetail(
         **RegistryHazard.of(record).model_dump(), history=[HistoryEntry.of(event) for event in history]
     )
 
 
-def _add_export(router: APIRouter, exports: HazardExports, kind: str, media_type: str) -> None:
+def _add_export(router: APIRouter, exports: HazardExports, kind: str, media_type: str, media_urls: MediaSigner) -> None:
     path = "/export/open311" if kind == "open311" else f"/export.{kind}"
     produce = {"geojson": exports.geojson, "csv": exports.csv, "open311": exports.open311}[kind]
     descriptions = {
@@ -190,7 +205,9 @@ def _add_export(router: APIRouter, exports: HazardExports, kind: str, media_type
 
     async def export(where: Filter) -> StreamingResponse:
         headers = {"Content-Disposition": f'attachment; filename="hazards.{"json" if kind == "open311" else kind}"'}
-        return StreamingResponse(await streamed(produce(where)), media_type=media_type, headers=headers)
+        return StreamingResponse(
+            await streamed(produce(where, media_urls.sign)), media_type=media_type, headers=headers
+        )
 
     router.add_api_route(
         path,

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -99,37 +100,46 @@ def json_items(records: list[HazardRecord], shape: Callable[[HazardRecord], dict
     return body if first else "," + body
 
 
+PhotoUrl = Callable[[str | None], str | None]
+
+
+def same_url(url: str | None) -> str | None:
+    return url
+
+
 class HazardExports:
     def __init__(self, engine: AsyncEngine, *, batch_size: int = 1000) -> None:
         self._engine = engine
         self.batch_size = batch_size
 
-    async def batches(self, where: HazardFilter) -> AsyncIterator[list[HazardRecord]]:
-        """Matching hazards by id, `batch_size` at a time, through a server-side cursor."""
+    async def batches(self, where: HazardFilter, photo_url: PhotoUrl = same_url) -> AsyncIterator[list[HazardRecord]]:
+        """Matching hazards by id, `batch_size` at a time, through a server-side cursor; `photo_url` gives each
+        best photo the address the reader may fetch (a signed one where the service keeps its frames)."""
         statement = select_hazards(where).execution_options(yield_per=self.batch_size)
         async with self._engine.connect() as connection:
             result = await connection.stream(statement)
             async for rows in result.partitions(self.batch_size):
-                yield [HazardRecord.from_row(row) for row in rows]
+                records = (HazardRecord.from_row(row) for row in rows)
+                yield [replace(record, best_photo_url=photo_url(record.best_photo_url)) for record in records]
 
-    async def geojson(self, where: HazardFilter) -> AsyncIterator[str]:
+    async def geojson(self, where: HazardFilter, photo_url: PhotoUrl = same_url) -> AsyncIterator[str]:
         yield '{"type":"FeatureCollection","features":['
         first = True
-        async for records in self.batches(where):
+        async for records in self.batches(where, photo_url):
             yield json_items(records, geojson_feature, first)
             first = False
         yield "]}\n"
 
-    async def csv(self, where: HazardFilter) -> AsyncIterator[str]:
+    async def csv(self, where: HazardFilter, photo_url: PhotoUrl = same_url) -> AsyncIterator[str]:
         yield csv_lines([list(CSV_COLUMNS)])
-        async for records in self.batches(where):
+        async for records in self.batches(where, photo_url):
             yield csv_lines(csv_row(record) for record in records)
 
-    async def open311(self, where: HazardFilter) -> AsyncIterator[str]:
+    async def open311(self, where: HazardFilter, photo_url: PhotoUrl = same_url) -> AsyncIterator[str]:
         """A JSON array of service requests (GeoReport v2's `requests.json` shape)."""
         yield "["
         first = True
-        async for records in self.batches(where):
+        async for records in self.batches(where, photo_url):
             yield json_items(records, open311_request, first)
             first = False
         yield "]\n"

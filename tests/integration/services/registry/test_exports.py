@@ -59,6 +59,25 @@ async def test_the_open311_export_is_a_json_array_of_requests(registry: HazardRe
     ]
 
 
+async def test_every_export_hands_out_the_photo_address_it_is_given(
+    registry: HazardRegistry, engine: AsyncEngine
+) -> None:
+    """Where the service keeps its frames, readers get signed addresses: each format takes the same `photo_url`."""
+    await seed(registry)
+    exports = HazardExports(engine)
+
+    def photo_url(url: str | None) -> str | None:
+        return None if url is None else f"{url}?sig=s"
+
+    features = json.loads(await text(exports.geojson(HazardFilter(), photo_url)))["features"]
+    rows = list(csv.DictReader(io.StringIO(await text(exports.csv(HazardFilter(), photo_url)))))
+    requests = json.loads(await text(exports.open311(HazardFilter(), photo_url)))
+    signed = "https://cdn.example/a.jpg?sig=s"
+    assert [f["properties"]["best_photo_url"] for f in features] == [signed, None]
+    assert [row["best_photo_url"] for row in rows] == [signed, ""]
+    assert [r["media_url"] for r in requests] == [signed, None]
+
+
 async def test_an_empty_export_is_still_well_formed(engine: AsyncEngine) -> None:
     exports = HazardExports(engine)
     assert geojson.loads(await text(exports.geojson(HazardFilter()))).is_valid
