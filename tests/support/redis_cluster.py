@@ -20,7 +20,12 @@ import redis.cluster
 from tests.support.redis_process import free_port
 
 MASTERS = 3
+FIRST_START_ATTEMPTS = 3
 READY_WITHIN_SECONDS = 20.0  # a restarted master waits ~2 s before it calls the cluster ok again
+
+
+class NodeDidNotStart(RuntimeError):
+    pass
 
 
 class RedisCluster:
@@ -36,6 +41,7 @@ class RedisCluster:
         # Persistent nodes survive kill -9 with every write on disk, as a production cluster would.
         self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.created = False  # once the cluster exists, a restart must rejoin it on the same ports
 
     @property
     def url(self) -> str:
@@ -46,8 +52,26 @@ class RedisCluster:
         return self.root / f"node-{index}"
 
     def start(self) -> None:
-        """Start every node; the first start creates the cluster, later ones rejoin it from nodes.conf."""
-        created = all((self._node_dir(i) / "nodes.conf").exists() for i in range(MASTERS))
+        """Start every node; the first start creates the cluster, later ones rejoin it from nodes.conf (on the same
+        ports). A first start whose node could not take its port (a free port handed out to someone else meanwhile:
+        the test's own client connections draw from the same range) starts again on fresh ports."""
+        for attempt in range(FIRST_START_ATTEMPTS):
+            try:
+                self._start_nodes()
+            except NodeDidNotStart:
+                self.kill()
+                if self.created or attempt == FIRST_START_ATTEMPTS - 1:
+                    raise
+                for index in range(MASTERS):  # what the nodes wrote names the ports given up
+                    shutil.rmtree(self._node_dir(index), ignore_errors=True)
+                self.ports = [free_port() for _ in range(MASTERS)]
+                self.bus_ports = [free_port() for _ in range(MASTERS)]
+            else:
+                self.created = True
+                return
+
+    def _start_nodes(self) -> None:
+        created = self.created
         for index, (port, bus_port) in enumerate(zip(self.ports, self.bus_ports, strict=True)):
             node_dir = self._node_dir(index)
             node_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +95,8 @@ class RedisCluster:
             ]
             self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + READY_WITHIN_SECONDS
-        for port in self.ports:
-            self._wait(functools.partial(_answers, port), deadline, f"node {port} did not start")
+        for port, process in zip(self.ports, self.processes, strict=True):
+            self._wait(functools.partial(_answers, port, process), deadline, f"node {port} did not start")
         if not created:
             nodes = [f"127.0.0.1:{port}" for port in self.ports]
             subprocess.run(
@@ -101,7 +125,7 @@ class RedisCluster:
             except redis.RedisError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(message)
+        raise NodeDidNotStart(message)
 
     def kill(self) -> None:
         """kill -9 every node, as a whole-cluster outage."""
@@ -119,6 +143,8 @@ class RedisCluster:
         return redis.cluster.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True)
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:  # it exited: its port was taken (or its files refused it)
+        raise NodeDidNotStart(f"node {port} exited with {process.returncode}")
     with redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=1) as node:
         return bool(node.ping())
