@@ -40,6 +40,18 @@ def is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction of the registry's database; a database that cannot be reached is 503 REGISTRY_UNAVAILABLE."""
+    try:
+        async with engine.begin() as connection:
+            yield connection
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise RegistryUnavailable(details={"reason": type(exc).__name__}) from exc
+        raise
+
+
 class HazardRegistry:
     def __init__(
         self,
@@ -55,16 +67,6 @@ class HazardRegistry:
         self.max_page_size = max_page_size
         self.silence_radius_m = silence_radius_m  # a rejected hazard silences new reports this close to it
         self._clock = clock
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as connection:
-                yield connection
-        except Exception as exc:
-            if is_unreachable(exc):
-                raise RegistryUnavailable(details={"reason": type(exc).__name__}) from exc
-            raise
 
     async def report_sighting(
         self,
@@ -88,7 +90,7 @@ class HazardRegistry:
             return await self._apply_sighting(sighting)
 
     async def _apply_sighting(self, sighting: Sighting) -> SightingOutcome:
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             row = (
                 await connection.execute(
                     sa.select(hazards)
@@ -232,7 +234,7 @@ class HazardRegistry:
     ) -> HazardRecord:
         """An operator's verdict on an open hazard: not_an_issue rejects it, any other category verifies it."""
         move, parsed = verdict_move(category)
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             record = await self._locked(connection, hazard_id, tenant)
             await self._move(connection, record, move, actor, self._clock(), category=parsed.value, note=note)
             return await self._locked(connection, hazard_id, tenant)
@@ -240,7 +242,7 @@ class HazardRegistry:
     async def close(
         self, hazard_id: int, *, actor: str, note: str | None = None, tenant: str | None = None
     ) -> HazardRecord:
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             record = await self._locked(connection, hazard_id, tenant)
             await self._move(connection, record, Move.CLOSE, actor, self._clock(), note=note)
             return await self._locked(connection, hazard_id, tenant)
@@ -248,7 +250,7 @@ class HazardRegistry:
     async def record_pass(self, tenant: str, map_key: str, *, session_id: str, at: datetime, saw_it: bool) -> Status:
         """A session's camera covered the hazard's position; after `passes_to_fix` passes later than its last
         sighting that saw nothing, an open or verified hazard becomes suspected_fixed. Returns its status."""
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             row = (
                 await connection.execute(
                     sa.select(hazards).where(hazards.c.tenant == tenant, hazards.c.map_key == map_key).with_for_update()
@@ -292,12 +294,12 @@ class HazardRegistry:
         return int(count or 0)
 
     async def get(self, hazard_id: int, *, tenant: str | None = None) -> HazardRecord:
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             return await self._locked(connection, hazard_id, tenant, lock=False)
 
     async def history(self, hazard_id: int, *, tenant: str | None = None) -> list[HazardEvent]:
         """Every move of the hazard, oldest first."""
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             await self._locked(connection, hazard_id, tenant, lock=False)
             rows = await connection.execute(
                 sa.select(hazard_events).where(hazard_events.c.hazard_id == hazard_id).order_by(hazard_events.c.id)
@@ -315,7 +317,7 @@ class HazardRegistry:
         statement = select_hazards(where).limit(limit + 1)
         if cursor is not None:
             statement = statement.where(hazards.c.id > parse_cursor(cursor))
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             records = [HazardRecord.from_row(row) for row in await connection.execute(statement)]
         more = len(records) > limit
         items = records[:limit]

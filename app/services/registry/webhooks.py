@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.services.core.errors import RegistryUnavailable, ValidationFailed, WebhookNotFound
+from app.services.core.errors import ValidationFailed, WebhookNotFound
 from app.services.registry.outbox import DeliveryStatus, WebhookEvent
-from app.services.registry.store import is_unreachable
+from app.services.registry.store import transaction
 from app.services.registry.tables import webhook_deliveries, webhooks
 
 MAX_URL_CHARS = 2048
@@ -84,16 +83,6 @@ class WebhookStore:
         self._engine = engine
         self._clock = clock
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as connection:
-                yield connection
-        except Exception as exc:
-            if is_unreachable(exc):
-                raise RegistryUnavailable(details={"reason": type(exc).__name__}) from exc
-            raise
-
     async def register(
         self, url: str, events: Iterable[WebhookEvent], secret: str | None = None
     ) -> tuple[Webhook, str]:
@@ -101,7 +90,7 @@ class WebhookStore:
         chosen = tuple(dict.fromkeys(events)) or tuple(WebhookEvent)
         secret = secret or secrets.token_hex(32)
         created_at = self._clock()
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             result = await connection.execute(
                 webhooks.insert().values(
                     url=url,
@@ -116,12 +105,12 @@ class WebhookStore:
 
     async def list_webhooks(self) -> list[Webhook]:
         statement = sa.select(webhooks).where(webhooks.c.disabled.is_(False)).order_by(webhooks.c.id)
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             return [_webhook(row) for row in await connection.execute(statement)]
 
     async def delete(self, webhook_id: int) -> Webhook:
         """Nothing more is sent to it, pending deliveries included; its dead letters stay listed."""
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             row = (
                 await connection.execute(
                     sa.select(webhooks).where(webhooks.c.id == webhook_id, webhooks.c.disabled.is_(False))
@@ -140,13 +129,13 @@ class WebhookStore:
             .order_by(webhook_deliveries.c.id.desc())
             .limit(limit)
         )
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             return [_delivery(row) for row in await connection.execute(statement)]
 
     async def replay(self, delivery_id: int) -> WebhookDelivery:
         """A dead delivery back in the outbox with a fresh set of attempts, due now."""
         dead = (webhook_deliveries.c.id == delivery_id) & (webhook_deliveries.c.status == DeliveryStatus.DEAD.value)
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             result = await connection.execute(
                 webhook_deliveries.update()
                 .where(dead)
@@ -164,7 +153,7 @@ class WebhookStore:
             .where(webhook_deliveries.c.webhook_id == webhook_id)
             .order_by(webhook_deliveries.c.id)
         )
-        async with self._transaction() as connection:
+        async with transaction(self._engine) as connection:
             return [_delivery(row) for row in await connection.execute(statement)]
 
 
