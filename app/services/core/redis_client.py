@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextvars import ContextVar
 from typing import Any, cast
 
@@ -23,11 +23,12 @@ from redis.exceptions import (
     ClusterError,
     ExecAbortError,
     MaxConnectionsError,
+    NoScriptError,
     RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
 )
-from redis.typing import EncodableT
+from redis.typing import EncodableT, KeyT
 
 from app.services.core.types import RedisClient
 from app.settings import RedisSettings
@@ -236,9 +237,34 @@ class _BoundedPipeline(ClusterPipeline):
             return await self._bounded_client.run_transaction(commands, raise_on_error)
 
 
+class SourceOnMissScript(AsyncScript):
+    """A script that, when the node answers NOSCRIPT, is sent whole (EVAL) to the node that said so, which caches it.
+
+    redis-py's own answer to NOSCRIPT is SCRIPT LOAD on the nodes the cluster client believes are masters, then
+    EVALSHA again: after a failover it can still take the replica that took over for a replica, load the script
+    everywhere but there, and fail the same way on every later call (seen in the rehearsal: every frame of a session
+    on that node answered 500 until the API restarted). EVAL goes where the keys route, like EVALSHA."""
+
+    async def __call__(
+        self,
+        keys: Sequence[KeyT] | None = None,
+        args: Iterable[EncodableT] | None = None,
+        client: redis.Redis | None = None,
+    ) -> Any:
+        target = self.registered_client if client is None else client
+        if isinstance(target, redis.client.Pipeline):
+            return await super().__call__(keys, args, client)  # a pipeline loads its scripts before it runs
+        key_list = list(keys or [])
+        try:
+            return await cast(Awaitable[Any], target.evalsha(self.sha, len(key_list), *key_list, *(args or [])))
+        except NoScriptError:
+            source = cast(str, self.script)  # registered as text (register_script)
+            return await cast(Awaitable[Any], target.eval(source, len(key_list), *key_list, *(args or [])))
+
+
 def register_script(client: RedisClient, script: str) -> AsyncScript:
     # AsyncScript serves both clients (it takes the cluster client's encoder); its annotation names only Redis.
-    return AsyncScript(cast(redis.Redis, client), script)
+    return SourceOnMissScript(cast(redis.Redis, client), script)
 
 
 def redact_url(url: str) -> str:
