@@ -40,7 +40,8 @@ class FakeCloudinary:
     api_key = "123456789012345"
     api_secret = "fake-api-secret"
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host  # the rehearsal's hosts reach it on the machine's bridge address
         self.port = free_port()
         self.mode: Mode = "refuse"
         self.assets: dict[str, Asset] = {}
@@ -53,7 +54,7 @@ class FakeCloudinary:
     @property
     def url(self) -> str:
         """A CLOUDINARY_URL for this endpoint."""
-        prefix = f"http://127.0.0.1:{self.port}"
+        prefix = f"http://{self.host}:{self.port}"
         return f"cloudinary://{self.api_key}:{self.api_secret}@{self.cloud_name}?upload_prefix={prefix}"
 
     def answer(self, mode: Mode) -> None:
@@ -73,7 +74,7 @@ class FakeCloudinary:
         self._close()
 
     def _open(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
+        server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="fake-cloudinary", daemon=True).start()
         self._server = server

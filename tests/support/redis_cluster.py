@@ -1,7 +1,9 @@
 """A private three-master Redis Cluster on free loopback ports, which tests can kill and restart as a whole.
 
 Each node has its own directory, so its `nodes.conf` (and, when persistent, its append-only file) lets it rejoin
-the cluster with the same slots after a restart on the same ports.
+the cluster with the same slots after a restart on the same ports. With `replicas`, each master has that many
+replicas, and one node can be killed on its own (its replica takes over); with `hosts`, each node runs on a host
+of its own (an address and the command prefix that runs a program there: the rehearsal's network namespaces).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import functools
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -28,16 +31,45 @@ class NodeDidNotStart(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class NodeHost:
+    """Where a node runs: the address it binds, and the prefix that runs a command there."""
+
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> list[str]:
+        """Off loopback, a node without a password must leave protected mode to be reached at all (a private
+        network: the rehearsal's)."""
+        return [] if self.address == "127.0.0.1" else ["--protected-mode", "no"]
+
+
 class RedisCluster:
-    def __init__(self, root: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        persistent: bool = False,
+        replicas: int = 0,
+        hosts: Sequence[NodeHost] = (),
+        node_timeout_ms: int | None = None,
+    ) -> None:
         binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if binary is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are not installed; `make system-deps` installs them")
         self.binary, self.cli = binary, cli
         self.root = root
+        self.replicas = replicas
+        self.nodes = MASTERS * (1 + replicas)
+        self.hosts = list(hosts) or [NodeHost()] * self.nodes
+        if len(self.hosts) != self.nodes:
+            raise ValueError(f"{self.nodes} nodes need {self.nodes} hosts, not {len(self.hosts)}")
+        # How long a master may be unreachable before its replica takes over (Redis' default: 15 s).
+        self.timeout_flags = [] if node_timeout_ms is None else ["--cluster-node-timeout", str(node_timeout_ms)]
         # The bus port is picked too: the default (port + 10000) may be taken or out of range.
-        self.ports = [free_port() for _ in range(MASTERS)]
-        self.bus_ports = [free_port() for _ in range(MASTERS)]
+        self.ports = [free_port() for _ in range(self.nodes)]
+        self.bus_ports = [free_port() for _ in range(self.nodes)]
         # Persistent nodes survive kill -9 with every write on disk, as a production cluster would.
         self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -46,7 +78,10 @@ class RedisCluster:
     @property
     def url(self) -> str:
         """A seed node: the client discovers the others."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return f"redis://{self.hosts[0].address}:{self.ports[0]}/0"
+
+    def node(self, index: int) -> redis.Redis:
+        return redis.Redis(self.hosts[index].address, self.ports[index], socket_timeout=1, decode_responses=True)
 
     def _node_dir(self, index: int) -> Path:
         return self.root / f"node-{index}"
@@ -62,45 +97,51 @@ class RedisCluster:
                 self.kill()
                 if self.created or attempt == FIRST_START_ATTEMPTS - 1:
                     raise
-                for index in range(MASTERS):  # what the nodes wrote names the ports given up
+                for index in range(self.nodes):  # what the nodes wrote names the ports given up
                     shutil.rmtree(self._node_dir(index), ignore_errors=True)
-                self.ports = [free_port() for _ in range(MASTERS)]
-                self.bus_ports = [free_port() for _ in range(MASTERS)]
+                self.ports = [free_port() for _ in range(self.nodes)]
+                self.bus_ports = [free_port() for _ in range(self.nodes)]
             else:
                 self.created = True
                 return
 
+    def _command(self, index: int) -> list[str]:
+        return [
+            *self.hosts[index].prefix,
+            self.binary,
+            "--port",
+            str(self.ports[index]),
+            "--cluster-port",
+            str(self.bus_ports[index]),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--bind",
+            self.hosts[index].address,
+            "--save",
+            "",
+            "--dir",
+            str(self._node_dir(index)),
+            *self.persistence,
+            *self.timeout_flags,
+            *self.hosts[index].flags,
+        ]
+
     def _start_nodes(self) -> None:
         created = self.created
-        for index, (port, bus_port) in enumerate(zip(self.ports, self.bus_ports, strict=True)):
-            node_dir = self._node_dir(index)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            command = [
-                self.binary,
-                "--port",
-                str(port),
-                "--cluster-port",
-                str(bus_port),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                str(node_dir),
-                *self.persistence,
-            ]
+        for index in range(self.nodes):
+            self._node_dir(index).mkdir(parents=True, exist_ok=True)
+            command = self._command(index)
             self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + READY_WITHIN_SECONDS
-        for port, process in zip(self.ports, self.processes, strict=True):
-            self._wait(functools.partial(_answers, port, process), deadline, f"node {port} did not start")
+        for index, process in enumerate(self.processes):
+            answers = functools.partial(_answers, self.node(index), process)
+            self._wait(answers, deadline, f"node {self.ports[index]} did not start")
         if not created:
-            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            nodes = [f"{host.address}:{port}" for host, port in zip(self.hosts, self.ports, strict=True)]
             subprocess.run(
-                [self.cli, "--cluster", "create", *nodes, "--cluster-yes"],
+                [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -109,12 +150,43 @@ class RedisCluster:
         self._wait(self._cluster_ok, deadline, "the cluster did not reach cluster_state:ok")
 
     def _cluster_ok(self) -> bool:
-        for port in self.ports:
-            with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as node:
+        """Every running node sees all slots served, and every replica is in sync with its master."""
+        for index, process in enumerate(self.processes):
+            if process.poll() is not None:
+                continue
+            with self.node(index) as node:
                 info = cast(dict[str, str], node.cluster("INFO"))
                 if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
                     return False
+                role = node.role()
+                if role[0] == "slave" and role[3] != "connected":
+                    return False
         return True
+
+    def masters(self) -> list[int]:
+        """The running nodes that are masters now (a replica that took over included)."""
+        running = [index for index, process in enumerate(self.processes) if process.poll() is None]
+        masters = []
+        for index in running:
+            with self.node(index) as node:
+                if node.role()[0] == "master":
+                    masters.append(index)
+        return masters
+
+    def kill_node(self, index: int) -> None:
+        """kill -9 one node, as a host that dies."""
+        self.processes[index].kill()
+        self.processes[index].wait(timeout=10)
+
+    def restart_node(self, index: int) -> None:
+        """Start a killed node again: it rejoins from its nodes.conf (a master that lost its slots, as a replica)."""
+        self.processes[index] = subprocess.Popen(
+            self._command(index), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def wait_ok(self, within: float = READY_WITHIN_SECONDS) -> None:
+        """Until the running nodes serve every slot again (after a failover, say)."""
+        self._wait(self._cluster_ok, time.monotonic() + within, f"the cluster was not ok within {within} s")
 
     @staticmethod
     def _wait(condition: Callable[[], bool], deadline: float, message: str) -> None:
@@ -140,11 +212,11 @@ class RedisCluster:
         self.start()
 
     def client(self) -> redis.cluster.RedisCluster:
-        return redis.cluster.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True)
+        return redis.cluster.RedisCluster(host=self.hosts[0].address, port=self.ports[0], decode_responses=True)
 
 
-def _answers(port: int, process: subprocess.Popen[bytes]) -> bool:
+def _answers(node: redis.Redis, process: subprocess.Popen[bytes]) -> bool:
     if process.poll() is not None:  # it exited: its port was taken (or its files refused it)
-        raise NodeDidNotStart(f"node {port} exited with {process.returncode}")
-    with redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=1) as node:
+        raise NodeDidNotStart(f"node {node.get_connection_kwargs()['port']} exited with {process.returncode}")
+    with node:
         return bool(node.ping())
