@@ -103,8 +103,30 @@ class FrameQueue:
         )
 
     async def run_live(self, frame: bytes, options: DetectOptions, model: str | None, deadline: float) -> Any:
-        """Send a live frame to the workers and wait for its answer until `deadline` (time.monotonic)."""
+        """Send a live frame to the workers and wait for its answer until `deadline` (time.monotonic).
+
+        A frame a sweep took back unrun is sent again while its deadline allows: SAQ's sweep takes a frame a worker
+        has just dequeued, and not yet marked active, for abandoned (seen in the rehearsal under load: answered 500
+        `swept` though every worker was alive)."""
+        while True:
+            job = await self._send_live(frame, options, model, deadline)
+            while job.status not in TERMINAL_STATUSES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(details={"waiting_for": "a worker"})
+                try:
+                    await job.refresh(until_complete=min(remaining, LIVE_RECHECK_SECONDS))
+                except TimeoutError:
+                    continue
+            if job.status is Status.COMPLETE:
+                return job.result
+            if job.status is not Status.ABORTED or job.error != self.live.swept_error_message:
+                raise ApiError(details={"worker_error": (job.error or "")[-500:]})
+
+    async def _send_live(self, frame: bytes, options: DetectOptions, model: str | None, deadline: float) -> Job:
         remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(details={"waiting_for": "a worker"})
         job = await self.live.enqueue(
             LIVE_FUNCTION,
             timeout=math.ceil(remaining) + 1,
@@ -118,17 +140,7 @@ class FrameQueue:
             meta=traceparent(),
         )
         assert job is not None  # a fresh random key is never a duplicate
-        while job.status not in TERMINAL_STATUSES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceeded(details={"waiting_for": "a worker"})
-            try:
-                await job.refresh(until_complete=min(remaining, LIVE_RECHECK_SECONDS))
-            except TimeoutError:
-                continue
-        if job.status is not Status.COMPLETE:
-            raise ApiError(details={"worker_error": (job.error or "")[-500:]})
-        return job.result
+        return job
 
     async def depth(self) -> dict[str, int]:
         return {"live": await self.live.count("queued"), "batch": await self.batch.count("queued")}

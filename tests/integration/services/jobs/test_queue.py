@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
 from saq.job import Status
 from saq.utils import now
 
-from app.services.jobs.queue import SweepingQueue
+from app.services.inference.types import DetectOptions
+from app.services.jobs.queue import FrameQueue, QueueLimits, SweepingQueue
 from tests.support.redis_process import RedisProcess
 
 
@@ -44,3 +46,28 @@ def test_a_frame_survives_the_death_of_the_worker_sweeping_it(redis_server: Redi
     swept, status = asyncio.run(a_frame_whose_sweeper_died(redis_server.url))
     assert len(swept) == 1 and swept[0].endswith("job:0")
     assert status is Status.QUEUED  # retried: back in the queue for a live worker
+
+
+async def a_live_frame_swept_as_it_was_dequeued(url: str) -> Any:
+    redis = Redis.from_url(url)
+    limits = QueueLimits(frame_timeout_seconds=30, frame_retries=3, heartbeat_seconds=10, record_ttl_seconds=60)
+    queue = FrameQueue(redis, f"test-{uuid.uuid4().hex[:8]}", limits)
+    options = DetectOptions(conf=0.25, iou=0.45, max_det=100)
+    try:
+        waiting = asyncio.create_task(queue.run_live(b"frame", options, None, time.monotonic() + 10))
+        taken = await queue.live.dequeue(timeout=5)  # a worker has it, and has yet to mark it active ...
+        assert taken is not None
+        # ... when another worker's sweep reads it (not active, in the active list: abandoned) and aborts it; the
+        # worker, which had marked it active meanwhile and started it, sees the abort and ends it so
+        await queue.live.abort(taken, error=queue.live.swept_error_message)
+        await queue.live.finish_abort(taken)
+        again = await queue.live.dequeue(timeout=5)  # sent again: a live worker takes it and answers
+        assert again is not None and again.id != taken.id
+        await queue.live.finish(again, Status.COMPLETE, result={"answered": True})
+        return await asyncio.wait_for(waiting, 5)
+    finally:
+        await redis.aclose()
+
+
+def test_a_live_frame_swept_unrun_is_sent_again(redis_server: RedisProcess) -> None:
+    assert asyncio.run(a_live_frame_swept_as_it_was_dequeued(redis_server.url)) == {"answered": True}
