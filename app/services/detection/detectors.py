@@ -13,7 +13,7 @@ from app.services.inference.codec import result_from_json
 from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import DetectionResult, DetectOptions, FrameEngine, ModelInfo, Priority
 from app.services.jobs.cache import ResultCache
-from app.services.jobs.queue import FrameQueue, raise_error_json
+from app.services.jobs.queue import FrameQueue, queue_errors, raise_error_json
 from app.services.observability.tracing import record_stage_spans, stage_span, tracing_on
 
 ENGINE_INFERENCE_STEPS = ("queue_wait", "infer", "postprocess")
@@ -82,7 +82,9 @@ class QueueCall:
 
     async def detect(self, frame: bytes, options: DetectOptions, deadline: float) -> tuple[DetectionResult, ModelInfo]:
         started = time.perf_counter()
-        with stage_span("queue"):  # the worker's span continues this one's trace (the job carries its traceparent)
+        # The worker's span continues this one's trace (the job carries its traceparent). The queue's Redis down,
+        # frozen or unreachable: 503 with Retry-After, not 500 (seen in the rehearsal's 5 s freeze).
+        with stage_span("queue"), queue_errors():
             answer = await self._queue.run_live(frame, options, self._model, deadline)
         if "error" in answer:
             raise_error_json(answer["error"])

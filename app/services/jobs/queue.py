@@ -8,17 +8,21 @@ live on a Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 
-from app.services.core.errors import ApiError, DeadlineExceeded
+from app.services.core.errors import ApiError, DeadlineExceeded, QueueUnavailable
+from app.services.core.redis_client import REDIS_FAILURES
 from app.services.inference.types import DetectOptions
 from app.services.observability.tracing import traceparent
 
@@ -27,12 +31,16 @@ BATCH_FUNCTION = "batch_frame"
 # A completion notice can slip past in the instant between reading the job and listening for it: re-read
 # the job this often while waiting, so a missed notice costs at most this much.
 LIVE_RECHECK_SECONDS = 0.05
+# How long past a live frame's deadline a call to the queue's Redis may stay unanswered before the frame is answered
+# QUEUE_UNAVAILABLE: its own wait ends at the deadline, so only a silent Redis lasts longer.
+QUEUE_SILENCE_GRACE_SECONDS = 0.2
 LIVE_JOB_TTL_SECONDS = 60  # a live frame's record outlives its answer only briefly
 ABORT_CHECK_SECONDS = 1  # how often a worker looks for aborted frames among those in its hands
 # A sweep asks each stuck frame's worker to abort it, then waits for that worker to say so before retrying it, one
 # frame after another. SAQ waits 5 s a frame: a worker killed with 8 frames in hand cost 40 s before all came back
 # (the kill -9 test took 46-83 s, now ~21 s). A live worker answers within ABORT_CHECK_SECONDS; a dead one never does.
 SWEEP_ABORT_WAIT_SECONDS = 2.0 * ABORT_CHECK_SECONDS
+T = TypeVar("T")
 
 
 class SweepingQueue(RedisQueue):
@@ -107,16 +115,17 @@ class FrameQueue:
 
         A frame a sweep took back unrun is sent again while its deadline allows: SAQ's sweep takes a frame a worker
         has just dequeued, and not yet marked active, for abandoned (seen in the rehearsal under load: answered 500
-        `swept` though every worker was alive)."""
+        `swept` though every worker was alive). The queue's Redis silent past the deadline (frozen, cut off) is
+        QUEUE_UNAVAILABLE, not the workers' DEADLINE_EXCEEDED."""
         while True:
-            job = await self._send_live(frame, options, model, deadline)
+            job = await _answered_in_time(self._send_live(frame, options, model, deadline), deadline)
             while job.status not in TERMINAL_STATUSES:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineExceeded(details={"waiting_for": "a worker"})
                 try:
-                    await job.refresh(until_complete=min(remaining, LIVE_RECHECK_SECONDS))
-                except TimeoutError:
+                    await _answered_in_time(job.refresh(until_complete=min(remaining, LIVE_RECHECK_SECONDS)), deadline)
+                except TimeoutError:  # SAQ's: no answer yet
                     continue
             if job.status is Status.COMPLETE:
                 return job.result
@@ -144,6 +153,27 @@ class FrameQueue:
 
     async def depth(self) -> dict[str, int]:
         return {"live": await self.live.count("queued"), "batch": await self.batch.count("queued")}
+
+
+async def _answered_in_time(call: Awaitable[T], deadline: float) -> T:
+    """`call` to the queue's Redis; still unanswered QUEUE_SILENCE_GRACE_SECONDS past the frame's deadline (by then
+    the frame's own wait has ended, so it is Redis that is silent): 503 QUEUE_UNAVAILABLE with Retry-After."""
+    try:
+        async with asyncio.timeout(deadline - time.monotonic() + QUEUE_SILENCE_GRACE_SECONDS) as scope:
+            return await call
+    except TimeoutError as exc:
+        if scope.expired():
+            raise QueueUnavailable(retry_after=1, details={"reason": "no answer within the deadline"}) from exc
+        raise
+
+
+@contextmanager
+def queue_errors() -> Iterator[None]:
+    """The queue's Redis down or unreachable -> 503 QUEUE_UNAVAILABLE, the way sessions answer."""
+    try:
+        yield
+    except REDIS_FAILURES as exc:
+        raise QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc
 
 
 def options_json(options: DetectOptions) -> dict[str, Any]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
 from app.services.jobs.frames import job_frame_input
 from app.services.jobs.processor import failed_json
-from app.services.jobs.queue import FrameQueue
+from app.services.jobs.queue import FrameQueue, queue_errors
 from app.services.jobs.store import JobStore, NewFrame, frame_id
 from app.services.observability.metrics import Metrics
 from app.services.sessions.store import SessionStore
@@ -69,7 +68,7 @@ class JobService:
         if session_id is not None:
             await self._sessions.get(session_id, tenant)  # 404 for an unknown session, before anything is written
         stored = {"conf": options.detect.conf, "iou": options.detect.iou, "max_det": options.detect.max_det}
-        with _queue_errors():
+        with queue_errors():
             job_id = await self._store.create(name, session_id, {**stored, "model": options.model}, tenant)
         self._metrics.jobs.labels("created").inc()
         log.info("job_created", job_id=job_id)
@@ -79,7 +78,7 @@ class JobService:
         """`owner` (on every call that names a job): the tenant that must own it, None for any; another
         tenant's job answers JOB_NOT_FOUND exactly as an unknown one does."""
         self._store.checked_id(job_id)
-        with _queue_errors():
+        with queue_errors():
             job = _owned(job_id, await self._store.get(job_id), owner)  # a job's tenant never changes
             indexes = await self._store.add_frames(job_id, frames)
         options = job["options"]
@@ -97,7 +96,7 @@ class JobService:
 
     async def close(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         self._store.checked_id(job_id)
-        with _queue_errors():
+        with queue_errors():
             status = await self._store.close(job_id, owner)
         if status in ("completed", "failed"):
             self._metrics.jobs.labels(status).inc()
@@ -105,7 +104,7 @@ class JobService:
 
     async def cancel(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         self._store.checked_id(job_id)
-        with _queue_errors():
+        with queue_errors():
             await self._store.cancel(job_id, owner)
         self._metrics.jobs.labels("cancelled").inc()
         log.info("job_cancelled", job_id=job_id)
@@ -113,7 +112,7 @@ class JobService:
 
     async def status(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         self._store.checked_id(job_id)
-        with _queue_errors():
+        with queue_errors():
             job = _owned(job_id, await self._store.get(job_id), owner)
         job["model"] = job["options"].pop("model")
         return job
@@ -122,7 +121,7 @@ class JobService:
         self, job_id: str, offset: int, limit: int, owner: str | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         job = await self.status(job_id, owner)
-        with _queue_errors():
+        with queue_errors():
             return job, await self._store.results(job_id, offset, limit)
 
     async def iter_results(self, job_id: str, owner: str | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -150,7 +149,7 @@ class JobService:
 
     async def recent(self, limit: int, tenant: str | None = None) -> list[dict[str, Any]]:
         """Newest first: `tenant`'s jobs, or every tenant's (None)."""
-        with _queue_errors():
+        with queue_errors():
             ids = await self._store.recent(limit, tenant)
         jobs = []
         for job_id in ids:
@@ -161,7 +160,7 @@ class JobService:
         return jobs
 
     async def queue_depth(self) -> dict[str, int]:
-        with _queue_errors():
+        with queue_errors():
             depth = await self._queue.depth()
         for priority, waiting in depth.items():
             self._metrics.queue_depth.labels(priority).set(waiting)
@@ -221,12 +220,3 @@ def _owned(job_id: str, job: dict[str, Any], owner: str | None) -> dict[str, Any
     if owner is not None and job["tenant"] != owner:
         raise JobNotFound(details={"job_id": job_id})  # what an unknown id answers: no existence oracle
     return job
-
-
-@contextmanager
-def _queue_errors() -> Iterator[None]:
-    """The queue's Redis down or unreachable -> 503 QUEUE_UNAVAILABLE, the way sessions answer."""
-    try:
-        yield
-    except REDIS_FAILURES as exc:
-        raise QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc

@@ -3,6 +3,7 @@ registry of real engines, RemoteDetector through the real queue in Redis."""
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from app.services.core.errors import DeadlineExceeded, ModelNotFound, ModelNotLoaded, ModelNotReady
+from app.services.core.errors import DeadlineExceeded, ModelNotFound, ModelNotLoaded, ModelNotReady, QueueUnavailable
 from app.services.detection.detectors import LocalDetector, RemoteDetector
 from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import DetectOptions, Priority
@@ -69,4 +70,32 @@ async def test_a_remote_frame_no_worker_takes_is_refused_at_its_deadline(redis_s
         assert 0.5 <= time.monotonic() - started < 5
         assert (await queue.depth())["live"] == 1  # it was sent, for a worker to take
     finally:
+        await redis.aclose()
+
+
+async def test_a_remote_frame_is_refused_with_retry_after_while_the_queue_is_frozen_or_down(tmp_path: Path) -> None:
+    """The queue's Redis frozen (SIGSTOP) then gone: 503 QUEUE_UNAVAILABLE with Retry-After, by the frame's deadline
+    and a little, not a 500 (seen in the rehearsal) nor a 504 that blames the workers."""
+    server = RedisProcess(tmp_path / "queue")
+    server.start()
+    assert server.process is not None
+    redis = Redis.from_url(server.url, socket_timeout=10)  # longer than any frame: the deadline must bound it
+    queue = FrameQueue(redis, f"test-{uuid.uuid4().hex[:8]}", QueueLimits(30, 1, 5, 60))
+    call = RemoteDetector(queue).bind(None)
+    try:
+        await queue.depth()  # connected before the freeze
+        server.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(QueueUnavailable) as frozen:
+            await call.detect(FRAME, DetectOptions(), started + 0.5)
+        assert frozen.value.retry_after == 1 and time.monotonic() - started < 2
+        server.process.send_signal(signal.SIGCONT)
+        server.kill()
+        with pytest.raises(QueueUnavailable) as down:
+            await call.detect(FRAME, DetectOptions(), time.monotonic() + 0.5)
+        assert down.value.retry_after == 1
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.kill()
         await redis.aclose()
