@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak
+.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak rehearsal
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -53,6 +53,15 @@ faults: $(STAMP) system-deps
 
 soak: $(STAMP) system-deps
 	SOAK_SECONDS=$(SOAK_SECONDS) $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/system/test_soak.py
+
+# The multi-host failure rehearsal, long form (the suite runs tests/system/test_rehearsal.py, two faults): network
+# namespaces as hosts (root, iproute2), HAProxy, two remote-mode API replicas, two workers, a Redis Cluster of 3
+# masters with a replica each, a queue Redis; an API replica, a worker, a cluster master killed and the queue Redis
+# frozen under REHEARSAL_RATE frames/s. Writes bench/results/rehearsal.json; docs/RUNBOOK.md "Failure rehearsal".
+REHEARSAL_RATE ?= 12
+REHEARSAL_WINDOW ?= 15
+rehearsal: $(STAMP) system-deps
+	$(PY) -m bench.rehearsal --rate $(REHEARSAL_RATE) --window $(REHEARSAL_WINDOW)
 
 # Rebuild the demo model from generated scenes (needs the train extra; no network). See README.
 model:

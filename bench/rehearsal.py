@@ -19,22 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine
-from tests.support.rehearsal import FAULTS, Plan, run_rehearsal
+from tests.support.rehearsal import FAULTS, Plan, Stack, run_rehearsal
 
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| fault | sent | answered | refused (503 + Retry-After) | lost | 500 | P95 before / during / after (ms) | |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fault | sent | answered | refused (503 + Retry-After) | late (504) | lost | 500 "
+        "| P95 before / during / after (ms) | |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for fault in report["faults"]:
         windows = [fault[name] for name in ("before", "during", "after")]
-        sent, answered, refused, lost, errors = (
-            sum(w[key] for w in windows) for key in ("sent", "answered", "refused", "lost", "answers_500")
+        sent, answered, refused, late, lost, errors = (
+            sum(w[key] for w in windows) for key in ("sent", "answered", "refused", "late", "lost", "answers_500")
         )
         p95 = " / ".join("-" if w["p95_ms"] is None else f"{w['p95_ms']:.0f}" for w in windows)
         details = ", ".join(f"{key} {value}" for key, value in fault["details"].items())
-        lines.append(f"| {fault['fault']} | {sent} | {answered} | {refused} | {lost} | {errors} | {p95} | {details} |")
+        row = f"| {fault['fault']} | {sent} | {answered} | {refused} | {late} | {lost} | {errors} | {p95} | {details} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -62,10 +64,10 @@ def main() -> None:
     )
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report = {**machine(), **run_rehearsal(args.workdir, plan)}
+        report = {**machine(), **run_rehearsal(Stack(args.workdir), plan)}
     else:
         with tempfile.TemporaryDirectory(prefix="rehearsal-") as workdir:
-            report = {**machine(), **run_rehearsal(Path(workdir), plan)}
+            report = {**machine(), **run_rehearsal(Stack(Path(workdir)), plan)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))

@@ -1,7 +1,8 @@
 """Debian's HAProxy 2.6 in front of API replicas, as the rehearsal runs it (scripts/ensure-system-deps.sh unpacks it
 into var/tools/haproxy).
 
-- Health: `GET /health/ready` every 500 ms; a replica is out after 2 failures and back after 2 successes.
+- Health: `GET /health/ready` every 500 ms; a replica is out after 2 failures (a refused connection at once, a slow
+  answer after 2 s: a replica starved of CPU is slow, not dead) and back after 2 successes.
 - A request whose replica refuses the connection, or dies before answering (an empty response), is sent to the
   other replica (`retry-on` with `option redispatch`); the request is buffered for that (`http-buffer-request`,
   buffers large enough for a frame).
@@ -42,6 +43,7 @@ defaults
   timeout client 30s
   timeout server 30s
   timeout http-request 10s
+  timeout check 2s
   retries 2
   option redispatch 1
   retry-on conn-failure empty-response response-timeout

@@ -32,7 +32,7 @@ import httpx
 from app.services.sessions.keys import session_key
 from bench.common import percentiles, road_frame
 from bench.http import TRANSPORT_ERRORS, Answer, LeanClient
-from bench.jobs import submit_job
+from bench.jobs import CHUNK
 from bench.load import open_sessions
 from tests.support import haproxy
 from tests.support.fake_cloudinary import FakeCloudinary
@@ -48,6 +48,7 @@ FAULTS = ("api", "worker", "master", "queue")
 GOAL_P95_MS = 150.0
 READY_WITHIN_SECONDS = 120.0  # two workers compile the model at once on a shared 2-core machine
 SETTLE_SECONDS = 1.0  # a fault's window ends this long after the stack has coped
+RECORDED_WITHIN_SECONDS = 20.0  # the breaker's reset (5 s) and the replay of the writes kept meanwhile
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class FaultRun:
 class Stack:
     """Every process of the rehearsal, each on its host; `down()` ends them and deletes the network."""
 
-    def __init__(self, workdir: Path, *, job_heartbeat_seconds: int = 3) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.network = Network()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -97,7 +98,6 @@ class Stack:
         self.cloudinary: FakeCloudinary | None = None
         self.cluster: RedisCluster | None = None
         self.env: dict[str, str] = {}
-        self.job_heartbeat_seconds = job_heartbeat_seconds
 
     @property
     def url(self) -> str:
@@ -143,7 +143,10 @@ class Stack:
             LOG_LEVEL="INFO",
             MODEL_INFERENCE_THREADS="1",  # two workers share two cores with everything else
             MODEL_CACHE_DIR=str(self.workdir / "model-cache"),
-            JOB_HEARTBEAT_SECONDS=str(self.job_heartbeat_seconds),
+            # A killed worker's batch frames come back within seconds: a sweep every second, and a frame untouched
+            # for two is a dead worker's (tests/system/test_workers.py's settings).
+            WORKER_SWEEP_SECONDS="1",
+            JOB_HEARTBEAT_SECONDS="2",
         )
 
     def _spawn(self, name: str, command: list[str], **env: str) -> None:
@@ -313,11 +316,13 @@ def _status(answer: Answer) -> str:
 
 def window_stats(samples: list[Sample], window: Window) -> dict[str, Any]:
     """Frames due in the window: sent, answered (200), refused (503 or 429 with Retry-After), refusals without
-    Retry-After, answers 500, lost (anything else: no answer, 502, 504, 404 ...), P95 of the answered ones."""
+    Retry-After, answers 500, late (504: not served by the frame's deadline, and told so), lost (anything else: no
+    answer, a cut connection, 502, 404 ...), P95 of the answered ones."""
     inside = [sample for sample in samples if window.start <= sample.sent < window.end]
     answered = [sample.latency_ms for sample in inside if sample.status == "200"]
     refused = [sample for sample in inside if sample.status[:3] in ("503", "429")]
     errors = [sample for sample in inside if sample.status[:3] == "500"]
+    late = [sample for sample in inside if sample.status[:3] == "504"]
     stats: dict[str, Any] = {
         "seconds": round(min(window.end, max((s.sent for s in inside), default=window.start)) - window.start, 1),
         "sent": len(inside),
@@ -325,7 +330,8 @@ def window_stats(samples: list[Sample], window: Window) -> dict[str, Any]:
         "refused": sum(sample.retry_after for sample in refused),
         "refused_without_retry_after": sum(not sample.retry_after for sample in refused),
         "answers_500": len(errors),
-        "lost": len(inside) - len(answered) - len(refused) - len(errors),
+        "late": len(late),
+        "lost": len(inside) - len(answered) - len(refused) - len(errors) - len(late),
         "not_answered_by_status": _counts(sample.status for sample in inside if sample.status != "200"),
     }
     stats["p95_ms"] = percentiles(answered)["p95"] if answered else None
@@ -389,7 +395,7 @@ class Rehearsal:
     async def _kill_worker(self, run: FaultRun) -> None:
         """A batch job through HAProxy; kill -9 w1 once the job is under way; until the job completed."""
         frames = _distinct(self.load.frame, self.plan.job_frames)
-        job_id = await asyncio.to_thread(submit_job, self.stack.url, frames)
+        job_id = await asyncio.to_thread(_submit_job, self.stack.url, frames)
         with httpx.Client(base_url=self.stack.url, timeout=5) as client:
             job = await _poll_job(client, job_id, lambda job: job["done"] > 0 or job["status"] != "running")
             run.details["job_done_at_kill"] = job["done"]
@@ -401,14 +407,11 @@ class Rehearsal:
         run.details["job_completed_after_kill_s"] = round(self.load.now() - killed_at, 2)
 
     async def _kill_master(self, run: FaultRun) -> None:
-        """kill -9 the master that holds the first session; until its replica serves every slot."""
+        """kill -9 the master that holds a session (not REDIS_URL's seed node: the APIs re-discover the cluster from
+        it, a name resolving to live nodes in production); until its replica serves every slot."""
         cluster = self.stack.cluster
         assert cluster is not None
-        key = session_key(self.load.session_ids[0])
-        with cluster.client() as client:
-            owner = client.get_node_from_key(key)
-        addresses = [(host.address, port) for host, port in zip(cluster.hosts, cluster.ports, strict=True)]
-        index = addresses.index((str(owner.host), int(owner.port)))
+        index = await asyncio.to_thread(_master_to_kill, cluster, self.load.session_ids)
         cluster.kill_node(index)
         run.details["killed_node"] = f"r{index + 1}"
         await asyncio.to_thread(cluster.wait_ok, 30)
@@ -443,24 +446,39 @@ class Rehearsal:
             windows = {w.name: window_stats(samples, w) for w in (run.before, run.during, run.after)}
             faults.append({"fault": run.name, **windows, "details": run.details})
         whole = window_stats(samples, Window("all", 0))
-        recorded = self._recorded()
-        answered = _counts(str(s.session) for s in samples if s.status == "200")
+        by_session = _counts(str(s.session) for s in samples if s.status == "200")
+        answered = [by_session.get(str(i), 0) for i in range(len(self.load.session_ids))]
         report = {"plan": self.plan.__dict__, "faults": faults, "total": whole}
-        report["sessions"] = {
-            "answered": [answered.get(str(i), 0) for i in range(len(self.load.session_ids))],
-            "recorded": recorded,
-        }
+        report["sessions"] = {"answered": answered, "recorded": self._recorded(answered)}
         report["goals"] = goals(report)
         return report
 
-    def _recorded(self) -> list[int | None]:
-        """Each session's frame_count as the service keeps it: every answered frame must be there."""
-        counts: list[int | None] = []
+    def _recorded(self, answered: list[int]) -> list[int | None]:
+        """Each session's frame_count as the service keeps it, once it has settled (writes kept while the session
+        store failed over are written when it answers again, the breaker closed): every answered frame must be
+        there. Polled until they all are, RECORDED_WITHIN_SECONDS at most."""
+        deadline = time.monotonic() + RECORDED_WITHIN_SECONDS
         with httpx.Client(base_url=self.stack.url, timeout=5) as client:
-            for session_id in self.load.session_ids:
-                answer = client.get(f"/sessions/{session_id}")
-                counts.append(answer.json()["frame_count"] if answer.status_code == 200 else None)
-        return counts
+            while True:
+                counts: list[int | None] = []
+                for session_id in self.load.session_ids:
+                    answer = client.get(f"/sessions/{session_id}")
+                    counts.append(answer.json()["frame_count"] if answer.status_code == 200 else None)
+                if counts == answered or time.monotonic() > deadline:
+                    return counts
+                time.sleep(0.5)
+
+
+def _master_to_kill(cluster: RedisCluster, session_ids: list[str]) -> int:
+    """The node of the master of the first session off the seed node; any master but the seed if there is none."""
+    addresses = [(host.address, port) for host, port in zip(cluster.hosts, cluster.ports, strict=True)]
+    with cluster.client() as client:
+        for session_id in session_ids:
+            owner = client.get_node_from_key(session_key(session_id))
+            index = addresses.index((str(owner.host), int(owner.port)))
+            if index != 0:
+                return index
+    return next(index for index in cluster.masters() if index != 0)
 
 
 def goals(report: dict[str, Any]) -> dict[str, bool]:
@@ -475,6 +493,29 @@ def goals(report: dict[str, Any]) -> dict[str, bool]:
         "p95_under_150ms_outside_faults": all(p95 is not None and p95 < GOAL_P95_MS for p95 in outside),
         "killed_workers_job_completed": all(d["job_status"] == "completed" and d["job_failed"] == 0 for d in worker),
     }
+
+
+def _submit_job(url: str, frames: list[bytes]) -> str:
+    """A batch job through HAProxy, as a client should send it: a refusal (503 or 429) is waited out as its
+    Retry-After says, a bounded number of times."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        job_id: str = _sent(client, "/jobs", json={"name": "rehearsal"}).json()["job_id"]
+        for start in range(0, len(frames), CHUNK):
+            parts = [
+                ("file", (f"{start + i}.jpg", f, "image/jpeg")) for i, f in enumerate(frames[start : start + CHUNK])
+            ]
+            _sent(client, f"/jobs/{job_id}/frames", files=parts)
+        _sent(client, f"/jobs/{job_id}/close")
+    return job_id
+
+
+def _sent(client: httpx.Client, path: str, **request: Any) -> httpx.Response:
+    for _ in range(30):
+        answer = client.post(path, **request)
+        if answer.status_code not in (429, 503) or "retry-after" not in answer.headers:
+            return answer.raise_for_status()
+        time.sleep(float(answer.headers["retry-after"]))
+    raise RuntimeError(f"POST {path} refused 30 times")
 
 
 def _distinct(frame: bytes, count: int) -> list[bytes]:
@@ -502,9 +543,8 @@ async def _until(condition: Callable[[], bool], within: float, message: str) -> 
         await asyncio.sleep(0.1)
 
 
-def run_rehearsal(workdir: Path, plan: Plan) -> dict[str, Any]:
+def run_rehearsal(stack: Stack, plan: Plan) -> dict[str, Any]:
     """Make the hosts, start everything, run the plan, tear everything down (also on failure)."""
-    stack = Stack(workdir)
     try:
         stack.up()
         return asyncio.run(Rehearsal(stack, plan).run())
