@@ -20,6 +20,9 @@ from typing import Any
 
 from bench.common import machine
 from tests.support.rehearsal import FAULTS, Plan, Stack, run_rehearsal
+from tests.support.server import ROOT
+
+MODEL_CACHE = ROOT / "var" / "model-cache"  # where `make run` keeps OpenVINO's compile cache (MODEL_CACHE_DIR)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -64,10 +67,10 @@ def main() -> None:
     )
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report = {**machine(), **run_rehearsal(Stack(args.workdir), plan)}
+        report = {**machine(), **run_rehearsal(Stack(args.workdir, MODEL_CACHE), plan)}
     else:
         with tempfile.TemporaryDirectory(prefix="rehearsal-") as workdir:
-            report = {**machine(), **run_rehearsal(Stack(Path(workdir)), plan)}
+            report = {**machine(), **run_rehearsal(Stack(Path(workdir), MODEL_CACHE), plan)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))

@@ -19,8 +19,10 @@ SHORT = Plan(rate=8, sessions=2, window_seconds=3, faults=("worker", "master"), 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI and `make test` are)")
 
 
-def test_a_worker_and_a_cluster_master_die_under_load_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
-    stack = Stack(tmp_path)
+def test_a_worker_and_a_cluster_master_die_under_load_and_nothing_accepted_is_lost(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    stack = Stack(tmp_path, model_cache)
     report = run_rehearsal(stack, SHORT)
     assert stack.network.leftovers() == []  # torn down: no namespace, no link
     assert all(process.poll() is not None for process in stack.processes.values())
