@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.rehearsal import Plan, Stack, run_rehearsal
 
-SHORT = Plan(rate=8, sessions=2, window_seconds=3, faults=("worker", "master"), job_frames=30, restore=False)
+SHORT = Plan(rate=8, sessions=2, window_seconds=2, faults=("worker", "master"), job_frames=24, restore=False)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI and `make test` are)")
 
