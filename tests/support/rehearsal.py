@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from app.services.sessions.keys import session_key
 from bench.common import percentiles, road_frame
@@ -92,9 +94,8 @@ class Stack:
 
     def __init__(self, workdir: Path, model_cache: Path | None = None) -> None:
         self.workdir = workdir
-        self.model_cache = (
-            model_cache or workdir / "model-cache"
-        )  # OpenVINO's compile cache: warm, workers start sooner
+        # OpenVINO's compile cache: warm, the workers start sooner.
+        self.model_cache = model_cache or workdir / "model-cache"
         self.network = Network()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.hosts: dict[str, Host] = {}
@@ -155,7 +156,7 @@ class Stack:
     def _spawn(self, name: str, command: list[str], **env: str) -> None:
         with (self.workdir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                command, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT
+                command, cwd=ROOT, env={**os.environ, **self.env, **env}, stdout=log, stderr=subprocess.STDOUT
             )
 
     def _own_dirs(self, name: str) -> dict[str, str]:
@@ -234,8 +235,6 @@ def _redis_command(host: Host, data_dir: Path) -> list[str]:
 
 
 def _pings(address: str) -> bool:
-    import redis
-
     try:
         with redis.Redis(address, QUEUE_PORT, socket_timeout=1) as client:
             return bool(client.ping())
