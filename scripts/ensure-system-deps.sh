@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium,
-# postgresql; and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) into
-# var/tools/prometheus.
+# postgresql; and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) and caddy (the HTTPS
+# front, for tests/system/test_https_front.py) into var/tools/<package>.
 set -euo pipefail
 
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 
-# Unpacked, not installed: the package's postinst would start a server on :9090 (and recommends node-exporter).
-prometheus_root="$(cd "$(dirname "$0")/.." && pwd)/var/tools/prometheus"
-if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$prometheus_root/usr/bin/promtool" ]; then
-  echo "unpacking Debian's prometheus into $prometheus_root"
+# unpack PACKAGE BINARY: Debian's PACKAGE extracted into var/tools/PACKAGE (never installed: no postinst, no service
+# started) unless BINARY is on the PATH or already unpacked there.
+tools="$(cd "$(dirname "$0")/.." && pwd)/var/tools"
+unpack() {
+  local package=$1 binary=$2 root="$tools/$1"
+  if command -v "$binary" >/dev/null 2>&1 || [ -x "$root/usr/bin/$binary" ]; then
+    return 0
+  fi
+  echo "unpacking Debian's $package into $root"
+  local download
   download=$(mktemp -d)
   chmod 777 "$download"  # apt's _apt user writes the download there
-  (cd "$download" && apt-get download prometheus) || { $sudo apt-get update && (cd "$download" && apt-get download prometheus); }
-  mkdir -p "$prometheus_root"
-  dpkg -x "$download"/prometheus_*.deb "$prometheus_root"
+  (cd "$download" && apt-get download "$package") || { $sudo apt-get update && (cd "$download" && apt-get download "$package"); }
+  mkdir -p "$root"
+  dpkg -x "$download/${package}"_*.deb "$root"
   rm -rf "$download"
-fi
+}
+# prometheus' postinst would start a server on :9090 (and it recommends node-exporter).
+unpack prometheus promtool
+# The HTTPS front of deploy/caddy/Caddyfile (tests/system/test_https_front.py): caddy's postinst would start a
+# server on :80 and :443.
+unpack caddy caddy
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
