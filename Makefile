@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak
+.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak artillery artillery-deps
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -37,7 +37,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
-test: $(STAMP) system-deps lint
+# Artillery first: tests/system/test_artillery_run.py runs the smoke scenario with it.
+test: $(STAMP) system-deps artillery-deps lint
 	$(VENV)/bin/pytest
 
 # Everything but the system tier (processes, browser, deploy files, faults, soak): a few minutes.
@@ -53,6 +54,27 @@ faults: $(STAMP) system-deps
 
 soak: $(STAMP) system-deps
 	SOAK_SECONDS=$(SOAK_SECONDS) $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/system/test_soak.py
+
+# The Artillery of artillery/package-lock.json (npm ci into var/tools/artillery; Debian's nodejs and npm when npm is
+# missing). A no-op once that lock is installed.
+artillery-deps:
+	./scripts/ensure-artillery.sh >/dev/null
+
+# A load scenario (artillery/load.yml, 3.5 min; ARTILLERY_SCENARIO=artillery/smoke.yml for 30 s) with the real Artillery
+# against the API already serving on HOST:PORT (`make run` first); its gates decide the exit code. The key comes from
+# HAZARD_API_KEY, or is made here through the admin API with ADMIN_TOKEN (the server's), with the limits the scenario
+# headers document.
+ARTILLERY_SCENARIO ?= artillery/load.yml
+ARTILLERY_KEY_LIMITS := --sessions-per-minute 150 --frames-per-second 50
+artillery: $(STAMP) artillery-deps
+	@key="$${HAZARD_API_KEY:-}"; \
+	if [ -z "$$key" ]; then \
+	  test -n "$${ADMIN_TOKEN:-}" || { echo "artillery: set HAZARD_API_KEY (a key with the detect scope, see $(ARTILLERY_SCENARIO)) or ADMIN_TOKEN (the server's) to make one"; exit 1; }; \
+	  key=$$($(VENV)/bin/hazard keys create --server http://$(HOST):$(PORT) --api-key "$$ADMIN_TOKEN" \
+	    --name artillery --tenant load-test --scope detect $(ARTILLERY_KEY_LIMITS)) || exit 1; \
+	fi; \
+	HAZARD_API_KEY="$$key" ARTILLERY_DISABLE_TELEMETRY=true \
+	  var/tools/artillery/node_modules/.bin/artillery run --target http://$(HOST):$(PORT) $(ARTILLERY_SCENARIO)
 
 # Rebuild the demo model from generated scenes (needs the train extra; no network). See README.
 model:
