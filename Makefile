@@ -63,7 +63,7 @@ artillery-deps:
 # A load scenario (artillery/load.yml, 3.5 min; ARTILLERY_SCENARIO=artillery/smoke.yml for 30 s) with the real Artillery
 # against the API already serving on HOST:PORT (`make run` first); its gates decide the exit code. The key comes from
 # HAZARD_API_KEY, or is made here through the admin API with ADMIN_TOKEN (the server's), with the limits the scenario
-# headers document.
+# headers document. scripts/artillery.sh runs Artillery offline (no telemetry).
 ARTILLERY_SCENARIO ?= artillery/load.yml
 ARTILLERY_KEY_LIMITS := --sessions-per-minute 150 --frames-per-second 50
 artillery: $(STAMP) artillery-deps
@@ -73,8 +73,7 @@ artillery: $(STAMP) artillery-deps
 	  key=$$($(VENV)/bin/hazard keys create --server http://$(HOST):$(PORT) --api-key "$$ADMIN_TOKEN" \
 	    --name artillery --tenant load-test --scope detect $(ARTILLERY_KEY_LIMITS)) || exit 1; \
 	fi; \
-	HAZARD_API_KEY="$$key" ARTILLERY_DISABLE_TELEMETRY=true \
-	  var/tools/artillery/node_modules/.bin/artillery run --target http://$(HOST):$(PORT) $(ARTILLERY_SCENARIO)
+	HAZARD_API_KEY="$$key" ./scripts/artillery.sh run --target http://$(HOST):$(PORT) $(ARTILLERY_SCENARIO)
 
 # Rebuild the demo model from generated scenes (needs the train extra; no network). See README.
 model:

@@ -2,7 +2,7 @@
 # Installs the Artillery that artillery/package-lock.json pins into var/tools/artillery (`npm ci`, no install scripts,
 # so no Playwright browser download), unless that exact lock is installed there already. Without npm it installs
 # Debian's nodejs and npm first. Prints the artillery command's path last.
-#   scripts/ensure-artillery.sh            # then: var/tools/artillery/node_modules/.bin/artillery run artillery/smoke.yml
+#   scripts/ensure-artillery.sh    # scripts/artillery.sh runs it first, then Artillery offline
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
