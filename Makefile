@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
-# Artillery first: tests/system/test_artillery_run.py runs the smoke scenario with it.
+# Artillery first: tests/system/test_https_front.py runs the smoke scenario with it.
 test: $(STAMP) system-deps artillery-deps lint
 	$(VENV)/bin/pytest
 

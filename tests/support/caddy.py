@@ -16,6 +16,7 @@ from tests.support.tools import ROOT, debian_tool
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 SITE = "localhost"  # the Caddyfile's default site: a certificate from Caddy's local CA
+ADDRESS = "127.0.0.1"  # served too: clients that resolve localhost to ::1 first (Node 18) connect by address
 
 
 class CaddyFront:
@@ -23,6 +24,7 @@ class CaddyFront:
         directory.mkdir(parents=True, exist_ok=True)
         self.http_port, self.https_port = free_port(), free_port()
         self.base_url = f"https://{SITE}:{self.https_port}"
+        self.address_url = f"https://{ADDRESS}:{self.https_port}"
         data = directory / "data"
         # Where the local CA keeps its root (XDG_DATA_HOME/caddy/...): what a client of the front trusts.
         self.root_certificate = data / "caddy" / "pki" / "authorities" / "local" / "root.crt"
@@ -30,11 +32,12 @@ class CaddyFront:
             **os.environ,
             "XDG_DATA_HOME": str(data),
             "XDG_CONFIG_HOME": str(directory / "config"),
+            "SITE_ADDRESS": f"{SITE}, {ADDRESS}",
             "API_UPSTREAM": upstream,
             "HTTP_PORT": str(self.http_port),
             "HTTPS_PORT": str(self.https_port),
             "CADDY_ADMIN": "off",
-            "CADDY_BIND": "127.0.0.1",
+            "CADDY_BIND": ADDRESS,
         }
         self.log_path = directory / "caddy.log"
         self.log = self.log_path.open("wb")
@@ -57,7 +60,7 @@ class CaddyFront:
 
     def _handshakes(self) -> bool:
         try:
-            raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=2)
+            raw = socket.create_connection((ADDRESS, self.https_port), timeout=2)
             with raw, self.tls_context().wrap_socket(raw, server_hostname=SITE):
                 return True
         except (OSError, ssl.SSLError):
