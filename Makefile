@@ -37,8 +37,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
-# Artillery first: tests/system/test_https_front.py runs the smoke scenario with it.
-test: $(STAMP) system-deps artillery-deps lint
+# Artillery before pytest (tests/system/test_https_front.py runs the smoke scenario with it): its npm install, mostly
+# waiting on the registry, runs beside the lint on a fresh machine.
+test: $(STAMP) system-deps
+	$(MAKE) --no-print-directory -j2 lint artillery-deps
 	$(VENV)/bin/pytest
 
 # Everything but the system tier (processes, browser, deploy files, faults, soak): a few minutes.
