@@ -6,6 +6,8 @@ app's own drain. What one process accepts is bounded (app/entrypoints/server.py)
 (503 past it when all are busy; idle and half-open ones are closed first), HTTP_HEADER_TIMEOUT_SECONDS for a request
 head, HTTP_KEEPALIVE_TIMEOUT_SECONDS idle, and the descriptor limit raised to fit. HOST and PORT come from the
 environment unless --host/--port are given; every other setting is read by app.settings from the environment.
+A restart asked through the fleet (app/services/fleet/restart.py) drains like SIGTERM, then the process exits for
+its supervisor or re-executes itself.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import uvicorn
 
 from app.entrypoints.server import bounded_protocol, fit_descriptor_limit
 from app.entrypoints.websocket import GracefulWebSocketProtocol
+from app.services.fleet.restart import PROCESS_RESTART, is_supervised
 from app.services.observability.logging import configure_logging
 from app.settings import SettingsError, get_settings
 
@@ -59,7 +62,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
     # uvicorn catches SIGTERM/SIGINT while it serves, shuts down gracefully, then raises the signal again for the
-    # handler it found. A completed shutdown asked for with SIGTERM is a clean stop: exit 0 (Ctrl-C: 130).
+    # handler it found. A completed shutdown asked for with SIGTERM is a clean stop: exit 0 (Ctrl-C: 130), unless the
+    # fleet asked for a restart: then the process comes back.
+    if PROCESS_RESTART.requested:
+        PROCESS_RESTART.come_back()
     sys.exit(0 if signum == signal.SIGTERM else 128 + signum)
 
 
@@ -71,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(str(exc)) from None
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     max_connections = fit_descriptor_limit(settings.http.max_connections)
+    PROCESS_RESTART.arm(supervised=is_supervised(settings.fleet.supervised, os.environ))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_shutdown)
     uvicorn.run(

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.services.fleet.agent import FleetAgent, FleetControl
+from app.services.fleet.restart import ProcessRestart
 from app.services.inference.registry import ModelState
 from tests.support.models import DEFAULT_VERSION, OTHER_VERSION, real_registry
 from tests.support.redis_process import RedisProcess
@@ -53,6 +54,8 @@ async def test_a_heartbeat_is_listed_running_and_a_stopped_agent_leaves_the_list
         real_registry(model_cache),
         lambda: {"role": "api", "inference_mode": "remote"},
         process_id="api-1",
+        role="api",
+        restart=ProcessRestart(),
         heartbeat_seconds=HEARTBEAT_SECONDS,
         poll_seconds=POLL_SECONDS,
         holds_models=False,  # a remote-mode web tier: it beats, and loads nothing
@@ -78,6 +81,8 @@ async def test_a_second_agent_converges_to_the_desired_model_another_process_set
         registry,
         lambda: {"role": "worker"},
         process_id="worker-1",
+        role="worker",
+        restart=ProcessRestart(),
         heartbeat_seconds=HEARTBEAT_SECONDS,
         poll_seconds=POLL_SECONDS,
     )
