@@ -25,7 +25,7 @@ from app.entrypoints.server import bounded_protocol, fit_descriptor_limit
 from app.entrypoints.websocket import GracefulWebSocketProtocol
 from app.services.fleet.restart import PROCESS_RESTART, is_supervised
 from app.services.observability.logging import configure_logging
-from app.settings import SettingsError, get_settings
+from app.settings import Settings, SettingsError, get_settings
 
 APP = "app.main:app"
 DEFAULT_HOST = "127.0.0.1"
@@ -77,9 +77,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(str(exc)) from None
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     max_connections = fit_descriptor_limit(settings.http.max_connections)
-    PROCESS_RESTART.arm(supervised=is_supervised(settings.fleet.supervised, os.environ))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_shutdown)
+    supervised = is_supervised(settings.fleet.supervised, os.environ)
+    with PROCESS_RESTART.serving(supervised=supervised):  # comes back in _exit_after_shutdown, inside uvicorn.run
+        _serve(args, settings, max_connections)
+
+
+def _serve(args: argparse.Namespace, settings: Settings, max_connections: int) -> None:
     uvicorn.run(
         APP,
         host=args.host,

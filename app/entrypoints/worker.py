@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(str(exc)) from None
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     configure_tracing("hazard-worker")
-    PROCESS_RESTART.arm(supervised=is_supervised(settings.fleet.supervised, os.environ))
-    asyncio.run(serve(settings))
+    with PROCESS_RESTART.serving(supervised=is_supervised(settings.fleet.supervised, os.environ)):
+        asyncio.run(serve(settings))
     if PROCESS_RESTART.requested:
         PROCESS_RESTART.come_back()
 

@@ -12,10 +12,11 @@ A process its launcher did not arm (served by another launcher, or an app inside
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -39,14 +40,22 @@ class ProcessRestart:
     armed: bool = False
     supervised: bool = False
     requested: bool = False
+    ignored: int = 0  # requests that reached a process nothing would bring back
 
-    def arm(self, *, supervised: bool) -> None:
-        """Called by a launcher that brings the process back after its server stops."""
+    @contextlib.contextmanager
+    def serving(self, *, supervised: bool) -> Iterator[None]:
+        """Armed while a launcher that brings the process back serves (and only then: a launcher's `main` run
+        inside a test leaves nothing armed behind)."""
         self.armed, self.supervised = True, supervised
+        try:
+            yield
+        finally:
+            self.armed = False
 
     def request(self, reason: str) -> bool:
         """Start the drain (SIGTERM to this process); False, with a log line, where nothing would bring it back."""
         if not self.armed:
+            self.ignored += 1
             log.warning("process_restart_ignored", reason=reason, why="this process's launcher cannot restart it")
             return False
         if not self.requested:
