@@ -276,12 +276,26 @@ def post_live_frame(base_url: str, session_id: str, frame: bytes) -> int | str:
     return response.status_code
 
 
-def test_a_restarted_api_answers_every_accepted_frame_and_comes_back_leaving_the_worker(
-    restartable: dict[str, Any],
-) -> None:
-    api, redis_client = restartable["api"], restartable["redis"].client()
-    before = running_by_role(api.base_url)
+def test_restarts_lose_nothing_and_leave_the_other_role_alone(restartable: dict[str, Any]) -> None:
+    """One pair of processes for both restarts (starting them is most of the time): the API first, then the worker."""
+    before = running_by_role(restartable["api"].base_url)
     assert before is not None and set(before) == {"api", "worker"}
+    api_back = restart_api_under_a_frame_stream(restartable, before)
+    assert (api_back["worker"]["process_id"], api_back["worker"]["pid"]) == (
+        before["worker"]["process_id"],
+        before["worker"]["pid"],
+    ), "the worker and its model were left alone"
+    worker_back = restart_worker_during_a_job(restartable, api_back)
+    assert (worker_back["api"]["process_id"], worker_back["api"]["pid"]) == (
+        api_back["api"]["process_id"],
+        api_back["api"]["pid"],
+    ), "the API and its model were left alone"
+
+
+def restart_api_under_a_frame_stream(stack: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Live frames at a steady rate through the restart: each is answered 200, refused 503 with Retry-After, or
+    refused at the door (no connection); every frame the server took in is answered. Returns the fleet once back."""
+    api, redis_client = stack["api"], stack["redis"].client()
     session_id = httpx.post(f"{api.base_url}/sessions", timeout=5).json()["session_id"]
     _, frame = scene_with_hazards(7, size=(640, 360))
     restarted_at = back = None
@@ -292,7 +306,7 @@ def test_a_restarted_api_answers_every_accepted_frame_and_comes_back_leaving_the
         while after_back < RESTART_RATE_PER_SECOND:  # a second of frames once the new process is listed
             assert time.monotonic() < deadline, f"the API did not come back: {running_by_role(api.base_url)}"
             futures.append(pool.submit(post_live_frame, api.base_url, session_id, frame))
-            if restarted_at is None and len(futures) == 2 * RESTART_RATE_PER_SECOND:
+            if restarted_at is None and len(futures) == RESTART_RATE_PER_SECOND:
                 restarted_at = time.time()
                 url = f"{api.base_url}/admin/api/fleet/{before['api']['process_id']}/restart"
                 assert httpx.post(url, auth=RESTART_ADMIN, timeout=10).status_code == 200
@@ -305,24 +319,18 @@ def test_a_restarted_api_answers_every_accepted_frame_and_comes_back_leaving_the
     assert back is not None and restarted_at is not None
     assert set(outcomes) <= {200, 503, "refused"}, outcomes
     assert outcomes.count(200) < len(outcomes), "the stream ran through the restart"
-    assert outcomes[-5:] == [200] * 5, outcomes
-    # Every frame the server took in (counted in the session) was answered 200; none was lost on the way out.
-    assert frame_count(redis_client, session_id) == outcomes.count(200)
+    assert outcomes[-3:] == [200] * 3, outcomes
+    assert frame_count(redis_client, session_id) == outcomes.count(200), "a frame taken in was not answered"
     assert back["api"]["pid"] == before["api"]["pid"], "re-executed in place (nothing supervises it)"
     assert back["api"]["started_at"] > restarted_at and back["api"]["uptime_seconds"] < time.time() - restarted_at
-    assert (back["worker"]["process_id"], back["worker"]["pid"]) == (
-        before["worker"]["process_id"],
-        before["worker"]["pid"],
-    ), "the worker and its model were left alone"
     assert "process_restarting" in [line["event"] for line in api.log_lines()]
+    return back
 
 
-def test_a_restarted_worker_completes_the_job_with_every_frame_and_leaves_the_api(
-    restartable: dict[str, Any],
-) -> None:
-    api, first = restartable["api"], restartable["workers"][0]
-    before = running_by_role(api.base_url)
-    assert before is not None
+def restart_worker_during_a_job(stack: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The worker, supervised, drains mid-job (frames in hand finish, the rest stay queued) and exits 75; this test
+    starts it again as systemd's Restart= would; the job completes with every frame once. Returns the fleet after."""
+    api, first = stack["api"], stack["workers"][0]
     with httpx.Client(base_url=api.base_url, timeout=30) as client:
         job_id = submit(client, frames(RESTART_JOB_FRAMES, 700))
         wait_until(lambda: job_status(client, job_id)["done"] >= 1, "a frame done")
@@ -330,7 +338,7 @@ def test_a_restarted_worker_completes_the_job_with_every_frame_and_leaves_the_ap
         assert sent.status_code == 200 and sent.json()["processes"] == [before["worker"]["process_id"]], sent.text
         assert first.process.wait(timeout=60) == 75, "drained, then exited for its supervisor"
         assert job_status(client, job_id)["status"] == "running", "the rest stayed queued"
-        restartable["workers"].append(start_supervised_worker(restartable))  # what systemd's Restart= does
+        stack["workers"].append(start_supervised_worker(stack))
         wait_until(
             lambda: job_status(client, job_id)["status"] == "completed",
             "job completed",
@@ -342,7 +350,6 @@ def test_a_restarted_worker_completes_the_job_with_every_frame_and_leaves_the_ap
         assert [item["index"] for item in all_results(client, job_id)] == list(range(RESTART_JOB_FRAMES))
     after = running_by_role(api.base_url)
     assert after is not None
-    assert after["worker"]["pid"] != before["worker"]["pid"]
+    assert after["worker"]["pid"] != before["worker"]["pid"], "a new process, started by its supervisor"
     assert after["worker"]["process_id"] != before["worker"]["process_id"]
-    assert (after["api"]["process_id"], after["api"]["pid"]) == (before["api"]["process_id"], before["api"]["pid"])
-    assert after["api"]["uptime_seconds"] > before["api"]["uptime_seconds"], "the API was left alone"
+    return after
