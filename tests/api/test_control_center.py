@@ -224,6 +224,8 @@ async def test_restart_buttons_send_a_restart_per_role_or_process_and_audit_it(c
     page = (await center.client.get("/admin", headers={"accept": "text/html"})).text
     assert "Restart web API" in page and "Restart worker" in page
     assert f'<option value="{process_id}">' in page.split('id="restart-api"')[1].split("</select>")[0]
+    diagnostics = (await center.client.get("/admin/partials/diagnostics")).text
+    assert f"<code>{process_id}</code>" in diagnostics, "each process shows the id a restart replaces"
     headers = {"origin": ORIGIN, "x-csrf-token": await csrf_token(center), "hx-request": "true"}
     sent = await center.client.post("/admin/fleet/restart", data={"target": "role:api"}, headers=headers)
     assert sent.status_code == 200 and "Restart sent to every api process" in sent.text, sent.text
