@@ -21,8 +21,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from app.services.observability.tracing import current_provider
+
 log = structlog.get_logger(__name__)
 
+FLUSH_SPANS_MS = 2000  # the spans of the last frames, before an exec drops the exporter's buffer
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: "start me again"; non-zero, so systemd's Restart=on-failure restarts it
 # Set by systemd for every unit it starts; by Kubernetes in every container.
 SUPERVISOR_VARIABLES = ("INVOCATION_ID", "KUBERNETES_SERVICE_HOST")
@@ -69,7 +72,10 @@ class ProcessRestart:
         sys.stdout.flush()
         sys.stderr.flush()
         if self.supervised:
-            raise SystemExit(RESTART_EXIT_CODE)
+            raise SystemExit(RESTART_EXIT_CODE)  # atexit handlers (the span exporter's flush) run as on any exit
+        provider = current_provider()
+        if provider is not None:
+            provider.force_flush(FLUSH_SPANS_MS)
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
