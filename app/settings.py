@@ -159,6 +159,9 @@ class FleetSettings(_Group):
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", validation_alias="FLEET_NAME")
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias="FLEET_HEARTBEAT_SECONDS")
     poll_seconds: float = Field(0.5, gt=0, validation_alias="FLEET_POLL_SECONDS")
+    # How a restart from the control center comes back: `auto` exits for systemd or Kubernetes (seen in the
+    # environment) to start it again, else re-executes itself; `yes` always exits, `no` always re-executes.
+    supervised: Literal["auto", "yes", "no"] = Field("auto", validation_alias="PROCESS_SUPERVISED")
 
 
 class TrackingSettings(_Group):

@@ -1,5 +1,5 @@
-"""The htmx fragments the pages refresh and post to (models, fleet reload, jobs, live sessions), and the latency
-series the dashboard's chart reads."""
+"""The htmx fragments the pages refresh and post to (models, fleet reload and restart, jobs, live sessions), and the
+latency series the dashboard's chart reads."""
 
 # No `from __future__ import annotations`: the routes' Annotated dependencies are local to the `add_*` functions,
 # and FastAPI can only resolve string annotations against module globals.
@@ -74,6 +74,19 @@ def add_model_fragments(
         flash, status = await outcome(center.reload(process_id, None), done, "Reload failed")
         if status == 200:
             await audit.record(session.operator, "fleet.reload", process_id or "*")
+        return render(request, "partials/reload.html", {"flash": flash}, status)
+
+    @router.post("/fleet/restart")
+    async def restart_processes(request: Request, session: CheckedPost) -> HTMLResponse:
+        """`target`: one process id, or `role:api` / `role:worker`; the page shows them go and come back."""
+        target = (await request.form()).get("target")
+        if not isinstance(target, str) or not target:
+            raise ValidationFailed("Name a process or a role to restart.", details={"field": "target"})
+        addressed = f"every {target.removeprefix('role:')} process" if target.startswith("role:") else target
+        done = f"Restart sent to {addressed}: it drains, then comes back."
+        flash, status = await outcome(center.restart(target), done, "Restart failed")
+        if status == 200:
+            await audit.record(session.operator, "fleet.restart", target)
         return render(request, "partials/reload.html", {"flash": flash}, status)
 
 
