@@ -78,7 +78,7 @@ async def test_the_fragment_and_webhook_bodies_hand_out_media_urls_that_open_wit
     expired = earlier.sign(path)
     assert expired is not None and (await fetched_without_a_key(api, expired)).status_code == 404
 
-    photographed = await hazard_with_a_photo(api, tenant_a)
+    photographed, _ = await hazard_with_a_photo(api, tenant_a)
     verdict = await api.client.post(f"/hazards/{photographed}/verdict", json={"category": "pothole"}, headers=OPERATOR)
     assert verdict.status_code == 200, verdict.text
 
@@ -109,9 +109,9 @@ async def parked_as(api: RunningApp, headers: dict[str, str]) -> str:
     return session_id
 
 
-async def hazard_with_a_photo(api: RunningApp, headers: dict[str, str]) -> int:
-    """A registry hazard of the drive whose best photo has landed (polled: the registry is fed off the request
-    path, the photo after its upload)."""
+async def hazard_with_a_photo(api: RunningApp, headers: dict[str, str]) -> tuple[str, str]:
+    """A registry hazard of the key's tenant whose best photo has landed (polled: the registry is fed off the
+    request path, the photo after its upload): its id and its photo's media id."""
     found: list[dict[str, Any]] = []
 
     async def photographed() -> bool:
@@ -122,4 +122,4 @@ async def hazard_with_a_photo(api: RunningApp, headers: dict[str, str]) -> int:
         return bool(found)
 
     await wait_for(photographed, "a registry hazard with its best photo", within=30)
-    return int(found[0]["id"])
+    return str(found[0]["id"]), urlsplit(found[0]["best_photo_url"]).path.removeprefix("/media/").removesuffix(".jpg")
