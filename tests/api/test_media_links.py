@@ -101,7 +101,12 @@ async def parked_as(api: RunningApp, headers: dict[str, str]) -> str:
     assert session.status_code == 201, session.text
     session_id = str(session.json()["session_id"])
     for index in range(4):
-        params = {"lat": 48.85, "lon": 2.35, "heading": 90.0, "captured_at": rfc3339(START + index / 10)}
+        params: dict[str, str | float] = {
+            "lat": 48.85,
+            "lon": 2.35,
+            "heading": 90.0,
+            "captured_at": rfc3339(START + index / 10),
+        }
         response = await api.client.post(
             f"/detect/{session_id}", params=params, content=FRAME, headers={**JPEG, **headers}
         )

@@ -400,7 +400,7 @@ def test_model_control_activates_unloads_and_shows_a_failure(center: ControlCent
 
 
 def test_a_key_made_on_the_keys_page_is_shown_once_works_and_revoked_is_refused(center: ControlCenter) -> None:
-    """The revocation is refused here at once (README: every other replica within about 0.5 s): polled, 2 s."""
+    """The revocation is refused here at once (README: every other replica within about 0.5 s): polled for 2 s."""
     context = center.context()
     page = center.log_in(context)
     page.click("nav >> text=Keys")
