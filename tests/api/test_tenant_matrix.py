@@ -151,7 +151,7 @@ def without_request_id(response: httpx.Response, named_id: str) -> str:
     error.pop("request_id", None)
     error["details"] = {name: "<id>" if str(value) == named_id else value for name, value in error["details"].items()}
     headers = sorted((name, value) for name, value in response.headers.items() if name not in PER_ANSWER_HEADERS)
-    return json.dumps([body, headers], sort_keys=True).replace(named_id, "<id>")
+    return json.dumps([body, headers], sort_keys=True)
 
 
 async def registry_hazard(running: RunningApp, keys: Keys) -> tuple[str, str]:
