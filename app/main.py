@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     parts = build_parts(settings, role="api")
-    identity = build_identity(settings, parts.redis)
+    identity = build_identity(settings, parts.redis, parts.media_urls)
     operators = build_operators(settings, parts, identity.accounts)
     lifecycle = Lifecycle(parts)
     app = DocumentedAPI(
@@ -148,6 +148,7 @@ def _include_routers(
             client_address,
             (identity.keys, identity.accounts, identity.audit),
             secure_cookies=operators.secure_cookies,
+            media_urls=identity.media_urls,
             registry=parts.registry.store,
             map_tile_url=settings.registry.map_tile_url,
         )

@@ -11,10 +11,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.http.control_center.presenters import jobs_context, sessions_context
 from app.http.control_center.rendering import render
+from app.http.routers.hazards import signed_records
 from app.services.core.errors import ApiError, ValidationFailed
 from app.services.fleet.control_center import MODEL_ACTIONS, ControlCenter
 from app.services.identity.audit import AuditLog
 from app.services.identity.operator_sessions import OperatorSession
+from app.services.uploads.signing import MediaSigner
 
 OperatorCheck = Callable[[Request], Awaitable[OperatorSession]]
 # The audit log's names for the model actions (past tense, as the admin API records them).
@@ -32,12 +34,18 @@ async def outcome(action: Awaitable[object], done: str, failed: str) -> tuple[di
 
 
 def add_fragments(
-    router: APIRouter, center: ControlCenter, audit: AuditLog, operator: OperatorCheck, checked_post: OperatorCheck
+    router: APIRouter,
+    center: ControlCenter,
+    audit: AuditLog,
+    checks: tuple[OperatorCheck, OperatorCheck],
+    media_urls: MediaSigner,
 ) -> None:
-    """`checked_post` guards every action: the caller passes one that also requires the admin role."""
+    """`checks`: the operator's login, and the guard of every action (the caller passes one that also requires the
+    admin role). `media_urls`: the frames shown are at signed URLs (AUTH_MODE=keys), as the API hands them out."""
+    operator, checked_post = checks
     add_model_fragments(router, center, audit, operator, checked_post)
     add_job_fragments(router, center, audit, operator, checked_post)
-    add_session_fragments(router, center, operator)
+    add_session_fragments(router, center, operator, media_urls)
 
 
 def add_model_fragments(
@@ -111,7 +119,9 @@ def add_job_fragments(
         return render(request, "partials/jobs.html", context, status)
 
 
-def add_session_fragments(router: APIRouter, center: ControlCenter, operator: OperatorCheck) -> None:
+def add_session_fragments(
+    router: APIRouter, center: ControlCenter, operator: OperatorCheck, media_urls: MediaSigner
+) -> None:
     Operator = Annotated[OperatorSession, Depends(operator)]
 
     @router.get("/partials/sessions")
@@ -120,7 +130,7 @@ def add_session_fragments(router: APIRouter, center: ControlCenter, operator: Op
 
     @router.get("/partials/sessions/{session_id}/hazards")
     async def session_hazards(request: Request, session_id: str, _: Operator) -> HTMLResponse:
-        hazards = await center.session_hazards(session_id)
+        hazards = signed_records(await center.session_hazards(session_id), media_urls)
         return render(request, "partials/hazards.html", {"session_id": session_id, "hazards": hazards})
 
     @router.get("/latency.json")

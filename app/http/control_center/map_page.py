@@ -14,11 +14,12 @@ from fastapi.responses import HTMLResponse
 from app.http.control_center.presenters import page_context
 from app.http.control_center.rendering import render
 from app.http.control_center.route import SECURITY_HEADERS
-from app.http.routers.registry import parse_hazard_id
+from app.http.routers.registry import parse_hazard_id, signed
 from app.http.schemas.registry import CloseIn, RegistryHazard, VerdictIn
 from app.services.identity.operator_sessions import OperatorSession
 from app.services.identity.roles import Role
 from app.services.registry.store import HazardRegistry
+from app.services.uploads.signing import MediaSigner
 
 OperatorCheck = Callable[[Request], Awaitable[OperatorSession]]
 
@@ -36,10 +37,13 @@ def map_security_policy(tile_url: str | None) -> str:
 def add_map_page(
     router: APIRouter,
     registry: HazardRegistry,
-    operator: OperatorCheck,
-    checked_post: OperatorCheck,
+    checks: tuple[OperatorCheck, OperatorCheck],
     tile_url: str | None,
+    media_urls: MediaSigner,
 ) -> None:
+    """`checks`: the operator's login, and the guard of a verdict (an inspector's or an admin's). The hazard
+    answered after a verdict has its photo at a signed URL (AUTH_MODE=keys), as `/hazards/{id}` gives it."""
+    operator, checked_post = checks
     Operator = Annotated[OperatorSession, Depends(operator)]
     CheckedPost = Annotated[OperatorSession, Depends(checked_post)]
     policy = map_security_policy(tile_url)
@@ -56,9 +60,9 @@ def add_map_page(
         record = await registry.give_verdict(
             parse_hazard_id(hazard_id), actor=session.operator, category=body.category.value, note=body.note
         )
-        return RegistryHazard.of(record)
+        return RegistryHazard.of(signed(record, media_urls))
 
     @router.post("/map/hazards/{hazard_id}/close")
     async def map_close(hazard_id: str, body: CloseIn, session: CheckedPost) -> RegistryHazard:
         record = await registry.close(parse_hazard_id(hazard_id), actor=session.operator, note=body.note)
-        return RegistryHazard.of(record)
+        return RegistryHazard.of(signed(record, media_urls))

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services.registry.lifecycle import Status
 from app.services.registry.queries import select_hazards
-from app.services.registry.records import HazardFilter, HazardRecord
+from app.services.registry.records import HazardFilter, HazardRecord, PhotoUrl, same_url
 
 CSV_COLUMNS = (
     "id",
@@ -98,13 +98,6 @@ def json_items(records: list[HazardRecord], shape: Callable[[HazardRecord], dict
     """A batch of array items, each after a comma except the array's first."""
     body = ",".join(json.dumps(shape(record), separators=(",", ":")) for record in records)
     return body if first else "," + body
-
-
-PhotoUrl = Callable[[str | None], str | None]
-
-
-def same_url(url: str | None) -> str | None:
-    return url
 
 
 class HazardExports:

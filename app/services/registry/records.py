@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -13,6 +14,12 @@ from app.services.registry.lifecycle import Status
 SightingOutcome = Literal["created", "counted", "duplicate", "reopened", "silenced"]
 
 BBox = tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat: GeoJSON's order (RFC 7946 §5)
+# The address a reader may fetch a best photo at (a signed one where the service keeps its frames: AUTH_MODE=keys).
+PhotoUrl = Callable[[str | None], str | None]
+
+
+def same_url(url: str | None) -> str | None:
+    return url
 
 
 @dataclass(frozen=True)
