@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from app.wiring.parts import Parts
 from tests.conftest import wait_until_ready
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess, free_port
+from tests.support.rtsp_source import RtspSource
 from tests.support.waiting import wait_for
 
 SCENE, FRAME = scene_with_hazards(seed=5, size=(1280, 720))
@@ -51,6 +53,10 @@ class StreamServer:
     def parts(self) -> Parts:
         parts: Parts = self.app.state.parts
         return parts
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stream_url(self, session_id: str) -> str:
         return f"ws://127.0.0.1:{self.port}/sessions/{session_id}/stream"
@@ -322,7 +328,7 @@ async def test_streams_past_the_process_limit_are_refused_and_idle_ones_closed(
     assert code == 4408 and reason
 
 
-async def test_the_client_replays_a_folder_and_a_video_over_one_stream(
+async def test_the_client_replays_a_folder_a_video_and_an_rtsp_camera_over_one_stream(
     serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     import av
@@ -346,12 +352,25 @@ async def test_the_client_replays_a_folder_and_a_video_over_one_stream(
         container.mux(stream.encode(None))
     api = await serve(make_settings())
     said: list[str] = []
-    async with AsyncHazardClient(f"http://127.0.0.1:{api.port}") as client:
+    async with AsyncHazardClient(api.base_url) as client:
         for source in (str(folder), str(video)):
             session = await client.create_session()
             async with client.stream(session.session_id) as frames:
                 counts = await replay(frames, source_frames(source), realtime=False, fps=5.0, say=said.append)
             assert counts["sent"] == 3 and counts["answered"] == 3, counts
+    # `hazard stream rtsp://...`: PyAV reads a real RTSP camera (GStreamer's server, tests/support/rtsp_source).
+    camera = RtspSource(folder / "000.jpg")
+    try:
+        camera.wait_ready()
+        command = ["-m", "hazard_client", "stream", camera.url, "--max-frames", "3", "--server", api.base_url]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        async with asyncio.timeout(60):
+            output = (await process.communicate())[0].decode()
+    finally:
+        camera.stop()
+    assert process.returncode == 0 and "answered 3, sent 3" in output, output
 
 
 async def test_the_stream_takes_the_detect_key_of_the_http_routes(
