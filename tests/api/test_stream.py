@@ -211,6 +211,9 @@ async def test_an_oversized_message_closes_the_stream_with_1009(
         await ws.send(frame_message(1, image=b"\xff" * 8192))
         code, reason = await close_code(ws)
     assert code == 1009 and reason and "4096" in reason
+    async with connect(api.stream_url(await api.new_session())) as ws:  # AUTH_MODE=off: a key sent is still checked
+        await ws.send(encode_auth("hzk_nope"))
+        assert (await close_code(ws))[0] == 4401
 
 
 async def test_a_malformed_header_is_answered_with_an_error_and_the_stream_lives_on(
