@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak artillery artillery-deps
+.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer bench-stream clean up down status logs restart-web restart-worker faults soak artillery artillery-deps
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -118,6 +118,14 @@ bench-peer: $(STAMP) $(TRAIN_STAMP)
 	      2>/dev/null && break; sleep 1; \
 	  done; \
 	  $(PY) -m bench.load --suite --url http://$(HOST):$(PORT) --peer-url http://127.0.0.1:$(PEER_PORT) $(BENCH_ARGS)
+
+# Frames over WebSocket streams vs HTTP on the API already serving on HOST:PORT (`make run` first, with
+# SESSION_RATE_LIMIT_PER_SECOND and SESSION_RATE_LIMIT_BURST above the rates searched: one session per camera):
+# P50 at 5/s, sustainable rates on 1 and 4 cameras, 1.5x overload, 200 idle streams. bench/results/stream.json.
+bench-stream: $(STAMP)
+	@$(PY) -c "import httpx,sys; httpx.get('http://$(HOST):$(PORT)/health/ready', timeout=5).raise_for_status()" \
+	  || { echo "bench-stream: no ready API at $(HOST):$(PORT); start it first (make run)"; exit 1; }
+	$(PY) -m bench.stream --url http://$(HOST):$(PORT) $(BENCH_ARGS)
 
 # Hazards, not boxes: generated drives (3 vehicles per road) through the real service path and a private Redis;
 # prints, last, count_error, duplicates, misses and map_error on held-out seeds (see scripts/eval_tracking.py).

@@ -376,6 +376,12 @@ class StreamSettings(_Group):
     idle_seconds: float = Field(60.0, gt=0, validation_alias="STREAM_IDLE_SECONDS")
     # Open streams one process holds; one more is refused (1013, try again later).
     max_per_process: int = Field(200, ge=1, validation_alias="STREAM_MAX_PER_PROCESS")
+    # Open streams one API key holds in this process; one more is refused (4429). Anonymous callers (AUTH_MODE=off,
+    # no key) have only the per-process limit.
+    max_per_key: int = Field(8, ge=1, validation_alias="STREAM_MAX_PER_KEY")
+    # An upgrade without a key (a browser cannot set headers on one) waits this long for a first text message
+    # `{"type": "auth", "api_key": "hzk_..."}`; without one the stream is closed 4401 before any frame is read.
+    auth_seconds: float = Field(5.0, gt=0, le=60, validation_alias="STREAM_AUTH_SECONDS")
 
 
 class TelemetrySettings(_Group):

@@ -13,6 +13,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -234,7 +235,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
             session = await client.create_session({"client": "hazard-cli", "source": args.source[:200]})
             try:
                 async with client.stream(session.session_id) as stream:
-                    return await replay(stream, source_frames(args.source), args.realtime, args.fps, say.print)
+                    frames = islice(source_frames(args.source), args.max_frames)
+                    return await replay(stream, frames, args.realtime, args.fps, say.print)
             finally:
                 await client.end_session(session.session_id)
 
@@ -528,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("source", metavar="SOURCE", help="a folder of images, a video file, a camera, an rtsp:// URL")
     stream.add_argument("--realtime", action="store_true", help="send at the source's pace (newest frame first)")
     stream.add_argument("--fps", type=float, default=5.0, help="a folder's pace with --realtime (default 5)")
+    stream.add_argument(
+        "--max-frames", type=int, metavar="N", help="stop after N frames (a camera or an rtsp:// source never ends)"
+    )
     stream.set_defaults(run=cmd_stream)
 
     hazard_map = commands.add_parser("map", help="the hazard registry").add_subparsers(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium,
-# postgresql; and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) and caddy (the HTTPS
-# front, for tests/system/test_https_front.py) into var/tools/<package>.
+# postgresql, GStreamer's RTSP server (tests/support/rtsp_source.py); and unpacks Debian's prometheus (server and
+# promtool, for tests/system/monitoring) and caddy (the HTTPS front, for tests/system/test_https_front.py) into
+# var/tools/<package>.
 set -euo pipefail
 
 sudo=""
@@ -39,6 +40,10 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # The registry's tests start a private PostgreSQL on a free port (tests/support/postgres_process.py); Debian keeps
 # initdb and pg_ctl off the PATH, under /usr/lib/postgresql/N/bin. The cluster the package starts on 5432 is unused.
 command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# `hazard stream rtsp://...` is tested against GStreamer's RTSP server (tests/support/rtsp_source.py), driven from the
+# system Python; it only serves while a test runs it.
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' >/dev/null 2>&1 ||
+  missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing missing system packages: ${missing[*]}"

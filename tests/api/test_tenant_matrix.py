@@ -24,8 +24,8 @@ FRAME = (Path(__file__).resolve().parents[2] / "artillery" / "frames" / "road_12
 TENANT_A, TENANT_B = "fleet-a", "fleet-b"
 OPEN, ANY_KEY = "open", "any key"  # no key needed; any valid key (or an operator), whatever its scopes
 OPERATOR = "operator"  # an operator's login (inspector or admin), never a key: keys of every kind get 401
-# The WebSocket stream takes /detect's key check on its upgrade request; its close codes (4401, 4403, 4404 for
-# another tenant's session) are asserted in tests/api/test_stream.py, which speaks the protocol.
+# The WebSocket stream takes /detect's key check on its upgrade request (or, for browsers, its first message); its
+# close codes (4401, 4403, 4404 for another tenant's session) are asserted in tests/api/test_stream.py.
 WEBSOCKET = "websocket"
 # Path parameters of the operators' routes, filled in to reach each route (their values name nothing).
 PLACEHOLDER = re.compile(r"\{(\w+)(:\w+)?\}")
