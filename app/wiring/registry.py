@@ -58,7 +58,9 @@ class Registry:
 def build_registry(settings: Settings) -> Registry:
     r = settings.registry
     engine = open_engine(r.url, connect_timeout_s=r.connect_timeout_seconds)
-    store = HazardRegistry(engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size)
+    store = HazardRegistry(
+        engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size, max_area_km2=r.max_bbox_km2
+    )
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
     passes = PassWatcher(store, range_m=r.pass_range_m)
     feed = RegistryFeed(buffer, passes, queue_limit=r.buffer_limit)
@@ -67,7 +69,7 @@ def build_registry(settings: Settings) -> Registry:
     return Registry(
         engine,
         store,
-        HazardExports(engine),
+        HazardExports(engine, max_area_km2=r.max_bbox_km2),
         buffer,
         feed,
         WebhookStore(engine),

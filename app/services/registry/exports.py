@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services.registry.lifecycle import Status
-from app.services.registry.queries import select_hazards
+from app.services.registry.queries import check_area, select_hazards
 from app.services.registry.records import HazardFilter, HazardRecord
 
 CSV_COLUMNS = (
@@ -108,13 +109,15 @@ def same_url(url: str | None) -> str | None:
 
 
 class HazardExports:
-    def __init__(self, engine: AsyncEngine, *, batch_size: int = 1000) -> None:
+    def __init__(self, engine: AsyncEngine, *, batch_size: int = 1000, max_area_km2: float = math.inf) -> None:
         self._engine = engine
         self.batch_size = batch_size
+        self.max_area_km2 = max_area_km2  # a larger bbox is refused (422) before the first row is read
 
     async def batches(self, where: HazardFilter, photo_url: PhotoUrl = same_url) -> AsyncIterator[list[HazardRecord]]:
         """Matching hazards by id, `batch_size` at a time, through a server-side cursor; `photo_url` gives each
         best photo the address the reader may fetch (a signed one where the service keeps its frames)."""
+        check_area(where, self.max_area_km2)
         statement = select_hazards(where).execution_options(yield_per=self.batch_size)
         async with self._engine.connect() as connection:
             result = await connection.stream(statement)
