@@ -17,9 +17,13 @@
 
   // Canvas, not SVG: thousands of circles are one bitmap, drawn in a frame (SVG: one DOM node each, seconds).
   const map = L.map("hazard-map", { worldCopyJump: true, preferCanvas: true }).setView([20, 0], 2);
-  const shared = /^#map=(\d{1,2})\/(-?[\d.]+)\/(-?[\d.]+)$/.exec(location.hash); // #map=zoom/lat/lon, as OSM's
-  if (shared) map.setView([Number(shared[2]), Number(shared[3])], Number(shared[1]));
-  let keepView = Boolean(shared); // a shared view is kept on the first load; a new filter fits its hazards
+  function sharedView() { // #map=zoom/lat/lon, as OpenStreetMap's links: the view the address names, if any
+    const view = /^#map=(\d{1,2})\/(-?[\d.]+)\/(-?[\d.]+)$/.exec(location.hash);
+    if (view) map.setView([Number(view[2]), Number(view[3])], Number(view[1]));
+    return Boolean(view);
+  }
+  let keepView = sharedView(); // a shared view is kept on the first load; a new filter fits its hazards
+  window.addEventListener("hashchange", sharedView); // a link pasted into this tab
   map.on("moveend", () => {
     const center = map.getCenter();
     history.replaceState(null, "", "#map=" + map.getZoom() + "/" + center.lat.toFixed(6) + "/" + center.lng.toFixed(6));
