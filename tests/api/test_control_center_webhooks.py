@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from app.services.identity.roles import Role
@@ -75,9 +76,13 @@ async def test_an_admin_registers_replays_and_deletes_webhooks_on_the_page(
     assert actions == sorted(actions) and audit.text.count('data-action="webhook.created"') == 1
 
     await api.app.state.identity.accounts.create("ines", "an inspector's password", Role.INSPECTOR)
-    assert (await log_in(api, "an inspector's password", "ines")).status_code == 303
-    refused = await api.client.get("/admin/webhooks", headers=HTML)
-    assert refused.status_code == 403 and "/admin/webhooks" not in (await api.client.get("/admin", headers=HTML)).text
+    transport = httpx.ASGITransport(app=api.app)
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as inspector:
+        assert (await log_in(api, "an inspector's password", "ines", client=inspector)).status_code == 303
+        refused = await inspector.get("/admin/webhooks", headers=HTML)
+        assert (
+            refused.status_code == 403 and "/admin/webhooks" not in (await inspector.get("/admin", headers=HTML)).text
+        )
 
 
 async def _dead(store: WebhookStore) -> bool:
