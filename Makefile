@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer bench-stream clean up down status logs restart-web restart-worker faults soak artillery artillery-deps
+.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer bench-stream bench-map clean up down status logs restart-web restart-worker faults soak artillery artillery-deps
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -126,6 +126,13 @@ bench-stream: $(STAMP)
 	@$(PY) -c "import httpx,sys; httpx.get('http://$(HOST):$(PORT)/health/ready', timeout=5).raise_for_status()" \
 	  || { echo "bench-stream: no ready API at $(HOST):$(PORT); start it first (make run)"; exit 1; }
 	$(PY) -m bench.stream --url http://$(HOST):$(PORT) $(BENCH_ARGS)
+
+# The control center's map page with 5,000 registry hazards in headless Chromium (Debian's /usr/bin/chromium): first
+# paint, first contentful paint and every hazard drawn, in ms from the navigation (docs/PERFORMANCE.md). Its own
+# Redis and API on free ports; bench/results/map_paint.json. MAP_BENCH_ARGS="--hazards 20000 --runs 10" to vary.
+MAP_BENCH_ARGS ?=
+bench-map: $(STAMP) system-deps
+	$(PY) -m bench.map_paint $(MAP_BENCH_ARGS)
 
 # Hazards, not boxes: generated drives (3 vehicles per road) through the real service path and a private Redis;
 # prints, last, count_error, duplicates, misses and map_error on held-out seeds (see scripts/eval_tracking.py).

@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     parts = build_parts(settings, role="api")
     identity = build_identity(settings, parts.redis, parts.media_urls)
-    operators = build_operators(settings, parts, identity.accounts)
+    operators = build_operators(settings, parts, identity)
     lifecycle = Lifecycle(parts)
     app = DocumentedAPI(
         title="Hazard Detection API",
@@ -139,7 +139,7 @@ def _include_routers(
     app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address, identity.audit))
     app.include_router(create_keys_router(identity.keys, identity.audit, operators.auth, client_address))
     app.include_router(create_operators_router(identity.accounts, identity.audit, operators.auth, client_address))
-    app.include_router(create_webhooks_router(registry.webhooks, identity.audit, operators.auth, client_address))
+    app.include_router(create_webhooks_router(operators.webhooks, operators.auth, client_address))
     app.include_router(
         create_control_center_router(
             operators.center,
@@ -149,7 +149,8 @@ def _include_routers(
             (identity.keys, identity.accounts, identity.audit),
             secure_cookies=operators.secure_cookies,
             media_urls=identity.media_urls,
-            registry=parts.registry.store,
+            registry=(registry.store, registry.exports),
+            webhooks=operators.webhooks,
             map_tile_url=settings.registry.map_tile_url,
         )
     )

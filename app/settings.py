@@ -204,6 +204,8 @@ class RegistrySettings(_Group):
     buffer_limit: int = Field(10_000, ge=1, validation_alias="REGISTRY_BUFFER_LIMIT")
     # Hazards one page of `GET /hazards/registry` may hold.
     max_page_size: int = Field(500, ge=1, le=10_000, validation_alias="REGISTRY_MAX_PAGE_SIZE")
+    # The most ground one registry query or export's `bbox` may cover, km² on the sphere (a large state or country).
+    max_bbox_km2: float = Field(1_000_000.0, gt=0, validation_alias="REGISTRY_MAX_BBOX_KM2")
     # Map tiles for the control center's map page (`{z}/{x}/{y}` URL); unset: a plain background.
     map_tile_url: str | None = Field(None, validation_alias="MAP_TILE_URL")
     # Webhooks: a delivery is tried this many times (backoff doubling from base to max), then dead (replayable).

@@ -60,7 +60,9 @@ def build_registry(settings: Settings, media_urls: MediaSigner) -> Registry:
     """`media_urls`: webhook bodies carry the best photo at a signed URL (a receiver holds no key)."""
     r = settings.registry
     engine = open_engine(r.url, connect_timeout_s=r.connect_timeout_seconds)
-    store = HazardRegistry(engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size)
+    store = HazardRegistry(
+        engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size, max_area_km2=r.max_bbox_km2
+    )
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
     passes = PassWatcher(store, range_m=r.pass_range_m)
     feed = RegistryFeed(buffer, passes, queue_limit=r.buffer_limit)
@@ -69,7 +71,7 @@ def build_registry(settings: Settings, media_urls: MediaSigner) -> Registry:
     return Registry(
         engine,
         store,
-        HazardExports(engine),
+        HazardExports(engine, max_area_km2=r.max_bbox_km2),
         buffer,
         feed,
         WebhookStore(engine),

@@ -51,9 +51,13 @@ class HazardRecord:
     best_photo_url: str | None
 
     @classmethod
-    def from_row(cls, row: Any) -> HazardRecord:
-        fields = row._mapping
-        return cls(**{name: fields[name] for name in RECORD_FIELDS} | {"status": Status(fields["status"])})
+    def from_row(cls, row: Any, photo_url: Callable[[str | None], str | None] | None = None) -> HazardRecord:
+        """`photo_url`: the address handed out for the stored best photo (a signed one), in the same pass."""
+        fields = dict(row._mapping)
+        fields["status"] = Status(fields["status"])
+        if photo_url is not None:
+            fields["best_photo_url"] = photo_url(fields["best_photo_url"])
+        return cls(**{name: fields[name] for name in RECORD_FIELDS})
 
 
 RECORD_FIELDS = tuple(HazardRecord.__dataclass_fields__)
