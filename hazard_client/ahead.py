@@ -51,7 +51,7 @@ class Ahead(Generic[T]):
     def _run(self) -> None:
         try:
             for item in self._produce():
-                if not self._put(item):
+                if not self._put(item) or self._stop.is_set():
                     return
         except Exception as exc:  # handed to the consumer, who reports it
             self._put(_Failed(self._failure(exc) if self._failure is not None else exc))
@@ -89,10 +89,4 @@ class Ahead(Generic[T]):
         """Stop the producer at its next item and wait for its thread: what it holds (an open video) can be closed
         after this returns."""
         self._stop.set()
-        while self._thread.is_alive():
-            try:
-                while True:
-                    self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(_POLL_S)
+        self._thread.join()
