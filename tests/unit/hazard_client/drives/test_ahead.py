@@ -46,7 +46,7 @@ def test_the_next_frame_decodes_while_the_first_is_being_sent(video: Video, tmp_
 
     async def send_all() -> list[SourceFile]:
         feed = Feed(ahead=ahead)
-        sent = []
+        sent: list[SourceFile] = []
         while (source := await feed.next()) is not None:
             events.append(f"sending {len(sent)}")
             # The upload of this frame is under way: the frame after it is decoded meanwhile, not after it.
