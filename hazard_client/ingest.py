@@ -288,7 +288,8 @@ class Ingestion:
         elif first is not None:
             job = await self._create_job()
             state.job(job.job_id)
-            self.report.note(f"job {job.job_id}: sending frames" + (f" ({self.counts.total})" if feed.complete else ""))
+            todo = sum(not state.finished(key) for key in feed.by_key) if feed.complete else None
+            self.report.note(f"job {job.job_id}: " + (f"{todo} frames to send" if todo else "frames sent as decoded"))
         if job is not None:
             await self._follow(state, job.job_id, feed, close=True, held=held, first=first)
             self._recount(state, feed, finished_only=False)
