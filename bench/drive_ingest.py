@@ -11,6 +11,8 @@
    `hazard ingest FOLDER`, each as its own process, alternately `--repeat` times against one API whose result cache
    forgets within a second (every run's frames are inferred: `cached` is checked to be 0). End to end = frames /
    the command's wall time (start to exit: decoding, hashing, uploads, processing, results file).
+   `--pin`: Redis and the API on the first CPU, the command on the second (a laptop and a server, each its own CPU);
+   without it all share every CPU.
 Writes bench/results/drive_ingest.json.
 """
 
@@ -57,19 +59,27 @@ def extract(video_path: Path, track_path: Path, options: DriveOptions, folder: P
     return len(files)
 
 
-def measure(video: Path, folder: Path, sampling: list[str], repeat: int, workdir: Path) -> dict[str, Any]:
+def measure(video: Path, folder: Path, sampling: list[str], repeat: int, workdir: Path, pin: bool) -> dict[str, Any]:
+    """With `pin`, Redis and the API (started from here, so they inherit it) on the first CPU, the command on the
+    second: as a field laptop and a server each have their own."""
     runs: dict[str, list[dict[str, Any]]] = {"video": [], "folder": []}
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin:
+        os.sched_setaffinity(0, cpus[:1])
     with redis_server() as redis_url:
         stack = Stack(redis_url, workdir)
         try:
             url = stack.api(RESULT_CACHE_TTL_SECONDS="1")
+            if pin:
+                os.sched_setaffinity(0, cpus[1:2])
             for number in range(repeat):
                 out = workdir / f"video-{number}.jsonl"
                 runs["video"].append(run_ingest(url, video, out, 2, "--offset", str(OFFSET_S), *sampling))
                 runs["folder"].append(run_ingest(url, folder, workdir / f"folder-{number}.jsonl", 2))
         finally:
             stack.stop()
-    result: dict[str, Any] = {"sampling": " ".join(sampling)}
+            os.sched_setaffinity(0, cpus)
+    result: dict[str, Any] = {"sampling": " ".join(sampling), "pinned": pin}
     for source, measured in runs.items():
         assert len({run["frames"] for run in measured}) == 1, measured
         result[source] = {
@@ -92,8 +102,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="length of the drive (default 30)")
     parser.add_argument("--fps", type=int, default=10, help="the video's frame rate (default 10)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each, alternately (default 2)")
+    parser.add_argument("--pin", action="store_true", help="the server on the first CPU, the command on the second")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two CPUs")
     if shutil.which("redis-server") is None:
         parser.error("redis-server is needed (make test installs it)")
     road = generate_road(11, length_m=SPEED_MPS * args.seconds, hazards=int(args.seconds), neighbours=0.1)
@@ -120,7 +133,7 @@ def main() -> None:
             folder = work / name
             extract(video, track, options, folder)
             (work / f"{name}-runs").mkdir()
-            result = measure(video, folder, sampling, args.repeat, work / f"{name}-runs")
+            result = measure(video, folder, sampling, args.repeat, work / f"{name}-runs", args.pin)
             report["samplings"].append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
