@@ -24,6 +24,7 @@ from hazard_client import __version__
 from hazard_client.admin_cli import add_admin_commands
 from hazard_client.client import DEFAULT_URL, AsyncHazardClient, HazardClient
 from hazard_client.errors import ApiError, ConnectionFailed, HazardError
+from hazard_client.feed import Feed
 from hazard_client.ingest import (
     Ingestion,
     Settings,
@@ -199,7 +200,7 @@ def ingest_settings(
 
 
 def run_ingestion(
-    args: argparse.Namespace, settings: Settings, files: list[SourceFile], skipped: int, intro: list[str]
+    args: argparse.Namespace, settings: Settings, files: list[SourceFile] | Feed, skipped: int, intro: list[str]
 ) -> Summary:
     """One job through `Ingestion`, then (--geojson) the job's hazards as GeoJSON beside the results."""
     args.resume_state = settings.state_path
