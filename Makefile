@@ -11,7 +11,7 @@ PORT ?= 8000
 given = $(if $(filter command% environment%,$(origin $(1))),$(1)='$($(1))')
 STACK_ADDR = $(call given,HOST) $(call given,PORT)
 
-.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer clean up down status logs restart-web restart-worker faults soak rehearsal
+.PHONY: run test test-fast lint system-deps model model-int8 eval eval-tracking bench bench-peer bench-stream bench-map clean up down status logs restart-web restart-worker faults soak artillery artillery-deps rehearsal
 
 # The client and the `hazard` command line are a distribution of their own (hazard_client/pyproject.toml: installable
 # without the service's dependencies); the tests and `make` users get it editable beside the service.
@@ -37,7 +37,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
-test: $(STAMP) system-deps lint
+# Artillery before pytest (tests/system/test_https_front.py runs the smoke scenario with it): its npm install, mostly
+# waiting on the registry, runs beside the lint on a fresh machine.
+test: $(STAMP) system-deps
+	$(MAKE) --no-print-directory -j2 lint artillery-deps
 	$(VENV)/bin/pytest
 
 # Everything but the system tier (processes, browser, deploy files, faults, soak): a few minutes.
@@ -62,6 +65,26 @@ REHEARSAL_RATE ?= 12
 REHEARSAL_WINDOW ?= 15
 rehearsal: $(STAMP) system-deps
 	$(PY) -m bench.rehearsal --rate $(REHEARSAL_RATE) --window $(REHEARSAL_WINDOW)
+
+# The Artillery of artillery/package-lock.json (npm ci into var/tools/artillery; Debian's nodejs and npm when npm is
+# missing). A no-op once that lock is installed.
+artillery-deps:
+	./scripts/ensure-artillery.sh >/dev/null
+
+# A load scenario (artillery/load.yml, 3.5 min; ARTILLERY_SCENARIO=artillery/smoke.yml for 30 s) with the real Artillery
+# against the API already serving on HOST:PORT (`make run` first); its gates decide the exit code. The key comes from
+# HAZARD_API_KEY, or is made here through the admin API with ADMIN_TOKEN (the server's), with the limits the scenario
+# headers document. scripts/artillery.sh runs Artillery offline (no telemetry).
+ARTILLERY_SCENARIO ?= artillery/load.yml
+ARTILLERY_KEY_LIMITS := --sessions-per-minute 150 --frames-per-second 50
+artillery: $(STAMP) artillery-deps
+	@key="$${HAZARD_API_KEY:-}"; \
+	if [ -z "$$key" ]; then \
+	  test -n "$${ADMIN_TOKEN:-}" || { echo "artillery: set HAZARD_API_KEY (a key with the detect scope, see $(ARTILLERY_SCENARIO)) or ADMIN_TOKEN (the server's) to make one"; exit 1; }; \
+	  key=$$($(VENV)/bin/hazard keys create --server http://$(HOST):$(PORT) --api-key "$$ADMIN_TOKEN" \
+	    --name artillery --tenant load-test --scope detect $(ARTILLERY_KEY_LIMITS)) || exit 1; \
+	fi; \
+	HAZARD_API_KEY="$$key" ./scripts/artillery.sh run --target http://$(HOST):$(PORT) $(ARTILLERY_SCENARIO)
 
 # Rebuild the demo model from generated scenes (needs the train extra; no network). See README.
 model:
@@ -104,6 +127,21 @@ bench-peer: $(STAMP) $(TRAIN_STAMP)
 	      2>/dev/null && break; sleep 1; \
 	  done; \
 	  $(PY) -m bench.load --suite --url http://$(HOST):$(PORT) --peer-url http://127.0.0.1:$(PEER_PORT) $(BENCH_ARGS)
+
+# Frames over WebSocket streams vs HTTP on the API already serving on HOST:PORT (`make run` first, with
+# SESSION_RATE_LIMIT_PER_SECOND and SESSION_RATE_LIMIT_BURST above the rates searched: one session per camera):
+# P50 at 5/s, sustainable rates on 1 and 4 cameras, 1.5x overload, 200 idle streams. bench/results/stream.json.
+bench-stream: $(STAMP)
+	@$(PY) -c "import httpx,sys; httpx.get('http://$(HOST):$(PORT)/health/ready', timeout=5).raise_for_status()" \
+	  || { echo "bench-stream: no ready API at $(HOST):$(PORT); start it first (make run)"; exit 1; }
+	$(PY) -m bench.stream --url http://$(HOST):$(PORT) $(BENCH_ARGS)
+
+# The control center's map page with 5,000 registry hazards in headless Chromium (Debian's /usr/bin/chromium): first
+# paint, first contentful paint and every hazard drawn, in ms from the navigation (docs/PERFORMANCE.md). Its own
+# Redis and API on free ports; bench/results/map_paint.json. MAP_BENCH_ARGS="--hazards 20000 --runs 10" to vary.
+MAP_BENCH_ARGS ?=
+bench-map: $(STAMP) system-deps
+	$(PY) -m bench.map_paint $(MAP_BENCH_ARGS)
 
 # Hazards, not boxes: generated drives (3 vehicles per road) through the real service path and a private Redis;
 # prints, last, count_error, duplicates, misses and map_error on held-out seeds (see scripts/eval_tracking.py).

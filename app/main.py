@@ -47,8 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     parts = build_parts(settings, role="api")
-    identity = build_identity(settings, parts.redis)
-    operators = build_operators(settings, parts, identity.accounts)
+    identity = build_identity(settings, parts.redis, parts.media_urls)
+    operators = build_operators(settings, parts, identity)
     lifecycle = Lifecycle(parts)
     app = DocumentedAPI(
         title="Hazard Detection API",
@@ -139,7 +139,7 @@ def _include_routers(
     app.include_router(create_admin_router(operators.auth, parts.fleet.model_control, client_address, identity.audit))
     app.include_router(create_keys_router(identity.keys, identity.audit, operators.auth, client_address))
     app.include_router(create_operators_router(identity.accounts, identity.audit, operators.auth, client_address))
-    app.include_router(create_webhooks_router(registry.webhooks, identity.audit, operators.auth, client_address))
+    app.include_router(create_webhooks_router(operators.webhooks, operators.auth, client_address))
     app.include_router(
         create_control_center_router(
             operators.center,
@@ -148,7 +148,9 @@ def _include_routers(
             client_address,
             (identity.keys, identity.accounts, identity.audit),
             secure_cookies=operators.secure_cookies,
-            registry=parts.registry.store,
+            media_urls=identity.media_urls,
+            registry=(registry.store, registry.exports),
+            webhooks=operators.webhooks,
             map_tile_url=settings.registry.map_tile_url,
         )
     )

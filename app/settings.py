@@ -159,6 +159,9 @@ class FleetSettings(_Group):
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", validation_alias="FLEET_NAME")
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias="FLEET_HEARTBEAT_SECONDS")
     poll_seconds: float = Field(0.5, gt=0, validation_alias="FLEET_POLL_SECONDS")
+    # How a restart from the control center comes back: `auto` exits for systemd or Kubernetes (seen in the
+    # environment) to start it again, else re-executes itself; `yes` always exits, `no` always re-executes.
+    supervised: Literal["auto", "yes", "no"] = Field("auto", validation_alias="PROCESS_SUPERVISED")
 
 
 class TrackingSettings(_Group):
@@ -201,6 +204,8 @@ class RegistrySettings(_Group):
     buffer_limit: int = Field(10_000, ge=1, validation_alias="REGISTRY_BUFFER_LIMIT")
     # Hazards one page of `GET /hazards/registry` may hold.
     max_page_size: int = Field(500, ge=1, le=10_000, validation_alias="REGISTRY_MAX_PAGE_SIZE")
+    # The most ground one registry query or export's `bbox` may cover, km² on the sphere (a large state or country).
+    max_bbox_km2: float = Field(1_000_000.0, gt=0, validation_alias="REGISTRY_MAX_BBOX_KM2")
     # Map tiles for the control center's map page (`{z}/{x}/{y}` URL); unset: a plain background.
     map_tile_url: str | None = Field(None, validation_alias="MAP_TILE_URL")
     # Webhooks: a delivery is tried this many times (backoff doubling from base to max), then dead (replayable).
@@ -373,6 +378,12 @@ class StreamSettings(_Group):
     idle_seconds: float = Field(60.0, gt=0, validation_alias="STREAM_IDLE_SECONDS")
     # Open streams one process holds; one more is refused (1013, try again later).
     max_per_process: int = Field(200, ge=1, validation_alias="STREAM_MAX_PER_PROCESS")
+    # Open streams one API key holds in this process; one more is refused (4429). Anonymous callers (AUTH_MODE=off,
+    # no key) have only the per-process limit.
+    max_per_key: int = Field(8, ge=1, validation_alias="STREAM_MAX_PER_KEY")
+    # An upgrade without a key (a browser cannot set headers on one) waits this long for a first text message
+    # `{"type": "auth", "api_key": "hzk_..."}`; without one the stream is closed 4401 before any frame is read.
+    auth_seconds: float = Field(5.0, gt=0, le=60, validation_alias="STREAM_AUTH_SECONDS")
 
 
 class TelemetrySettings(_Group):

@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,12 +42,13 @@ def write_folder(frames: list[bytes], folder: Path) -> None:
         folder.joinpath(f"frame{number:05d}.jpg").write_bytes(frame)
 
 
-def run_ingest(url: str, folder: Path, out: Path, concurrency: int) -> dict[str, Any]:
+def run_ingest(url: str, folder: Path, out: Path, concurrency: int, *extra: str) -> dict[str, Any]:
+    """`hazard ingest FOLDER` (or a video, with `extra` options) as its own process, timed from start to exit."""
     command = [sys.executable, "-m", "hazard_client", "ingest", str(folder), "--server", url, "--out", str(out)]
-    command += ["--concurrency", str(concurrency), "--progress-every", "10"]
-    started = time.perf_counter()
+    command += ["--concurrency", str(concurrency), "--progress-every", "10", *extra]
+    started, cpu = time.perf_counter(), _children_cpu()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if result.returncode != 0:
         raise RuntimeError(f"hazard ingest exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     job_id = result.stdout.split("job: ", 1)[1].split()[0]
@@ -59,8 +61,15 @@ def run_ingest(url: str, folder: Path, out: Path, concurrency: int) -> dict[str,
         "wall_seconds": round(wall, 2),
         "end_to_end_fps": round(frames / wall, 1),
         "job_fps": round(frames / job_seconds, 1),
+        "client_cpu_seconds": round(cpu, 2),  # the command's own CPU: hashing, decoding, JPEG, HTTP
         "summary": result.stdout.strip().splitlines(),
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the child processes waited for so far (the servers are not: they still run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _seconds(timestamp: str) -> float:

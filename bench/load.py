@@ -33,6 +33,7 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -198,14 +199,28 @@ def find_sustainable(
         steps.append(result)
         return sustainable(result)
 
+    good, bad = search_rate(step, start, factor, refine)
+    return {
+        "sustainable_rate": round(good, 1) if good is not None else None,
+        "first_failing_rate": round(bad, 1) if bad is not None else None,
+        "goal": {"p95_ms_under": GOAL_P95_MS, "error_rate_under": GOAL_ERROR_RATE},
+        "steps": steps,
+    }
+
+
+def search_rate(
+    passes: Callable[[float], bool], start: float, factor: float, refine: int
+) -> tuple[float | None, float | None]:
+    """The highest passing rate and the lowest failing one found: from `start`, grow (or shrink) by `factor` to the
+    first change, then `refine` bisections between them."""
     good: float | None = None
     bad: float | None = None
     rate = start
-    if step(rate):
+    if passes(rate):
         good = rate
         while True:
             rate *= factor
-            if step(rate):
+            if passes(rate):
                 good = rate
             else:
                 bad = rate
@@ -214,7 +229,7 @@ def find_sustainable(
         bad = rate
         while rate > 1:
             rate /= factor
-            if step(rate):
+            if passes(rate):
                 good = rate
                 break
             bad = rate
@@ -222,16 +237,11 @@ def find_sustainable(
         if good is None or bad is None or bad - good < 1:
             break
         middle = (good + bad) / 2
-        if step(middle):
+        if passes(middle):
             good = middle
         else:
             bad = middle
-    return {
-        "sustainable_rate": round(good, 1) if good is not None else None,
-        "first_failing_rate": round(bad, 1) if bad is not None else None,
-        "goal": {"p95_ms_under": GOAL_P95_MS, "error_rate_under": GOAL_ERROR_RATE},
-        "steps": steps,
-    }
+    return good, bad
 
 
 def overload_check(result: Report) -> dict[str, bool]:

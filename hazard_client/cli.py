@@ -13,6 +13,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ from hazard_client import __version__
 from hazard_client.admin_cli import add_admin_commands
 from hazard_client.client import DEFAULT_URL, AsyncHazardClient, HazardClient
 from hazard_client.errors import ApiError, ConnectionFailed, HazardError
+from hazard_client.feed import Feed
 from hazard_client.ingest import (
     Ingestion,
     Settings,
@@ -198,7 +200,7 @@ def ingest_settings(
 
 
 def run_ingestion(
-    args: argparse.Namespace, settings: Settings, files: list[SourceFile], skipped: int, intro: list[str]
+    args: argparse.Namespace, settings: Settings, files: list[SourceFile] | Feed, skipped: int, intro: list[str]
 ) -> Summary:
     """One job through `Ingestion`, then (--geojson) the job's hazards as GeoJSON beside the results."""
     args.resume_state = settings.state_path
@@ -234,7 +236,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
             session = await client.create_session({"client": "hazard-cli", "source": args.source[:200]})
             try:
                 async with client.stream(session.session_id) as stream:
-                    return await replay(stream, source_frames(args.source), args.realtime, args.fps, say.print)
+                    frames = islice(source_frames(args.source), args.max_frames)
+                    return await replay(stream, frames, args.realtime, args.fps, say.print)
             finally:
                 await client.end_session(session.session_id)
 
@@ -528,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("source", metavar="SOURCE", help="a folder of images, a video file, a camera, an rtsp:// URL")
     stream.add_argument("--realtime", action="store_true", help="send at the source's pace (newest frame first)")
     stream.add_argument("--fps", type=float, default=5.0, help="a folder's pace with --realtime (default 5)")
+    stream.add_argument(
+        "--max-frames", type=int, metavar="N", help="stop after N frames (a camera or an rtsp:// source never ends)"
+    )
     stream.set_defaults(run=cmd_stream)
 
     hazard_map = commands.add_parser("map", help="the hazard registry").add_subparsers(

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from hazard_client.calls import Frame
 from hazard_client.client import AsyncHazardClient
 from hazard_client.errors import ApiError, HazardError
+from hazard_client.feed import Feed
 from hazard_client.models import FrameMeta, JobOut, JobResultItem
 from hazard_client.progress import Counts, Reporter
 from hazard_client.retry import RetryPolicy
@@ -237,19 +238,6 @@ def first_error(group: BaseExceptionGroup[Exception]) -> Exception:
     return first_error(error) if isinstance(error, BaseExceptionGroup) else error
 
 
-def chunks(files: list[SourceFile], max_frames: int, max_bytes: int) -> Iterator[list[SourceFile]]:
-    batch: list[SourceFile] = []
-    size = 0
-    for source in files:
-        if batch and (len(batch) >= max_frames or size + source.size > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(source)
-        size += source.size
-    if batch:
-        yield batch
-
-
 class Ingestion:
     def __init__(
         self, client: AsyncHazardClient, settings: Settings, make_reporter: Callable[[Counts], Reporter]
@@ -262,47 +250,57 @@ class Ingestion:
         self.uploaded_now = 0
         self._said_waiting_at = float("-inf")
 
-    async def run(self, files: list[SourceFile], skipped: int) -> Summary:
+    async def run(self, files: list[SourceFile] | Feed, skipped: int) -> Summary:
+        """Everything `files` holds (a drive's frames as they are decoded) through one job, to the results file."""
         settings = self.settings
+        feed = files if isinstance(files, Feed) else Feed(files)
         # A run sampled or placed otherwise is another ingestion: its state is not continued.
         state = State(settings.state_path, settings.folder, {**settings.options, **settings.sampling})
-        by_sha = {source.key: source for source in files}  # identical files are sent once
-        self.counts = Counts(total=len(by_sha))
-        self._recount(state, by_sha, finished_only=True)
+        self.counts = Counts(total=len(feed.by_key))
+        self._recount(state, feed, finished_only=True)
         self.report = self._make_reporter(self.counts)
         try:
-            await self._process(state, by_sha)
+            await self._process(state, feed)
         finally:
             self.report.close(self.counts)
-        summary = self._summary(state, files, skipped)
-        write_results(settings.out, settings.out_format, files, state.results)
+        summary = self._summary(state, feed.files, skipped)
+        write_results(settings.out, settings.out_format, feed.files, state.results)
         state.remove()
         return summary
 
-    async def _process(self, state: State, by_sha: dict[str, SourceFile]) -> None:
+    async def _process(self, state: State, feed: Feed) -> None:
         if self.counts.processed:
-            self.report.note(
-                f"{self.counts.processed} of {len(by_sha)} frames finished in an earlier run: not sent again"
-            )
+            of = f" of {len(feed.by_key)}" if feed.complete else ""
+            self.report.note(f"{self.counts.processed}{of} frames finished in an earlier run: not sent again")
         job = await self._earlier_job(state)
         if job is not None and (job.closed or job.status == "cancelled"):
             self.report.note(f"job {job.job_id} of the earlier run takes no more frames: collecting its results")
-            self.counts.uploaded += sum(not state.finished(sha) for sha in state.uploaded if sha in by_sha)
-            await self._follow(state, job.job_id, by_sha, close=False)
-            self._recount(state, by_sha, finished_only=True)
+            self.counts.uploaded += sum(not state.finished(key) for key in state.uploaded if _known(feed, key))
+            await self._follow(state, job.job_id, feed, close=False)
+            self._recount(state, feed, finished_only=True)
             job = None
-        pending = [source for sha, source in by_sha.items() if not state.finished(sha)]
-        to_send = [source for source in pending if job is None or source.key not in state.uploaded]
+        held = set(state.uploaded) if job is not None else set()  # frames the open job has already
+        first = await self._next_to_send(state, feed, held)
         if job is not None:
-            self.report.note(f"continuing job {job.job_id}: {len(pending) - len(to_send)} frames already sent")
-        elif pending:
+            sent = sum(not state.finished(key) for key in held if _known(feed, key))
+            self.report.note(f"continuing job {job.job_id}: {sent} frames already sent")
+            self.counts.uploaded += sent
+        elif first is not None:
             job = await self._create_job()
             state.job(job.job_id)
-            self.report.note(f"job {job.job_id}: {len(to_send)} frames to send")
+            todo = sum(not state.finished(key) for key in feed.by_key) if feed.complete else None
+            self.report.note(f"job {job.job_id}: " + (f"{todo} frames to send" if todo else "frames sent as decoded"))
         if job is not None:
-            self.counts.uploaded += len(pending) - len(to_send)
-            await self._follow(state, job.job_id, by_sha, close=True, to_send=to_send)
-            self._recount(state, by_sha, finished_only=False)
+            await self._follow(state, job.job_id, feed, close=True, held=held, first=first)
+            self._recount(state, feed, finished_only=False)
+
+    async def _next_to_send(self, state: State, feed: Feed, held: set[str]) -> SourceFile | None:
+        while (source := await feed.next()) is not None:
+            self.counts.total = len(feed.by_key)
+            if not state.finished(source.key) and source.key not in held:
+                return source
+        self.counts.total = len(feed.by_key)
+        return None
 
     async def _create_job(self) -> JobOut:
         settings, options = self.settings, self.settings.options
@@ -314,12 +312,14 @@ class Ingestion:
             model=options.get("model"),
         )
 
-    def _recount(self, state: State, by_sha: dict[str, SourceFile], *, finished_only: bool) -> None:
-        """Counts from the results collected: finished ones only while failures that may pass are to be sent again."""
+    def _recount(self, state: State, feed: Feed, *, finished_only: bool) -> None:
+        """Counts from the results collected: finished ones only while failures that may pass are to be sent again.
+        While a drive is still being decoded, every result of the state counts (the state is of this drive)."""
+        keys = feed.by_key if feed.complete else state.results
         entries = [
             entry
-            for sha in by_sha
-            if (entry := state.results.get(sha)) is not None and (state.finished(sha) or not finished_only)
+            for key in keys
+            if (entry := state.results.get(key)) is not None and (state.finished(key) or not finished_only)
         ]
         self.counts.uploaded = self.counts.processed = len(entries)
         self.counts.failed = sum(entry["status"] == "failed" for entry in entries)
@@ -340,18 +340,20 @@ class Ingestion:
         self,
         state: State,
         job_id: str,
-        by_sha: dict[str, SourceFile],
+        feed: Feed,
         *,
         close: bool,
-        to_send: list[SourceFile] | None = None,
+        held: set[str] | None = None,
+        first: SourceFile | None = None,
     ) -> None:
-        """Send `to_send` and close the job while following its progress to the end, then collect its results."""
+        """Send `first` and the rest of `feed` (but frames finished or `held` by the job) and close the job while
+        following its progress to the end, then collect its results."""
         self.job_ids.append(job_id)
         base = Counts(**vars(self.counts))  # what earlier jobs and runs contributed
 
         async def send_and_close() -> None:
-            if to_send:
-                await self._send(state, job_id, to_send)
+            if first is not None:
+                await self._send(state, job_id, feed, held or set(), first)
             if close:
                 await self.client.close_job(job_id)
 
@@ -361,11 +363,13 @@ class Ingestion:
                 group.create_task(self._watch(job_id, base))
         except ExceptionGroup as failed:  # the first failure is the story; the other tasks were cancelled by it
             raise first_error(failed) from None
-        await self._collect(state, job_id, by_sha)
+        await self._collect(state, job_id, feed.by_key)
 
-    async def _send(self, state: State, job_id: str, files: list[SourceFile]) -> None:
+    async def _send(self, state: State, job_id: str, feed: Feed, held: set[str], first: SourceFile) -> None:
         settings = self.settings
-        waiting = deque(chunks(files, settings.chunk_frames, settings.chunk_bytes))
+        again: deque[list[SourceFile]] = deque()  # a refused chunk's rest, sent again
+        carry = [first]  # a file taken from the feed that did not fit the chunk before
+        pulling = asyncio.Lock()
         policy = RetryPolicy(
             attempts=1_000_000,
             base_delay=0.5,
@@ -374,9 +378,26 @@ class Ingestion:
             on_retry=self._waiting,
         )
 
+        async def next_chunk() -> list[SourceFile]:
+            """Up to `chunk_frames` files and `chunk_bytes`, as the feed has them (empty: nothing more to send)."""
+            if again:
+                return again.popleft()
+            batch: list[SourceFile] = []
+            async with pulling:
+                size = 0
+                while len(batch) < settings.chunk_frames:
+                    source = carry.pop() if carry else await self._next_to_send(state, feed, held)
+                    if source is None:
+                        break
+                    if batch and size + source.size > settings.chunk_bytes:
+                        carry.append(source)
+                        break
+                    batch.append(source)
+                    size += source.size
+            return batch
+
         async def send_chunks() -> None:
-            while waiting:
-                batch = waiting.popleft()
+            while batch := await next_chunk():
                 frames = [Frame(source.path.read_bytes(), source.name, _frame_meta(source)) for source in batch]
                 try:
                     accepted = await self.client.add_frames(job_id, frames, retry=policy)
@@ -389,7 +410,7 @@ class Ingestion:
                     state.result(batch[number].key, _local_failure(exc.code, exc.message))
                     self.counts.uploaded += 1
                     if rest := batch[:number] + batch[number + 1 :]:
-                        waiting.appendleft(rest)
+                        again.appendleft(rest)
                     continue
                 state.accepted(job_id, {s.key: f for s, f in zip(batch, accepted.frame_ids, strict=True)})
                 self.uploaded_now += len(batch)
@@ -493,6 +514,11 @@ def write_results(out: Path, fmt: str, files: list[SourceFile], results: dict[st
             for source in files:
                 writer.writerow(csv_row(source, results[source.key]))
     os.replace(temporary, out)
+
+
+def _known(feed: Feed, key: str) -> bool:
+    """Is `key` one of the feed's files (while a drive decodes, any key of its state is)?"""
+    return key in feed.by_key or not feed.complete
 
 
 def _frame_meta(source: SourceFile) -> FrameMeta:

@@ -354,8 +354,9 @@ def drive(
     gps_bias_m: float = 1.5,
     gps_noise_m: float = 0.5,
     size: tuple[int, int] = SCENE_SIZE,
+    start_m: float = 0.0,
 ) -> Iterator[DriveFrame]:
-    """One vehicle's frames from the road's start to its end. Its GPS has a bias of its own (drawn once, about
+    """One vehicle's frames from `start_m` along the road to its end. Its GPS has a bias of its own (drawn once, about
     `gps_bias_m`) plus per-fix noise; the camera sees every hazard between VISIBLE_FROM_M and VISIBLE_TO_M ahead."""
     width, height = size
     rng = np.random.default_rng(seed)
@@ -363,7 +364,7 @@ def drive(
     camera = drive_camera(road.seed, size)
     bias = rng.normal(0, gps_bias_m, 2)
     index = 0
-    while (travelled := index / fps * speed_mps) < road.length_m:
+    while (travelled := start_m + index / fps * speed_mps) < road.length_m:
         image = background.copy()
         visible: list[tuple[int, Hazard]] = []
         placed = [h for h in road.hazards if VISIBLE_FROM_M <= h.distance_m - travelled <= VISIBLE_TO_M]

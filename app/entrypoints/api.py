@@ -6,6 +6,8 @@ app's own drain. What one process accepts is bounded (app/entrypoints/server.py)
 (503 past it when all are busy; idle and half-open ones are closed first), HTTP_HEADER_TIMEOUT_SECONDS for a request
 head, HTTP_KEEPALIVE_TIMEOUT_SECONDS idle, and the descriptor limit raised to fit. HOST and PORT come from the
 environment unless --host/--port are given; every other setting is read by app.settings from the environment.
+A restart asked through the fleet (app/services/fleet/restart.py) drains like SIGTERM, then the process exits for
+its supervisor or re-executes itself.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import uvicorn
 
 from app.entrypoints.server import bounded_protocol, fit_descriptor_limit
 from app.entrypoints.websocket import GracefulWebSocketProtocol
+from app.services.fleet.restart import PROCESS_RESTART, is_supervised
 from app.services.observability.logging import configure_logging
-from app.settings import SettingsError, get_settings
+from app.settings import Settings, SettingsError, get_settings
 
 APP = "app.main:app"
 DEFAULT_HOST = "127.0.0.1"
@@ -59,7 +62,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
     # uvicorn catches SIGTERM/SIGINT while it serves, shuts down gracefully, then raises the signal again for the
-    # handler it found. A completed shutdown asked for with SIGTERM is a clean stop: exit 0 (Ctrl-C: 130).
+    # handler it found. A completed shutdown asked for with SIGTERM is a clean stop: exit 0 (Ctrl-C: 130), unless the
+    # fleet asked for a restart: then the process comes back.
+    if PROCESS_RESTART.requested:
+        PROCESS_RESTART.come_back()
     sys.exit(0 if signum == signal.SIGTERM else 128 + signum)
 
 
@@ -73,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     max_connections = fit_descriptor_limit(settings.http.max_connections)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_shutdown)
+    supervised = is_supervised(settings.fleet.supervised, os.environ)
+    with PROCESS_RESTART.serving(supervised=supervised):  # comes back in _exit_after_shutdown, inside uvicorn.run
+        _serve(args, settings, max_connections)
+
+
+def _serve(args: argparse.Namespace, settings: Settings, max_connections: int) -> None:
     uvicorn.run(
         APP,
         host=args.host,

@@ -3,12 +3,15 @@
 It loads the fleet's desired active model (as an API process does), publishes a heartbeat with role
 `worker`, obeys the same control commands, serves its own Prometheus metrics on WORKER_METRICS_PORT, and
 takes live frames (remote-mode API processes) before batch frames. SIGTERM or SIGINT: no new frame is taken,
-the frames in hand finish (WORKER_SHUTDOWN_SECONDS at most), the rest stay queued for other workers, exit 0.
+the frames in hand finish (WORKER_SHUTDOWN_SECONDS at most), the rest stay queued for other workers, exit 0. A restart
+asked through the fleet (app/services/fleet/restart.py) stops the same way, then exits for the supervisor or
+re-executes itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Sequence
 from wsgiref.simple_server import WSGIServer
@@ -16,6 +19,7 @@ from wsgiref.simple_server import WSGIServer
 import structlog
 from prometheus_client import start_http_server
 
+from app.services.fleet.restart import PROCESS_RESTART, is_supervised
 from app.services.observability.logging import configure_logging
 from app.services.observability.metrics import Metrics
 from app.services.observability.tracing import configure_tracing
@@ -42,6 +46,7 @@ async def serve(settings: Settings) -> None:
     await lifecycle.stop_after(starting)
     if metrics_server is not None:
         metrics_server.shutdown()
+        metrics_server.server_close()  # the port is free for the process that comes back
     log.info("worker_stopped", process_id=process_id)
 
 
@@ -59,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(str(exc)) from None
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
     configure_tracing("hazard-worker")
-    asyncio.run(serve(settings))
+    with PROCESS_RESTART.serving(supervised=is_supervised(settings.fleet.supervised, os.environ)):
+        asyncio.run(serve(settings))
+    if PROCESS_RESTART.requested:
+        PROCESS_RESTART.come_back()
 
 
 if __name__ == "__main__":

@@ -115,9 +115,12 @@ class KeyCheck:
         structlog.contextvars.bind_contextvars(tenant=principal.tenant, key_id=principal.key_id)  # never the key
         return principal
 
-    async def caller_of(self, connection: HTTPConnection) -> Principal:
+    async def caller_of(self, connection: HTTPConnection, key: str | None = None) -> Principal:
+        """The caller of `connection`, by the key in its headers, or by `key` (a stream's first message: browsers
+        cannot set headers on a WebSocket upgrade), checked exactly as a header's."""
         over_tls = self.client_address.arrived_over_tls(connection) if self._require_tls else True
-        return await self.principal(connection.headers, self.client_address.of(connection), over_tls=over_tls)
+        headers = connection.headers if key is None else {API_KEY_HEADER.lower(): key}
+        return await self.principal(headers, self.client_address.of(connection), over_tls=over_tls)
 
 
 def key_check_of(connection: HTTPConnection) -> KeyCheck:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from app.services.fleet.agent import Describe, FleetAgent, FleetControl
 from app.services.fleet.model_control import ModelControl
+from app.services.fleet.restart import PROCESS_RESTART
 from app.services.inference.registry import ModelRegistry
 from app.settings import Settings
 from app.wiring.process import ProcessInfo
@@ -28,6 +29,8 @@ def build_fleet(
         registry,
         describe,
         process_id=process.process_id,
+        role=process.role,
+        restart=PROCESS_RESTART,
         holds_models=process.holds_models,
         heartbeat_seconds=settings.fleet.heartbeat_seconds,
         poll_seconds=settings.fleet.poll_seconds,

@@ -31,12 +31,25 @@ class Identity:
     media_urls: MediaSigner  # signs the /media URLs handed out, checks those presented
 
 
-def build_identity(settings: Settings, redis: RedisParts) -> Identity:
-    auth, namespace = settings.auth, settings.fleet.name
+def api_key_pepper(settings: Settings) -> bytes:
+    auth = settings.auth
     configured = auth.api_key_pepper.get_secret_value() if auth.api_key_pepper is not None else None
-    pepper = load_pepper(configured, auth.api_key_pepper_file)
+    return load_pepper(configured, auth.api_key_pepper_file)
+
+
+def build_media_signer(settings: Settings) -> MediaSigner:
+    """The process's one signer of /media URLs: API answers, the control center and webhook bodies hand them out
+    through it, the media route checks them. With AUTH_MODE=off it signs and requires nothing (no pepper read)."""
+    required = settings.auth_mode == "keys"
+    pepper = api_key_pepper(settings) if required else b""
+    return MediaSigner(pepper, settings.auth.media_url_seconds, required=required)
+
+
+def build_identity(settings: Settings, redis: RedisParts, media_urls: MediaSigner) -> Identity:
+    """`media_urls`: the process's signer (`build_media_signer`, built with its parts: the webhook sender signs too)."""
+    auth, namespace = settings.auth, settings.fleet.name
+    pepper = api_key_pepper(settings)
     keys = KeyStore(redis.client, namespace=namespace, pepper=pepper, cache_seconds=auth.api_key_cache_seconds)
-    media_urls = MediaSigner(pepper, auth.media_url_seconds, required=settings.auth_mode == "keys")
     accounts = OperatorAccounts(redis.client, namespace=namespace)
     if settings.auth_mode == "off":
         log.warning("auth_mode_off", effect="callers without a key are the tenant 'local'; set AUTH_MODE=keys")

@@ -1,5 +1,6 @@
-"""What operators use, in an API process only: their authentication, their login sessions and the control
-center's services (built on the process's one Redis client, registry and job service)."""
+"""What operators use, in an API process only: their authentication, their login sessions, the control
+center's services (built on the process's one Redis client, registry and job service) and webhook management (the
+admin API's and the control center's, audited)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from app.services.fleet.control_center import ControlCenter
-from app.services.identity.accounts import OperatorAccounts
 from app.services.identity.operator_sessions import OperatorSessions
 from app.services.identity.operators import OperatorAuth
+from app.services.registry.webhook_admin import WebhookAdmin
 from app.services.sessions.listing import SessionLister
 from app.settings import Settings
+from app.wiring.identity import Identity
 from app.wiring.parts import Parts
 
 SECONDS_PER_HOUR = 3600
@@ -23,11 +25,12 @@ class Operators:
     auth: OperatorAuth
     sessions: OperatorSessions
     center: ControlCenter
+    webhooks: WebhookAdmin  # registering, deleting and replaying, each change in the audit log
     secure_cookies: bool  # Secure cookies everywhere but local development and tests (plain http there)
 
 
-def build_operators(settings: Settings, parts: Parts, accounts: OperatorAccounts) -> Operators:
-    """`accounts`: the named operator accounts (`build_identity`) that log in beside the built-in `admin`."""
+def build_operators(settings: Settings, parts: Parts, identity: Identity) -> Operators:
+    """`identity`'s named operator accounts log in beside the built-in `admin`; its audit log records changes."""
     redis = parts.redis
     auth = OperatorAuth(
         redis.client,
@@ -38,7 +41,7 @@ def build_operators(settings: Settings, parts: Parts, accounts: OperatorAccounts
         token=_secret(settings.admin.token),
         max_failures=settings.admin.login_max_failures,
         window_seconds=settings.admin.login_window_seconds,
-        accounts=accounts,
+        accounts=identity.accounts,
     )
     sessions = OperatorSessions(
         redis.client,
@@ -55,7 +58,9 @@ def build_operators(settings: Settings, parts: Parts, accounts: OperatorAccounts
         parts.metrics.recent_detect,
         process_id=parts.process.process_id,
     )
-    return Operators(auth, sessions, center, secure_cookies=settings.environment not in ("local", "test"))
+    webhooks = WebhookAdmin(parts.registry.webhooks, identity.audit)
+    secure_cookies = settings.environment not in ("local", "test")
+    return Operators(auth, sessions, center, webhooks, secure_cookies=secure_cookies)
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -15,9 +15,11 @@ from app.services.observability.metrics import Metrics
 from app.services.sessions.counting import ActiveSessions
 from app.services.sessions.store import SessionStore
 from app.services.tracking.service import TrackingService
+from app.services.uploads.signing import MediaSigner
 from app.settings import Settings
 from app.wiring.fleet import Fleet, build_fleet
 from app.wiring.heartbeat import ProcessDescription
+from app.wiring.identity import build_media_signer
 from app.wiring.jobs import Jobs, build_jobs
 from app.wiring.models import Models, build_models
 from app.wiring.process import ProcessInfo, Role, build_process
@@ -46,6 +48,7 @@ class Parts:
     health: HealthChecks
     fleet: Fleet
     registry: Registry  # the hazard registry (SQL), fed by tracking off the request path
+    media_urls: MediaSigner  # signs the /media URLs handed out (answers, pages, webhook bodies)
 
 
 def build_parts(settings: Settings, role: Role) -> Parts:
@@ -54,7 +57,8 @@ def build_parts(settings: Settings, role: Role) -> Parts:
     serving = ServingState()
     redis = build_redis(settings, metrics)
     sessions = build_sessions(settings, redis)
-    registry = build_registry(settings)
+    media_urls = build_media_signer(settings)
+    registry = build_registry(settings, media_urls)
     tracking = build_tracking(settings, redis, sessions.store, registry.feed)
     kept_writes = build_kept_writes(sessions, tracking)
     uploads = build_uploads(settings, metrics, sessions.ledger, tracking)
@@ -89,4 +93,5 @@ def build_parts(settings: Settings, role: Role) -> Parts:
         health,
         fleet,
         registry,
+        media_urls,
     )

@@ -24,6 +24,7 @@ from app.services.registry.webhook_sender import Retries, WebhookSender
 from app.services.registry.webhooks import WebhookStore
 from app.services.tracking.hazard_map import MapHazard
 from app.services.tracking.service import TrackingService
+from app.services.uploads.signing import MediaSigner
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -55,19 +56,22 @@ class Registry:
         return report
 
 
-def build_registry(settings: Settings) -> Registry:
+def build_registry(settings: Settings, media_urls: MediaSigner) -> Registry:
+    """`media_urls`: webhook bodies carry the best photo at a signed URL (a receiver holds no key)."""
     r = settings.registry
     engine = open_engine(r.url, connect_timeout_s=r.connect_timeout_seconds)
-    store = HazardRegistry(engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size)
+    store = HazardRegistry(
+        engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size, max_area_km2=r.max_bbox_km2
+    )
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
     passes = PassWatcher(store, range_m=r.pass_range_m)
     feed = RegistryFeed(buffer, passes, queue_limit=r.buffer_limit)
     retries = Retries(r.webhook_max_attempts, r.webhook_retry_base_seconds, r.webhook_retry_max_seconds)
-    sender = WebhookSender(engine, retries, timeout_seconds=r.webhook_timeout_seconds)
+    sender = WebhookSender(engine, retries, timeout_seconds=r.webhook_timeout_seconds, photo_url=media_urls.sign)
     return Registry(
         engine,
         store,
-        HazardExports(engine),
+        HazardExports(engine, max_area_km2=r.max_bbox_km2),
         buffer,
         feed,
         WebhookStore(engine),

@@ -9,22 +9,28 @@ from pathlib import Path
 
 from rich.console import Console
 
+from hazard_client.ahead import Ahead
 from hazard_client.cli import FRAMES_FAILED, OK, ingest_settings, run_ingestion
 from hazard_client.drives.clock import parse_sync
 from hazard_client.drives.drive import (
     DriveOptions,
+    DriveReport,
     damage_line,
     drive_lines,
-    sample_drive,
+    drive_report,
+    sampled_frames,
     track_beside,
 )
 from hazard_client.drives.readers import read_track
 from hazard_client.drives.timeparse import epoch_seconds
 from hazard_client.drives.track import Track
-from hazard_client.drives.video import VIDEO_SUFFIXES, Video
-from hazard_client.ingest import UsageError, summary_lines
+from hazard_client.drives.video import VIDEO_SUFFIXES, DecodeFailed, Video
+from hazard_client.errors import HazardError
+from hazard_client.feed import Feed
+from hazard_client.ingest import Settings, Summary, UsageError, summary_lines
 
 DEFAULT_EVERY_M = 5.0
+FRAMES_AHEAD = 4  # sampled frames decoded ahead of the uploads, at most (each a JPEG in the spool)
 
 
 @dataclass(frozen=True)
@@ -108,22 +114,39 @@ def ingest_drives(args: argparse.Namespace, path: Path) -> int:
         )
         settings.out_format  # noqa: B018 - refuses a name that is neither .jsonl nor .csv, before any work
         say.print(f"drive {number} of {len(drives)}: {drive.video} (decoding and sampling)", markup=False)
-        video = Video(drive.video, options.threads)
-        spool = drive.out.with_name(f".{drive.out.name}.frames")
-        try:
-            files, report = sample_drive(video, track, options, spool)
-        finally:
-            video.close()
-        intro = [f"ingest: {report.sampled} frames of {drive.video}; results to {drive.out}"]
-        summary = run_ingestion(args, settings, files, 0, intro) if files else None
-        shutil.rmtree(spool, ignore_errors=True)  # finished: the next run samples the video anew
-        for line in drive_lines(report) + (summary_lines(summary)[1:] if summary else ["nothing to send"]):
+        report, summary = ingest_drive(args, settings, drive, track, options)
+        for line in drive_lines(report) + (summary_lines(summary)[1:] if summary.files else ["nothing to send"]):
             print(line)
         if (damage := damage_line(report)) is not None:
             say.print(damage, markup=False)
             code = FRAMES_FAILED
-        if summary is not None and summary.failed:
+        if summary.failed:
             code = FRAMES_FAILED
     if len(drives) > 1:
         print(f"drives: {len(drives)}")
     return code
+
+
+def ingest_drive(
+    args: argparse.Namespace, settings: Settings, drive: Drive, track: Track | None, options: DriveOptions
+) -> tuple[DriveReport, Summary]:
+    """One drive through one job, its frames decoded and sampled on a thread a few frames ahead of the uploads."""
+    video = Video(drive.video, options.threads)
+    spool = drive.out.with_name(f".{drive.out.name}.frames")
+    report = drive_report(video, track, options)
+
+    def failed(error: Exception) -> Exception:
+        if isinstance(error, HazardError):
+            return error
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return DecodeFailed(f"{drive.video}: decoding stopped after {report.decoding.last_time:.2f} s ({reason})")
+
+    ahead = Ahead(lambda: sampled_frames(video, track, options, report, spool), FRAMES_AHEAD, failed)
+    try:
+        intro = [f"ingest: frames of {drive.video} as they are decoded; results to {drive.out}"]
+        summary = run_ingestion(args, settings, Feed(ahead=ahead), 0, intro)
+    finally:
+        ahead.close()  # its thread stopped before the video it reads is closed
+        video.close()
+    shutil.rmtree(spool, ignore_errors=True)  # finished: the next run samples the video anew
+    return report, summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,17 +86,21 @@ def video_clock(video: Video, track: Track | None, options: DriveOptions) -> tup
     return fit_clock(start, options.offset, options.sync), source
 
 
-def sample_drive(
-    video: Video, track: Track | None, options: DriveOptions, spool: Path
-) -> tuple[list[SourceFile], DriveReport]:
-    """Decode the whole video, keep the sampled frames as JPEGs in `spool`, each with its place and time."""
+def drive_report(video: Video, track: Track | None, options: DriveOptions) -> DriveReport:
+    """The drive's report before its first frame: clock, where its start came from, how it is sampled."""
     clock, start_from = video_clock(video, track, options)
-    sampler = Sampler(None if options.fps is not None else options.every_m, options.fps)
-    report = DriveReport(video.path, track, start_from, clock, sampler.description)
+    return DriveReport(video.path, track, start_from, clock, _sampler(options).description)
+
+
+def sampled_frames(
+    video: Video, track: Track | None, options: DriveOptions, report: DriveReport, spool: Path
+) -> Iterator[SourceFile]:
+    """Decode the whole video and yield the sampled frames, each a JPEG in `spool` with its place and time, as they
+    come (a drive's frames upload while the rest decode); `report` counts them and records damage."""
+    clock, sampler = report.clock, _sampler(options)
     shutil.rmtree(spool, ignore_errors=True)
     spool.mkdir(parents=True)
     digest = file_sha256(video.path)
-    sources: list[SourceFile] = []
     for t, frame in video.frames(report.decoding):
         gps_time = clock.gps_time(t) if clock is not None else None
         position = track.at(gps_time) if track is not None and gps_time is not None else None
@@ -107,9 +112,19 @@ def sample_drive(
         report.sampled += 1
         report.located += position is not None
         report.outside_track += track is not None and position is None and gps_time is not None
-        meta = frame_meta(gps_time, position)
-        sources.append(SourceFile(path, name, digest, path.stat().st_size, meta, t))
-    return sources, report
+        yield SourceFile(path, name, digest, path.stat().st_size, frame_meta(gps_time, position), t)
+
+
+def sample_drive(
+    video: Video, track: Track | None, options: DriveOptions, spool: Path
+) -> tuple[list[SourceFile], DriveReport]:
+    """Every sampled frame of the drive at once (the bench and tests; the command streams `sampled_frames`)."""
+    report = drive_report(video, track, options)
+    return list(sampled_frames(video, track, options, report, spool)), report
+
+
+def _sampler(options: DriveOptions) -> Sampler:
+    return Sampler(None if options.fps is not None else options.every_m, options.fps)
 
 
 def frame_meta(gps_time: float | None, position: Position | None) -> FrameMeta:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hazard_client.drives.timeparse import epoch_seconds
+from hazard_client.errors import HazardError
 from hazard_client.ingest import UsageError
 
 if TYPE_CHECKING:
@@ -23,6 +24,10 @@ JPEG_QUALITY = 90
 
 class VideoUnreadable(UsageError):
     """Not a video PyAV can decode: no video stream, an unknown codec, not a container at all (exit code 2)."""
+
+
+class DecodeFailed(HazardError):
+    """Decoding or sampling stopped for something other than damage to the file (exit code 2, one line)."""
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,20 @@ def test_same_origin_check() -> None:
     assert not is_same_origin("h:1", "null", None)
     assert not is_same_origin("h:1", None, "same-site")
     assert not is_same_origin(None, "http://h:1", None)
+
+
+async def test_restart_buttons_send_a_restart_per_role_or_process_and_audit_it(center: RunningApp) -> None:
+    await log_in(center)
+    process_id = center.app.state.parts.process.process_id
+    page = (await center.client.get("/admin", headers={"accept": "text/html"})).text
+    assert "Restart web API" in page and "Restart worker" in page
+    assert f'<option value="{process_id}">' in page.split('id="restart-api"')[1].split("</select>")[0]
+    diagnostics = (await center.client.get("/admin/partials/diagnostics")).text
+    assert f"<code>{process_id}</code>" in diagnostics, "each process shows the id a restart replaces"
+    headers = {"origin": ORIGIN, "x-csrf-token": await csrf_token(center), "hx-request": "true"}
+    sent = await center.client.post("/admin/fleet/restart", data={"target": "role:api"}, headers=headers)
+    assert sent.status_code == 200 and "Restart sent to every api process" in sent.text, sent.text
+    gone = await center.client.post("/admin/fleet/restart", data={"target": "worker-gone"}, headers=headers)
+    assert gone.status_code == 404 and "PROCESS_NOT_FOUND" in gone.text
+    audit = (await center.client.get("/admin/audit", headers={"accept": "text/html"})).text
+    assert "fleet.restart" in audit and "role:api" in audit and "worker-gone" not in audit

@@ -130,6 +130,27 @@ async def test_verdicts_history_refused_moves_and_exports(start_app: StartApp, m
     await check_exports(api, {first["id"]: "closed", second["id"]: "rejected"})
 
 
+EXPORTS = ("/hazards/export.geojson", "/hazards/export.csv", "/hazards/export/open311")
+
+
+async def test_an_area_or_page_too_large_is_refused_naming_the_limit(
+    start_app: StartApp, make_settings: MakeSettings
+) -> None:
+    api = await start_app(make_settings(registry_max_bbox_km2=5000, registry_max_page_size=20))
+    berlin = "13.0,52.3,13.8,52.7"  # about 2,400 km²
+    brandenburg = "11.2,51.3,14.8,53.6"  # about 62,000 km²
+    for path in ("/hazards/registry", *EXPORTS):
+        assert (await api.client.get(path, params={"bbox": berlin})).status_code == 200, path
+        refused = await api.client.get(path, params={"bbox": brandenburg})
+        assert refused.status_code == 422, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR" and "5,000 km²" in error["message"]
+        assert error["details"]["max_area_km2"] == 5000 and 60_000 < error["details"]["area_km2"] < 64_000
+    too_long = await api.client.get("/hazards/registry", params={"limit": 21})
+    assert too_long.status_code == 422
+    assert "20" in too_long.json()["error"]["details"]["errors"][0]["message"]
+
+
 async def check_exports(api: RunningApp, statuses: dict[int, str]) -> None:
     gj = await api.client.get("/hazards/export.geojson")
     assert gj.status_code == 200 and gj.headers["content-type"] == "application/geo+json"

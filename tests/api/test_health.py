@@ -52,6 +52,7 @@ async def test_starting_app_is_live_but_not_ready(start_app: StartApp, make_sett
     session_id = await api.new_session()
     response = await api.client.post(f"/detect/{session_id}", content=FRAME, headers={"content-type": "image/jpeg"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "MODEL_NOT_READY"
+    assert response.headers["retry-after"] == "1", "a client retries a process that is warming up"
     await wait_until_ready(api.client)
     assert (await api.client.get("/health/ready")).status_code == 200
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.services.fleet.restart import PROCESS_RESTART
 from app.settings import Settings
 from tests.conftest import MODEL_DIR, RunningApp
 from tests.support.images import scene_with_hazards
@@ -223,6 +224,37 @@ async def test_reload_worker_rereads_the_active_version_from_disk(admin_api: Run
     assert registry.active == FP16
     session_id = await admin_api.new_session()
     assert (await detect(admin_api, session_id)).json()["model"]["name"] == FP16
+
+
+async def test_restart_addresses_running_processes_by_id_or_role_and_is_audited(admin_api: RunningApp) -> None:
+    parts = admin_api.app.state.parts
+    process_id = parts.process.process_id
+    engine = parts.models.registry.active_engine
+    ignored_before = PROCESS_RESTART.ignored
+    client = admin_api.client
+    by_id = await client.post(f"/admin/api/fleet/{process_id}/restart", auth=AUTH)
+    assert by_id.status_code == 200, by_id.text
+    assert by_id.json() == {"published": "restart", "target": process_id, "role": None, "processes": [process_id]}
+    by_role = await client.post("/admin/api/fleet/roles/api/restart", auth=AUTH)
+    assert by_role.json() == {"published": "restart", "target": "*", "role": "api", "processes": [process_id]}
+    for path, details in (("fleet/nobody/restart", {"process_id": "nobody"}), ("fleet/roles/worker/restart", {})):
+        missing = await client.post(f"/admin/api/{path}", auth=AUTH)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "PROCESS_NOT_FOUND", path
+        assert missing.json()["error"]["details"] == (details or {"role": "worker"})
+    bad_role = await client.post("/admin/api/fleet/roles/everyone/restart", auth=AUTH)
+    assert bad_role.status_code == 422 and bad_role.json()["error"]["code"] == "VALIDATION_ERROR"
+    entries = (await client.get("/admin/api/audit", params={"limit": 2}, auth=AUTH)).json()["entries"]
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("admin", "fleet.restart", "role:api"),
+        ("admin", "fleet.restart", process_id),
+    ]
+
+    # An app its launcher did not arm (this one runs inside the test) hears the command and goes on serving.
+    async def both_heard() -> bool:
+        return PROCESS_RESTART.ignored >= ignored_before + 2
+
+    await wait_for(both_heard, "both commands reached this process", within=10)
+    assert parts.serving.phase.value == "ready" and parts.models.registry.active_engine is engine
 
 
 async def test_a_version_that_misses_the_probe_hazards_never_becomes_active(

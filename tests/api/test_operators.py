@@ -47,6 +47,8 @@ async def test_a_viewer_or_inspector_changing_anything_is_403_role_required(admi
         reader = httpx.BasicAuth(name, OTHER_PASSWORD)
         changes = [
             ("POST", "/admin/api/fleet/reload", {}),
+            ("POST", "/admin/api/fleet/roles/api/restart", None),
+            ("POST", f"/admin/api/fleet/{admin_api.app.state.parts.process.process_id}/restart", None),
             ("POST", "/admin/api/models/best0408_openvino_model/activate", None),
             ("POST", "/admin/api/operators", {"name": "x-" + name, "password": OTHER_PASSWORD, "role": "admin"}),
             ("PATCH", f"/admin/api/operators/{name}", {"role": "admin"}),
@@ -131,9 +133,14 @@ async def test_a_viewer_signs_in_reads_pages_and_is_refused_actions(admin_api: R
     assert "/admin/operators" not in page.text, "the nav shows a viewer no operators page"
     token = await csrf_token(admin_api)
     headers = {"origin": ORIGIN, "x-csrf-token": token, "hx-request": "true"}
-    for path in ("/admin/keys", "/admin/fleet/reload", "/admin/models/best0408_openvino_model/activate"):
+    for path in (
+        "/admin/keys",
+        "/admin/fleet/reload",
+        "/admin/fleet/restart",
+        "/admin/models/best0408_openvino_model/activate",
+    ):
         refused = await admin_api.client.post(
-            path, data={"name": "k", "tenant": "t", "scopes": "detect"}, headers=headers
+            path, data={"name": "k", "tenant": "t", "scopes": "detect", "target": "role:api"}, headers=headers
         )
         assert refused.status_code == 403 and "ROLE_REQUIRED" in refused.text, path
     operators = await admin_api.client.get("/admin/operators", headers={"accept": "text/html"})

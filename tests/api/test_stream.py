@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,13 @@ from app.http.routers.stream import create_stream_router
 from app.main import create_app
 from app.services.core.errors import ApiError, ScopeRequired, Unauthorized
 from app.services.identity.principal import Principal, Scope
-from app.services.streams.protocol import encode_frame
+from app.services.streams.protocol import encode_auth, encode_frame
 from app.settings import Settings
 from app.wiring.parts import Parts
 from tests.conftest import wait_until_ready
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess, free_port
+from tests.support.rtsp_source import RtspSource
 from tests.support.waiting import wait_for
 
 SCENE, FRAME = scene_with_hazards(seed=5, size=(1280, 720))
@@ -50,6 +53,10 @@ class StreamServer:
     def parts(self) -> Parts:
         parts: Parts = self.app.state.parts
         return parts
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stream_url(self, session_id: str) -> str:
         return f"ws://127.0.0.1:{self.port}/sessions/{session_id}/stream"
@@ -204,6 +211,9 @@ async def test_an_oversized_message_closes_the_stream_with_1009(
         await ws.send(frame_message(1, image=b"\xff" * 8192))
         code, reason = await close_code(ws)
     assert code == 1009 and reason and "4096" in reason
+    async with connect(api.stream_url(await api.new_session())) as ws:  # AUTH_MODE=off: a key sent is still checked
+        await ws.send(encode_auth("hzk_nope"))
+        assert (await close_code(ws))[0] == 4401
 
 
 async def test_a_malformed_header_is_answered_with_an_error_and_the_stream_lives_on(
@@ -293,7 +303,7 @@ async def test_a_refusing_authenticate_closes_the_stream_before_any_frame_is_rea
     api = await serve(settings)
     refusals: list[ApiError] = [Unauthorized(), ScopeRequired()]
 
-    async def refuse(connection: HTTPConnection) -> Principal:
+    async def refuse(connection: HTTPConnection, key: str | None) -> Principal:
         raise refusals.pop(0)
 
     guarded = FastAPI()
@@ -312,7 +322,7 @@ async def test_a_refusing_authenticate_closes_the_stream_before_any_frame_is_rea
 async def test_streams_past_the_process_limit_are_refused_and_idle_ones_closed(
     serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings
 ) -> None:
-    api = await serve(make_settings(stream_max_per_process=1, stream_idle_seconds=1.0))
+    api = await serve(make_settings(stream_max_per_process=1, stream_idle_seconds=1.0, stream_auth_seconds=0.2))
     session_id = await api.new_session()
     async with connect(api.stream_url(session_id)) as first:
         async with connect(api.stream_url(session_id)) as second:
@@ -321,7 +331,7 @@ async def test_streams_past_the_process_limit_are_refused_and_idle_ones_closed(
     assert code == 4408 and reason
 
 
-async def test_the_client_replays_a_folder_and_a_video_over_one_stream(
+async def test_the_client_replays_a_folder_a_video_and_an_rtsp_camera_over_one_stream(
     serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     import av
@@ -345,12 +355,25 @@ async def test_the_client_replays_a_folder_and_a_video_over_one_stream(
         container.mux(stream.encode(None))
     api = await serve(make_settings())
     said: list[str] = []
-    async with AsyncHazardClient(f"http://127.0.0.1:{api.port}") as client:
+    async with AsyncHazardClient(api.base_url) as client:
         for source in (str(folder), str(video)):
             session = await client.create_session()
             async with client.stream(session.session_id) as frames:
                 counts = await replay(frames, source_frames(source), realtime=False, fps=5.0, say=said.append)
             assert counts["sent"] == 3 and counts["answered"] == 3, counts
+    # `hazard stream rtsp://...`: PyAV reads a real RTSP camera (GStreamer's server, tests/support/rtsp_source).
+    camera = RtspSource(folder / "000.jpg")
+    try:
+        camera.wait_ready()
+        command = ["-m", "hazard_client", "stream", camera.url, "--max-frames", "3", "--server", api.base_url]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        async with asyncio.timeout(60):
+            output = (await process.communicate())[0].decode()
+    finally:
+        camera.stop()
+    assert process.returncode == 0 and "answered 3, sent 3" in output, output
 
 
 async def test_the_stream_takes_the_detect_key_of_the_http_routes(
@@ -377,3 +400,101 @@ async def test_the_stream_takes_the_detect_key_of_the_http_routes(
     async with connect(url, additional_headers={"authorization": f"Bearer {owner}"}) as ws:
         await ws.send(frame_message(1))
         assert "detections" in await next_answer(ws)
+
+
+async def test_a_browser_sends_its_key_in_a_first_message_checked_like_a_header(
+    serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings
+) -> None:
+    """No key in the upgrade (browsers cannot set one): the first text message `{"type": "auth", "api_key"}` is
+    checked as a header's key (scope, owner, revocation); none in time, a frame first, a bad or revoked key, a key in
+    the URL: closed 4401/4403 before any frame is read. The key appears in no log line."""
+    api = await serve(make_settings(auth_mode="keys", stream_auth_seconds=0.5, log_level="DEBUG"))
+    keys = api.app.state.identity.keys
+    owner = await keys.create(name="van", tenant="fleet-a", scopes=frozenset({Scope.DETECT}))
+    stranger = (await keys.create(name="other", tenant="fleet-b", scopes=frozenset({Scope.DETECT}))).key
+    reader = (await keys.create(name="map", tenant="fleet-a", scopes=frozenset({Scope.MAP_READ}))).key
+    revoked = await keys.create(name="old", tenant="fleet-a", scopes=frozenset({Scope.DETECT}))
+    await keys.revoke(revoked.record.key_id)
+    created = await api.client.post("/sessions", headers={"x-api-key": owner.key})
+    url = api.stream_url(created.json()["session_id"])
+    root = logging.getLogger()
+    written = io.StringIO()
+    copy = logging.StreamHandler(written)
+    copy.setFormatter(root.handlers[0].formatter)
+    root.addHandler(copy)
+    try:
+        for first, expected in (
+            (None, 4401),  # nothing within STREAM_AUTH_SECONDS
+            (frame_message(1), 4401),  # a frame before any key
+            (encode_auth("hzk_nope"), 4401),
+            (encode_auth(revoked.key), 4401),
+            (encode_auth(reader), 4403),
+            (json.dumps({"type": "auth"}), 4401),
+        ):
+            async with connect(url) as ws:
+                if first is not None:
+                    await ws.send(first)
+                code, reason = await close_code(ws)
+            assert code == expected and reason, (first, code, reason)
+        assert api.metric("hazard_stream_frames_received_total") == 0  # no frame was read
+        async with connect(url) as ws:
+            await ws.send(encode_auth(stranger))
+            await ws.send(frame_message(1))
+            assert (await next_answer(ws))["error"]["code"] == "SESSION_NOT_FOUND"  # the owner check holds
+        async with connect(url) as ws:
+            await ws.send(encode_auth(owner.key))
+            await ws.send(frame_message(1))
+            assert "detections" in await next_answer(ws)
+    finally:
+        root.removeHandler(copy)
+    lines = written.getvalue().splitlines()
+    assert lines, "the log is captured"
+    for key in (owner.key, stranger, reader, revoked.key):
+        assert not [line for line in lines if key.split("_", 2)[2] in line]
+    # Never read from the URL: servers and proxies log request lines (uvicorn's WebSocket protocol does at DEBUG).
+    async with connect(f"{url}?api_key={owner.key}") as ws:
+        assert (await close_code(ws))[0] == 4401
+
+
+async def test_streams_past_the_key_limit_are_refused_and_every_ending_gives_the_slot_back(
+    serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings
+) -> None:
+    """STREAM_MAX_PER_KEY: one more stream of the key is closed 4429 (another key still streams); a client vanishing,
+    an error close and a shutdown each give the key's slot back."""
+    api = await serve(make_settings(auth_mode="keys", stream_max_per_key=2))
+    keys = api.app.state.identity.keys
+    van = (await keys.create(name="van", tenant="fleet-a", scopes=frozenset({Scope.DETECT}))).key
+    other = (await keys.create(name="bus", tenant="fleet-a", scopes=frozenset({Scope.DETECT}))).key
+    created = await api.client.post("/sessions", headers={"x-api-key": van})
+    url = api.stream_url(created.json()["session_id"])
+
+    def as_key(key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+    async def open_count(count: float) -> None:
+        async def reached() -> bool:
+            return api.metric("hazard_streams_open") == count
+
+        await wait_for(reached, f"{count} streams open")
+
+    vanishing = await connect(url, additional_headers=as_key(van))
+    async with connect(api.stream_url("no-such-session"), additional_headers=as_key(van)) as erring:
+        await open_count(2)
+        async with connect(url, additional_headers=as_key(van)) as refused:
+            code, reason = await close_code(refused)
+        assert code == 4429 and reason and "STREAM_MAX_PER_KEY" in reason
+        async with connect(url, additional_headers=as_key(other)) as ws:
+            await ws.send(frame_message(1))
+            assert "detections" in await next_answer(ws)
+        vanishing.transport.abort()  # gone without a close frame
+        await erring.send(frame_message(2))
+        assert (await close_code(erring))[0] == 4404  # closed on an error
+    await open_count(0)
+    held = [await connect(url, additional_headers=as_key(van)) for _ in range(2)]
+    for ws in held:
+        await ws.send(frame_message(3))
+        assert "detections" in await next_answer(ws)  # both slots were given back
+    await api.stop()
+    assert [(await close_code(ws))[0] for ws in held] == [1001, 1001]
+    assert api.metric("hazard_streams_open") == 0
+    assert api.metric("hazard_streams_refused_total", {"reason": "key_full"}) == 1

@@ -17,14 +17,15 @@ from fastapi.routing import iter_route_contexts
 from app.services.core.ids import SESSION_ID_BYTES
 from app.services.identity.principal import Scope
 from app.settings import Settings
+from tests.api.test_media_links import PARKED, hazard_with_a_photo, parked_as
 from tests.conftest import RunningApp
 
 FRAME = (Path(__file__).resolve().parents[2] / "artillery" / "frames" / "road_1280x720.jpg").read_bytes()
 TENANT_A, TENANT_B = "fleet-a", "fleet-b"
 OPEN, ANY_KEY = "open", "any key"  # no key needed; any valid key (or an operator), whatever its scopes
 OPERATOR = "operator"  # an operator's login (inspector or admin), never a key: keys of every kind get 401
-# The WebSocket stream takes /detect's key check on its upgrade request; its close codes (4401, 4403, 4404 for
-# another tenant's session) are asserted in tests/api/test_stream.py, which speaks the protocol.
+# The WebSocket stream takes /detect's key check on its upgrade request (or, for browsers, its first message); its
+# close codes (4401, 4403, 4404 for another tenant's session) are asserted in tests/api/test_stream.py.
 WEBSOCKET = "websocket"
 # Path parameters of the operators' routes, filled in to reach each route (their values name nothing).
 PLACEHOLDER = re.compile(r"\{(\w+)(:\w+)?\}")
@@ -33,18 +34,22 @@ NUMBERED = {"hazard_id", "webhook_id", "delivery_id"}  # integer path parameters
 # What a key without the route's scope holds (any scope but that one and admin).
 OTHER_SCOPE = {Scope.DETECT: Scope.JOBS, Scope.JOBS: Scope.MAP_READ, Scope.MAP_READ: Scope.DETECT}
 OPERATOR_PREFIX = "/admin"  # the operators' surface (admin API, control center): their login, not keys
+PER_ANSWER_HEADERS = {"x-request-id"}  # differs between any two answers
 
 
 @dataclass(frozen=True)
 class Row:
     """How to call a route, and what guards it: `access` is a scope, OPEN or ANY_KEY; `owned` names what the
-    route's path id belongs to ("session" or "job"): another tenant's id must answer as an unknown one."""
+    route's path id belongs to ("session", "job" or "hazard": tenant A's registry hazard): another tenant's id must
+    answer as an unknown one. `lists_hazard`: the right key's answer shows tenant A's registry hazard, another
+    tenant's never does."""
 
     access: Scope | str
     owned: str | None = None
     request: dict[str, Any] = field(default_factory=dict)
     right_status: int = 200
     why_unowned: str = ""  # for a route with an id in its path that does not check its owner (yet)
+    lists_hazard: bool = False
 
 
 ROWS: dict[tuple[str, str], Row] = {
@@ -57,13 +62,14 @@ ROWS: dict[tuple[str, str], Row] = {
     ),
     ("GET", "/sessions/{session_id}/hazards"): Row(Scope.MAP_READ, "session"),
     ("GET", "/sessions/{session_id}/hazards.geojson"): Row(Scope.MAP_READ, "session"),
-    ("GET", "/hazards"): Row(Scope.MAP_READ, request={"params": {"bbox": "-180,-90,180,90"}}),
-    ("GET", "/hazards/registry"): Row(Scope.MAP_READ),
-    ("GET", "/hazards/export.geojson"): Row(Scope.MAP_READ),
-    ("GET", "/hazards/export.csv"): Row(Scope.MAP_READ),
-    ("GET", "/hazards/export/open311"): Row(Scope.MAP_READ),
-    # A registry id: the registry is empty here, so the right key meets the feature's own 404.
-    ("GET", "/hazards/{hazard_id}"): Row(Scope.MAP_READ, request={"path": "/hazards/1"}, right_status=404),
+    ("GET", "/hazards"): Row(Scope.MAP_READ, request={"params": {"bbox": "-180,-90,180,90"}}, lists_hazard=True),
+    ("GET", "/hazards/registry"): Row(Scope.MAP_READ, lists_hazard=True),
+    ("GET", "/hazards/export.geojson"): Row(Scope.MAP_READ, lists_hazard=True),
+    ("GET", "/hazards/export.csv"): Row(Scope.MAP_READ, lists_hazard=True),
+    ("GET", "/hazards/export/open311"): Row(Scope.MAP_READ, lists_hazard=True),
+    # Tenant A's registry hazard (its detail carries its history): tenant B's key reads it as an unknown id.
+    ("GET", "/hazards/{hazard_id}"): Row(Scope.MAP_READ, "hazard"),
+    # Operators act on every tenant's hazards (no tenant to check); keys of every kind get 401.
     ("POST", "/hazards/{hazard_id}/verdict"): Row(
         OPERATOR, request={"path": "/hazards/1/verdict", "json": {"category": "pothole"}}
     ),
@@ -138,25 +144,41 @@ def bearer(key: str | None) -> dict[str, str]:
 
 
 def without_request_id(response: httpx.Response, named_id: str) -> str:
-    """The answer's body with its request id dropped and the id it names made generic: what must not differ
-    between another tenant's id and an unknown one."""
+    """The answer's body with its request id dropped and the id it names made generic, and its headers but the
+    request id: what must not differ between another tenant's id and an unknown one."""
     body = response.json()
-    body["error"].pop("request_id", None)
-    return json.dumps(body, sort_keys=True).replace(named_id, "<id>")
+    error = body["error"]
+    error.pop("request_id", None)
+    error["details"] = {name: "<id>" if str(value) == named_id else value for name, value in error["details"].items()}
+    headers = sorted((name, value) for name, value in response.headers.items() if name not in PER_ANSWER_HEADERS)
+    return json.dumps([body, headers], sort_keys=True)
+
+
+async def registry_hazard(running: RunningApp, keys: Keys) -> tuple[str, str]:
+    """A hazard of tenant A's registry (a parked camera's, through its session; the registry is fed off the request
+    path: polled): its id, and its photo's media id, which every listing of it shows."""
+    await parked_as(running, bearer(keys.right[Scope.DETECT]))
+    return await hazard_with_a_photo(running, bearer(keys.right[Scope.MAP_READ]))
+
+
+def unknown_like(hazard_id: str) -> str:
+    """A registry id as long as `hazard_id` that no hazard has (ids are assigned from 1 up)."""
+    return str(10 ** len(hazard_id) - 1) if hazard_id != "9" else "8"
 
 
 class Matrix:
-    def __init__(self, running: RunningApp, keys: Keys) -> None:
+    def __init__(self, running: RunningApp, keys: Keys, hazard: tuple[str, str]) -> None:
         self.running, self.keys = running, keys
+        self.hazard_id, self.hazard_photo = hazard
         self.failures: list[str] = []
 
     async def resource(self, owned: str | None) -> dict[str, str]:
-        """Fresh ids of tenant A for one row: a session and a job."""
+        """Fresh ids of tenant A for one row: a session and a job; and its registry hazard."""
         client, key = self.running.client, bearer(self.keys.right[Scope.DETECT])
         session = await client.post("/sessions", json={}, headers=key)
         job = await client.post("/jobs", json={}, headers=bearer(self.keys.right[Scope.JOBS]))
         assert session.status_code == 201 and job.status_code == 201, (session.text, job.text)
-        return {"session_id": session.json()["session_id"], "job_id": job.json()["job_id"]}
+        return {"session_id": session.json()["session_id"], "job_id": job.json()["job_id"], "hazard_id": self.hazard_id}
 
     async def call(self, method: str, path: str, row: Row, ids: dict[str, str], key: str | None) -> httpx.Response:
         request = {name: value for name, value in row.request.items() if name != "path"}
@@ -203,19 +225,26 @@ class Matrix:
             if lacking.status_code == 403 and lacking.json()["error"]["details"] != {"scope": scope.value}:
                 self.failures.append(f"{label} missing scope: names {lacking.json()['error']['details']}")
         await self.check_other_tenant(method, path, row, ids, scope)
-        self.expect(
-            f"{label} right key", await self.call(method, path, row, ids, self.keys.right[scope]), row.right_status
-        )
+        right = await self.call(method, path, row, ids, self.keys.right[scope])
+        self.expect(f"{label} right key", right, row.right_status)
+        if row.lists_hazard and self.hazard_photo not in right.text:
+            self.failures.append(f"{label} right key: tenant A's registry hazard missing from {right.text[:300]}")
 
     async def check_other_tenant(self, method: str, path: str, row: Row, ids: dict[str, str], scope: Scope) -> None:
         label = f"{method} {path} other tenant"
         foreign = await self.call(method, path, row, ids, self.keys.other_tenant[scope])
+        if row.lists_hazard and self.hazard_photo in foreign.text:
+            self.failures.append(f"{label}: shows tenant A's registry hazard")
         if row.owned is None:
             if row.why_unowned == "":
                 self.expect(label, foreign, row.right_status)
             return
         id_name = f"{row.owned}_id"
-        unknown_id = secrets.token_urlsafe(SESSION_ID_BYTES if row.owned == "session" else 16)
+        unknown_id = (
+            unknown_like(ids[id_name])
+            if row.owned == "hazard"
+            else secrets.token_urlsafe(SESSION_ID_BYTES if row.owned == "session" else 16)
+        )
         unknown = await self.call(method, path, row, {**ids, id_name: unknown_id}, self.keys.other_tenant[scope])
         self.expect(label, foreign, 404)
         both_404 = foreign.status_code == unknown.status_code == 404
@@ -226,11 +255,13 @@ class Matrix:
 async def test_every_route_guards_what_its_row_says(
     start_app: Callable[[Settings], Any], make_settings: Callable[..., Settings]
 ) -> None:
-    running: RunningApp = await start_app(make_settings(auth_mode="keys", api_key_failures_per_minute=100_000))
+    settings = make_settings(auth_mode="keys", api_key_failures_per_minute=100_000, **PARKED)
+    running: RunningApp = await start_app(settings)
     served = app_routes(running)
     keyed = {route for route in served if not route[1].startswith(OPERATOR_PREFIX)}
     assert keyed == set(ROWS), f"routes without a row: {keyed - set(ROWS)}; rows without a route: {set(ROWS) - keyed}"
-    matrix = Matrix(running, await make_keys(running))
+    keys = await make_keys(running)
+    matrix = Matrix(running, keys, await registry_hazard(running, keys))
     for (method, path), row in ROWS.items():
         await matrix.check(method, path, row)
     assert not matrix.failures, "\n".join(matrix.failures)

@@ -1,5 +1,6 @@
-"""One session driven from two API processes at once, on one Redis: association is atomic per session, so a
-hazard seen in every frame is one hazard, confirmed (and alerted) exactly once."""
+"""One session driven from two API processes at once, on one Redis, over HTTP and over two frame streams:
+association is atomic per session, so a hazard seen in every frame is one hazard, confirmed (and alerted) exactly
+once."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from hazard_client.client import AsyncHazardClient
+from hazard_client.sources import video_frames
+from tests.support.drives import Route, write_video
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
@@ -19,6 +25,7 @@ _, FRAME = scene_with_hazards(seed=5, size=(640, 360))
 FRAMES = 24
 IN_FLIGHT = 6  # a camera streaming faster than answers come back: frames overlap, and land on either replica
 START = 1_760_000_000.0
+DRIVE_FPS = 12
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +77,41 @@ async def test_frames_of_one_session_at_two_replicas_at_once_make_each_hazard_on
     assert alerts == Counter(dict.fromkeys(ids, 1))  # each confirmed exactly once, by one of the replicas
     assert sorted(h["hazard_id"] for h in hazards) == sorted(ids)
     assert all(h["frames"] == FRAMES and h["location"] == {"lat": 52.52, "lon": 13.405} for h in hazards)
+
+
+@pytest.mark.timeout(120)
+async def test_two_streams_of_one_session_at_two_replicas_keep_one_hazard_id_per_hazard(
+    two_servers: list[Server], tmp_path: Path
+) -> None:
+    """A drive's frames, interleaved over two WebSocket streams of one session, one at each replica: each hazard
+    gets one id across both streams, confirmed once."""
+    route = Route(speed_mps=1.0)
+    frames = list(video_frames(str(write_video(tmp_path / "drive.mp4", seconds=1.0, fps=DRIVE_FPS, size=(640, 360)))))
+    async with (
+        AsyncHazardClient(two_servers[0].base_url) as first,
+        AsyncHazardClient(two_servers[1].base_url) as second,
+    ):
+        session_id = (await first.create_session()).session_id
+
+        async def stream_half(client: AsyncHazardClient, parity: int) -> list[dict[str, Any]]:
+            answers = []
+            async with client.stream(session_id) as stream:
+                for index in range(parity, len(frames), 2):  # even frames at one replica, odd at the other
+                    image, seconds = frames[index]
+                    t = route.start + (seconds or index / DRIVE_FPS)
+                    lat, lon = route.at(t)
+                    captured_at = datetime.fromtimestamp(t, UTC).isoformat()
+                    await stream.send(image, index, lat=lat, lon=lon, heading=route.heading, captured_at=captured_at)
+                    answers.append(await stream.receive())
+            return answers
+
+        halves = await asyncio.gather(stream_half(first, 0), stream_half(second, 1))
+    for answers in halves:
+        assert all("detections" in answer for answer in answers), answers
+    per_stream = [{d["hazard_id"] for answer in answers for d in answer["detections"]} for answers in halves]
+    most = max(len(answer["detections"]) for answers in halves for answer in answers)
+    assert most >= 1 and per_stream[0] == per_stream[1] and len(per_stream[0]) == most  # no hazard split in two
+    alerts = Counter(
+        d["hazard_id"] for answers in halves for answer in answers for d in answer["detections"] if d["new_hazard"]
+    )
+    assert alerts == Counter(dict.fromkeys(per_stream[0], 1))  # each confirmed exactly once, by one of the replicas

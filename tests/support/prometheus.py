@@ -3,7 +3,6 @@ free port with its own configuration and data directory, as the suite starts Red
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,17 +12,12 @@ import httpx
 import yaml
 
 from tests.support.redis_process import free_port
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-UNPACKED = ROOT / "var" / "tools" / "prometheus" / "usr" / "bin"
+from tests.support.tools import debian_tool
 
 
 def prometheus_binary(name: str) -> str:
     """`prometheus` or `promtool`: on the PATH, or where ensure-system-deps.sh unpacked Debian's package."""
-    found = shutil.which(name) or shutil.which(name, path=str(UNPACKED))
-    if found is None:
-        raise RuntimeError(f"{name} is not installed; `make system-deps` unpacks Debian's prometheus package")
-    return found
+    return debian_tool("prometheus", name)
 
 
 class PrometheusServer:

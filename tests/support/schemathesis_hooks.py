@@ -21,10 +21,13 @@ from app.http.routers.registry import parse_since
 from app.http.schemas.frames import FrameMeta
 from app.http.schemas.jobs import JobCreate
 from app.services.core.errors import ValidationFailed
+from app.services.registry.queries import check_area
+from app.services.registry.records import HazardFilter
 from app.services.sessions.metadata import MetadataLimits, validate_metadata
 from app.services.tracking.hazard_map import parse_bbox, parse_near
 from app.services.tracking.meta import FIELDS as META_FIELDS
 from app.services.tracking.meta import frame_meta
+from app.settings import RegistrySettings
 
 # Hypothesis names a filter's lambda by parsing its source (`ast.parse`), and on Python 3.11 two threads parsing at
 # once can fail with "AST constructor recursion depth mismatch": with `--workers 2` that is a Runtime Error of the
@@ -139,14 +142,17 @@ def frame_metadata_and_map_queries(context: schemathesis.HookContext, case: Any)
 
 
 REGISTRY_QUERIES = ("/hazards/registry", "/hazards/export.geojson", "/hazards/export.csv", "/hazards/export/open311")
+MAX_BBOX_KM2 = float(RegistrySettings.model_fields["max_bbox_km2"].default)
 
 
 def _registry_query_valid(query: dict[str, Any]) -> bool:
-    """A registry query's `bbox` has ordered corners inside the coordinate ranges and `since` is a real instant:
+    """A registry query's `bbox` has ordered corners inside the coordinate ranges and covers at most the default
+    REGISTRY_MAX_BBOX_KM2, and `since` is a real instant:
     rules a pattern cannot state, refused with 422, so not valid cases."""
     try:
         if query.get("bbox") is not None:
-            parse_bbox(str(query["bbox"]))
+            box = parse_bbox(str(query["bbox"]))
+            check_area(HazardFilter(bbox=(box.min_lon, box.min_lat, box.max_lon, box.max_lat)), MAX_BBOX_KM2)
         if query.get("since") is not None:
             parse_since(str(query["since"]))
     except ValidationFailed:

@@ -63,6 +63,10 @@ class Server:
     def wait_ready(self, within: float = 60.0) -> None:
         wait_until_ready(self.base_url, self.process, self.log_path, within)
 
+    def wait_live(self, within: float = 60.0) -> None:
+        """Until it serves, model or not: what the admin API and key checks need, without waiting on a model load."""
+        wait_until_ready(self.base_url, self.process, self.log_path, within, probe="/health/live")
+
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
 
@@ -73,14 +77,16 @@ class Server:
         self.log.close()
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, within: float = 60.0) -> None:
-    """Poll /health/ready until 200; fail at once (with the log) if the server exits, or after `within` s."""
+def wait_until_ready(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, within: float = 60.0, probe: str = "/health/ready"
+) -> None:
+    """Poll `probe` until 200; fail at once (with the log) if the server exits, or after `within` s."""
     deadline = time.monotonic() + within
     while True:
         assert process.poll() is None, f"server exited {process.returncode}:\n{log_path.read_text()}"
         assert time.monotonic() < deadline, f"not ready within {within} s:\n{log_path.read_text()}"
         try:
-            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}{probe}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -16,3 +16,11 @@ async def wait_for(
     while not await condition():
         assert time.monotonic() < deadline, f"{what}: not met within {within} s"
         await asyncio.sleep(every)
+
+
+def wait_until(condition: Callable[[], bool], what: str, within: float = 30) -> None:
+    """`wait_for` for synchronous tests (a browser's, a subprocess's)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {within} s"
+        time.sleep(POLL_SECONDS)

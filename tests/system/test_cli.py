@@ -9,9 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hazard_client.cli import run
 from tests.support.images import encode, scene
 from tests.support.redis_process import RedisProcess, free_port
 from tests.support.server import ROOT, Server
+from tests.support.waiting import wait_until
 
 # About 10 frames of 320x180: chunks past it wait for the workers (429 BACKPRESSURE, Retry-After 1 s).
 PENDING_LIMIT = 160 * 1024
@@ -73,13 +73,6 @@ def hazard(server_url: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
 def finish(process: subprocess.Popen[str], within: float = 60) -> tuple[int, str, str]:
     stdout, stderr = process.communicate(timeout=within)
     return process.returncode, stdout, stderr
-
-
-def wait_until(condition: Callable[[], bool], what: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {within} s"
-        time.sleep(0.05)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ import pytest
 from hazard_client.cli import run
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
-from tests.system.test_key_revocation import wait_live
 
 TOKEN = "cli-admin-test-operator-token-0123456"
 
@@ -22,7 +21,7 @@ TOKEN = "cli-admin-test-operator-token-0123456"
 def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process = Server(redis_server.url, tmp_path_factory.mktemp("cli-admin"), ADMIN_TOKEN=TOKEN)
     try:
-        wait_live(process)
+        process.wait_live()
         yield process
     finally:
         process.stop()

@@ -11,13 +11,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from drive_video import render_drive
+from scenes import generate_road
 
+from hazard_client import HazardClient
+from hazard_client.calls import Frame
+from hazard_client.drives.drive import DriveOptions, sample_drive
 from hazard_client.drives.geo import distance_m
+from hazard_client.drives.video import Video
+from hazard_client.models import FrameMeta
 from tests.support.drives import START, Route, jpeg_with_exif, write_csv, write_gpx, write_nmea, write_video
 from tests.support.images import encode, scene
 from tests.support.redis_process import RedisProcess
@@ -109,6 +117,54 @@ def test_a_drive_with_its_track_and_offset_sends_frames_where_they_were_taken(se
     assert collection["type"] == "FeatureCollection"
     assert f"geojson: {tmp_path.name}" not in stdout and "geojson: drive1-results.geojson (" in stdout
     assert not list(tmp_path.glob(".*.frames"))  # the sampled frames' spool is gone once the drive is done
+
+
+def test_hazards_of_a_drive_from_video_and_gpx_are_those_of_its_frames_with_exact_gps(
+    server: Server, tmp_path: Path
+) -> None:
+    """A generated drive past three hazards, rendered to MP4 (camera clock) and GPX (GPS clock, CLOCK_OFFSET later):
+    ingested with --offset, it finds the hazards that the same frames (the same JPEG bytes: only the GPS differs)
+    sent one by one with the drive's exact GPS find: as many, each within 1 m."""
+    road = generate_road(42, length_m=70.0, hazards=3, neighbours=0.0)
+    video_path, track_path = tmp_path / "scene.mp4", tmp_path / "scene.gpx"
+    exact = render_drive(
+        video_path, track_path, road, speed_mps=8.0, fps=5, start=START, offset_s=CLOCK_OFFSET, start_m=28.0
+    )
+    args = ("ingest", "scene.mp4", "--offset", str(CLOCK_OFFSET), "--fps", "5", "--geojson")
+    code, _stdout, stderr = finish(hazard(server.base_url, *args, cwd=tmp_path))
+    assert code == 0, stderr
+    from_video = json.loads((tmp_path / "scene-results.geojson").read_text())["features"]
+    video = Video(video_path)
+    try:
+        frames, _report = sample_drive(video, None, DriveOptions(fps=5.0), tmp_path / "spool")
+    finally:
+        video.close()
+    by_time = {round(fix.video_time, 3): fix for fix in exact}
+    with HazardClient(server.base_url) as client:
+        job = client.submit_job("scene, exact GPS")
+        for source in frames:
+            fix = by_time[round(source.video_time or 0.0, 3)]
+            meta = FrameMeta(
+                captured_at=datetime.fromtimestamp(fix.gps_time, UTC),
+                lat=fix.lat,
+                lon=fix.lon,
+                heading=fix.heading,
+                speed_mps=fix.speed_mps,
+                filename=source.name,
+            )
+            client.add_frames(job.job_id, [Frame(source.path.read_bytes(), source.name, meta)])
+        client.close_job(job.job_id)
+        assert client.wait_job(job.job_id, timeout=120).done == len(frames)
+        with_exact_gps = client.job_hazards_geojson(job.job_id)["features"]
+    assert len(from_video) == len(with_exact_gps) >= 2
+    for feature in with_exact_gps:
+        label, (lon, lat) = feature["properties"]["label"], feature["geometry"]["coordinates"]
+        nearest = min(
+            distance_m(lat, lon, other["geometry"]["coordinates"][1], other["geometry"]["coordinates"][0])
+            for other in from_video
+            if other["properties"]["label"] == label
+        )
+        assert nearest < 1.0, (label, nearest)
 
 
 def test_a_folder_of_drives_pairs_each_video_with_its_track_by_name(server: Server, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tests.conftest import MODEL_DIR
 from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
+from tests.support.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -395,4 +396,35 @@ def test_model_control_activates_unloads_and_shows_a_failure(center: ControlCent
     assert versions[BROKEN]["state"] == "failed" and "best0408" in versions[BROKEN]["reason"]
     assert versions[BROKEN]["reason"].split() == reason.inner_text().split(), "the page shows the API's reason"
     assert versions[""]["active"] == INT8, "a broken version never touches the active one"
+    context.close()
+
+
+def test_a_key_made_on_the_keys_page_is_shown_once_works_and_revoked_is_refused(center: ControlCenter) -> None:
+    """The revocation is refused here at once (README: every other replica within about 0.5 s): polled for 2 s."""
+    context = center.context()
+    page = center.log_in(context)
+    page.click("nav >> text=Keys")
+    page.fill("#create-key input[name=name]", "browser phones")
+    page.fill("#create-key input[name=tenant]", "fleet-browser")
+    page.click("#create-key-button")
+    key = page.locator("#new-key-text").inner_text().strip()
+    assert key.startswith("hzk_"), key
+    key_id = key.split("_")[1]
+    with httpx.Client(base_url=center.base_url, timeout=30, headers={"authorization": f"Bearer {key}"}) as client:
+        assert client.post("/sessions", json={}).status_code == 201
+
+        page.reload()
+        row = page.locator(f"tr[data-key-id='{key_id}']")
+        expect(row).to_have_attribute("data-status", "active")
+        expect(page.locator("#new-key")).to_have_count(0)
+        assert key_id in page.content() and key.split("_", 2)[2] not in page.content()  # the prefix, never the secret
+
+        page.click(f"#revoke-{key_id}")
+        expect(row).to_have_attribute("data-status", "revoked")
+
+        def refused() -> bool:
+            answer = client.post("/sessions", json={})
+            return answer.status_code == 401 and answer.json()["error"]["code"] == "INVALID_API_KEY"
+
+        wait_until(refused, "the revoked key refused", within=2.0)
     context.close()

@@ -29,20 +29,6 @@ ADMIN = {"authorization": f"Bearer {TOKEN}"}
 WITHIN_SECONDS = 2.0
 
 
-def wait_live(server: Server, within: float = 60.0) -> None:
-    """The admin API needs no model: waiting for liveness, not readiness, spares the shared CPUs a model load."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            if httpx.get(f"{server.base_url}/health/live", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert server.process.poll() is None, server.log_path.read_text()[-2000:]
-        assert time.monotonic() < deadline, "server did not come up"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def fleet() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
@@ -54,7 +40,7 @@ def servers(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
     started = [Server(redis_server.url, tmp_path_factory.mktemp(f"replica-{name}"), **env) for name in "ab"]
     try:
         for server in started:
-            wait_live(server)
+            server.wait_live()  # the admin API needs no model: spares the shared CPUs a wait on the model load
         yield started
     finally:
         for server in started:

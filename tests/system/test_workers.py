@@ -1,12 +1,14 @@
-"""Real `hazard-worker` processes beside a real API process: scale-out, a worker killed mid-job, SIGTERM, and
-the split deployment (a web tier without OpenVINO, inference on the workers)."""
+"""Real `hazard-worker` processes beside a real API process: scale-out, a worker killed mid-job, SIGTERM, the split
+deployment (a web tier without OpenVINO, inference on the workers), and restarts of either from the admin API."""
 
 from __future__ import annotations
 
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from tests.support.detections import boxes
 from tests.support.images import encode, scene, scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import MODEL_DIR, Server, WorkerProcess
+from tests.system.test_server_process import frame_count
 
 # Short enough that a dead worker's frame comes back within seconds: the sweep looks every second, and a frame
 # untouched for two is a dead worker's.
@@ -208,3 +211,145 @@ def test_remote_mode_without_workers_answers_504_by_the_deadline(
             assert time.monotonic() - started < 5
     finally:
         web.stop()
+
+
+# Restarts from the control center's admin API, with real processes: the API re-executes itself (nothing supervises
+# it here), the worker exits 75 for its supervisor (this test plays systemd and starts it again).
+RESTART_ADMIN = ("admin", "restart-test-password")
+RESTART_RATE_PER_SECOND = 5
+RESTART_JOB_FRAMES = 80  # more than a worker works between its first frame done and the restart
+
+
+class LaunchedServer(Server):
+    launcher = (sys.executable, "-m", "app")  # hazard-api: the launcher that brings a restarted process back
+
+
+@pytest.fixture
+def restartable(redis_server: RedisProcess, tmp_path: Path, fleet: dict[str, str]) -> Iterator[dict[str, Any]]:
+    api = LaunchedServer(
+        redis_server.url,
+        tmp_path / "api",
+        EMBEDDED_WORKER="false",
+        ADMIN_PASSWORD=RESTART_ADMIN[1],
+        PROCESS_SUPERVISED="no",
+        SHUTDOWN_DRAIN_SECONDS="5",
+        UPLOAD_FLUSH_SECONDS="1",
+        REQUEST_TIMEOUT_SECONDS="30",  # a loaded machine answers slowly, not 504: this test is about the restart
+        **fleet,
+    )
+    stack: dict[str, Any] = {"api": api, "workers": [], "fleet": fleet, "redis": redis_server, "tmp": tmp_path}
+    try:
+        stack["workers"].append(start_supervised_worker(stack))
+        api.wait_ready()
+        stack["workers"][0].wait_ready()
+        yield stack
+    finally:
+        api.stop()
+        for worker in stack["workers"]:
+            worker.stop()
+
+
+def start_supervised_worker(stack: dict[str, Any]) -> WorkerProcess:
+    path = stack["tmp"] / f"worker-{len(stack['workers'])}"
+    settings = {"PROCESS_SUPERVISED": "yes", "WORKER_SHUTDOWN_SECONDS": "5", **stack["fleet"]}
+    return WorkerProcess(stack["redis"].url, path, **settings)
+
+
+def running_by_role(base_url: str) -> dict[str, dict[str, Any]] | None:
+    """The running processes by role (one of each here); None while the API does not answer."""
+    try:
+        processes = httpx.get(f"{base_url}/admin/api/fleet", auth=RESTART_ADMIN, timeout=5).json()["processes"]
+    except httpx.TransportError:
+        return None
+    return {p["role"]: p for p in processes if p["status"] == "running"}
+
+
+def post_live_frame(base_url: str, session_id: str, frame: bytes) -> int | str:
+    """200; 503 only with Retry-After; "refused" when no connection was taken (the listening socket is closed)."""
+    try:
+        response = httpx.post(
+            f"{base_url}/detect/{session_id}", content=frame, headers={"content-type": "image/jpeg"}, timeout=30
+        )
+    except httpx.TransportError:
+        return "refused"
+    assert response.status_code != 503 or "retry-after" in response.headers, (response.headers, response.text)
+    return response.status_code
+
+
+def test_restarts_lose_nothing_and_leave_the_other_role_alone(restartable: dict[str, Any]) -> None:
+    """One pair of processes for both restarts (starting them is most of the time): the API first, then the worker."""
+    before = running_by_role(restartable["api"].base_url)
+    assert before is not None and set(before) == {"api", "worker"}
+    api_back = restart_api_under_a_frame_stream(restartable, before)
+    assert (api_back["worker"]["process_id"], api_back["worker"]["pid"]) == (
+        before["worker"]["process_id"],
+        before["worker"]["pid"],
+    ), "the worker and its model were left alone"
+    worker_back = restart_worker_during_a_job(restartable, api_back)
+    assert (worker_back["api"]["process_id"], worker_back["api"]["pid"]) == (
+        api_back["api"]["process_id"],
+        api_back["api"]["pid"],
+    ), "the API and its model were left alone"
+
+
+def restart_api_under_a_frame_stream(stack: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Live frames at a steady rate through the restart: each is answered 200, refused 503 with Retry-After, or
+    refused at the door (no connection); every frame the server took in is answered. Returns the fleet once back."""
+    api, redis_client = stack["api"], stack["redis"].client()
+    session_id = httpx.post(f"{api.base_url}/sessions", timeout=5).json()["session_id"]
+    _, frame = scene_with_hazards(7, size=(640, 360))
+    restarted_at = back = None
+    after_back = 0
+    deadline = time.monotonic() + 120
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = []
+        while after_back < RESTART_RATE_PER_SECOND:  # a second of frames once the new process is listed
+            assert time.monotonic() < deadline, f"the API did not come back: {running_by_role(api.base_url)}"
+            futures.append(pool.submit(post_live_frame, api.base_url, session_id, frame))
+            if restarted_at is None and len(futures) == RESTART_RATE_PER_SECOND:
+                restarted_at = time.time()
+                url = f"{api.base_url}/admin/api/fleet/{before['api']['process_id']}/restart"
+                assert httpx.post(url, auth=RESTART_ADMIN, timeout=10).status_code == 200
+            elif restarted_at is not None and back is None and len(futures) % 5 == 0:
+                now = running_by_role(api.base_url) or {}
+                back = now if now.get("api", before["api"])["process_id"] != before["api"]["process_id"] else None
+            after_back += back is not None
+            time.sleep(1 / RESTART_RATE_PER_SECOND)
+        outcomes = [future.result(timeout=60) for future in futures]
+    assert back is not None and restarted_at is not None
+    assert set(outcomes) <= {200, 503, "refused"}, outcomes
+    assert outcomes.count(200) < len(outcomes), "the stream ran through the restart"
+    assert outcomes[-3:] == [200] * 3, outcomes
+    assert frame_count(redis_client, session_id) == outcomes.count(200), "a frame taken in was not answered"
+    assert back["api"]["pid"] == before["api"]["pid"], "re-executed in place (nothing supervises it)"
+    assert back["api"]["started_at"] > restarted_at and back["api"]["uptime_seconds"] < time.time() - restarted_at
+    assert "process_restarting" in [line["event"] for line in api.log_lines()]
+    return back
+
+
+def restart_worker_during_a_job(stack: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The worker, supervised, drains mid-job (frames in hand finish, the rest stay queued) and exits 75; this test
+    starts it again as systemd's Restart= would; the job completes with every frame once. Returns the fleet after."""
+    api, first = stack["api"], stack["workers"][0]
+    with httpx.Client(base_url=api.base_url, timeout=30) as client:
+        job_id = submit(client, frames(RESTART_JOB_FRAMES, 700))
+        wait_until(lambda: job_status(client, job_id)["done"] >= 1, "a frame done")
+        sent = client.post("/admin/api/fleet/roles/worker/restart", auth=RESTART_ADMIN)
+        assert sent.status_code == 200 and sent.json()["processes"] == [before["worker"]["process_id"]], sent.text
+        assert first.process.wait(timeout=60) == 75, "drained, then exited for its supervisor"
+        assert job_status(client, job_id)["status"] == "running", "the rest stayed queued"
+        stack["workers"].append(start_supervised_worker(stack))
+        wait_until(
+            lambda: job_status(client, job_id)["status"] == "completed",
+            "job completed",
+            within=120,
+            state=lambda: (job_status(client, job_id), client.get("/jobs/queue").json()),
+        )
+        job = job_status(client, job_id)
+        assert (job["total"], job["done"], job["failed"]) == (RESTART_JOB_FRAMES, RESTART_JOB_FRAMES, 0)
+        assert [item["index"] for item in all_results(client, job_id)] == list(range(RESTART_JOB_FRAMES))
+    after = running_by_role(api.base_url)
+    assert after is not None
+    assert after["worker"]["pid"] != before["worker"]["pid"], "a new process, started by its supervisor"
+    assert after["worker"]["process_id"] != before["worker"]["process_id"]
+    return after

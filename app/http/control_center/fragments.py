@@ -1,5 +1,5 @@
-"""The htmx fragments the pages refresh and post to (models, fleet reload, jobs, live sessions), and the latency
-series the dashboard's chart reads."""
+"""The htmx fragments the pages refresh and post to (models, fleet reload and restart, jobs, live sessions), and the
+latency series the dashboard's chart reads."""
 
 # No `from __future__ import annotations`: the routes' Annotated dependencies are local to the `add_*` functions,
 # and FastAPI can only resolve string annotations against module globals.
@@ -11,10 +11,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.http.control_center.presenters import jobs_context, sessions_context
 from app.http.control_center.rendering import render
+from app.http.routers.hazards import signed_records
 from app.services.core.errors import ApiError, ValidationFailed
 from app.services.fleet.control_center import MODEL_ACTIONS, ControlCenter
 from app.services.identity.audit import AuditLog
 from app.services.identity.operator_sessions import OperatorSession
+from app.services.uploads.signing import MediaSigner
 
 OperatorCheck = Callable[[Request], Awaitable[OperatorSession]]
 # The audit log's names for the model actions (past tense, as the admin API records them).
@@ -32,12 +34,18 @@ async def outcome(action: Awaitable[object], done: str, failed: str) -> tuple[di
 
 
 def add_fragments(
-    router: APIRouter, center: ControlCenter, audit: AuditLog, operator: OperatorCheck, checked_post: OperatorCheck
+    router: APIRouter,
+    center: ControlCenter,
+    audit: AuditLog,
+    checks: tuple[OperatorCheck, OperatorCheck],
+    media_urls: MediaSigner,
 ) -> None:
-    """`checked_post` guards every action: the caller passes one that also requires the admin role."""
+    """`checks`: the operator's login, and the guard of every action (the caller passes one that also requires the
+    admin role). `media_urls`: the frames shown are at signed URLs (AUTH_MODE=keys), as the API hands them out."""
+    operator, checked_post = checks
     add_model_fragments(router, center, audit, operator, checked_post)
     add_job_fragments(router, center, audit, operator, checked_post)
-    add_session_fragments(router, center, operator)
+    add_session_fragments(router, center, operator, media_urls)
 
 
 def add_model_fragments(
@@ -76,6 +84,19 @@ def add_model_fragments(
             await audit.record(session.operator, "fleet.reload", process_id or "*")
         return render(request, "partials/reload.html", {"flash": flash}, status)
 
+    @router.post("/fleet/restart")
+    async def restart_processes(request: Request, session: CheckedPost) -> HTMLResponse:
+        """`target`: one process id, or `role:api` / `role:worker`; the page shows them go and come back."""
+        target = (await request.form()).get("target")
+        if not isinstance(target, str) or not target:
+            raise ValidationFailed("Name a process or a role to restart.", details={"field": "target"})
+        addressed = f"every {target.removeprefix('role:')} process" if target.startswith("role:") else target
+        done = f"Restart sent to {addressed}: it drains, then comes back."
+        flash, status = await outcome(center.restart(target), done, "Restart failed")
+        if status == 200:
+            await audit.record(session.operator, "fleet.restart", target)
+        return render(request, "partials/reload.html", {"flash": flash}, status)
+
 
 def add_job_fragments(
     router: APIRouter, center: ControlCenter, audit: AuditLog, operator: OperatorCheck, checked_post: OperatorCheck
@@ -98,7 +119,9 @@ def add_job_fragments(
         return render(request, "partials/jobs.html", context, status)
 
 
-def add_session_fragments(router: APIRouter, center: ControlCenter, operator: OperatorCheck) -> None:
+def add_session_fragments(
+    router: APIRouter, center: ControlCenter, operator: OperatorCheck, media_urls: MediaSigner
+) -> None:
     Operator = Annotated[OperatorSession, Depends(operator)]
 
     @router.get("/partials/sessions")
@@ -107,7 +130,7 @@ def add_session_fragments(router: APIRouter, center: ControlCenter, operator: Op
 
     @router.get("/partials/sessions/{session_id}/hazards")
     async def session_hazards(request: Request, session_id: str, _: Operator) -> HTMLResponse:
-        hazards = await center.session_hazards(session_id)
+        hazards = signed_records(await center.session_hazards(session_id), media_urls)
         return render(request, "partials/hazards.html", {"session_id": session_id, "hazards": hazards})
 
     @router.get("/latency.json")

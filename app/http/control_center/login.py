@@ -33,7 +33,7 @@ LOGIN_COOKIE_SECONDS = 3600
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 MAX_FIELD_CHARS = 1024  # user name and password: longer is wrong, and never worth an argon2 run on megabytes
-NEXT_PAGE = re.compile(r"^/admin(/(jobs|sessions|keys|operators|audit|map))?$")
+NEXT_PAGE = re.compile(r"^/admin(/(jobs|sessions|keys|operators|webhooks|audit|map))?$")
 HOME_PAGE = "/admin"
 
 

@@ -1,9 +1,9 @@
-"""The admin API: model versions and the fleet. Every route needs an operator (Basic or Bearer); changes need the
-admin role and are recorded in the audit log with the operator's name."""
+"""The admin API: model versions and the fleet (reload a model, restart processes). Every route needs an operator
+(Basic or Bearer); changes need the admin role and are recorded in the audit log with the operator's name."""
 
 # No `from __future__ import annotations`: the routes' Annotated role dependency is local to the factory, and
 # FastAPI can only resolve string annotations against module globals.
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter
 
@@ -16,6 +16,7 @@ from app.http.schemas.models import (
     ModelsOverview,
     ReloadPublished,
     ReloadRequest,
+    RestartPublished,
 )
 from app.services.core.errors import (
     AdminDisabled,
@@ -24,6 +25,7 @@ from app.services.core.errors import (
     ModelLoadFailed,
     ModelMemoryLimit,
     ModelNotFound,
+    ProcessNotFound,
     RoleRequired,
     TooManyLoginAttempts,
     Unauthorized,
@@ -36,6 +38,7 @@ from app.services.identity.roles import Operator, Role
 AUTH_ERRORS = (Unauthorized, TooManyLoginAttempts, AdminDisabled)
 CHANGE_ERRORS = (*AUTH_ERRORS, RoleRequired)
 MODEL_ERRORS = (*REQUEST_ERRORS, *CHANGE_ERRORS, ModelNotFound)
+RESTART_ERRORS = (*REQUEST_ERRORS, *CHANGE_ERRORS, ProcessNotFound, FleetStateUnavailable)
 
 
 def create_admin_router(
@@ -78,6 +81,20 @@ def create_admin_router(
         published = ReloadPublished.model_validate(await model_control.reload(body.process_id, body.model))
         details = {"model": body.model} if body.model else {}
         await audit.record(who.name, "fleet.reload", body.process_id or "*", details)
+        return published
+
+    @router.post("/fleet/{process_id}/restart", responses=error_responses(*RESTART_ERRORS))
+    async def admin_restart_process(process_id: str, who: Admin) -> RestartPublished:
+        """Drain one process like SIGTERM, then bring it back (re-executed, or started again by its supervisor)."""
+        published = RestartPublished.model_validate(await model_control.restart(process_id=process_id))
+        await audit.record(who.name, "fleet.restart", process_id)
+        return published
+
+    @router.post("/fleet/roles/{role}/restart", responses=error_responses(*RESTART_ERRORS))
+    async def admin_restart_role(role: Literal["api", "worker"], who: Admin) -> RestartPublished:
+        """Every running process of a role (`api`: the web API processes; `worker`): each drains and comes back."""
+        published = RestartPublished.model_validate(await model_control.restart(role=role))
+        await audit.record(who.name, "fleet.restart", f"role:{role}", {"processes": published.processes})
         return published
 
     return router

@@ -41,6 +41,11 @@ def json_error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, A
     return responses
 
 
+def signed_records(records: list[HazardRecord], media_urls: MediaSigner) -> list[HazardRecord]:
+    """`records` with their best frames at signed URLs (AUTH_MODE=keys: a bare /media URL is no credential)."""
+    return [replace(record, best_frame_url=media_urls.sign(record.best_frame_url)) for record in records]
+
+
 def create_hazards_router(tracking: TrackingService, media_urls: MediaSigner) -> APIRouter:
     router = APIRouter(tags=["hazards"])
     session_errors = error_responses(*REQUEST_ERRORS, SessionNotFound, SessionStoreUnavailable)
@@ -48,8 +53,7 @@ def create_hazards_router(tracking: TrackingService, media_urls: MediaSigner) ->
 
     async def session_hazards(session_id: str, caller: Principal) -> list[HazardRecord]:
         """The session's records, their photos at signed URLs (AUTH_MODE=keys)."""
-        records = await tracking.session_hazards(session_id, owned_by(caller))
-        return [replace(record, best_frame_url=media_urls.sign(record.best_frame_url)) for record in records]
+        return signed_records(await tracking.session_hazards(session_id, owned_by(caller)), media_urls)
 
     @router.get("/sessions/{session_id}/hazards", responses=session_errors)
     async def list_session_hazards(session_id: str, caller: MapCaller) -> SessionHazards:

@@ -19,9 +19,10 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
+from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
-from app.http.auth import key_check_of, owned_by
+from app.http.auth import key_check_of, owned_by, presented_key
 from app.http.errors import error_body
 from app.http.routers.detect import detect_response
 from app.http.schemas.stream import (
@@ -32,33 +33,34 @@ from app.http.schemas.stream import (
     CLOSE_NO_KEY,
     CLOSE_SESSION_ENDED,
     CLOSE_SESSION_NOT_FOUND,
+    CLOSE_TOO_MANY_STREAMS,
     CLOSE_TRY_AGAIN_LATER,
     SHUTDOWN_EXTENSION,
     StreamFrameHeader,
 )
 from app.services.core.asyncio_tasks import cancel
-from app.services.core.errors import ApiError, SessionEnded, SessionNotFound, ValidationFailed
+from app.services.core.errors import ApiError, AuthRequired, SessionEnded, SessionNotFound, ValidationFailed
 from app.services.core.request_context import set_request_id
 from app.services.detection.service import DetectionService
 from app.services.identity.principal import Principal, Scope, require_scope
 from app.services.inference.types import DetectOptions
 from app.services.observability.metrics import Metrics
-from app.services.streams.protocol import FrameMessage, MessageRejected, decode_frame
-from app.services.streams.slots import StreamSlots
+from app.services.streams.protocol import FrameMessage, MessageRejected, auth_message, decode_frame
+from app.services.streams.slots import Full, StreamSlots
 from app.services.streams.window import Answered, Dropped, Failed, FrameWindow, Outcome
 from app.services.tracking.meta import frame_meta
-from app.settings import Settings
+from app.settings import Settings, StreamSettings
 
-# Checks the caller from the upgrade request before any frame is read: returns who it is, or raises an ApiError to
-# refuse (status 401 or 429: closed 4401; 403: closed 4403).
-Authenticate = Callable[[HTTPConnection], Awaitable[Principal]]
+# Checks the caller before any frame is read, by the key in the upgrade request's headers (key None) or the key of
+# the stream's first message: returns who it is, or raises an ApiError to refuse (401 or 429: closed 4401; 403: 4403).
+Authenticate = Callable[[HTTPConnection, str | None], Awaitable[Principal]]
 DRAIN_MARGIN_SECONDS = 2.0  # past a frame's deadline: its tracking and history write still finish
 SESSION_CLOSES = {SessionNotFound: CLOSE_SESSION_NOT_FOUND, SessionEnded: CLOSE_SESSION_ENDED}
 
 
-async def detect_caller(connection: HTTPConnection) -> Principal:
-    """The same key check and `detect` scope as POST /detect: the key in the upgrade request's headers."""
-    caller = await key_check_of(connection).caller_of(connection)
+async def detect_caller(connection: HTTPConnection, key: str | None) -> Principal:
+    """The same key check and `detect` scope as POST /detect: the key in the upgrade request's headers, or `key`."""
+    caller = await key_check_of(connection).caller_of(connection, key)
     require_scope(caller, Scope.DETECT)
     return caller
 
@@ -79,38 +81,82 @@ def outcome_message(outcome: Outcome) -> dict[str, Any]:
     return {"frame_id": outcome.frame_id, **error_body(error.code, error.message, error.details)}
 
 
-async def check_caller(authenticate: Authenticate, connection: HTTPConnection) -> Principal | Close:
-    """The caller, or how to close the stream."""
+@dataclass(frozen=True)
+class Opening:
+    caller: Principal
+    first: Message | None  # a message read while waiting for a key that is not one: the stream's first to take
+
+
+async def first_message(websocket: WebSocket, seconds: float) -> Message | None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            return await websocket.receive()
+    return None
+
+
+async def open_stream(websocket: WebSocket, authenticate: Authenticate, auth_seconds: float) -> Opening | Close | None:
+    """Who calls, before any frame is read: by the upgrade's headers; without a key there, by a first text message
+    `{"type": "auth", "api_key": ...}` awaited `auth_seconds` (without one, the headers decide: AUTH_MODE=off
+    streams anonymously, keys mode closes 4401). None: the client left first. The key is never logged."""
+    first = None
+    if presented_key(websocket.headers) is None:
+        first = await first_message(websocket, auth_seconds)
+        if first is not None and first["type"] == "websocket.disconnect":
+            return None
+    auth = auth_message(first.get("text")) if first is not None else None
+    if auth is not None and auth.api_key is None:
+        return Close(CLOSE_NO_KEY, 'the auth message needs {"type": "auth", "api_key": "<key>"}')
     try:
-        return await authenticate(connection)
+        caller = await authenticate(websocket, auth.api_key if auth is not None else None)
     except ApiError as exc:
-        return Close(CLOSE_MISSING_SCOPE if exc.status == 403 else CLOSE_NO_KEY, exc.message)
+        return refusal(exc, auth_seconds)
+    return Opening(caller, None if auth is not None else first)
+
+
+def refusal(exc: ApiError, auth_seconds: float) -> Close:
+    if isinstance(exc, AuthRequired):
+        return Close(CLOSE_NO_KEY, f"no API key: send it in a header or a first auth message within {auth_seconds:g} s")
+    return Close(CLOSE_MISSING_SCOPE if exc.status == 403 else CLOSE_NO_KEY, exc.message)
 
 
 def create_stream_router(
     detection: DetectionService, metrics: Metrics, settings: Settings, authenticate: Authenticate = detect_caller
 ) -> APIRouter:
-    slots = StreamSlots(settings.streams.max_per_process, metrics)
+    limits = settings.streams
     router = APIRouter(tags=["stream"])
+    slots = StreamSlots(limits.max_per_process, limits.max_per_key, metrics)
 
     @router.websocket("/sessions/{session_id}/stream")
     async def stream_frames(websocket: WebSocket, session_id: str) -> None:
         """Frames of one session over one WebSocket, the newest first (docs/STREAMS.md)."""
         await websocket.accept()  # a close code (rather than a bare HTTP 403) needs an accepted socket
-        caller = await check_caller(authenticate, websocket)
-        if isinstance(caller, Close):
-            metrics.streams_refused.labels("scope" if caller.code == CLOSE_MISSING_SCOPE else "key").inc()
-            await websocket.close(caller.code, caller.reason)
+        opening = await open_stream(websocket, authenticate, limits.auth_seconds)
+        if opening is None:
             return
-        with slots.hold() as held:
-            if not held:
-                metrics.streams_refused.labels("full").inc()
-                reason = f"this process holds {settings.streams.max_per_process} streams; try again later"
-                await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+        if isinstance(opening, Close):
+            metrics.streams_refused.labels("scope" if opening.code == CLOSE_MISSING_SCOPE else "key").inc()
+            await websocket.close(opening.code, opening.reason)
+            return
+        with slots.hold(opening.caller.key_id) as full:
+            if full is not None:
+                metrics.streams_refused.labels("full" if full == "process" else "key_full").inc()
+                await websocket.close(*FULL_CLOSES[full](limits))
                 return
-            await FrameStream(websocket, session_id, caller, detection, metrics, settings).run()
+            await FrameStream(websocket, session_id, opening.caller, detection, metrics, settings).run(opening.first)
 
     return router
+
+
+FULL_CLOSES: dict[Full, Callable[[StreamSettings], tuple[int, str]]] = {
+    "process": lambda limits: (
+        CLOSE_TRY_AGAIN_LATER,
+        f"this process holds {limits.max_per_process} streams; try again later",
+    ),
+    "key": lambda limits: (
+        CLOSE_TOO_MANY_STREAMS,
+        f"this key holds {limits.max_per_key} streams (STREAM_MAX_PER_KEY); close one first",
+    ),
+}
 
 
 class FrameStream:
@@ -137,8 +183,8 @@ class FrameStream:
         self._sending = asyncio.Lock()  # answers come from several frames' tasks; one message at a time
         self._window = FrameWindow(settings.streams.window, self._send, metrics)
 
-    async def run(self) -> None:
-        reader = asyncio.create_task(self._read(), name="stream-reader")
+    async def run(self, first: Message | None = None) -> None:
+        reader = asyncio.create_task(self._read(first), name="stream-reader")
         watcher = asyncio.create_task(self._watch_shutdown(), name="stream-shutdown")
         try:
             close = await self._closing
@@ -157,24 +203,26 @@ class FrameStream:
         if not self._closing.done():
             self._closing.set_result(close)
 
-    async def _read(self) -> None:
+    async def _read(self, first: Message | None) -> None:
         idle = self._settings.streams.idle_seconds
+        message = first
         while True:
-            try:
-                async with asyncio.timeout(idle):
-                    message = await self._websocket.receive()
-            except TimeoutError:
+            if message is None:
+                message = await first_message(self._websocket, idle)
+            if message is None:
                 return self._end(Close(CLOSE_IDLE, f"no message for {idle:g} s (STREAM_IDLE_SECONDS)"))
             if message["type"] == "websocket.disconnect":
                 return self._end(None)
             data = message.get("bytes")
             if data is None:
                 await self._window.deliver(Failed(None, ValidationFailed("Send each frame as one binary message.")))
+                message = None
                 continue
             if len(data) > self._max_bytes:
                 reason = f"message of {len(data)} bytes; at most {self._max_bytes} (STREAM_MAX_MESSAGE_BYTES)"
                 return self._end(Close(CLOSE_MESSAGE_TOO_BIG, reason))
             await self._take(data)
+            message = None
 
     async def _take(self, data: bytes) -> None:
         self._metrics.stream_frames_received.inc()

@@ -1,6 +1,6 @@
 """The admin API for webhooks: register one (its secret shown once), list, delete, and the dead deliveries an
 operator lists and replays. Reading needs an operator of any role; changing needs the admin role, and every change
-goes to the audit log with the operator's name.
+goes to the audit log with the operator's name (`WebhookAdmin`, shared with the control center's webhooks page).
 """
 
 # No `from __future__ import annotations`: the routes' Annotated dependencies are local to the factory, and
@@ -15,11 +15,10 @@ from app.http.routers.admin import AUTH_ERRORS, CHANGE_ERRORS
 from app.http.routers.deps import operator_dependency, role_dependency
 from app.http.schemas.webhooks import DeliveryList, DeliveryOut, WebhookCreate, WebhookCreated, WebhookList, WebhookOut
 from app.services.core.errors import RegistryUnavailable, WebhookNotFound
-from app.services.identity.audit import AuditLog
 from app.services.identity.operators import OperatorAuth
 from app.services.identity.roles import Operator, Role
 from app.services.registry.outbox import WebhookEvent
-from app.services.registry.webhooks import WebhookStore, check_url
+from app.services.registry.webhook_admin import WebhookAdmin
 
 READ_ERRORS = (*REQUEST_ERRORS, *AUTH_ERRORS, RegistryUnavailable)
 WRITE_ERRORS = (*JSON_BODY_ERRORS, *CHANGE_ERRORS, RegistryUnavailable)
@@ -37,9 +36,7 @@ def own_addresses(request: Request) -> set[tuple[str, int]]:
     return addresses
 
 
-def create_webhooks_router(
-    webhooks: WebhookStore, audit: AuditLog, auth: OperatorAuth, client_address: ClientAddress
-) -> APIRouter:
+def create_webhooks_router(webhooks: WebhookAdmin, auth: OperatorAuth, client_address: ClientAddress) -> APIRouter:
     operator = operator_dependency(auth, client_address)
     Reader = Annotated[Operator, operator]
     Admin = Annotated[Operator, role_dependency(operator, Role.ADMIN)]
@@ -49,10 +46,8 @@ def create_webhooks_router(
     async def admin_create_webhook(body: WebhookCreate, who: Admin, request: Request) -> WebhookCreated:
         """Register a URL for hazard events, signed with `Hazard-Signature: t=<unix>,v1=<hex HMAC-SHA-256 of
         "<t>.<body>">`; 422 for a URL that is not http(s) or points at this service itself."""
-        check_url(body.url, own_addresses(request))
-        webhook, secret = await webhooks.register(body.url, [WebhookEvent(e) for e in body.events], body.secret)
-        details = {"url": webhook.url, "events": [event.value for event in webhook.events]}
-        await audit.record(who.name, "webhook.created", str(webhook.id), details)
+        events = [WebhookEvent(e) for e in body.events]
+        webhook, secret = await webhooks.register(who.name, body.url, events, body.secret, own_addresses(request))
         return WebhookCreated(**WebhookOut.of(webhook).model_dump(), secret=secret)
 
     @router.get("", responses=error_responses(*READ_ERRORS))
@@ -69,15 +64,13 @@ def create_webhooks_router(
     )
     async def admin_replay_dead_delivery(delivery_id: int, who: Admin) -> DeliveryOut:
         """A dead delivery back in the outbox with a fresh set of attempts, sent at once."""
-        delivery = await webhooks.replay(delivery_id)
-        await audit.record(who.name, "webhook.delivery_replayed", str(delivery_id), {"event": delivery.event})
+        delivery = await webhooks.replay(who.name, delivery_id)
         return DeliveryOut.of(delivery)
 
     @router.delete("/{webhook_id:int}", responses=error_responses(*REQUEST_ERRORS, *CHANGE_ERRORS, WebhookNotFound))
     async def admin_delete_webhook(webhook_id: int, who: Admin) -> WebhookOut:
         """Nothing more is sent to it, pending deliveries included."""
-        webhook = await webhooks.delete(webhook_id)
-        await audit.record(who.name, "webhook.deleted", str(webhook_id), {"url": webhook.url})
+        webhook = await webhooks.delete(who.name, webhook_id)
         return WebhookOut.of(webhook)
 
     return router

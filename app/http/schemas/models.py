@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +28,7 @@ class ModelVersionOut(BaseModel):
 
 class ProcessModels(BaseModel):
     status: str = Field(description="running or lost")
+    role: str | None = Field(None, description="api or worker")
     active: str | None
     models: dict[str, str] = Field(description="version -> state")
 
@@ -46,6 +47,13 @@ class ModelActionResult(BaseModel):
 
 class FleetOut(BaseModel):
     processes: list[dict[str, Any]] = Field(description="Heartbeats of every process, `running` or `lost`.")
+
+
+class RestartPublished(BaseModel):
+    published: Literal["restart"]
+    target: str = Field(description="The process id, or `*` for every process of `role`.")
+    role: str | None = None
+    processes: list[str] = Field(description="The running processes addressed: each drains, then comes back.")
 
 
 class ReloadPublished(BaseModel):

@@ -27,6 +27,7 @@ CLOSE_TRY_AGAIN_LATER = 1013  # this process holds STREAM_MAX_PER_PROCESS stream
 CLOSE_NO_KEY = 4401  # no API key, or not a valid one
 CLOSE_MISSING_SCOPE = 4403  # a valid key without the scope streaming needs
 CLOSE_SESSION_NOT_FOUND = 4404
+CLOSE_TOO_MANY_STREAMS = 4429  # this key holds STREAM_MAX_PER_KEY streams in this process
 CLOSE_IDLE = 4408  # no message for STREAM_IDLE_SECONDS
 CLOSE_SESSION_ENDED = 4409
 

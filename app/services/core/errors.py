@@ -176,6 +176,12 @@ class FleetStateUnavailable(ApiError):
     message = "The fleet state in Redis is unavailable; each process keeps serving what it has."
 
 
+class ProcessNotFound(ApiError):
+    code = "PROCESS_NOT_FOUND"
+    status = 404
+    message = "No running process of the fleet has that id or role."
+
+
 class HazardMapUnavailable(ApiError):
     code = "HAZARD_MAP_UNAVAILABLE"
     status = 503

@@ -5,7 +5,9 @@ command touches one key, so Redis Cluster serves them like one server:
 - `fleet:{<name>}:process:<id>` hash: the last heartbeat of one process, expiring after PROCESS_KEY_TTL_SECONDS;
 - `fleet:{<name>}:processes` zset: process id -> time of its last heartbeat (trimmed by the processes);
 - `fleet:{<name>}:desired` hash: `active`, `loaded` (JSON list), `generation`, `updated_at`;
-- `fleet:{<name>}:commands` stream: `converge` (the desired state changed), `reload` (re-read a model).
+- `fleet:{<name>}:commands` stream: `converge` (the desired state changed), `reload` (re-read a model), `restart`
+  (drain and come back: app/services/fleet/restart.py); each for `target` (one process id, or `*`) and, when
+  given, only the processes of one `role`.
 A process reads the desired state first when it starts, converges after each command, and re-checks the
 generation with every heartbeat, so a change made while it could not reach Redis is applied when it can.
 """
@@ -29,6 +31,7 @@ from redis.typing import EncodableT, FieldT
 from app.services.core.asyncio_tasks import cancel_all
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.core.types import RedisClient
+from app.services.fleet.restart import ProcessRestart
 from app.services.inference.registry import ModelRegistry, ModelState
 
 log = structlog.get_logger(__name__)
@@ -133,6 +136,8 @@ class FleetAgent:
         describe: Describe,
         *,
         process_id: str,
+        role: str,
+        restart: ProcessRestart,
         heartbeat_seconds: float,
         poll_seconds: float,
         holds_models: bool = True,
@@ -143,6 +148,8 @@ class FleetAgent:
         self._registry = registry
         self._describe = describe
         self.process_id = process_id
+        self._role = role
+        self._restart = restart
         self._holds_models = holds_models  # False: a remote-mode web tier, which beats but loads nothing
         self._heartbeat_seconds = heartbeat_seconds
         self._poll_seconds = poll_seconds
@@ -245,10 +252,12 @@ class FleetAgent:
                 log.exception("fleet_command_error")
 
     async def _obey(self, command: dict[str, str]) -> None:
-        target = command.get("target", "*")
-        if target not in ("*", self.process_id):
+        target, role = command.get("target", "*"), command.get("role")
+        if target not in ("*", self.process_id) or role not in (None, self._role):
             return
-        if command.get("op") == "converge":
+        if command.get("op") == "restart":
+            self._restart.request(f"fleet command {target if role is None else 'role ' + role}")
+        elif command.get("op") == "converge":
             await self.converge()
         elif command.get("op") == "reload":
             name = command.get("model") or self._registry.active

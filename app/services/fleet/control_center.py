@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.services.core.errors import ApiError
-from app.services.fleet.model_control import ModelControl
+from app.services.fleet.model_control import ROLES, ModelControl
 from app.services.jobs.service import JobService
 from app.services.observability.latency_window import LatencyWindow
 from app.services.sessions.counting import ActiveSessions
@@ -30,6 +30,7 @@ STATE_LABELS = {
     "failed": "FAILED",
 }
 MODEL_ACTIONS = ("load", "unload", "activate")
+ROLE_TARGET = "role:"  # a restart's target naming a role rather than one process
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,13 @@ class ControlCenter:
 
     async def models(self) -> dict[str, Any]:
         """This process's versions (what its buttons act on), the fleet's desired state, and the processes a
-        reload can target."""
+        reload or a restart can target (running ones, per role, for the restart)."""
         overview = await self._control.overview()
-        return {**overview, "process_ids": sorted(overview["processes"])}
+        by_role = {
+            role: sorted(i for i, p in overview["processes"].items() if p["role"] == role and p["status"] == "running")
+            for role in ROLES
+        }
+        return {**overview, "process_ids": sorted(overview["processes"]), "by_role": by_role}
 
     async def act_on_model(self, action: str, name: str) -> dict[str, Any]:
         if action == "load":
@@ -97,6 +102,13 @@ class ControlCenter:
 
     async def reload(self, process_id: str | None, model: str | None) -> dict[str, Any]:
         return await self._control.reload(process_id, model)
+
+    async def restart(self, target: str) -> dict[str, Any]:
+        """`role:api` or `role:worker` (every running process of the role), else one process id."""
+        role = target.removeprefix(ROLE_TARGET)
+        if target.startswith(ROLE_TARGET) and role in ROLES:
+            return await self._control.restart(role=role)
+        return await self._control.restart(process_id=target)
 
     async def jobs(self, limit: int) -> list[dict[str, Any]]:
         return await self._jobs.recent(limit)

@@ -1,5 +1,6 @@
 """Operator actions on models: done here first (so a broken version is refused with its reason), then
-written to the fleet's desired state so every other process converges to the same thing."""
+written to the fleet's desired state so every other process converges to the same thing. Also the commands to the
+fleet's processes: reload a model, restart (app/services/fleet/restart.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from app.services.core.errors import FleetStateUnavailable, ModelLoadFailed
+from app.services.core.errors import FleetStateUnavailable, ModelLoadFailed, ProcessNotFound
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.fleet.agent import FleetControl
 from app.services.inference.registry import ModelRegistry
@@ -16,6 +17,7 @@ from app.services.inference.types import ModelLoadError
 
 log = structlog.get_logger(__name__)
 
+ROLES = ("api", "worker")
 # (active, loaded) -> (active, loaded): how an action changes the desired state.
 DesiredChange = Callable[[str, frozenset[str]], tuple[str, frozenset[str]]]
 
@@ -35,6 +37,7 @@ class ModelControl:
         per_process = {
             p["process_id"]: {
                 "status": p["status"],
+                "role": p.get("role"),
                 "active": p.get("active_model"),
                 "models": {m["name"]: m["state"] for m in p.get("models", [])},
             }
@@ -70,11 +73,25 @@ class ModelControl:
 
     async def reload(self, process_id: str | None, model: str | None) -> dict[str, Any]:
         fields = {"target": process_id or "*", **({"model": model} if model else {})}
+        await self._command("reload", fields)
+        return {"published": "reload", **fields}
+
+    async def restart(self, *, process_id: str | None = None, role: str | None = None) -> dict[str, Any]:
+        """Restart one running process (by id), or every running process of a role: each drains like SIGTERM and
+        comes back. 404 when no running process matches (a typo, or one already gone)."""
+        key, value = ("process_id", process_id) if process_id else ("role", role)
+        chosen = sorted(p["process_id"] for p in await self.fleet() if p["status"] == "running" and p.get(key) == value)
+        if not chosen:
+            raise ProcessNotFound(details={"process_id": process_id} if process_id else {"role": role})
+        fields = {"target": process_id or "*", **({"role": role} if role else {})}
+        await self._command("restart", fields)
+        return {"published": "restart", **fields, "processes": chosen}
+
+    async def _command(self, op: str, fields: dict[str, str]) -> None:
         try:
-            await self._fleet.publish("reload", **fields)
+            await self._fleet.publish(op, **fields)
         except REDIS_FAILURES as exc:
             raise FleetStateUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc
-        return {"published": "reload", **fields}
 
     async def _locally(self, action: Callable[[str], Awaitable[object]], name: str) -> None:
         if not self._local:

@@ -119,7 +119,7 @@ class ModelRegistry:
         if name is None or name == self.active:
             version = self._versions.get(self.active) if self.active else None
             if version is None or version.engine is None:
-                raise ModelNotReady()
+                raise ModelNotReady(retry_after=1)  # warming after a start or restart: a client retries
             return version.engine
         version = self._versions.get(name)
         if version is None:

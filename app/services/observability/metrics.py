@@ -183,7 +183,7 @@ class Metrics:
         self.streams_open = Gauge("hazard_streams_open", "WebSocket frame streams open in this process.", registry=r)
         self.streams_refused = Counter(
             "hazard_streams_refused",
-            "Streams refused at the door, by reason: key, scope, full.",
+            "Streams refused at the door, by reason: key, scope, full (the process), key_full (the key's streams).",
             ["reason"],
             registry=r,
         )

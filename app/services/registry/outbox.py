@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.services.registry.lifecycle import Status
-from app.services.registry.records import HazardEvent, HazardRecord
+from app.services.registry.records import HazardEvent, HazardRecord, PhotoUrl
 from app.services.registry.tables import webhook_deliveries, webhooks
 
 
@@ -70,6 +70,19 @@ def event_body(event: WebhookEvent, hazard: HazardRecord, change: HazardEvent) -
         "data": {"hazard": hazard_fields, "change": change_fields},
     }
     return json.dumps(body, separators=(",", ":"))
+
+
+def with_photo_url(payload: str, photo_url: PhotoUrl) -> bytes:
+    """The stored body as sent: its hazard's photo at the address `photo_url` makes of it now. A signed /media URL
+    expires, so it is made at each attempt: a delivery retried or replayed hours later still carries one that
+    opens (a repeat differs from the first attempt in that URL only)."""
+    body = json.loads(payload)
+    hazard = body["data"]["hazard"]
+    stored = hazard.get("best_photo_url")
+    hazard["best_photo_url"] = photo_url(stored)
+    if hazard["best_photo_url"] == stored:
+        return payload.encode()  # the bytes written, unchanged
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def enqueue_event(

@@ -11,6 +11,7 @@ from app.services.registry.records import BBox, HazardFilter
 from app.services.registry.tables import hazards
 
 METRES_PER_DEGREE_LAT = 111_320.0
+EARTH_RADIUS_KM = 6371.0
 
 
 def check_bbox(bbox: BBox) -> BBox:
@@ -20,6 +21,27 @@ def check_bbox(bbox: BBox) -> BBox:
             "bbox is min_lon,min_lat,max_lon,max_lat with min <= max, within ±180 and ±90.", details={"bbox": bbox}
         )
     return bbox
+
+
+def bbox_area_km2(bbox: BBox) -> float:
+    """The area of a longitude/latitude box on the sphere (R = 6,371 km): what the box covers on the ground, the
+    same for a box near the equator and one near the pole (square degrees are not)."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    band = math.sin(math.radians(max_lat)) - math.sin(math.radians(min_lat))
+    return EARTH_RADIUS_KM**2 * math.radians(max_lon - min_lon) * band
+
+
+def check_area(where: HazardFilter, max_area_km2: float) -> None:
+    """422 naming the limit when `where`'s box covers more than `max_area_km2` (REGISTRY_MAX_BBOX_KM2)."""
+    if where.bbox is None:
+        return
+    area = bbox_area_km2(check_bbox(where.bbox))
+    if area > max_area_km2:
+        raise ValidationFailed(
+            f"bbox covers {area:,.0f} km², more than the {max_area_km2:,.0f} km² one query may cover: "
+            "export a smaller area, or several.",
+            details={"field": "bbox", "area_km2": round(area, 1), "max_area_km2": max_area_km2},
+        )
 
 
 def select_hazards(where: HazardFilter) -> sa.Select[tuple[object, ...]]:

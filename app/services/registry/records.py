@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -13,6 +14,12 @@ from app.services.registry.lifecycle import Status
 SightingOutcome = Literal["created", "counted", "duplicate", "reopened", "silenced"]
 
 BBox = tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat: GeoJSON's order (RFC 7946 §5)
+# The address a reader may fetch a best photo at (a signed one where the service keeps its frames: AUTH_MODE=keys).
+PhotoUrl = Callable[[str | None], str | None]
+
+
+def same_url(url: str | None) -> str | None:
+    return url
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,13 @@ class HazardRecord:
     best_photo_url: str | None
 
     @classmethod
-    def from_row(cls, row: Any) -> HazardRecord:
-        fields = row._mapping
-        return cls(**{name: fields[name] for name in RECORD_FIELDS} | {"status": Status(fields["status"])})
+    def from_row(cls, row: Any, photo_url: Callable[[str | None], str | None] | None = None) -> HazardRecord:
+        """`photo_url`: the address handed out for the stored best photo (a signed one), in the same pass."""
+        fields = dict(row._mapping)
+        fields["status"] = Status(fields["status"])
+        if photo_url is not None:
+            fields["best_photo_url"] = photo_url(fields["best_photo_url"])
+        return cls(**{name: fields[name] for name in RECORD_FIELDS})
 
 
 RECORD_FIELDS = tuple(HazardRecord.__dataclass_fields__)

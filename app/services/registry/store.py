@@ -3,6 +3,7 @@ that may find a hazard fixed, pages of hazards. Every state change and its histo
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.services.core.errors import HazardNotFound, RegistryUnavailable, ValidationFailed
 from app.services.registry.lifecycle import Move, Status, next_status, verdict_move
 from app.services.registry.outbox import enqueue_event
-from app.services.registry.queries import around, distance_m, select_hazards
+from app.services.registry.queries import around, check_area, distance_m, select_hazards
 from app.services.registry.records import (
     HazardEvent,
     HazardFilter,
@@ -59,12 +60,14 @@ class HazardRegistry:
         *,
         passes_to_fix: int = 3,
         max_page_size: int = 500,
+        max_area_km2: float = math.inf,
         silence_radius_m: float = 10.0,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._engine = engine
         self.passes_to_fix = passes_to_fix  # clean passes after the last sighting that make it suspected_fixed
         self.max_page_size = max_page_size
+        self.max_area_km2 = max_area_km2  # a query's bbox may cover this much ground at most
         self.silence_radius_m = silence_radius_m  # a rejected hazard silences new reports this close to it
         self._clock = clock
 
@@ -314,6 +317,7 @@ class HazardRegistry:
             raise ValidationFailed(
                 f"limit must be between 1 and {self.max_page_size}.", details={"limit": self.max_page_size}
             )
+        check_area(where, self.max_area_km2)
         statement = select_hazards(where).limit(limit + 1)
         if cursor is not None:
             statement = statement.where(hazards.c.id > parse_cursor(cursor))

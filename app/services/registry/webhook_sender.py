@@ -23,7 +23,8 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.services.registry.outbox import DeliveryStatus
+from app.services.registry.outbox import DeliveryStatus, with_photo_url
+from app.services.registry.records import PhotoUrl, same_url
 from app.services.registry.tables import webhook_deliveries, webhooks
 
 log = structlog.get_logger(__name__)
@@ -94,13 +95,17 @@ class WebhookSender:
         batch: int = 50,
         post: Post = post_json,
         clock: Callable[[], datetime] = _utc_now,
+        photo_url: PhotoUrl = same_url,
     ) -> None:
+        """`photo_url`: the address a receiver may fetch a hazard's photo at (signed where the service keeps its
+        frames, AUTH_MODE=keys: a receiver holds no key)."""
         self._engine = engine
         self._retries = retries
         self._timeout = timeout_seconds
         self._batch = batch
         self._post = post
         self._clock = clock
+        self._photo_url = photo_url
         self.delivered = 0
         self.failed = 0
 
@@ -152,7 +157,7 @@ class WebhookSender:
         return result.rowcount == 1
 
     async def _send(self, delivery: Any) -> None:
-        body = delivery["payload"].encode()
+        body = with_photo_url(delivery["payload"], self._photo_url)
         timestamp = int(self._clock().timestamp())
         headers = {
             "Content-Type": "application/json",

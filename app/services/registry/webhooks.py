@@ -146,6 +146,12 @@ class WebhookStore:
             row = (await connection.execute(_deliveries_with_url().where(webhook_deliveries.c.id == delivery_id))).one()
         return _delivery(row)
 
+    async def recent(self, limit: int = 50) -> list[WebhookDelivery]:
+        """The newest deliveries of every webhook, whatever their status (what the control center shows)."""
+        statement = _deliveries_with_url().order_by(webhook_deliveries.c.id.desc()).limit(limit)
+        async with transaction(self._engine) as connection:
+            return [_delivery(row) for row in await connection.execute(statement)]
+
     async def deliveries(self, webhook_id: int) -> list[WebhookDelivery]:
         """Every delivery to one webhook, oldest first (what operators and tests inspect)."""
         statement = (

@@ -73,3 +73,34 @@ def encode_frame(header: dict[str, Any], image: bytes) -> bytes:
     """The message for `header` (with its frame_id) and `image`: what clients send."""
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return len(encoded).to_bytes(HEADER_LENGTH_BYTES, "big") + encoded + image
+
+
+AUTH_TYPE = "auth"
+MAX_AUTH_MESSAGE_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class AuthMessage:
+    """`{"type": "auth", "api_key": "hzk_..."}`: the key of a stream whose upgrade carried none (browsers cannot
+    set headers on a WebSocket upgrade). `api_key` None: the message is an auth message without a usable key."""
+
+    api_key: str | None
+
+
+def auth_message(text: str | None) -> AuthMessage | None:
+    """The auth message a text message is, or None when it is not one (a frame sent as text, say)."""
+    if text is None or len(text) > MAX_AUTH_MESSAGE_CHARS:
+        return None
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("type") != AUTH_TYPE:
+        return None
+    key = message.get("api_key")
+    return AuthMessage(key.strip() if isinstance(key, str) and key.strip() else None)
+
+
+def encode_auth(api_key: str) -> str:
+    """The first message of a client that cannot send its key in the upgrade's headers."""
+    return json.dumps({"type": AUTH_TYPE, "api_key": api_key}, separators=(",", ":"))

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-
-import pytest
 
 from bench.common import MODEL_DIR, benchmark_app, road_frame
 from bench.http import LeanClient
 from bench.load import refusal_details, run_load, served_model
-from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # Idle keep-alive connections closed after 1 s: the client must notice and not send on them.
-    running = Server(redis_server.url, tmp_path_factory.mktemp("bench-server"), HTTP_KEEPALIVE_TIMEOUT_SECONDS="1")
-    running.wait_ready()
-    yield running
-    running.stop()
 
 
 def test_an_open_loop_run_answers_every_frame_and_reads_the_server_timing(server: Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -102,3 +103,13 @@ def test_scenario_sends_the_api_key_from_the_environment_on_every_request(scenar
     assert requests
     for request in requests:
         assert request["headers"]["authorization"] == "Bearer {{ $env.HAZARD_API_KEY }}", request["url"]
+
+
+def test_artillery_is_pinned_to_one_2_0_release_and_locked() -> None:
+    package = json.loads((ARTILLERY / "package.json").read_text(encoding="utf-8"))
+    version = package["devDependencies"]["artillery"]
+    assert re.fullmatch(r"2\.0\.\d+", version), version  # exact: scripts/ensure-artillery.sh installs the lock
+    lock = json.loads((ARTILLERY / "package-lock.json").read_text(encoding="utf-8"))
+    assert lock["packages"][""]["devDependencies"] == package["devDependencies"]
+    assert lock["packages"]["node_modules/artillery"]["version"] == version
+    assert lock["packages"]["node_modules/artillery"]["integrity"].startswith("sha512-")

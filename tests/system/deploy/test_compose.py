@@ -1,7 +1,9 @@
-"""deploy/docker-compose.yml agrees with the app: Redis inside, the API's port, health checks, volumes, the worker."""
+"""deploy/docker-compose.yml agrees with the app: Redis inside, the API behind its HTTPS front, health checks,
+volumes, the worker."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -9,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi import FastAPI
 
+from tests.support.caddy import CADDYFILE
 from tests.system.deploy.common import (
     APP_PORT,
     DEPLOY,
@@ -48,9 +51,36 @@ def test_compose_api_talks_to_the_redis_service(compose: dict[str, Any]) -> None
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_compose_publishes_the_api_port(compose: dict[str, Any]) -> None:
-    (mapping,) = compose["services"]["api"]["ports"]
-    assert str(mapping).split(":")[-1] == str(APP_PORT)
+def test_compose_publishes_only_the_https_front(compose: dict[str, Any]) -> None:
+    published = {name for name, service in compose["services"].items() if service.get("ports")}
+    assert published == {"front"}  # keys travel only over TLS: the API is reached through the front
+    assert [str(item) for item in compose["services"]["api"]["expose"]] == [str(APP_PORT)]
+    assert {str(mapping).split(":")[-1] for mapping in compose["services"]["front"]["ports"]} == {"80", "443"}
+
+
+def test_compose_front_runs_the_committed_caddyfile_in_front_of_the_api(compose: dict[str, Any]) -> None:
+    front = compose["services"]["front"]
+    assert front["image"].startswith("caddy:2")
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in front["volumes"]}
+    assert (DEPLOY / mounts["/etc/caddy/Caddyfile"]).resolve() == CADDYFILE  # the file the suite runs
+    assert {"/data", "/config"} <= set(mounts)  # the local CA and certificates survive a restart
+    upstream = urlsplit(f"//{front['environment']['API_UPSTREAM']}")
+    assert (upstream.hostname, upstream.port) == ("api", APP_PORT)
+    caddyfile = CADDYFILE.read_text(encoding="utf-8")
+    assert all("{$" + name + ":" in caddyfile for name in front["environment"])  # names the Caddyfile reads
+    assert front["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_compose_api_trusts_the_front_and_only_it(compose: dict[str, Any]) -> None:
+    api, front = compose["services"]["api"], compose["services"]["front"]
+    ((network, attachment),) = front["networks"].items()
+    assert network in api["networks"]
+    (subnet,) = compose["networks"][network]["ipam"]["config"]
+    front_address = ipaddress.ip_address(attachment["ipv4_address"])
+    assert front_address in ipaddress.ip_network(subnet["subnet"])
+    trusted = [ipaddress.ip_network(entry.strip()) for entry in api["environment"]["TRUSTED_PROXIES"].split(",")]
+    assert trusted == [ipaddress.ip_network(front_address)]
+    assert api["environment"]["CLIENT_ADDRESS_HEADER"].lower() == "x-forwarded-for"  # what Caddy sets
 
 
 def test_compose_healthchecks_hit_app_routes(compose: dict[str, Any], app: FastAPI) -> None:

@@ -1,8 +1,9 @@
-"""The manifests of deploy/k8s agree with the app: the API's Deployment, Service, secrets, autoscaling, the
-worker's Deployment and its optional KEDA scaler."""
+"""The manifests of deploy/k8s agree with the app: the API's Deployment, Service, Ingress (TLS), secrets, autoscaling,
+the worker's Deployment and its optional KEDA scaler."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -214,6 +215,39 @@ def test_hpa_scales_the_deployment_on_cpu(k8s: dict[str, dict[str, Any]]) -> Non
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"]["type"] == "Utilization"
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+NGINX_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def test_ingress_serves_the_service_over_tls_only(k8s: dict[str, dict[str, Any]]) -> None:
+    ingress = k8s["Ingress"]
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["secretName"] and tls["hosts"]
+    service = k8s["Service"]
+    for rule in ingress["spec"]["rules"]:
+        assert rule["host"] in tls["hosts"]  # no host served without its certificate
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == service["metadata"]["name"]
+            assert backend["port"]["name"] in {port["name"] for port in service["spec"]["ports"]}
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+
+
+def test_ingress_passes_what_the_api_accepts(k8s: dict[str, dict[str, Any]]) -> None:
+    annotations = k8s["Ingress"]["metadata"]["annotations"]
+    size = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(size[:-1]) * NGINX_SIZE_UNITS[size[-1].lower()] >= setting_default("job_request_max_bytes")
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > setting_default("stream_idle_seconds")
+
+
+def test_the_api_believes_forwarded_headers_from_the_ingress_controller_only(k8s: dict[str, dict[str, Any]]) -> None:
+    data = k8s["ConfigMap"]["data"]
+    networks = [ipaddress.ip_network(entry.strip()) for entry in data["TRUSTED_PROXIES"].split(",")]
+    assert networks and all(network.is_private for network in networks)  # the cluster's pods, never the internet
+    assert data["CLIENT_ADDRESS_HEADER"].lower() == "x-forwarded-for"
 
 
 def test_kustomization_applies_everything_but_the_secret_example_and_keda() -> None:

@@ -23,6 +23,7 @@ def test_deploy_and_artillery_hold_the_expected_yaml_files() -> None:
         "deploy/docker-compose.yml",
         "deploy/k8s/deployment.yaml",
         "deploy/k8s/service.yaml",
+        "deploy/k8s/ingress.yaml",
         "deploy/k8s/hpa.yaml",
         "deploy/k8s/pdb.yaml",
         "deploy/k8s/secret.example.yaml",

@@ -7,9 +7,6 @@
     open: "#ffb74d", verified: "#e57373", rejected: "#90a4ae", suspected_fixed: "#4fc3f7", closed: "#81c784",
   };
   const CATEGORIES = ["pothole", "pavement_failure", "utility_cut", "other", "not_an_issue"];
-  const PAGE = 500;
-  const MAX_PAGES = 40; // 20,000 hazards at most on one map
-
   const panel = document.querySelector(".map-panel");
   if (!panel || typeof L === "undefined") return;
   const csrf = panel.dataset.csrf;
@@ -18,11 +15,23 @@
   const count = document.getElementById("map-count");
   const form = document.getElementById("map-filters");
 
-  const map = L.map("hazard-map", { worldCopyJump: true }).setView([20, 0], 2);
+  // Canvas, not SVG: thousands of circles are one bitmap, drawn in a frame (SVG: one DOM node each, seconds).
+  const map = L.map("hazard-map", { worldCopyJump: true, preferCanvas: true }).setView([20, 0], 2);
+  function sharedView() { // #map=zoom/lat/lon, as OpenStreetMap's links: the view the address names, if any
+    const view = /^#map=(\d{1,2})\/(-?[\d.]+)\/(-?[\d.]+)$/.exec(location.hash);
+    if (view) map.setView([Number(view[2]), Number(view[3])], Number(view[1]));
+    return Boolean(view);
+  }
+  let keepView = sharedView(); // a shared view is kept on the first load; a new filter fits its hazards
+  window.addEventListener("hashchange", sharedView); // a link pasted into this tab
+  map.on("moveend", () => {
+    const center = map.getCenter();
+    history.replaceState(null, "", "#map=" + map.getZoom() + "/" + center.lat.toFixed(6) + "/" + center.lng.toFixed(6));
+  });
   if (panel.dataset.tileUrl) {
     L.tileLayer(panel.dataset.tileUrl, { maxZoom: 19, attribution: "map tiles: MAP_TILE_URL" }).addTo(map);
   } // no tiles configured: hazards are drawn on the plain background
-  const hazards = L.layerGroup().addTo(map);
+  let hazards = null; // the drawn markers (a feature group), replaced as a whole by each load
 
   function element(tag, text, attributes) {
     const node = document.createElement(tag);
@@ -32,7 +41,7 @@
   }
 
   function query() {
-    const params = new URLSearchParams({ limit: String(PAGE) });
+    const params = new URLSearchParams();
     const data = new FormData(form);
     if (data.get("status")) params.set("status", data.get("status"));
     if (data.get("label")) params.set("label", data.get("label").trim());
@@ -40,30 +49,34 @@
     return params;
   }
 
+  // One streamed request for every matching hazard, compact (`[id, lat, lon, label, status]` rows), not pages of
+  // full records one after another. The markers are made off the map, the view set, then the group added once: the
+  // canvas draws them in one pass.
   async function load(fit) {
-    const params = query();
-    const found = [];
-    for (let page = 0; page < MAX_PAGES; page++) {
-      const response = await fetch("/hazards/registry?" + params.toString(), { headers: { accept: "application/json" } });
-      if (!response.ok) { count.textContent = "registry unavailable (" + response.status + ")"; return; }
-      const body = await response.json();
-      found.push(...body.hazards);
-      if (!body.next_cursor) break;
-      params.set("cursor", body.next_cursor);
-    }
-    hazards.clearLayers();
-    for (const hazard of found) {
-      const marker = L.circleMarker([hazard.lat, hazard.lon], {
-        radius: 6, weight: 1, color: "#111", fillColor: STATUS_COLORS[hazard.status] || "#fff", fillOpacity: 0.9,
-        className: "hazard-marker hazard-" + hazard.id,
+    const url = "/admin/map/hazards?" + query().toString();
+    const response = await fetch(url, { headers: { accept: "application/json" } });
+    if (!response.ok) { count.textContent = "registry unavailable (" + response.status + ")"; return; }
+    const found = (await response.json()).points;
+    performance.mark("hazards-read"); // bench/map_paint.py reads these marks
+    const next = L.featureGroup();
+    for (const [id, lat, lon, label, status] of found) {
+      const marker = L.circleMarker([lat, lon], {
+        radius: 6, weight: 1, color: "#111", fillColor: STATUS_COLORS[status] || "#fff", fillOpacity: 0.9,
       });
-      marker.bindTooltip(hazard.label + " · " + hazard.status);
-      marker.on("click", () => show(hazard.id));
-      marker.addTo(hazards);
+      marker.hazard = { id, label, status };
+      next.addLayer(marker);
     }
+    next.bindTooltip((marker) => marker.hazard.label + " · " + marker.hazard.status);
+    next.on("click", (event) => show(event.layer.hazard.id));
+    if (fit && found.length && !keepView) map.fitBounds(next.getBounds().pad(0.2), { maxZoom: 18 });
+    keepView = false;
+    if (hazards) hazards.remove();
+    hazards = next.addTo(map);
+    performance.mark("hazards-placed");
     count.textContent = found.length + " hazards";
     panel.dataset.loaded = String(found.length);
-    if (fit && found.length) map.fitBounds(L.latLngBounds(found.map((h) => [h.lat, h.lon])).pad(0.2), { maxZoom: 18 });
+    const drawn = hazards.getLayers().length; // the canvas draws them in the next frame, before this callback
+    requestAnimationFrame(() => { panel.dataset.drawn = String(drawn); });
   }
 
   async function act(id, action, body) {

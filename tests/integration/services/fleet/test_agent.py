@@ -4,6 +4,7 @@ lists, and converges to the desired model state that FleetControl sets, on a reg
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.services.fleet.agent import FleetAgent, FleetControl
+from app.services.fleet.restart import ProcessRestart
 from app.services.inference.registry import ModelState
 from tests.support.models import DEFAULT_VERSION, OTHER_VERSION, real_registry
 from tests.support.redis_process import RedisProcess
@@ -53,6 +55,8 @@ async def test_a_heartbeat_is_listed_running_and_a_stopped_agent_leaves_the_list
         real_registry(model_cache),
         lambda: {"role": "api", "inference_mode": "remote"},
         process_id="api-1",
+        role="api",
+        restart=ProcessRestart(),
         heartbeat_seconds=HEARTBEAT_SECONDS,
         poll_seconds=POLL_SECONDS,
         holds_models=False,  # a remote-mode web tier: it beats, and loads nothing
@@ -78,6 +82,8 @@ async def test_a_second_agent_converges_to_the_desired_model_another_process_set
         registry,
         lambda: {"role": "worker"},
         process_id="worker-1",
+        role="worker",
+        restart=ProcessRestart(),
         heartbeat_seconds=HEARTBEAT_SECONDS,
         poll_seconds=POLL_SECONDS,
     )
@@ -106,3 +112,51 @@ async def test_a_second_agent_converges_to_the_desired_model_another_process_set
     finally:
         await worker.stop()
         registry.release_all()
+
+
+async def test_a_restart_reaches_the_processes_of_its_role_or_id_and_drains_with_sigterm(
+    redis_client: Redis, fleet_name: str, model_cache: Path
+) -> None:
+    """Real SIGTERMs to this test process, caught here: the launcher's stop is not part of this test."""
+    restarts = {role: ProcessRestart() for role in ("api", "worker")}
+    agents = [
+        FleetAgent(
+            control(redis_client, fleet_name),
+            real_registry(model_cache),
+            lambda: {},
+            process_id=f"{role}-1",
+            role=role,
+            restart=restart,
+            heartbeat_seconds=HEARTBEAT_SECONDS,
+            poll_seconds=POLL_SECONDS,
+            holds_models=False,
+        )
+        for role, restart in restarts.items()
+    ]
+    admin = control(redis_client, fleet_name)
+    terms: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
+    try:
+        for agent in agents:
+            await agent.start()
+        with restarts["api"].serving(supervised=False), restarts["worker"].serving(supervised=True):
+            await admin.publish("restart", target="*", role="worker")
+
+            async def worker_restarting() -> bool:
+                return restarts["worker"].requested and terms == [signal.SIGTERM]
+
+            await eventually(worker_restarting, "the worker drains with SIGTERM")
+            await admin.publish("restart", target="api-9")  # another process's id
+            await admin.publish("converge")  # a later command: the ones before it were read
+            await asyncio.sleep(10 * POLL_SECONDS)
+            assert not restarts["api"].requested and terms == [signal.SIGTERM], "the API was left alone"
+            await admin.publish("restart", target="api-1")
+
+            async def api_restarting() -> bool:
+                return restarts["api"].requested and len(terms) == 2
+
+            await eventually(api_restarting, "the API drains with SIGTERM")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for agent in agents:
+            await agent.stop()

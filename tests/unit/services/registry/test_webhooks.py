@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from app.services.core.errors import ValidationFailed
 from app.services.registry.lifecycle import Status
-from app.services.registry.outbox import WebhookEvent, event_of
-from app.services.registry.records import HazardEvent
+from app.services.registry.outbox import WebhookEvent, event_of, with_photo_url
+from app.services.registry.records import HazardEvent, same_url
 from app.services.registry.webhook_sender import Retries, sign
 from app.services.registry.webhooks import check_url
+from app.services.uploads.signing import MediaSigner
 
 AT = datetime(2025, 5, 1, tzinfo=UTC)
 SELF = [("api.example.org", 443), ("0.0.0.0", 8000)]
@@ -34,6 +36,22 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     body = b'{"type":"hazard.new"}'
     expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert sign("s3cret", body, 1_700_000_000) == f"t=1700000000,v1={expected}"
+
+
+def test_a_body_is_sent_with_its_photo_signed_at_each_attempt_and_unchanged_when_nothing_is_signed() -> None:
+    stored = '{"id":"evt_1","data":{"hazard":{"id":7,"best_photo_url":"/media/ab.jpg"},"change":{}}}'
+    assert with_photo_url(stored, same_url) == stored.encode()  # AUTH_MODE=off: the bytes written
+    clock = [1_700_000_000.0]
+    signer = MediaSigner(b"p" * 32, 3600, required=True, clock=lambda: clock[0])
+    first = json.loads(with_photo_url(stored, signer.sign))["data"]["hazard"]["best_photo_url"]
+    clock[0] += 600  # a retry ten minutes later
+    again = json.loads(with_photo_url(stored, signer.sign))["data"]["hazard"]["best_photo_url"]
+    assert first == f"/media/ab.jpg?expires={1_700_003_600}&sig=" + first.rsplit("=", 1)[1]
+    assert again.startswith(f"/media/ab.jpg?expires={1_700_004_200}&") and signer.allows(
+        "ab.jpg", "1700004200", again.rsplit("=", 1)[1]
+    )
+    cloud = stored.replace("/media/ab.jpg", "https://res.cloudinary.com/x.jpg")
+    assert with_photo_url(cloud, signer.sign) == cloud.encode()
 
 
 @pytest.mark.parametrize(
