@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import numpy as np
@@ -36,6 +37,8 @@ from app.services.core.errors import DeadlineExceeded, Overloaded
 from app.services.inference.types import PoolStats, Priority
 
 Output = npt.NDArray[np.float32]
+# What a started request carries to its completion: the loop and future to answer, when it started, whether alone.
+Userdata = tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool]
 # Weight of the newest sample in the smoothed time a request holds an infer request (about the last 10 count).
 SERVICE_TIME_SMOOTHING = 0.2
 # ADAPTIVE: a lone frame runs solo only once no frame has overlapped another for this long. Under load every switch
@@ -130,12 +133,13 @@ class InferencePool:
         self._batch_in_live_gaps = batch_in_live_gaps
         self._latency_budget = latency_budget
         self._max_queue = max_queue
+        on_done = _held_weakly(weakref.ref(self))
         self._requests = ov.AsyncInferQueue(compiled, size)
-        self._requests.set_callback(self._on_done)
+        self._requests.set_callback(on_done)
         self._solo_requests: ov.AsyncInferQueue | None = None  # a LATENCY compile for a frame alone
         if solo is not None:
             self._solo_requests = ov.AsyncInferQueue(solo, 1)
-            self._solo_requests.set_callback(self._on_done)
+            self._solo_requests.set_callback(on_done)
         self._slots = SlotScheduler(size)
         self._coming: set[object] = set()  # tickets of live frames admitted, not yet at a slot (decoding)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = self._solo_runs = 0
@@ -308,11 +312,7 @@ class InferencePool:
         loop = asyncio.get_running_loop()
         return loop.time() + (deadline - time.monotonic())
 
-    def _on_done(
-        self,
-        request: ov.InferRequest,
-        userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool],
-    ) -> None:
+    def _on_done(self, request: ov.InferRequest, userdata: Userdata) -> None:
         # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
         loop, future, started, solo = userdata
         output = request.get_output_tensor(0).data.copy()
@@ -332,3 +332,16 @@ class InferencePool:
         self._slots.release(self.size if solo else 1)
         if not future.done():
             future.set_result(output)
+
+
+def _held_weakly(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
+    """The infer queues' completion callback, holding its pool weakly. OpenVINO keeps the callback alive from C++,
+    out of sight of Python's garbage collector: a bound method there would keep the pool, its queues and compiled
+    model alive for good, so every engine unloaded (a swap, a reload) would leak its memory."""
+
+    def on_done(request: ov.InferRequest, userdata: Userdata) -> None:
+        alive = pool()
+        if alive is not None:  # a pool with a request running is held by whoever awaits that request
+            alive._on_done(request, userdata)
+
+    return on_done
