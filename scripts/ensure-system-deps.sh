@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium,
-# postgresql; and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) into
+# postgresql and PostGIS for it; and unpacks Debian's prometheus (server and promtool, for tests/system/monitoring) into
 # var/tools/prometheus.
 set -euo pipefail
 
@@ -28,8 +28,19 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # The registry's tests start a private PostgreSQL on a free port (tests/support/postgres_process.py); Debian keeps
 # initdb and pg_ctl off the PATH, under /usr/lib/postgresql/N/bin. The cluster the package starts on 5432 is unused.
 command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing missing system packages: ${missing[*]}"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+fi
 
-echo "installing missing system packages: ${missing[*]}"
-$sudo apt-get update
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+# PostGIS for the PostgreSQL the tests start (the newest installed, as tests/support/postgres_process.py picks): the
+# registry's migration adds a geometry column where the server has it. Only extension files and libraries (its
+# postinst starts nothing); without recommends, which would add the command-line tools and documentation.
+pg_major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1)
+if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
+  echo "installing PostGIS for PostgreSQL $pg_major"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "postgresql-$pg_major-postgis-3" ||
+    { $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+      "postgresql-$pg_major-postgis-3"; }
+fi
