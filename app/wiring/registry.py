@@ -65,7 +65,7 @@ def build_registry(settings: Settings) -> Registry:
     engine = open_engine(r.url, connect_timeout_s=r.connect_timeout_seconds)
     store = HazardRegistry(engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size)
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
-    passes = PassWatcher(store, range_m=r.pass_range_m)
+    passes = PassWatcher(store, range_m=r.pass_range_m, hfov_deg=settings.tracking.assumed_hfov_deg)
     feed = RegistryFeed(buffer, passes, queue_limit=r.buffer_limit)
     retries = Retries(r.webhook_max_attempts, r.webhook_retry_base_seconds, r.webhook_retry_max_seconds)
     sender = WebhookSender(engine, retries, timeout_seconds=r.webhook_timeout_seconds)

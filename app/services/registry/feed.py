@@ -59,7 +59,7 @@ class RegistryFeed:
     def framed(self, session_id: str, frame: FrameInput, tenant: str) -> None:
         if frame.lat is not None and frame.lon is not None:
             labels = frozenset(o.label for o in frame.observations)
-            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant))
+            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant, frame.heading))
 
     def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
         self._put(Mapped(source_id, map_id, record, tenant))
