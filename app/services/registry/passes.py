@@ -2,7 +2,8 @@
 first located frame within `range_m` and is closed when the session's frames leave the range (or go quiet for
 `gap_s`). It counts only if the camera covered the hazard: some frame had it in view (ahead, no more than `range_m`,
 inside the field of view, widened by `VIEW_MARGIN_M` for GPS error) and a later frame had it behind (the vehicle
-drove past it). `saw_it` is true when a frame that had it in view detected its class. A pass that saw it always
+drove past it). `saw_it` is true when a frame that had it in view detected its class in its direction (within
+`SEEN_WITHIN_M` of it at its distance, the box's column read through the field of view). A pass that saw it always
 counts (it is a sighting); one that neither saw nor covered it is dropped (`uncovered`): a session that ended or
 turned off before the hazard, started past it or drove away from it says nothing about it. The store counts clean
 passes.
@@ -31,6 +32,9 @@ from app.services.registry.store import HazardRegistry
 log = structlog.get_logger(__name__)
 METRES_PER_DEGREE = 111_320.0
 VIEW_MARGIN_M = 2.0  # a hazard this far outside the field of view's edge may still be in it (GPS error)
+# A detection whose bearing passes this close to the hazard (at the hazard's distance) is of the hazard: the vehicle's
+# GPS bias (~1.5 m) and the hazard's own position error. Same-class hazards closer together than this are one here.
+SEEN_WITHIN_M = 4.0
 MIN_COURSE_M = 2.0  # fixes closer than this give no course to look along
 CELL_DEGREES = 0.01  # hazards are read from the registry per cell of about 1 km, cached for `cache_s`
 MAX_CELLS = 1024
@@ -49,6 +53,9 @@ class FrameSeen:
     labels: frozenset[str]
     tenant: str = LOCAL_TENANT  # the session's: its passes count on that tenant's hazards
     heading: float | None = None  # degrees clockwise from north, as the client gave it
+    # Per detection, its label and where its box's centre is across the image (-1 left edge, 0 centre, 1 right);
+    # None when the frame's width is not known (then any detection of the label counts).
+    across: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass
@@ -132,7 +139,7 @@ class PassWatcher:
             ahead, right = ahead_right(frame.lat, frame.lon, heading, hazard.lat, hazard.lon)
             if ahead > 0 and abs(right) <= ahead * self._half_view + VIEW_MARGIN_M:
                 open_pass.in_view = True
-                open_pass.saw_it = open_pass.saw_it or hazard.label in frame.labels
+                open_pass.saw_it = open_pass.saw_it or self._detected(frame, hazard.label, ahead, right)
             elif ahead <= 0 and open_pass.in_view:
                 open_pass.passed = True
 
@@ -142,6 +149,14 @@ class PassWatcher:
             session_id, session = self._open.popitem(last=False)
             for map_key, open_pass in session.passes.items():
                 await self._record(session_id, map_key, open_pass)
+
+    def _detected(self, frame: FrameSeen, label: str, ahead: float, right: float) -> bool:
+        """The frame detected `label` in the hazard's direction (`ahead`, `right` of the camera)."""
+        if frame.across is None:
+            return label in frame.labels
+        return any(
+            seen == label and abs(x * self._half_view * ahead - right) <= SEEN_WITHIN_M for seen, x in frame.across
+        )
 
     @staticmethod
     def _heading(session: SessionPasses, frame: FrameSeen) -> float | None:
