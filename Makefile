@@ -145,8 +145,11 @@ bench-map: $(STAMP) system-deps
 
 # Hazards, not boxes: generated drives (3 vehicles per road) through the real service path and a private Redis;
 # prints, last, count_error, duplicates, misses and map_error on held-out seeds (see scripts/eval_tracking.py).
+# Then the registry's lifecycle on the same path: some hazards repaired, REGISTRY_PASSES_TO_FIX more drives, and
+# repaired_flagged / unrepaired_flagged with the goal (scripts/eval_lifecycle.py; it exits 1 when the goal is not met).
 eval-tracking: $(STAMP) system-deps
 	PYTHONPATH=scripts $(PY) scripts/eval_tracking.py
+	PYTHONPATH=scripts $(PY) scripts/eval_lifecycle.py
 
 clean:
 	./scripts/stack.sh down  # var/run records what is running: stop it before the records go

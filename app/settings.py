@@ -196,7 +196,7 @@ class RegistrySettings(_Group):
     connect_timeout_seconds: float = Field(5.0, gt=0, le=120, validation_alias="REGISTRY_CONNECT_TIMEOUT_SECONDS")
     # Clean passes after the last sighting that make a hazard suspected_fixed.
     passes_to_fix: int = Field(3, ge=1, le=100, validation_alias="REGISTRY_PASSES_TO_FIX")
-    # A camera within this distance of a hazard covers it (a pass).
+    # How far ahead a camera sees a hazard: in view within this distance, then driven past, it is a pass.
     pass_range_m: float = Field(25.0, gt=0, le=500, validation_alias="REGISTRY_PASS_RANGE_M")
     # Kept sightings are retried this often while the database is down.
     replay_seconds: float = Field(2.0, gt=0, le=3600, validation_alias="REGISTRY_REPLAY_SECONDS")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs when they are missing: redis-server, curl, python3-venv, chromium,
-# postgresql, iproute2, GStreamer's RTSP server (tests/support/rtsp_source.py); and unpacks Debian's prometheus (server
-# and promtool, for tests/system/monitoring), caddy (the HTTPS front, for tests/system/test_https_front.py) and haproxy
-# (the rehearsal's load balancer, tests/support/haproxy.py) into var/tools/<package>.
+# postgresql and PostGIS for it, iproute2, GStreamer's RTSP server (tests/support/rtsp_source.py); and unpacks
+# Debian's prometheus (server and promtool, for tests/system/monitoring), caddy (the HTTPS front, for
+# tests/system/test_https_front.py) and haproxy (the rehearsal's load balancer, tests/support/haproxy.py) into
+# var/tools/<package>.
 set -euo pipefail
 
 sudo=""
@@ -51,8 +52,19 @@ command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initd
 # system Python; it only serves while a test runs it.
 /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' >/dev/null 2>&1 ||
   missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing missing system packages: ${missing[*]}"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+fi
 
-echo "installing missing system packages: ${missing[*]}"
-$sudo apt-get update
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+# PostGIS for the PostgreSQL the tests start (the newest installed, as tests/support/postgres_process.py picks): the
+# registry's migration adds a geometry column where the server has it. Only extension files and libraries (its
+# postinst starts nothing); without recommends, which would add the command-line tools and documentation.
+pg_major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1)
+if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
+  echo "installing PostGIS for PostgreSQL $pg_major"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "postgresql-$pg_major-postgis-3" ||
+    { $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+      "postgresql-$pg_major-postgis-3"; }
+fi

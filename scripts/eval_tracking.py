@@ -204,6 +204,13 @@ async def drive_session(parts: Parts, road: Road, vehicle: int, fps: float, sess
         await session.count(seen)
 
 
+def nearest_truth(road: Road, label: str, lat: float, lon: float) -> tuple[float, int] | None:
+    """(distance, id) of the placed hazard of `label` nearest (lat, lon), if within MAP_MATCH_M."""
+    candidates = [(distance_m(lat, lon, h.lat, h.lon), h.hazard_id) for h in road.hazards if h.label == label]
+    nearest = min(candidates, default=None)
+    return nearest if nearest is not None and nearest[0] <= MAP_MATCH_M else None
+
+
 async def score_map(tracking: TrackingService, road: Road, score: Score) -> None:
     lats = [h.lat for h in road.hazards]
     lons = [h.lon for h in road.hazards]
@@ -212,13 +219,8 @@ async def score_map(tracking: TrackingService, road: Road, score: Score) -> None
     entries = await tracking.map_hazards(bbox=bbox, near=None, radius_m=None, limit=1000)
     per_truth: Counter[int] = Counter()
     for entry in entries:
-        candidates = [
-            (distance_m(entry.lat, entry.lon, h.lat, h.lon), h.hazard_id)
-            for h in road.hazards
-            if h.label == entry.label
-        ]
-        nearest = min(candidates, default=None)
-        if nearest is not None and nearest[0] <= MAP_MATCH_M:
+        nearest = nearest_truth(road, entry.label, entry.lat, entry.lon)
+        if nearest is not None:
             per_truth[nearest[1]] += 1
             score.map_offsets.append(nearest[0])
     score.map_true += len(road.hazards)
@@ -227,28 +229,35 @@ async def score_map(tracking: TrackingService, road: Road, score: Score) -> None
     score.map_misses += sum(1 for h in road.hazards if per_truth[h.hazard_id] == 0)
 
 
+def eval_settings(redis_url: str, work: Path, overrides: dict[str, float]) -> Settings:
+    """The service's settings for an evaluation: a private Redis, files and registry (SQLite) under `work`."""
+    settings = Settings(
+        environment="test",
+        redis_url=redis_url,
+        model_dir=MODEL_DIR,
+        model_repository=MODEL_DIR.parent,
+        model_cache_dir=work / "cache",
+        storage_dir=work / "uploads",
+        spool_dir=work / "spool",
+        registry_url=f"sqlite+aiosqlite:///{work}/registry.db",
+        fleet_name=f"eval-{uuid.uuid4().hex[:8]}",
+        log_level="WARNING",
+        model_warmup_requests=1,
+        request_timeout_seconds=30,
+        session_rate_limit_per_second=10_000,
+        session_rate_limit_burst=10_000,
+        **overrides,  # type: ignore[arg-type]
+    )
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
+    return settings
+
+
 async def evaluate(
     seeds: list[int], fps: float, overrides: dict[str, float], calibrations: list[str]
 ) -> dict[str, Score]:
     scores = {calibration: Score() for calibration in calibrations}
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as work:
-        settings = Settings(
-            environment="test",
-            redis_url=redis_url,
-            model_dir=MODEL_DIR,
-            model_repository=MODEL_DIR.parent,
-            model_cache_dir=Path(work) / "cache",
-            storage_dir=Path(work) / "uploads",
-            spool_dir=Path(work) / "spool",
-            fleet_name=f"eval-{uuid.uuid4().hex[:8]}",
-            log_level="WARNING",
-            model_warmup_requests=1,
-            request_timeout_seconds=30,
-            session_rate_limit_per_second=10_000,
-            session_rate_limit_burst=10_000,
-            **overrides,  # type: ignore[arg-type]
-        )
-        configure_logging(settings.telemetry.log_level, settings.telemetry.log_json)
+        settings = eval_settings(redis_url, Path(work), overrides)
         parts = build_parts(settings, role="api")
         trackings = {"profile": parts.tracking, "estimated": parts.tracking}
         if len(calibrations) > 1:  # the estimated sessions' own map, beside the profiled ones'

@@ -243,10 +243,13 @@ async def api(start_app: Callable[[Settings], Any], make_settings: Callable[...,
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresProcess]:
-    """A private PostgreSQL (initdb into a temporary folder, a free port), started on first use only."""
+    """A private PostgreSQL (initdb into a temporary folder, a free port), started on first use only; with PostGIS
+    in its template database where the machine has the extension (every database a test creates then has it)."""
     server = PostgresProcess()
     server.init()
     server.start()
+    if server.postgis_available():
+        server.enable_postgis()
     yield server
     with contextlib.suppress(subprocess.CalledProcessError):  # a test stopped it and failed before restarting it
         server.stop()

@@ -19,6 +19,7 @@ from app.services.registry.feed import ReadEntry, RegistryFeed
 from app.services.registry.migrate import open_engine, upgrade
 from app.services.registry.passes import PassWatcher
 from app.services.registry.pending import SightingBuffer
+from app.services.registry.spatial import SpatialIndex, spatial_index
 from app.services.registry.store import HazardRegistry
 from app.services.registry.webhook_sender import Retries, WebhookSender
 from app.services.registry.webhooks import WebhookStore
@@ -42,15 +43,19 @@ class Registry:
     webhooks: WebhookStore  # operators' webhooks and their dead deliveries
     sender: WebhookSender  # POSTs the outbox's due deliveries
     url: str
+    connect_timeout_seconds: float
     replay_seconds: float
     webhook_poll_seconds: float
     migrated: bool = False  # False until the schema is current: readiness reads it
+    spatial: SpatialIndex | None = None  # postgis or lat_lon, known once migrated: readiness says which
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def health(self) -> dict[str, Any]:
         """Readiness' view: the registry being down degrades the service, it never stops detection."""
         ok = self.migrated and self.buffer.healthy
         report: dict[str, Any] = {"ok": ok, "kept": len(self.buffer), "queued": len(self.feed)}
+        if self.spatial is not None:
+            report["spatial_index"] = self.spatial
         if not ok:
             report["reason"] = "database unreachable" if self.migrated else "schema not migrated: database unreachable"
         return report
@@ -64,7 +69,7 @@ def build_registry(settings: Settings, media_urls: MediaSigner) -> Registry:
         engine, passes_to_fix=r.passes_to_fix, max_page_size=r.max_page_size, max_area_km2=r.max_bbox_km2
     )
     buffer = SightingBuffer(store.apply_sighting, limit=r.buffer_limit)
-    passes = PassWatcher(store, range_m=r.pass_range_m)
+    passes = PassWatcher(store, range_m=r.pass_range_m, hfov_deg=settings.tracking.assumed_hfov_deg)
     feed = RegistryFeed(buffer, passes, queue_limit=r.buffer_limit)
     retries = Retries(r.webhook_max_attempts, r.webhook_retry_base_seconds, r.webhook_retry_max_seconds)
     sender = WebhookSender(engine, retries, timeout_seconds=r.webhook_timeout_seconds, photo_url=media_urls.sign)
@@ -77,6 +82,7 @@ def build_registry(settings: Settings, media_urls: MediaSigner) -> Registry:
         WebhookStore(engine),
         sender,
         r.url,
+        r.connect_timeout_seconds,
         r.replay_seconds,
         r.webhook_poll_seconds,
     )
@@ -128,12 +134,13 @@ async def stop_registry(registry: Registry, read_entry: ReadEntry) -> None:
 
 async def _migrate(registry: Registry) -> None:
     try:
-        await upgrade(registry.engine)
+        await upgrade(registry.url, connect_timeout_s=registry.connect_timeout_seconds)
+        registry.spatial = await spatial_index(registry.engine)
     except Exception as exc:  # unreachable, locked, or a server that refuses: retried by the upkeep task
         log.warning("registry_migration_failed", url=redact_url(registry.url), error=repr(exc)[:300])
         return
     registry.migrated = True
-    log.info("registry_migrated", url=redact_url(registry.url))
+    log.info("registry_migrated", url=redact_url(registry.url), spatial_index=registry.spatial)
 
 
 async def _upkeep(registry: Registry) -> None:

@@ -88,6 +88,7 @@ async def test_a_drive_fills_the_registry_and_a_second_counts_a_report_each(
     assert await registry_hazards(api, since="2100-01-01T00:00:00Z") == []
     ready = (await api.client.get("/health/ready")).json()
     assert ready["checks"]["registry"]["ok"] is True and ready["degraded"] is False
+    assert ready["checks"]["registry"]["spatial_index"] == "lat_lon"  # SQLite: no PostGIS
 
 
 async def test_verdicts_history_refused_moves_and_exports(start_app: StartApp, make_settings: MakeSettings) -> None:

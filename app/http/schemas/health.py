@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.services.core.serving import Phase
+from app.services.registry.spatial import SpatialIndex
 
 
 class LiveReport(BaseModel):
@@ -35,6 +36,11 @@ class RegistryCheck(BaseModel):
     ok: bool
     kept: int = Field(description="Sightings kept while the database was down, waiting for replay.")
     queued: int = Field(description="Sightings and frames waiting for the registry's background writer.")
+    spatial_index: SpatialIndex | None = Field(
+        None,
+        description="The hazards table's spatial index, once migrated: `postgis` (a geometry(Point, 4326) column "
+        "with a GiST index, for GIS tools) or `lat_lon` (SQLite, or PostgreSQL without PostGIS).",
+    )
     reason: str | None = None
 
 

@@ -22,7 +22,7 @@ from app.services.registry.passes import FrameSeen, PassWatcher
 from app.services.registry.pending import SightingBuffer
 from app.services.registry.records import Sighting
 from app.services.tracking.hazard_map import MapHazard
-from app.services.tracking.types import FrameInput
+from app.services.tracking.types import Box, FrameInput
 from app.services.tracking.types import HazardRecord as TrackedHazard
 
 log = structlog.get_logger(__name__)
@@ -31,6 +31,11 @@ REMEMBERED_SIGHTINGS = 10_000
 # The map entry `map_id` of a tenant's map as it is now (fused position, best photo), looked up near a report of it:
 # (map_id, lat, lon, tenant).
 ReadEntry = Callable[[str, float, float, str], Awaitable[MapHazard | None]]
+
+
+def across_image(box: Box, width: int) -> float:
+    """Where the box's centre is across the image: -1 at the left edge, 0 in the middle, 1 at the right edge."""
+    return ((box[0] + box[2]) / 2 - width / 2) / (width / 2)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,12 @@ class RegistryFeed:
     def framed(self, session_id: str, frame: FrameInput, tenant: str) -> None:
         if frame.lat is not None and frame.lon is not None:
             labels = frozenset(o.label for o in frame.observations)
-            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant))
+            across = (
+                None
+                if not frame.width
+                else tuple((o.label, across_image(o.box, frame.width)) for o in frame.observations)
+            )
+            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant, frame.heading, across))
 
     def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
         self._put(Mapped(source_id, map_id, record, tenant))

@@ -15,18 +15,24 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = "sqlite+aiosqlite:///var/registry.db"
+MIGRATION_COMMAND_TIMEOUT_S = 300.0  # a migration's statement may take long: creating PostGIS takes seconds
 
 
-def open_engine(url: str = DEFAULT_URL, *, connect_timeout_s: float = 5.0) -> AsyncEngine:
+def open_engine(
+    url: str = DEFAULT_URL, *, connect_timeout_s: float = 5.0, command_timeout_s: float | None = None
+) -> AsyncEngine:
     """An engine that notices a restarted server (pre-ping) and gives up on an unreachable or locked one after
-    `connect_timeout_s`, so a down registry degrades instead of hanging its callers."""
+    `connect_timeout_s` (and on a PostgreSQL statement after `command_timeout_s`, by default the same), so a down
+    registry degrades instead of hanging its callers."""
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
         engine = create_async_engine(url, connect_args={"timeout": connect_timeout_s})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url, pool_pre_ping=True, connect_args={"timeout": connect_timeout_s, "command_timeout": connect_timeout_s}
+        url,
+        pool_pre_ping=True,
+        connect_args={"timeout": connect_timeout_s, "command_timeout": command_timeout_s or connect_timeout_s},
     )
 
 
@@ -51,10 +57,11 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine | str, revision: str = "head") -> None:
-    """Migrate the database (an engine, or a URL) to `revision` (the newest by default), in one transaction."""
+async def upgrade(engine: AsyncEngine | str, revision: str = "head", *, connect_timeout_s: float = 5.0) -> None:
+    """Migrate the database (an engine, or a URL) to `revision` (the newest by default), in one transaction. A URL
+    gets an engine of its own whose statements may take MIGRATION_COMMAND_TIMEOUT_S (the service migrates so)."""
     if isinstance(engine, str):
-        owned = open_engine(engine)
+        owned = open_engine(engine, connect_timeout_s=connect_timeout_s, command_timeout_s=MIGRATION_COMMAND_TIMEOUT_S)
         try:
             await upgrade(owned, revision)
         finally:

@@ -1,8 +1,15 @@
-"""Passes: a session's camera came within range of a registry hazard. One pass per approach: it opens with the
-first located frame in range and is recorded when the session's frames leave the range (or go quiet for
-`gap_s`), with `saw_it` true when a frame in range detected the hazard's class. The store counts clean passes.
+"""Passes: a session's camera drove past a registry hazard with it in view. One pass per approach: it opens with the
+first located frame within `range_m` and is closed when the session's frames leave the range (or go quiet for
+`gap_s`). It counts only if the camera covered the hazard: some frame had it in view (ahead, no more than `range_m`,
+inside the field of view, widened by `VIEW_MARGIN_M` for GPS error) and a later frame had it behind (the vehicle
+drove past it). `saw_it` is true when a frame that had it in view detected its class in its direction (within
+`SEEN_WITHIN_M` of it at its distance, the box's column read through the field of view). A pass that saw it always
+counts (it is a sighting); one that neither saw nor covered it is dropped (`uncovered`): a session that ended or
+turned off before the hazard, started past it or drove away from it says nothing about it. The store counts clean
+passes.
 
-Camera coverage is the frame's GPS within `range_m` of the hazard; frames carry no field of view yet.
+The camera looks along the frame's heading, else along the course from the session's previous fix (at least
+`MIN_COURSE_M` away); a frame with neither cannot have anything in view.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
@@ -23,6 +30,12 @@ from app.services.registry.records import HazardFilter, HazardRecord
 from app.services.registry.store import HazardRegistry
 
 log = structlog.get_logger(__name__)
+METRES_PER_DEGREE = 111_320.0
+VIEW_MARGIN_M = 2.0  # a hazard this far outside the field of view's edge may still be in it (GPS error)
+# A detection whose bearing passes this close to the hazard (at the hazard's distance) is of the hazard: the vehicle's
+# GPS bias (~1.5 m) and the hazard's own position error. Same-class hazards closer together than this are one here.
+SEEN_WITHIN_M = 4.0
+MIN_COURSE_M = 2.0  # fixes closer than this give no course to look along
 CELL_DEGREES = 0.01  # hazards are read from the registry per cell of about 1 km, cached for `cache_s`
 MAX_CELLS = 1024
 MAX_SESSIONS = 10_000
@@ -39,6 +52,10 @@ class FrameSeen:
     lon: float
     labels: frozenset[str]
     tenant: str = LOCAL_TENANT  # the session's: its passes count on that tenant's hazards
+    heading: float | None = None  # degrees clockwise from north, as the client gave it
+    # Per detection, its label and where its box's centre is across the image (-1 left edge, 0 centre, 1 right);
+    # None when the frame's width is not known (then any detection of the label counts).
+    across: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass
@@ -47,6 +64,35 @@ class OpenPass:
     last_at: float
     saw_it: bool
     tenant: str = LOCAL_TENANT
+    in_view: bool = False  # some frame had it ahead, in the field of view
+    passed: bool = False  # a frame after that had it behind: the camera drove past it
+
+    @property
+    def counts(self) -> bool:
+        return self.saw_it or (self.in_view and self.passed)
+
+
+@dataclass
+class SessionPasses:
+    passes: dict[str, OpenPass] = field(default_factory=dict)  # map key -> its pass
+    fix: tuple[float, float] | None = None  # the last frame's position: the course to the next one
+    course: float | None = None
+
+
+def ahead_right(lat: float, lon: float, heading: float, to_lat: float, to_lon: float) -> tuple[float, float]:
+    """(lat, lon) -> (to_lat, to_lon) in metres along `heading` and to its right (flat earth over metres)."""
+    north = (to_lat - lat) * METRES_PER_DEGREE
+    east = (to_lon - lon) * METRES_PER_DEGREE * math.cos(math.radians(lat))
+    bearing = math.radians(heading)
+    return north * math.cos(bearing) + east * math.sin(bearing), east * math.cos(bearing) - north * math.sin(bearing)
+
+
+def course_between(start: tuple[float, float], end: tuple[float, float]) -> float | None:
+    north = (end[0] - start[0]) * METRES_PER_DEGREE
+    east = (end[1] - start[1]) * METRES_PER_DEGREE * math.cos(math.radians(start[0]))
+    if math.hypot(north, east) < MIN_COURSE_M:
+        return None
+    return math.degrees(math.atan2(east, north)) % 360
 
 
 class PassWatcher:
@@ -55,19 +101,22 @@ class PassWatcher:
         registry: HazardRegistry,
         *,
         range_m: float,
+        hfov_deg: float = 60.0,
         gap_s: float = 30.0,
         cache_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self.range_m = range_m
+        self._half_view = math.tan(math.radians(hfov_deg) / 2)
         self._gap_s = gap_s
         self._cache_s = cache_s
         self._clock = clock
         self._cells: OrderedDict[tuple[str, int, int], tuple[float, list[HazardRecord]]] = OrderedDict()
-        self._open: OrderedDict[str, dict[str, OpenPass]] = OrderedDict()  # session -> map key -> its pass
+        self._open: OrderedDict[str, SessionPasses] = OrderedDict()
         self.recorded = 0
         self.lost = 0
+        self.uncovered = 0  # passes dropped: the camera never had the hazard in view and drove past it
 
     async def observe(self, frame: FrameSeen) -> None:
         try:
@@ -75,7 +124,9 @@ class PassWatcher:
         except RegistryUnavailable:
             return  # no hazards to pass while the registry is down
         in_range = {h.map_key: h for h in nearby if distance_m(frame.lat, frame.lon, h.lat, h.lon) <= self.range_m}
-        passes = self._session(frame.session_id)
+        session = self._session(frame.session_id)
+        heading = self._heading(session, frame)
+        passes = session.passes
         for map_key, open_pass in list(passes.items()):
             if map_key not in in_range or frame.at - open_pass.last_at > self._gap_s:
                 del passes[map_key]
@@ -83,28 +134,57 @@ class PassWatcher:
         for map_key, hazard in in_range.items():
             open_pass = passes.setdefault(map_key, OpenPass(frame.at, frame.at, False, frame.tenant))
             open_pass.last_at = max(open_pass.last_at, frame.at)
-            open_pass.saw_it = open_pass.saw_it or hazard.label in frame.labels
+            if heading is None:
+                continue
+            ahead, right = ahead_right(frame.lat, frame.lon, heading, hazard.lat, hazard.lon)
+            if ahead > 0 and abs(right) <= ahead * self._half_view + VIEW_MARGIN_M:
+                open_pass.in_view = True
+                open_pass.saw_it = open_pass.saw_it or self._detected(frame, hazard.label, ahead, right)
+            elif ahead <= 0 and open_pass.in_view:
+                open_pass.passed = True
 
     async def flush(self) -> None:
         """Record every open pass (at stop: the frames that would close them are not coming)."""
         while self._open:
-            session_id, passes = self._open.popitem(last=False)
-            for map_key, open_pass in passes.items():
+            session_id, session = self._open.popitem(last=False)
+            for map_key, open_pass in session.passes.items():
                 await self._record(session_id, map_key, open_pass)
+
+    def _detected(self, frame: FrameSeen, label: str, ahead: float, right: float) -> bool:
+        """The frame detected `label` in the hazard's direction (`ahead`, `right` of the camera)."""
+        if frame.across is None:
+            return label in frame.labels
+        return any(
+            seen == label and abs(x * self._half_view * ahead - right) <= SEEN_WITHIN_M for seen, x in frame.across
+        )
+
+    @staticmethod
+    def _heading(session: SessionPasses, frame: FrameSeen) -> float | None:
+        """Where the camera looks: the frame's heading, else the course from the session's earlier fix."""
+        fix = (frame.lat, frame.lon)
+        if session.fix is not None and (course := course_between(session.fix, fix)) is not None:
+            session.course = course
+            session.fix = fix
+        elif session.fix is None:
+            session.fix = fix
+        return frame.heading if frame.heading is not None else session.course
 
     def forget(self, lat: float, lon: float, tenant: str = LOCAL_TENANT) -> None:
         """A hazard of `tenant` was created or reopened there: the next frame nearby reads the registry again."""
         self._cells.pop((tenant, math.floor(lat / CELL_DEGREES), math.floor(lon / CELL_DEGREES)), None)
 
-    def _session(self, session_id: str) -> dict[str, OpenPass]:
-        passes = self._open.setdefault(session_id, {})
+    def _session(self, session_id: str) -> SessionPasses:
+        session = self._open.setdefault(session_id, SessionPasses())
         self._open.move_to_end(session_id)
         while len(self._open) > MAX_SESSIONS:  # a session that stopped sending frames: its open passes go
             _, forgotten = self._open.popitem(last=False)
-            self.lost += len(forgotten)
-        return passes
+            self.lost += len(forgotten.passes)
+        return session
 
     async def _record(self, session_id: str, map_key: str, open_pass: OpenPass) -> None:
+        if not open_pass.counts:
+            self.uncovered += 1
+            return
         at = datetime.fromtimestamp(open_pass.last_at, UTC)
         try:
             await self._registry.record_pass(

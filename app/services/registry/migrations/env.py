@@ -5,9 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from app.services.registry.spatial import include_object
 from app.services.registry.tables import metadata
 
 connection: Connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, include_object=include_object)
 with context.begin_transaction():
     context.run_migrations()

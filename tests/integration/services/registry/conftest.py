@@ -24,11 +24,13 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-async def fresh_database_url(server: PostgresProcess) -> str:
+async def fresh_database_url(server: PostgresProcess, template: str = "template1", owner: str = SUPERUSER) -> str:
+    """A new database of the server's (from template1, which has PostGIS where the machine has it; template0 has
+    not), owned by `owner`."""
     name = f"registry_{uuid.uuid4().hex[:12]}"
     connection = await asyncpg.connect(host="127.0.0.1", port=server.port, user=SUPERUSER, database="postgres")
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE {template} OWNER "{owner}"')
     finally:
         await connection.close()
     return server.url(name)

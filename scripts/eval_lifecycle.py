@@ -1,0 +1,195 @@
+"""The registry's lifecycle, measured: hazards repaired between passes are found `suspected_fixed`, the others not.
+
+Run by `make eval-tracking` after `eval_tracking.py`, through the same real path: each seed's road is driven once
+(its hazards reported, confirmed, merged into the map and written to the registry by the feed), then some of its
+hazards are repaired (no longer drawn) and REGISTRY_PASSES_TO_FIX (its default, 3) more vehicles drive it, each a
+session of its own whose frames go through `DetectionService.serve_frame` with the road's camera as the key's
+device profile, and REGISTRY_PASS_RANGE_M set to how far that camera sees (the scenes' VISIBLE_TO_M, 14 m; the
+default 25 m is measured with `--set registry_pass_range_m=25`). Every drive runs on past the road's end (the range
+and 10 m), so that its passes close as a vehicle's would.
+Then each registry hazard is matched to the placed hazard of its class nearest it (within MAP_MATCH_M). Printed:
+
+  repaired_flagged      repaired hazards (in the registry) whose every record is suspected_fixed / repaired
+  unrepaired_flagged    hazards still on the road with a record suspected_fixed (wrongly) / unrepaired
+  goal                  met when every repaired one is flagged and no unrepaired one is
+
+Seeds (`--seeds`, the tracking eval's held-out 9101-9110 by default) were not looked at when the pass rule was made.
+Known miss: a repaired hazard whose same-class twin stays beside it (the roads' side-by-side pairs, 1-3 m apart) is
+seen in every pass through the twin (closer than the pass rule's SEEN_WITHIN_M: GPS cannot tell them apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from eval_tracking import HELD_OUT_SEEDS, Score, Session, drive_session, eval_settings, nearest_truth, redis_server
+from scenes import VISIBLE_TO_M, Road, generate_road
+
+from app.services.registry.lifecycle import Status
+from app.services.registry.records import HazardFilter, HazardRecord
+from app.wiring.lifecycle import Lifecycle
+from app.wiring.parts import Parts, build_parts
+
+REPAIRED_SHARE = 0.4
+MARGIN_DEGREES = 0.002  # ~200 m around a road: its registry hazards, and no other road's
+SETTLE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class LifecycleScore:
+    repaired: int = 0  # repaired hazards that were in the registry
+    repaired_flagged: int = 0
+    repaired_unregistered: int = 0  # repaired before the registry ever had them: nothing to flag
+    unrepaired: int = 0
+    unrepaired_flagged: int = 0
+    unmatched: int = 0  # registry hazards no placed hazard explains (false reports)
+    unmatched_flagged: int = 0
+    frames: int = 0
+    passes: int = 0  # clean passes the rule asks for (REGISTRY_PASSES_TO_FIX)
+    misfires: list[str] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return self.repaired_flagged == self.repaired and self.unrepaired_flagged == 0
+
+
+def repaired_of(road: Road) -> set[int]:
+    """The hazards the road authority repairs after the first drive: REPAIRED_SHARE of them, drawn by the seed."""
+    ids = [h.hazard_id for h in road.hazards]
+    count = max(1, round(len(ids) * REPAIRED_SHARE))
+    return {int(i) for i in np.random.default_rng(road.seed + 77).choice(ids, size=count, replace=False)}
+
+
+async def settle(parts: Parts) -> None:
+    """Wait until the registry's feed has written everything the frames so far queued (bounded)."""
+    feed, deadline = parts.registry.feed, time.monotonic() + SETTLE_TIMEOUT_S
+    while len(feed) or len(feed.buffer):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the registry feed did not settle: {len(feed)} queued, {len(feed.buffer)} kept")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the event taken off the queue last is being written
+
+
+async def one_drive(parts: Parts, road: Road, vehicle: int, fps: float, score: LifecycleScore) -> None:
+    created = await parts.sessions.create({"vehicle": f"lifecycle-{vehicle}"}, None)
+    tracked = Score()
+    await drive_session(
+        parts, road, vehicle, fps, {"profile": Session("profile", created.session_id, parts.tracking, tracked)}
+    )
+    score.frames += tracked.frames
+    await settle(parts)
+
+
+async def registry_hazards(parts: Parts, road: Road) -> list[HazardRecord]:
+    lats, lons = [h.lat for h in road.hazards], [h.lon for h in road.hazards]
+    bbox = (
+        min(lons) - MARGIN_DEGREES,
+        min(lats) - MARGIN_DEGREES,
+        max(lons) + MARGIN_DEGREES,
+        max(lats) + MARGIN_DEGREES,
+    )
+    found: list[HazardRecord] = []
+    cursor: str | None = None
+    while True:
+        page = await parts.registry.store.query(HazardFilter(bbox=bbox), cursor=cursor)
+        found += page.items
+        if (cursor := page.next_cursor) is None:
+            return found
+
+
+def score_road(road: Road, repaired: set[int], records: list[HazardRecord], score: LifecycleScore) -> None:
+    statuses: dict[int, list[Status]] = defaultdict(list)
+    for record in records:
+        nearest = nearest_truth(road, record.label, record.lat, record.lon)
+        if nearest is None:
+            score.unmatched += 1
+            score.unmatched_flagged += record.status is Status.SUSPECTED_FIXED
+        else:
+            statuses[nearest[1]].append(record.status)
+    for hazard in road.hazards:
+        found = statuses[hazard.hazard_id]
+        if not found:  # never in the registry (a miss of the first drive): nothing to flag, nothing to misflag
+            score.repaired_unregistered += hazard.hazard_id in repaired
+            continue
+        flagged = [status is Status.SUSPECTED_FIXED for status in found]
+        name = f"seed {road.seed} hazard {hazard.hazard_id} ({hazard.label}, {hazard.distance_m:.0f} m): {found}"
+        if hazard.hazard_id in repaired:
+            score.repaired += 1
+            score.repaired_flagged += all(flagged)
+            if not all(flagged):
+                score.misfires.append(f"{name}: repaired, not flagged")
+        else:
+            score.unrepaired += 1
+            score.unrepaired_flagged += any(flagged)
+            if any(flagged):
+                score.misfires.append(f"{name}: still there, flagged")
+
+
+async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) -> LifecycleScore:
+    score = LifecycleScore()
+    with redis_server() as redis_url, tempfile.TemporaryDirectory() as work:
+        settings = eval_settings(redis_url, Path(work), overrides)
+        run_out = settings.registry.pass_range_m + 10
+        score.passes = settings.registry.passes_to_fix
+        parts = build_parts(settings, role="api")
+        lifecycle = Lifecycle(parts)
+        await lifecycle.start()
+        try:
+            for seed in seeds:
+                road = generate_road(seed)
+                road = replace(road, length_m=road.length_m + run_out)
+                repaired = repaired_of(road)
+                await one_drive(parts, road, 0, fps, score)  # the hazards reported
+                left = replace(road, hazards=tuple(h for h in road.hazards if h.hazard_id not in repaired))
+                for vehicle in range(1, settings.registry.passes_to_fix + 1):  # later passes, repaired ones gone
+                    await one_drive(parts, left, vehicle, fps, score)
+                score_road(road, repaired, await registry_hazards(parts, road), score)
+                print(
+                    f"seed {seed}: {len(road.hazards)} hazards, {len(repaired)} repaired, {score.frames} frames so far",
+                    flush=True,
+                )
+        finally:
+            await lifecycle.stop()
+    return score
+
+
+def report(seeds: list[int], score: LifecycleScore, seconds: float) -> None:
+    print(f"== lifecycle: seeds {' '.join(map(str, seeds))}, {score.passes} passes after the repairs")
+    for misfire in score.misfires:
+        print(f"misfire: {misfire}")
+    print(
+        f"frames={score.frames} repaired_unregistered={score.repaired_unregistered} unmatched={score.unmatched} "
+        f"unmatched_flagged={score.unmatched_flagged} seconds={seconds:.0f}"
+    )
+    print(
+        f"repaired_flagged={score.repaired_flagged}/{score.repaired} "
+        f"unrepaired_flagged={score.unrepaired_flagged}/{score.unrepaired} goal={'met' if score.met else 'NOT met'}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="*", default=list(HELD_OUT_SEEDS))
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--set", nargs="*", default=[], help="setting overrides, e.g. registry_pass_range_m=30")
+    args = parser.parse_args()
+    # REGISTRY_PASS_RANGE_M is how far ahead the camera sees a hazard: the generated drives' camera sees VISIBLE_TO_M.
+    overrides = {"registry_pass_range_m": VISIBLE_TO_M}
+    overrides |= {key: float(value) for key, value in (item.split("=", 1) for item in args.set)}
+    started = time.monotonic()
+    score = asyncio.run(evaluate(args.seeds, args.fps, overrides))
+    report(args.seeds, score, time.monotonic() - started)
+    if not score.met:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
