@@ -128,23 +128,13 @@ class FleetMap:
 
     def _same_object(self, report: MapReport) -> tuple[str | None, list[tuple[str, str]]]:
         """The entry of a report this one gives way to, else the (entry, source) reports that give way to it."""
-        if report.method == "camera_gps":
-            return None, []
         winner: tuple[int, str, str] | None = None  # frames, source, entry
         lesser = []
         for entry in self._near(report):
             for other in entry.reports.values():
-                if not (
-                    other.source != report.source
-                    and other.session == report.session
-                    and other.label != report.label
-                    and other.method != "camera_gps"
-                    and other.first_seen <= report.last_seen
-                    and report.first_seen <= other.last_seen
-                    and distance_m(report.lat, report.lon, other.lat, other.lon) <= SAME_OBJECT_M
-                ):
+                if not one_object(report, other):
                     continue
-                if other.frames > report.frames or (other.frames == report.frames and other.source < report.source):
+                if outranks(other, report):
                     if winner is None or (other.frames, winner[1]) > (winner[0], other.source):
                         winner = (other.frames, other.source, entry.entry_id)
                 else:
@@ -176,3 +166,27 @@ def _holds_session(entry: MapEntry, report: MapReport) -> bool:
         and distance_m(report.lat, report.lon, other.lat, other.lon) > SAME_OBJECT_M
         for other in entry.reports.values()
     )
+
+
+def one_object(report: MapReport, other: MapReport) -> bool:
+    """Two reports of one session that are one object seen as two classes at once (debris also detected as a
+    crack): both projected (not the camera's GPS), seen at the same time, within SAME_OBJECT_M of each other."""
+    return (
+        other.source != report.source
+        and other.session == report.session
+        and other.label != report.label
+        and "camera_gps" not in (report.method, other.method)
+        and other.first_seen <= report.last_seen
+        and report.first_seen <= other.last_seen
+        and distance_m(report.lat, report.lon, other.lat, other.lon) <= SAME_OBJECT_M
+    )
+
+
+def outranks(report: MapReport, other: MapReport) -> bool:
+    """Of one object's two reports, the one shown: more frames, then the smaller source."""
+    return report.frames > other.frames or (report.frames == other.frames and report.source < other.source)
+
+
+def shown_once(reports: list[MapReport]) -> list[MapReport]:
+    """One session's reports without those that give way to another report of the same object."""
+    return [r for r in reports if not any(one_object(r, other) and outranks(other, r) for other in reports)]

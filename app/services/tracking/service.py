@@ -29,6 +29,7 @@ from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.types import Detection
 from app.services.sessions.store import SessionStore
 from app.services.tracking.hazard_map import HazardMap, MapHazard, parse_bbox, parse_near
+from app.services.tracking.map_merge import MapReport, shown_once
 from app.services.tracking.positions import (
     ESTIMATED,
     PROFILE,
@@ -232,7 +233,7 @@ class TrackingService:
     async def session_hazards(self, session_id: str, owner: str | None = None) -> list[HazardRecord]:
         """`owner`: the tenant that must own the session (None: any); another tenant's is SESSION_NOT_FOUND."""
         await self._sessions.get(session_id, owner)  # 404 for an unknown, expired or another tenant's session
-        return await self._tracks.hazards(session_id)
+        return one_per_object(session_id, await self._tracks.hazards(session_id))
 
     def recording_uploads(self, record: RecordUploadUrl) -> RecordUploadUrl:
         """`record` (the session's uploads ledger), then the map: a landed best frame becomes its entry's picture."""
@@ -309,3 +310,25 @@ def create_tracking(
         observe=observe,
     )
     return TrackingService(sessions, tracks, hazard_map, observer)
+
+
+def one_per_object(session_id: str, records: list[HazardRecord]) -> list[HazardRecord]:
+    """The session's hazards, one per object: a hazard the detector also saw as another class at the same time and
+    place (debris also called a crack for a few frames) is listed once, as the map shows it (`map_merge.shown_once`)."""
+    reports = {
+        f"{session_id}/{r.hazard_id}": MapReport(
+            f"{session_id}/{r.hazard_id}",
+            r.label,
+            r.lat,
+            r.lon,
+            r.position_uncertainty_m or 0.0,
+            r.position_method or "camera_gps",
+            r.first_seen,
+            r.last_seen,
+            r.frames,
+        )
+        for r in records
+        if r.lat is not None and r.lon is not None
+    }
+    hidden = reports.keys() - {report.source for report in shown_once(list(reports.values()))}
+    return [r for r in records if f"{session_id}/{r.hazard_id}" not in hidden]
