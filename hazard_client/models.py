@@ -314,6 +314,7 @@ class ModelVersionOut(BaseModel):
 
 class ProcessModels(BaseModel):
     status: str = Field(description="running or lost")
+    role: str | None = Field(None, description="api or worker")
     active: str | None
     models: dict[str, str]
 
