@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import numpy as np
@@ -37,8 +36,6 @@ from app.services.core.errors import DeadlineExceeded, Overloaded
 from app.services.inference.types import PoolStats, Priority
 
 Output = npt.NDArray[np.float32]
-# What a started request carries to its completion: the loop and future to answer, when it started, whether alone.
-Userdata = tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool]
 # Weight of the newest sample in the smoothed time a request holds an infer request (about the last 10 count).
 SERVICE_TIME_SMOOTHING = 0.2
 # ADAPTIVE: a lone frame runs solo only once no frame has overlapped another for this long. Under load every switch
@@ -133,13 +130,12 @@ class InferencePool:
         self._batch_in_live_gaps = batch_in_live_gaps
         self._latency_budget = latency_budget
         self._max_queue = max_queue
-        on_done = _held_weakly(weakref.ref(self))
         self._requests = ov.AsyncInferQueue(compiled, size)
-        self._requests.set_callback(on_done)
+        self._requests.set_callback(self._on_done)
         self._solo_requests: ov.AsyncInferQueue | None = None  # a LATENCY compile for a frame alone
         if solo is not None:
             self._solo_requests = ov.AsyncInferQueue(solo, 1)
-            self._solo_requests.set_callback(on_done)
+            self._solo_requests.set_callback(self._on_done)
         self._slots = SlotScheduler(size)
         self._coming: set[object] = set()  # tickets of live frames admitted, not yet at a slot (decoding)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = self._solo_runs = 0
@@ -151,6 +147,16 @@ class InferencePool:
         self._no_live = asyncio.Event()  # no live request inside (decoding, waiting or running)
         self._no_live.set()
         self._batch_turn = asyncio.Lock()
+
+    def close(self) -> None:
+        """Let go of the infer queues once nothing runs in them (an engine drained: a swap, an unload, shutdown).
+        OpenVINO holds the queues' completion callback (a bound method of this pool) from C++, out of the garbage
+        collector's sight: without this the pool and its compiled model would never be freed. Once the callback is
+        gone, the pool is freed by reference counting where its last holder lets go (the event loop), never by the
+        collector on an OpenVINO thread (which could wait on itself)."""
+        self._requests.set_callback(_closed)
+        if self._solo_requests is not None:
+            self._solo_requests.set_callback(_closed)
 
     @property
     def waiting(self) -> int:
@@ -312,7 +318,11 @@ class InferencePool:
         loop = asyncio.get_running_loop()
         return loop.time() + (deadline - time.monotonic())
 
-    def _on_done(self, request: ov.InferRequest, userdata: Userdata) -> None:
+    def _on_done(
+        self,
+        request: ov.InferRequest,
+        userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool],
+    ) -> None:
         # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
         loop, future, started, solo = userdata
         output = request.get_output_tensor(0).data.copy()
@@ -334,14 +344,5 @@ class InferencePool:
             future.set_result(output)
 
 
-def _held_weakly(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
-    """The infer queues' completion callback, holding its pool weakly. OpenVINO keeps the callback alive from C++,
-    out of sight of Python's garbage collector: a bound method there would keep the pool, its queues and compiled
-    model alive for good, so every engine unloaded (a swap, a reload) would leak its memory."""
-
-    def on_done(request: ov.InferRequest, userdata: Userdata) -> None:
-        alive = pool()
-        if alive is not None:  # a pool with a request running is held by whoever awaits that request
-            alive._on_done(request, userdata)
-
-    return on_done
+def _closed(request: ov.InferRequest, userdata: object) -> None:
+    """The callback of a closed pool's queues: holds nothing (a closed pool has no request running)."""

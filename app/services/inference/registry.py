@@ -227,9 +227,11 @@ class ModelRegistry:
                 return version
             self._set(version, ModelState.UNLOADING)
             drained = await _drain(engine, self._drain_seconds)
-            if not drained:
+            if drained:
+                engine.close()
+            else:  # frames still inside keep it: left to them, never closed under them
                 log.warning("model_drain_timed_out", model=name, pool=engine.stats().__dict__)
-            version.engine = None  # frames still holding it keep it alive; it is freed when they finish
+            version.engine = None
             version.loaded_mb = None
             self._set(version, ModelState.UNLOADED)
             return version
@@ -243,12 +245,15 @@ class ModelRegistry:
             old = version.engine
             version.engine = await self._build_and_verify(version)  # a failure leaves the old engine serving
             self.on_change()
-        if old is not None:
-            await _drain(old, self._drain_seconds)
+        if old is not None and await _drain(old, self._drain_seconds):
+            old.close()
         return version
 
     def release_all(self) -> None:
+        """At shutdown, once the frames have drained: every engine closed and let go."""
         for version in self._versions.values():
+            if version.engine is not None and version.engine.stats().in_flight == 0:
+                version.engine.close()
             version.engine = None
             version.state = ModelState.UNLOADED
         self.active = None
