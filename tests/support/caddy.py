@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.support.redis_process import free_port
-from tests.support.tools import ROOT, debian_tool
+from tests.support.tools import ROOT, debian_tool, stop_tool
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 SITE = "localhost"  # the Caddyfile's default site: a certificate from Caddy's local CA
@@ -67,11 +67,5 @@ class CaddyFront:
             return False
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_tool(self.process)
         self.log.close()

@@ -12,7 +12,7 @@ import httpx
 import yaml
 
 from tests.support.redis_process import free_port
-from tests.support.tools import debian_tool
+from tests.support.tools import debian_tool, stop_tool
 
 
 def prometheus_binary(name: str) -> str:
@@ -95,11 +95,5 @@ class PrometheusServer:
         return result
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_tool(self.process)
         self.log.close()

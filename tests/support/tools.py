@@ -4,6 +4,7 @@ postinst would start a daemon on a default port) into var/tools/<package>."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -16,3 +17,14 @@ def debian_tool(package: str, name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} is not installed; `make system-deps` unpacks Debian's {package} package")
     return found
+
+
+def stop_tool(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
