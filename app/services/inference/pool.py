@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import numpy as np
@@ -36,6 +37,8 @@ from app.services.core.errors import DeadlineExceeded, Overloaded
 from app.services.inference.types import PoolStats, Priority
 
 Output = npt.NDArray[np.float32]
+# What a started request carries to its completion: the loop and future to answer, when it started, whether alone.
+Userdata = tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool]
 # Weight of the newest sample in the smoothed time a request holds an infer request (about the last 10 count).
 SERVICE_TIME_SMOOTHING = 0.2
 # ADAPTIVE: a lone frame runs solo only once no frame has overlapped another for this long. Under load every switch
@@ -149,14 +152,15 @@ class InferencePool:
         self._batch_turn = asyncio.Lock()
 
     def close(self) -> None:
-        """Let go of the infer queues once nothing runs in them (an engine drained: a swap, an unload, shutdown).
-        OpenVINO holds the queues' completion callback (a bound method of this pool) from C++, out of the garbage
-        collector's sight: without this the pool and its compiled model would never be freed. Once the callback is
-        gone, the pool is freed by reference counting where its last holder lets go (the event loop), never by the
-        collector on an OpenVINO thread (which could wait on itself)."""
-        self._requests.set_callback(_closed)
+        """The engine is let go (a swap, an unload, shutdown, after its drain). OpenVINO holds the queues' completion
+        callback (a bound method of this pool) from C++, out of the garbage collector's sight, so the pool and its
+        compiled model would never be freed. From now on the callback holds the pool weakly: frames still holding the
+        engine finish as before, and the pool is freed by reference counting once the last of them lets go (the loop
+        holds each completion until it runs there)."""
+        on_done = _held_weakly(weakref.ref(self))
+        self._requests.set_callback(on_done)
         if self._solo_requests is not None:
-            self._solo_requests.set_callback(_closed)
+            self._solo_requests.set_callback(on_done)
 
     @property
     def waiting(self) -> int:
@@ -318,11 +322,7 @@ class InferencePool:
         loop = asyncio.get_running_loop()
         return loop.time() + (deadline - time.monotonic())
 
-    def _on_done(
-        self,
-        request: ov.InferRequest,
-        userdata: tuple[asyncio.AbstractEventLoop, asyncio.Future[Output], float, bool],
-    ) -> None:
+    def _on_done(self, request: ov.InferRequest, userdata: Userdata) -> None:
         # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
         loop, future, started, solo = userdata
         output = request.get_output_tensor(0).data.copy()
@@ -344,5 +344,12 @@ class InferencePool:
             future.set_result(output)
 
 
-def _closed(request: ov.InferRequest, userdata: object) -> None:
-    """The callback of a closed pool's queues: holds nothing (a closed pool has no request running)."""
+def _held_weakly(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
+    """A closed pool's completion callback: it finds the pool while frames still hold it."""
+
+    def on_done(request: ov.InferRequest, userdata: Userdata) -> None:
+        alive = pool()
+        if alive is not None:
+            alive._on_done(request, userdata)
+
+    return on_done

@@ -322,3 +322,9 @@ async def test_an_engine_closed_and_let_go_frees_its_pool_and_compiled_model(loa
     pool = weakref.ref(engine.pool)
     del engine
     assert pool() is None  # by reference counting, on this thread: no collector run needed
+
+
+async def test_frames_holding_a_closed_engine_still_finish(loaded_model: LoadedModel) -> None:
+    engine = new_engine(loaded_model, pool_size=1)
+    engine.close()  # a swap let it go while this frame held it
+    assert await detect_fixture(engine, REFERENCE[0]["image"])
