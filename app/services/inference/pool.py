@@ -345,11 +345,17 @@ class InferencePool:
 
 
 def _held_weakly(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
-    """A closed pool's completion callback: it finds the pool while frames still hold it."""
+    """A closed pool's completion callback. The OpenVINO thread never holds the pool (were it the last holder, the pool
+    and its queues would be destroyed there, inside their own callback): it copies the output and hands it to the
+    loop, where the pool is looked up; frames still holding the engine keep it alive until they finish."""
 
-    def on_done(request: ov.InferRequest, userdata: Userdata) -> None:
+    def complete(future: asyncio.Future[Output], output: Output, started: float, solo: bool) -> None:
         alive = pool()
         if alive is not None:
-            alive._on_done(request, userdata)
+            alive._complete(future, output, started, solo)
+
+    def on_done(request: ov.InferRequest, userdata: Userdata) -> None:
+        loop, future, started, solo = userdata
+        loop.call_soon_threadsafe(complete, future, request.get_output_tensor(0).data.copy(), started, solo)
 
     return on_done
