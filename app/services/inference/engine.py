@@ -51,10 +51,6 @@ class DetectionEngine:
     def refuse_if_busy(self, deadline: float) -> None:
         self.pool.refuse_if_busy(deadline)
 
-    def close(self) -> None:
-        """Free the engine's infer queues and compiled model; only once drained (nothing inside it)."""
-        self.pool.close()
-
     def stats(self) -> PoolStats:
         return self.pool.stats()
 

@@ -44,6 +44,14 @@ SERVICE_TIME_SMOOTHING = 0.2
 # ADAPTIVE: a lone frame runs solo only once no frame has overlapped another for this long. Under load every switch
 # between the compiles drains the streams (in-process: ~10 % fewer frames/s with one solo run in ten).
 SOLO_AFTER_OVERLAP_SECONDS = 0.05
+# How long a pool is kept after its last request called back. The OpenVINO thread returns from the callback and
+# finishes the request's bookkeeping (its queue's idle list, its promise) after handing the output to the loop; the
+# queues and compiled model must not be destroyed under it (seen: the suite aborted). Microseconds in practice.
+KEEP_AFTER_LAST_CALLBACK_SECONDS = 1.0
+# Pools with requests running or called back less than KEEP_AFTER_LAST_CALLBACK_SECONDS ago: a frame cancelled
+# mid-inference lets its pool go while OpenVINO still runs its request, and an engine let go (a swap, an unload)
+# may hold the last reference. Touched on the loop only.
+_RUNNING: set[InferencePool] = set()
 
 
 class SlotScheduler:
@@ -133,12 +141,13 @@ class InferencePool:
         self._batch_in_live_gaps = batch_in_live_gaps
         self._latency_budget = latency_budget
         self._max_queue = max_queue
+        on_done = _calling_back(weakref.ref(self))
         self._requests = ov.AsyncInferQueue(compiled, size)
-        self._requests.set_callback(self._on_done)
+        self._requests.set_callback(on_done)
         self._solo_requests: ov.AsyncInferQueue | None = None  # a LATENCY compile for a frame alone
         if solo is not None:
             self._solo_requests = ov.AsyncInferQueue(solo, 1)
-            self._solo_requests.set_callback(self._on_done)
+            self._solo_requests.set_callback(on_done)
         self._slots = SlotScheduler(size)
         self._coming: set[object] = set()  # tickets of live frames admitted, not yet at a slot (decoding)
         self._queued = self._in_flight = self._rejected = self._expired = self._completed = self._solo_runs = 0
@@ -150,17 +159,6 @@ class InferencePool:
         self._no_live = asyncio.Event()  # no live request inside (decoding, waiting or running)
         self._no_live.set()
         self._batch_turn = asyncio.Lock()
-
-    def close(self) -> None:
-        """The engine is let go (a swap, an unload, shutdown, after its drain). OpenVINO holds the queues' completion
-        callback (a bound method of this pool) from C++, out of the garbage collector's sight, so the pool and its
-        compiled model would never be freed. From now on the callback holds the pool weakly: frames still holding the
-        engine finish as before, and the pool is freed by reference counting once the last of them lets go (the loop
-        holds each completion until it runs there)."""
-        on_done = _held_weakly(weakref.ref(self))
-        self._requests.set_callback(on_done)
-        if self._solo_requests is not None:
-            self._solo_requests.set_callback(on_done)
 
     @property
     def waiting(self) -> int:
@@ -288,6 +286,7 @@ class InferencePool:
         future: asyncio.Future[Output] = loop.create_future()
         requests, solo = self._requests_for(priority)
         self._in_flight += 1
+        _RUNNING.add(self)
         # The slot is given back by the completion callback, not here, so a cancelled caller
         # never lets a new request in while its own is still running on the device.
         # share_inputs: OpenVINO reads `batch` in place instead of copying it into the request's tensor; `batch` stays
@@ -322,12 +321,6 @@ class InferencePool:
         loop = asyncio.get_running_loop()
         return loop.time() + (deadline - time.monotonic())
 
-    def _on_done(self, request: ov.InferRequest, userdata: Userdata) -> None:
-        # Runs on an OpenVINO thread: copy the output before the request is reused, then hop to the loop.
-        loop, future, started, solo = userdata
-        output = request.get_output_tensor(0).data.copy()
-        loop.call_soon_threadsafe(self._complete, future, output, started, solo)
-
     def _complete(self, future: asyncio.Future[Output], output: Output, started: float, solo: bool) -> None:
         self._in_flight -= 1
         self._completed += 1
@@ -342,12 +335,26 @@ class InferencePool:
         self._slots.release(self.size if solo else 1)
         if not future.done():
             future.set_result(output)
+        if self._in_flight == 0:
+            asyncio.get_running_loop().call_later(KEEP_AFTER_LAST_CALLBACK_SECONDS, self._let_go_if_idle)
+
+    def _let_go_if_idle(self) -> None:
+        if self._in_flight == 0:
+            _RUNNING.discard(self)
 
 
-def _held_weakly(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
-    """A closed pool's completion callback. The OpenVINO thread never holds the pool (were it the last holder, the pool
-    and its queues would be destroyed there, inside their own callback): it copies the output and hands it to the
-    loop, where the pool is looked up; frames still holding the engine keep it alive until they finish."""
+def let_go_of_idle_pools() -> None:
+    """At shutdown, once the frames have drained: the idle pools kept for their last callback are freed now, on the
+    loop, rather than by the interpreter's finalization, when OpenVINO's threads can no longer take the GIL."""
+    _RUNNING.difference_update([pool for pool in _RUNNING if pool.stats().in_flight == 0])
+
+
+def _calling_back(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
+    """The queues' completion callback. It holds the pool weakly: OpenVINO keeps the callback from C++, where the
+    garbage collector cannot see a cycle through it (a bound method of the pool there kept every pool, with its
+    compiled model, for good). It runs on an OpenVINO thread, which must never hold the pool (were it the last
+    holder, the queues would be destroyed inside their own callback): it copies the output before the request is
+    reused and hands it to the loop, where the pool is looked up; _RUNNING keeps it alive until then."""
 
     def complete(future: asyncio.Future[Output], output: Output, started: float, solo: bool) -> None:
         alive = pool()

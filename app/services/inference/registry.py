@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from app.services.core.errors import ModelActive, ModelMemoryLimit, ModelNotFound, ModelNotLoaded, ModelNotReady
+from app.services.inference.pool import let_go_of_idle_pools
 from app.services.inference.types import ModelLoadError
 from app.services.observability.memory import MIB, rss_mb
 
@@ -226,12 +227,9 @@ class ModelRegistry:
                     self._set(version, ModelState.UNLOADED)
                 return version
             self._set(version, ModelState.UNLOADING)
-            drained = await _drain(engine, self._drain_seconds)
-            if drained:
-                engine.close()
-            else:  # frames still inside keep it: left to them, never closed under them
+            if not await _drain(engine, self._drain_seconds):
                 log.warning("model_drain_timed_out", model=name, pool=engine.stats().__dict__)
-            version.engine = None
+            version.engine = None  # frames still holding it keep it alive; it is freed when they finish
             version.loaded_mb = None
             self._set(version, ModelState.UNLOADED)
             return version
@@ -245,18 +243,17 @@ class ModelRegistry:
             old = version.engine
             version.engine = await self._build_and_verify(version)  # a failure leaves the old engine serving
             self.on_change()
-        if old is not None and await _drain(old, self._drain_seconds):
-            old.close()
+        if old is not None:
+            await _drain(old, self._drain_seconds)
         return version
 
     def release_all(self) -> None:
-        """At shutdown, once the frames have drained: every engine closed and let go."""
+        """At shutdown, once the frames have drained: every engine let go."""
         for version in self._versions.values():
-            if version.engine is not None and version.engine.stats().in_flight == 0:
-                version.engine.close()
             version.engine = None
             version.state = ModelState.UNLOADED
         self.active = None
+        let_go_of_idle_pools()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

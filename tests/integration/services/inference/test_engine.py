@@ -17,6 +17,7 @@ from PIL import Image
 from app.services.core.errors import DeadlineExceeded, Overloaded
 from app.services.inference.engine import DetectionEngine
 from app.services.inference.model import LoadedModel, load_model
+from app.services.inference.pool import InferencePool
 from app.services.inference.types import DetectOptions, Priority
 from tests.conftest import MODEL_DIR
 from tests.support.images import encode
@@ -313,18 +314,42 @@ async def test_adaptive_with_one_infer_request_still_tells_solo_runs_from_stream
     assert engine.pool.expected_seconds() is not None
 
 
-async def test_an_engine_closed_and_let_go_frees_its_pool_and_compiled_model(loaded_model: LoadedModel) -> None:
-    """OpenVINO holds the infer queues' completion callback from C++, where the garbage collector cannot see it: an
-    engine the registry lets go (a swap, an unload, shutdown) must be closed, or it stays in memory for good."""
+async def wait_freed(pool: weakref.ref[InferencePool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while pool() is not None:
+        assert time.monotonic() < deadline, "the pool is never freed"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_engine_let_go_frees_its_pool_and_compiled_model(loaded_model: LoadedModel) -> None:
+    """OpenVINO holds the infer queues' completion callback from C++, where the garbage collector cannot see a cycle
+    through it: an engine let go (a swap, an unload, shutdown) must still be freed, or it stays in memory for good."""
     engine = new_engine(loaded_model, pool_size=2)
     await detect_fixture(engine, REFERENCE[0]["image"])  # a request has run and called back
-    engine.close()
     pool = weakref.ref(engine.pool)
     del engine
-    assert pool() is None  # by reference counting, on this thread: no collector run needed
+    await wait_freed(pool)  # by reference counting on the loop, once its requests are done: no collector run
 
 
-async def test_frames_holding_a_closed_engine_still_finish(loaded_model: LoadedModel) -> None:
+async def test_a_frame_cancelled_mid_inference_keeps_its_pool_until_the_request_is_done(
+    loaded_model: LoadedModel,
+) -> None:
+    """A client gone mid-inference cancels its frame while OpenVINO still runs the request: the pool, let go by
+    everyone else (a swap), must outlive the request, then be freed on the loop (not under OpenVINO's thread)."""
     engine = new_engine(loaded_model, pool_size=1)
-    engine.close()  # a swap let it go while this frame held it
-    assert await detect_fixture(engine, REFERENCE[0]["image"])
+    frame = np.full((1, engine.info.input_height, engine.info.input_width, 3), 114, np.uint8)
+    frame_task = asyncio.ensure_future(engine.pool.infer(frame, time.monotonic() + 30))
+    deadline = time.monotonic() + 10
+    while engine.stats().in_flight == 0:
+        assert time.monotonic() < deadline, "the request never started"
+        await asyncio.sleep(0.001)
+    frame_task.cancel()
+    pool = weakref.ref(engine.pool)
+    del engine
+    with pytest.raises(asyncio.CancelledError):
+        await frame_task
+    del frame_task
+    assert pool() is not None  # its request is still running, or called back a moment ago
+    await wait_freed(pool)
+    # the engine loaded from the same compiled model still serves (nothing it shares was destroyed)
+    assert await detect_fixture(new_engine(loaded_model, pool_size=1), REFERENCE[0]["image"])

@@ -24,17 +24,12 @@ WITHIN_SECONDS = 5.0
 
 
 class StandInEngine:
-    """What the registry asks of an engine: its name and version, how many frames are inside it, closing it."""
+    """What the registry asks of an engine: its name and version, how many frames are inside it."""
 
     def __init__(self, name: str) -> None:
         self.info = SimpleNamespace(name=name, version="1")
         self.compile_seconds = 0.0
         self.in_flight = 0
-        self.closed = False
-
-    def close(self) -> None:
-        assert self.in_flight == 0, "closed with frames inside"
-        self.closed = True
 
     def stats(self) -> PoolStats:
         return PoolStats(size=1, queued=0, in_flight=self.in_flight, rejected=0, expired=0, completed=0)
