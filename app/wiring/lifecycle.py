@@ -74,7 +74,7 @@ class Lifecycle:
             await parts.uploads.service.stop(parts.settings.uploads.flush_seconds)
         await stop_registry(parts.registry, self._read_map_entry())
         self._log_shutdown_stats(saved)
-        parts.models.registry.release_all()
+        parts.models.release_all()
         await parts.redis.client.aclose()
 
     def _read_map_entry(self) -> ReadEntry:

@@ -30,6 +30,13 @@ log = structlog.get_logger(__name__)
 class Models:
     registry: ModelRegistry
     probe: Probe
+    engines: EngineFactory
+
+    def release_all(self) -> None:
+        """At shutdown, once the frames have drained: every engine let go, and freed now, on the loop, rather than
+        by the interpreter's finalization, when OpenVINO's threads can no longer take the GIL."""
+        self.registry.release_all()
+        self.engines.free_idle()
 
 
 def build_models(settings: Settings, metrics: Metrics, serving: ServingState, role: Role) -> Models:
@@ -46,7 +53,7 @@ def build_models(settings: Settings, metrics: Metrics, serving: ServingState, ro
         on_change=lambda: publish_model_state(registry, metrics, serving, swaps),  # called only once it is built
     )
     metrics.watch_pool(lambda: registry.active_engine.stats() if registry.active_engine else None)
-    return Models(registry, probe)
+    return Models(registry, probe, engines)
 
 
 class EngineFactory:
@@ -57,12 +64,14 @@ class EngineFactory:
         self._role = role
         self._probe = probe
         self._load_seconds = metrics.model_load_seconds
+        self._built_any = False
 
     def build(self, path: Path, name: str) -> DetectionEngine:
         """Read and compile one version (blocking: the registry runs it in a thread)."""
         from app.services.inference.engine import DetectionEngine  # imported here: see TYPE_CHECKING above
         from app.services.inference.model import load_model
 
+        self._built_any = True
         s = self._settings
         model = load_model(
             path,
@@ -91,6 +100,13 @@ class EngineFactory:
             batch_in_live_gaps=self._role == "api",
             latency_budget=s.detection.latency_budget_seconds,
         )
+
+    def free_idle(self) -> None:
+        """Free the pools the inference module keeps for a moment after their last request (none ran: nothing)."""
+        if self._built_any:
+            from app.services.inference.pool import let_go_of_idle_pools  # imported here: see TYPE_CHECKING above
+
+            let_go_of_idle_pools()
 
     async def verify(self, engine: DetectionEngine) -> None:
         """Warm it, then prove it on the probe frame before it may serve."""

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from app.services.core.errors import ModelActive, ModelMemoryLimit, ModelNotFound, ModelNotLoaded, ModelNotReady
-from app.services.inference.pool import let_go_of_idle_pools
 from app.services.inference.types import ModelLoadError
 from app.services.observability.memory import MIB, rss_mb
 
@@ -253,7 +252,6 @@ class ModelRegistry:
             version.engine = None
             version.state = ModelState.UNLOADED
         self.active = None
-        let_go_of_idle_pools()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
