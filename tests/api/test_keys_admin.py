@@ -3,9 +3,7 @@ the audit log with the operator's name; refused to anonymous callers and to oper
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +16,7 @@ from app.services.identity.roles import Role
 from app.settings import Settings
 from app.wiring.identity import Identity
 from tests.conftest import RunningApp
+from tests.support.logs import logged_lines
 
 PASSWORD = "correct horse battery staple"
 AUTH = httpx.BasicAuth("admin", PASSWORD)
@@ -197,22 +196,13 @@ async def test_every_key_change_is_audited_with_the_operator_name(admin_api: Run
 
 
 async def test_the_key_appears_in_no_log_line(start_app: StartApp, make_settings: Callable[..., Settings]) -> None:
-    """Every line the process logs, rendered by the app's own formatter: read from a second handler beside the
-    app's (stdout capture depends on which test configured logging last)."""
+    """Every line the process logs, rendered by the app's own formatter."""
     api = await start_app(make_settings(admin_password=PASSWORD, log_level="DEBUG"), wait_ready=False)
-    root = logging.getLogger()
-    written = io.StringIO()
-    copy = logging.StreamHandler(written)
-    copy.setFormatter(root.handlers[0].formatter)
-    root.addHandler(copy)
-    try:
+    with logged_lines() as lines:
         created = await create_key(api)
         await api.client.get(f"/admin/api/keys/{created['record']['key_id']}", auth=AUTH)
         await identity_of(api).keys.verify(created["key"])
         await api.client.delete(f"/admin/api/keys/{created['record']['key_id']}", auth=AUTH)
-    finally:
-        root.removeHandler(copy)
-    lines = [line for line in written.getvalue().splitlines() if line.strip()]
     assert any("api_key_created" in line for line in lines), "the log is captured"
     secret = created["key"].split("_", 2)[2]
     assert not [line for line in lines if secret in line]

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import io
 import json
-import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from app.settings import Settings
 from app.wiring.parts import Parts
 from tests.conftest import wait_until_ready
 from tests.support.images import scene_with_hazards
+from tests.support.logs import logged_lines
 from tests.support.redis_process import RedisProcess, free_port
 from tests.support.rtsp_source import RtspSource
 from tests.support.waiting import wait_for
@@ -417,12 +417,7 @@ async def test_a_browser_sends_its_key_in_a_first_message_checked_like_a_header(
     await keys.revoke(revoked.record.key_id)
     created = await api.client.post("/sessions", headers={"x-api-key": owner.key})
     url = api.stream_url(created.json()["session_id"])
-    root = logging.getLogger()
-    written = io.StringIO()
-    copy = logging.StreamHandler(written)
-    copy.setFormatter(root.handlers[0].formatter)
-    root.addHandler(copy)
-    try:
+    with logged_lines() as lines:
         for first, expected in (
             (None, 4401),  # nothing within STREAM_AUTH_SECONDS
             (frame_message(1), 4401),  # a frame before any key
@@ -445,9 +440,6 @@ async def test_a_browser_sends_its_key_in_a_first_message_checked_like_a_header(
             await ws.send(encode_auth(owner.key))
             await ws.send(frame_message(1))
             assert "detections" in await next_answer(ws)
-    finally:
-        root.removeHandler(copy)
-    lines = written.getvalue().splitlines()
     assert lines, "the log is captured"
     for key in (owner.key, stranger, reader, revoked.key):
         assert not [line for line in lines if key.split("_", 2)[2] in line]
