@@ -203,7 +203,9 @@ async def test_replaying_a_write_redis_already_applied_changes_nothing(
 
 
 async def test_more_concurrent_calls_than_connections_wait_for_one(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
-    api = await start_app(make_settings(redis_max_connections=2))
+    # A caller waits for a connection up to the socket timeout: 30 calls through 2 connections on a loaded machine
+    # (the suite's neighbours) waited past the default 0.5 s. This is about waiting, not how long.
+    api = await start_app(make_settings(redis_max_connections=2, redis_socket_timeout_seconds=10))
     session_id = await api.new_session()
     answers = await asyncio.gather(*(api.client.get(f"/sessions/{session_id}") for _ in range(30)))
     assert [answer.status_code for answer in answers] == [200] * 30
