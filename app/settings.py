@@ -175,6 +175,8 @@ class TrackingSettings(_Group):
     iou_threshold: float = Field(0.2, gt=0, le=1, validation_alias="TRACK_IOU_THRESHOLD")
     # Each side of both boxes grows by this fraction first.
     box_expand: float = Field(0.25, ge=0, le=2, validation_alias="TRACK_BOX_EXPAND")
+    # ... in proportion to the time between the frame and the view it meets, past this (a box moves between frames).
+    expand_interval_seconds: float = Field(0.1, gt=0, le=10, validation_alias="TRACK_EXPAND_INTERVAL_SECONDS")
     # Same class within this is one map hazard.
     merge_meters: float = Field(8.0, gt=0, le=1000, validation_alias="HAZARD_MERGE_METERS")
     # ... and only when their positions agree within this many standard deviations of their difference.

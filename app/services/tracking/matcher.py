@@ -67,11 +67,13 @@ def associate(tracks: Iterable[Track], frame: FrameInput, params: TrackParams) -
     for ti, track in enumerate(open_tracks):
         if max(track.first_seen - frame.at, frame.at - track.last_seen, 0.0) > params.max_gap_seconds:
             continue  # the frame is further than the gap from the track's time span, before or after it
-        grown = expanded(track.box, params.box_expand)
+        reference, apart = reference_view(track, frame.at)
+        ratio = params.box_expand * max(1.0, apart / params.expand_interval_seconds)
+        grown = expanded(reference, ratio)
         for di, detection in enumerate(detections):
             if detection.class_id != track.class_id:
                 continue
-            overlap = iou(grown, expanded(detection.box, params.box_expand))
+            overlap = iou(grown, expanded(detection.box, ratio))
             if overlap >= params.iou_threshold:
                 pairs.append((overlap, ti, di))
     pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
@@ -100,6 +102,22 @@ def associate(tracks: Iterable[Track], frame: FrameInput, params: TrackParams) -
             changed.append(track)
         assignments.append(Assignment(track.hazard_id, new_hazard, upload))
     return Association(assignments, open_tracks, changed)
+
+
+def reference_view(track: Track, at: float) -> tuple[Box, float]:
+    """What a frame at `at` is matched against, and how far apart in time: the track's newest box; for a frame older
+    than that (applied out of order: concurrent workers), the box of the track's view nearest it in time. A hazard's
+    box moves and grows as the vehicle nears it, more the longer apart: the boxes are expanded in proportion
+    (`expand_interval_seconds`). Against the newest box alone, a late frame or one after a skipped one started a
+    second track (seen: a drive's frames, 8 at once on a loaded machine, counted 3 hazards of 2)."""
+    newest = track.box, abs(at - track.last_seen)
+    if at >= track.last_seen or not track.sightings:
+        return newest
+    nearest = min(track.sightings, key=lambda sighting: abs(sighting.at - at))  # the first of equals, as in Lua
+    if nearest.box_width is None or nearest.box_height is None:  # a view kept before views had sizes
+        return newest
+    half = nearest.box_width / 2
+    return (nearest.u - half, nearest.v - nearest.box_height, nearest.u + half, nearest.v), abs(nearest.at - at)
 
 
 def _start(detection: Observation, frame: FrameInput, params: TrackParams) -> Track:

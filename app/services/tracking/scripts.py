@@ -38,7 +38,9 @@ end
 -- A view as `Sighting.of` makes it, and `_add_sighting`: in (at, v, u) order, the oldest dropped past the limit.
 local function sighting(d)
   return {at = frame.at, u = tonumber(string.format('%.3f', (d.box[1] + d.box[3]) / 2)), v = d.box[4],
-    w = frame.width, h = frame.height, lat = frame.lat, lon = frame.lon, hd = frame.heading, sp = frame.speed_mps}
+    w = frame.width, h = frame.height, lat = frame.lat, lon = frame.lon, hd = frame.heading, sp = frame.speed_mps,
+    bw = tonumber(string.format('%.3f', d.box[3] - d.box[1])),
+    bh = tonumber(string.format('%.3f', d.box[4] - d.box[2]))}
 end
 local function later(a, b)
   if a.at ~= b.at then return a.at > b.at end
@@ -53,6 +55,22 @@ local function add_sighting(t, s)
   while #t.sightings > p.sightings_kept do table.remove(t.sightings, 1) end
 end
 
+-- `reference_view` of matcher.py: the box a frame meets and how far apart in time; a frame older than the track's
+-- newest view meets the view nearest it in time (the first of equals).
+local function reference_view(t)
+  local newest_box, newest_apart = t.box, math.abs(frame.at - t.last_seen)
+  if frame.at >= t.last_seen or type(t.sightings) ~= 'table' or #t.sightings == 0 then
+    return newest_box, newest_apart
+  end
+  local nearest = t.sightings[1]
+  for _, s in ipairs(t.sightings) do
+    if math.abs(s.at - frame.at) < math.abs(nearest.at - frame.at) then nearest = s end
+  end
+  if nearest.bw == nil or nearest.bh == nil then return newest_box, newest_apart end
+  local half = nearest.bw / 2
+  return {nearest.u - half, nearest.v - nearest.bh, nearest.u + half, nearest.v}, math.abs(nearest.at - frame.at)
+end
+
 local tracks = {}
 local open_raw = redis.call('HGET', KEYS[2], 'open')
 if open_raw then
@@ -64,10 +82,12 @@ local detections = frame.detections
 local candidates = {}
 for ti, t in ipairs(tracks) do
   if math.max(t.first_seen - frame.at, frame.at - t.last_seen, 0) <= p.max_gap_seconds then
-    local grown = grow(t.box, p.box_expand)
+    local reference, apart = reference_view(t)
+    local ratio = p.box_expand * math.max(1, apart / p.expand_interval_seconds)
+    local grown = grow(reference, ratio)
     for di, d in ipairs(detections) do
       if d.class_id == t.class_id then
-        local overlap = iou(grown, grow(d.box, p.box_expand))
+        local overlap = iou(grown, grow(d.box, ratio))
         if overlap >= p.iou_threshold then table.insert(candidates, {overlap, ti, di}) end
       end
     end

@@ -281,6 +281,7 @@ def track_params(settings: TrackingSettings, uploads: UploadSettings) -> TrackPa
         max_gap_seconds=settings.max_gap_seconds,
         iou_threshold=settings.iou_threshold,
         box_expand=settings.box_expand,
+        expand_interval_seconds=settings.expand_interval_seconds,
         upload_min_confidence=uploads.min_confidence,
         upload_margin=uploads.best_frame_margin,
     )

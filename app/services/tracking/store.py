@@ -52,6 +52,7 @@ def params_json(params: TrackParams) -> str:
             "max_gap_seconds": params.max_gap_seconds,
             "iou_threshold": params.iou_threshold,
             "box_expand": params.box_expand,
+            "expand_interval_seconds": params.expand_interval_seconds,
             "upload_min_confidence": params.upload_min_confidence,
             "upload_margin": params.upload_margin,
             "sightings_kept": params.sightings_kept,

@@ -36,6 +36,7 @@ class TrackParams:
     max_gap_seconds: float = 1.0  # a track not matched for longer is closed
     iou_threshold: float = 0.2  # of the expanded boxes
     box_expand: float = 0.25  # each side grows by this fraction of the box's width/height
+    expand_interval_seconds: float = 0.1  # ... times the frame's time from the view it meets over this, if longer
     upload_min_confidence: float = 0.5  # a hazard's frame is uploaded only when at least this confident
     upload_margin: float = 0.1  # a later frame replaces the uploaded one when this much more confident
     sightings_kept: int = 12  # a track's latest (nearest) views kept for its position
@@ -93,7 +94,8 @@ class FrameInput:
 @dataclass(frozen=True)
 class Sighting:
     """One view of a track: the bottom centre of its box (where it touches the road), the image's size, and where
-    the camera was, heading where and how fast. Kept raw: the calibration that projects it may come later."""
+    the camera was, heading where and how fast; the box's size (a frame that comes late is matched against the view
+    nearest it in time). Kept raw: the calibration that projects it may come later."""
 
     at: float
     u: float
@@ -104,6 +106,8 @@ class Sighting:
     lon: float | None = None
     heading: float | None = None
     speed_mps: float | None = None
+    box_width: float | None = None
+    box_height: float | None = None
 
     @property
     def located(self) -> bool:
@@ -121,6 +125,8 @@ class Sighting:
             "lon": self.lon,
             "hd": self.heading,
             "sp": self.speed_mps,
+            "bw": self.box_width,
+            "bh": self.box_height,
         }
         return {key: value for key, value in values.items() if value is not None}
 
@@ -137,6 +143,8 @@ class Sighting:
             lon=_number(data.get("lon")),
             heading=_number(data.get("hd")),
             speed_mps=_number(data.get("sp")),
+            box_width=_number(data.get("bw")),
+            box_height=_number(data.get("bh")),
         )
 
     @classmethod
@@ -151,6 +159,8 @@ class Sighting:
             frame.lon,
             frame.heading,
             frame.speed_mps,
+            float(f"{box[2] - box[0]:.3f}"),
+            float(f"{box[3] - box[1]:.3f}"),
         )
 
 
