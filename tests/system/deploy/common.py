@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from fastapi import FastAPI
+from opentelemetry.sdk import environment_variables as otel_environment
 from starlette.routing import Match
 
 from app.settings import ENVIRONMENT_FIELDS
@@ -24,6 +25,7 @@ ARTILLERY = ROOT / "artillery"
 DOCKERFILE = ROOT / "Dockerfile"
 APP_PORT = 8000
 SCENARIOS = {"smoke": 60, "load": 600, "soak": 1800}  # scenario -> longest allowed run, seconds
+OTEL_VARIABLES = {value for name, value in vars(otel_environment).items() if name.startswith("OTEL_")}
 
 
 def setting_default(name: str) -> float:
@@ -46,7 +48,9 @@ def worker_shutdown_seconds(env: dict[str, Any]) -> float:
 
 
 def setting_names() -> set[str]:
-    return set(ENVIRONMENT_FIELDS)
+    """What a deploy file may set: app/settings.py's variables and the OpenTelemetry SDK's standard ones (it reads
+    those itself once tracing is on: README "Traces")."""
+    return set(ENVIRONMENT_FIELDS) | OTEL_VARIABLES
 
 
 def model_cache_dir(env: dict[str, Any], workdir: str) -> str:

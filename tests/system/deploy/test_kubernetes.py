@@ -159,7 +159,7 @@ def test_secret_example_holds_placeholders_only(k8s: dict[str, dict[str, Any]]) 
 
 
 def test_configmap_keys_are_settings(k8s: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
-    fields = set(ENVIRONMENT_FIELDS)
+    fields = setting_names()
     names = set(k8s.get("ConfigMap", {}).get("data", {})) | {entry["name"] for entry in container["env"]}
     assert names <= fields, names - fields
 

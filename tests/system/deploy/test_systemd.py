@@ -150,4 +150,4 @@ def test_systemd_api_env_example_sets_the_key_pepper_and_names_settings() -> Non
     values, names = env_example(DEPLOY / "systemd" / "hazard-api.env.example")
     assert "CHANGE_ME" in values["API_KEY_PEPPER"], "a placeholder, required in production"
     assert {"ADMIN_TOKEN", "METRICS_TOKEN"} <= names
-    assert names - {"HOST"} <= set(ENVIRONMENT_FIELDS), names - set(ENVIRONMENT_FIELDS)  # HOST: the launcher's
+    assert names - {"HOST"} <= setting_names(), names - setting_names()  # HOST: the launcher's
