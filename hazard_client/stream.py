@@ -46,7 +46,9 @@ class FrameStream:
         self._ids = count()
 
     async def __aenter__(self) -> Self:
-        self._connection = await connect(self._url, additional_headers=self._headers, max_size=self._max_size)
+        self._connection = await connect(
+            self._url, additional_headers=self._headers, max_size=self._max_size, compression=None
+        )
         return self
 
     async def __aexit__(

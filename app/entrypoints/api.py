@@ -22,7 +22,7 @@ from types import FrameType
 import uvicorn
 
 from app.entrypoints.server import bounded_protocol, fit_descriptor_limit
-from app.entrypoints.websocket import GracefulWebSocketProtocol
+from app.entrypoints.websocket import websocket_options
 from app.services.fleet.restart import PROCESS_RESTART, is_supervised
 from app.services.observability.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
@@ -31,7 +31,6 @@ APP = "app.main:app"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 GRACEFUL_SHUTDOWN_SECONDS = 10
-WS_PING_SECONDS = 20.0
 
 
 def _port(value: str) -> int:
@@ -96,10 +95,7 @@ def _serve(args: argparse.Namespace, settings: Settings, max_connections: int) -
         http=bounded_protocol(settings.http.header_timeout_seconds, max_connections),
         limit_concurrency=max_connections,
         timeout_keep_alive=settings.http.keepalive_timeout_seconds,
-        ws=GracefulWebSocketProtocol,  # frame streams answer what is in flight, then close 1001
-        ws_max_size=settings.stream_max_message_bytes,  # a bigger message is not read (1009)
-        ws_ping_interval=WS_PING_SECONDS,  # a silent peer is pinged; one that does not pong is closed
-        ws_ping_timeout=WS_PING_SECONDS,
+        **websocket_options(settings.stream_max_message_bytes),
     )
 
 

@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from app.entrypoints.websocket import GracefulWebSocketProtocol
+from app.entrypoints.websocket import websocket_options
 from app.http.routers.stream import create_stream_router
 from app.main import create_app
 from app.services.core.errors import ApiError, ScopeRequired, Unauthorized
@@ -83,9 +83,8 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[StreamServer]]]:
     async def start(settings: Settings, app: FastAPI | None = None) -> StreamServer:
         app = app or create_app(settings)
         port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, ws=GracefulWebSocketProtocol, log_level="warning", lifespan="on"
-        )
+        ws = websocket_options(settings.stream_max_message_bytes)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **ws)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}")
@@ -136,6 +135,7 @@ async def test_stream_answers_equal_detect_answers_for_the_same_frames(
     streamed, posted = await api.new_session(), await api.new_session()
     answers = []
     async with connect(api.stream_url(streamed)) as ws:
+        assert not ws.protocol.extensions  # the client offers permessage-deflate; compressed images: declined
         for frame_id in range(5):
             await ws.send(frame_message(frame_id))
             answers.append(await next_answer(ws))

@@ -20,3 +20,4 @@ def test_launcher_serves_the_app_in_one_worker_with_bounded_connections(
     # What one process accepts is bounded whatever the launcher's flags (app/entrypoints/server.py).
     assert issubclass(options["http"], BoundedHttpProtocol)
     assert options["limit_concurrency"] == options["http"].max_connections >= 1
+    assert options["ws_per_message_deflate"] is False  # frames are compressed images: deflate costs, saves nothing
