@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.errors import SessionStoreUnavailable
@@ -24,7 +26,8 @@ LIMITS = SessionLimits(default_ttl=60, max_ttl=3600, ended_grace=30, history_lim
 
 @pytest.fixture
 async def unreachable() -> AsyncIterator[GuardedRedis]:
-    client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)  # nothing listens there
+    # Nothing listens there; no retries, as the app's own client (redis-py's default retries with backoff: ~20 s).
+    client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     yield GuardedRedis(client, AsyncBreaker("redis", fail_max=100, reset_seconds=1, failures=REDIS_FAILURES))
     await client.aclose()
 
