@@ -63,6 +63,7 @@ class DetectionEngine:
             await self.pool.infer(blank, deadline)
         if count:
             await asyncio.gather(*(self.pool.infer(blank, deadline) for _ in range(self.pool.size + 1)))
+        self.pool.forget_service_time()  # real frames measure it
 
     def _prepare(self, data: bytes, deadline: float) -> tuple[np.ndarray, Letterbox, float, float] | None:
         if time.monotonic() >= deadline:  # waited for a decode thread past its deadline: never start the decode

@@ -175,6 +175,12 @@ class InferencePool:
             self.size, self._queued, self._in_flight, self._rejected, self._expired, self._completed, self._solo_runs
         )
 
+    def forget_service_time(self) -> None:
+        """Measure the service time afresh from the next request. Warm-up runs are no measure of it: they pay one-off
+        costs, all at once, and a swap's warm-up shares the cores with the new version's compile (seen: a new engine
+        estimated 4.4 s of wait from its warm-up and refused its first live frames as OVERLOADED)."""
+        self._service_s = None
+
     def expected_seconds(self) -> float | None:
         """How long a live request admitted now can expect to take to leave the pool: the live requests already
         inside (decoding, waiting, running) go first, `size` at a time, then its own inference. Counted in arrival

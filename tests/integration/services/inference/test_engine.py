@@ -49,6 +49,15 @@ def new_engine(loaded_model: LoadedModel, pool_size: int = 1, max_queue: int = 1
     return DetectionEngine(loaded_model, pool_size, max_queue, max_pixels=40_000_000)
 
 
+async def warm_and_measure(engine: DetectionEngine) -> None:
+    """Warm it (which measures nothing), then run frames one after another, as live traffic would: the pool has
+    measured its service time, what admission estimates a frame's wait from."""
+    await engine.warm_up(1)
+    frame = np.full((1, engine.info.input_height, engine.info.input_width, 3), 114, np.uint8)
+    for _ in range(4):
+        await engine.pool.infer(frame, time.monotonic() + 30)
+
+
 class Found(TypedDict):
     class_id: int
     confidence: float
@@ -139,7 +148,7 @@ async def test_a_frame_that_can_only_time_out_is_refused_at_admission(loaded_mod
     engine = new_engine(loaded_model, pool_size=1, max_queue=64)
     pool = engine.pool
     assert pool.expected_seconds() is None  # nothing measured yet: the queue bound alone decides
-    await engine.warm_up(4)
+    await warm_and_measure(engine)
     rate = pool.service_rate
     expected_alone = pool.expected_seconds()
     assert rate is not None and rate > 0 and expected_alone is not None
@@ -169,7 +178,7 @@ async def test_a_frame_expected_past_its_latency_budget_is_refused_whatever_its_
     budget = 0.2
     engine = DetectionEngine(loaded_model, 1, 256, max_pixels=40_000_000, latency_budget=budget)
     pool = engine.pool
-    await engine.warm_up(4)
+    await warm_and_measure(engine)
     far = time.monotonic() + 60  # the deadline alone would allow a minute of queueing
     service = pool.expected_seconds()
     assert service is not None
@@ -192,7 +201,7 @@ async def test_a_newcomer_is_refused_when_it_would_make_a_waiting_frame_late(loa
     # Adaptive LIFO serves a newcomer before the frames already waiting: admitting one must not make them late.
     engine = new_engine(loaded_model, pool_size=1, max_queue=64)
     pool = engine.pool
-    await engine.warm_up(4)
+    await warm_and_measure(engine)
     with ExitStack() as inside:
         for _ in range(5):
             inside.enter_context(pool.admission(Priority.INTERACTIVE, time.monotonic() + 60))
@@ -210,7 +219,7 @@ async def test_a_newcomer_is_refused_when_it_would_make_a_waiting_frame_late(loa
 
 async def test_under_a_burst_every_frame_is_served_refused_or_expired(loaded_model: LoadedModel) -> None:
     engine = new_engine(loaded_model, pool_size=1, max_queue=64)
-    await engine.warm_up(4)
+    await warm_and_measure(engine)
     expected = engine.pool.expected_seconds()
     assert expected is not None
     frame = encode(Image.new("RGB", (320, 320)))
@@ -243,7 +252,7 @@ async def test_an_idle_pool_serves_again_after_a_stall_inflated_its_service_time
     budget = 0.1
     engine = DetectionEngine(loaded_model, 1, 256, max_pixels=40_000_000, latency_budget=budget)
     pool = engine.pool
-    await engine.warm_up(4)
+    await warm_and_measure(engine)
     blank = np.full((1, 320, 320, 3), 114, np.uint8)
     running = asyncio.create_task(pool.infer(blank, time.monotonic() + 10))
     await asyncio.sleep(0)  # the task takes the free infer request, starts, and awaits its result
@@ -312,6 +321,20 @@ async def test_adaptive_with_one_infer_request_still_tells_solo_runs_from_stream
     await asyncio.gather(*(engine.pool.infer(frame, deadline) for _ in range(3)))  # overlapping: the stream
     assert engine.stats().solo < engine.stats().completed
     assert engine.pool.expected_seconds() is not None
+
+
+async def test_warm_up_leaves_no_service_time_estimate_for_real_frames_to_be_refused_by(
+    loaded_model: LoadedModel,
+) -> None:
+    """A swap warms the new engine while the cores also compile it: its warm-up runs, slow and all at once, must not
+    be what its first live frames are admitted against (an estimate of seconds refused them as OVERLOADED)."""
+    engine = new_engine(loaded_model, pool_size=2)
+    await engine.warm_up(2)
+    assert engine.stats().completed == 2 + engine.pool.size + 1  # the warm-up ran, streams included
+    assert engine.pool.expected_seconds() is None
+    frame = np.full((1, engine.info.input_height, engine.info.input_width, 3), 114, np.uint8)
+    await asyncio.gather(*(engine.pool.infer(frame, time.monotonic() + 30) for _ in range(3)))
+    assert engine.pool.expected_seconds() is not None  # measured from real frames
 
 
 async def wait_freed(pool: weakref.ref[InferencePool], within: float = 10.0) -> None:
