@@ -81,12 +81,7 @@ async def test_the_fragment_and_webhook_bodies_hand_out_media_urls_that_open_wit
     photographed, _ = await hazard_with_a_photo(api, tenant_a)
     verdict = await api.client.post(f"/hazards/{photographed}/verdict", json={"category": "pothole"}, headers=OPERATOR)
     assert verdict.status_code == 200, verdict.text
-
-    async def verdict_told() -> bool:
-        return bool(receiver.of_type("hazard.status_changed"))
-
-    await wait_for(verdict_told, "hazard.status_changed at the receiver", within=15)
-    [changed] = receiver.of_type("hazard.status_changed")
+    [changed] = await receiver.arrived("hazard.status_changed")
     photo = changed.json["data"]["hazard"]["best_photo_url"]
     assert photo.startswith("/media/"), photo
     assert_a_frame(await fetched_without_a_key(api, photo))

@@ -53,20 +53,11 @@ async def test_a_drive_and_a_verdict_reach_the_receiver_signed(
     await send_drive(api, await api.new_session())
     first, *_ = await wait_for_registry(api)
 
-    async def every_hazard_told() -> bool:
-        return len(receiver.of_type("hazard.new")) == len(ROAD.hazards)
-
-    await wait_for(every_hazard_told, "a signed hazard.new per confirmed hazard", within=15)
-    news = receiver.of_type("hazard.new")
+    news = await receiver.arrived("hazard.new", count=len(ROAD.hazards))  # one per confirmed hazard
     assert all(signature_is_valid(webhook["secret"], item) for item in news)
     verdict = await api.client.post(f"/hazards/{first['id']}/verdict", json={"category": "pothole"}, headers=OPERATOR)
     assert verdict.status_code == 200, verdict.text
-
-    async def verdict_told() -> bool:
-        return bool(receiver.of_type("hazard.status_changed"))
-
-    await wait_for(verdict_told, "hazard.status_changed after the verdict", within=15)
-    [changed] = receiver.of_type("hazard.status_changed")
+    [changed] = await receiver.arrived("hazard.status_changed")
     assert signature_is_valid(webhook["secret"], changed)
     data = changed.json["data"]
     assert data["hazard"]["id"] == first["id"] and data["hazard"]["status"] == "verified"
@@ -108,12 +99,8 @@ async def test_a_failing_receiver_ends_in_the_dead_letters_and_a_replay_delivers
     assert anonymous.status_code == 401
     replayed = await api.client.post(f"/admin/api/webhooks/dead/{dead[0]['id']}/replay", headers=OPERATOR)
     assert replayed.status_code == 200 and replayed.json()["status"] == "pending"
-
-    async def delivered() -> bool:
-        return len(receiver.of_type("hazard.new")) == 1
-
-    await wait_for(delivered, "the replayed delivery received", within=15)
-    assert signature_is_valid(webhook["secret"], receiver.of_type("hazard.new")[0])
+    [replay] = await receiver.arrived("hazard.new")
+    assert signature_is_valid(webhook["secret"], replay)
     remaining = (await api.client.get("/admin/api/webhooks/dead", headers=OPERATOR)).json()["deliveries"]
     assert [d["id"] for d in remaining] == [d["id"] for d in dead[1:]]
     missing = await api.client.post(f"/admin/api/webhooks/dead/{dead[0]['id']}/replay", headers=OPERATOR)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.waiting import wait_for
+
 
 @dataclass(frozen=True)
 class Received:
@@ -49,6 +51,15 @@ class Receiver:
 
     def of_type(self, event: str) -> list[Received]:
         return [item for item in self.received if item.status == 200 and item.json["type"] == event]
+
+    async def arrived(self, event: str, count: int = 1, within: float = 15.0) -> list[Received]:
+        """The `event` deliveries once exactly `count` have arrived (sent off the request path: polled, bounded)."""
+
+        async def all_there() -> bool:
+            return len(self.of_type(event)) == count
+
+        await wait_for(all_there, f"{count} {event} at the receiver", within=within)
+        return self.of_type(event)
 
 
 def signature_is_valid(secret: str, received: Received) -> bool:
