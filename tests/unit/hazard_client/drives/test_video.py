@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
-from hazard_client.drives.video import Decoding, Video, VideoUnreadable, jpeg
+from hazard_client.drives.video import JPEG_QUALITY, Decoding, Video, VideoUnreadable, jpeg
 from tests.support.drives import START, write_video
 
 
@@ -32,6 +34,20 @@ def test_frames_carry_their_time_from_pts_and_the_start_comes_from_creation_time
     times, frame = [t for t, _ in frames], frames[-1][1]
     assert times == pytest.approx([n / 10 for n in range(20)]) and decoding.damage is None
     assert jpeg(frame)[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("width", [1280, 642])  # 642: rows padded in the decoder's buffer (a stride != 3 x width)
+def test_a_sampled_frame_is_the_jpeg_of_its_pixels_as_pillow_sees_them(tmp_path: Path, width: int) -> None:
+    path = write_video(tmp_path / "drive.mp4", seconds=1, fps=10, creation_time=START, size=(width, 360))
+    video = Video(path)
+    _, frame = next(iter(video.frames(Decoding())))
+    picture = frame.to_image()
+    video.close()
+    written = Image.open(io.BytesIO(jpeg(frame)))
+    assert written.size == picture.size == (width, 360)
+    expected = io.BytesIO()
+    picture.save(expected, format="JPEG", quality=JPEG_QUALITY)
+    assert jpeg(frame) == expected.getvalue()
 
 
 def test_h265_in_a_mov_container_decodes(tmp_path: Path) -> None:
