@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import math
 import shutil
 import socket
 import subprocess
@@ -36,12 +37,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from scenes import DriveFrame, Road, drive, drive_camera, generate_road
+from scenes import METRES_PER_DEGREE, DriveFrame, Road, drive, drive_camera, generate_road
 
 from app.services.identity.device_profile import DeviceProfile
 from app.services.inference.types import Detection, DetectOptions
 from app.services.observability.logging import configure_logging
-from app.services.tracking.hazard_map import distance_m
+from app.services.tracking.hazard_map import MapHazard, distance_m
 from app.services.tracking.matcher import iou
 from app.services.tracking.service import TrackingService, create_tracking, frame_input
 from app.services.tracking.types import Assignment, Box, FrameMeta
@@ -72,6 +73,7 @@ class Score:
     map_misses: int = 0
     map_offsets: list[float] = field(default_factory=list)
     frames: int = 0
+    map_notes: list[str] = field(default_factory=list)  # --explain: the map's duplicates, misses, unexplained entries
 
 
 @contextlib.contextmanager
@@ -217,16 +219,39 @@ async def score_map(tracking: TrackingService, road: Road, score: Score) -> None
     margin = 0.002  # ~200 m around the road's hazards: every map entry of this road, and no other road's
     bbox = f"{min(lons) - margin},{min(lats) - margin},{max(lons) + margin},{max(lats) + margin}"
     entries = await tracking.map_hazards(bbox=bbox, near=None, radius_m=None, limit=1000)
-    per_truth: Counter[int] = Counter()
+    per_truth: defaultdict[int, list[MapHazard]] = defaultdict(list)
     for entry in entries:
         nearest = nearest_truth(road, entry.label, entry.lat, entry.lon)
         if nearest is not None:
-            per_truth[nearest[1]] += 1
+            per_truth[nearest[1]].append(entry)
             score.map_offsets.append(nearest[0])
+        else:
+            score.map_notes.append(f"seed {road.seed}: {entry.label} {on_road(road, entry)}: no true hazard near it")
     score.map_true += len(road.hazards)
     score.map_reported += len(entries)
-    score.map_duplicates += sum(1 for h in road.hazards if per_truth[h.hazard_id] > 1)
-    score.map_misses += sum(1 for h in road.hazards if per_truth[h.hazard_id] == 0)
+    score.map_duplicates += sum(1 for h in road.hazards if len(per_truth[h.hazard_id]) > 1)
+    score.map_misses += sum(1 for h in road.hazards if not per_truth[h.hazard_id])
+    for hazard in road.hazards:
+        found = per_truth[hazard.hazard_id]
+        if len(found) != 1:
+            where = f"{hazard.distance_m:.1f} m along, {hazard.lateral_m:+.1f} m"
+            shown = "; ".join(on_road(road, entry) for entry in found) or "no entry"
+            score.map_notes.append(f"seed {road.seed}: true {hazard.label} #{hazard.hazard_id} ({where}): {shown}")
+
+
+def on_road(road: Road, entry: MapHazard) -> str:
+    """A map entry in the road's frame: metres along it and to its right, with how its position was made."""
+    north = (entry.lat - road.origin[0]) * METRES_PER_DEGREE
+    east = (entry.lon - road.origin[1]) * METRES_PER_DEGREE * math.cos(math.radians(road.origin[0]))
+    bearing = math.radians(road.bearing_deg)
+    along, right = (
+        north * math.cos(bearing) + east * math.sin(bearing),
+        east * math.cos(bearing) - north * math.sin(bearing),
+    )
+    return (
+        f"{along:.1f} m along, {right:+.1f} m (+-{entry.position_uncertainty_m} m, {entry.position_method}, "
+        f"{entry.reports} reports)"
+    )
 
 
 def eval_settings(redis_url: str, work: Path, overrides: dict[str, float]) -> Settings:
@@ -293,7 +318,7 @@ async def evaluate(
     return scores
 
 
-def report(name: str, seeds: list[int], score: Score, seconds: float) -> None:
+def report(name: str, seeds: list[int], score: Score, seconds: float, explain: bool = False) -> None:
     true = max(score.true, 1)
     map_true = max(score.map_true, 1)
     offset = float(np.mean(score.map_offsets)) if score.map_offsets else float("nan")
@@ -311,6 +336,9 @@ def report(name: str, seeds: list[int], score: Score, seconds: float) -> None:
         f"misses={score.misses / true:.3f} map_error={abs(score.map_reported - score.map_true) / map_true:.3f}",
         flush=True,
     )
+    if explain:
+        for note in score.map_notes:
+            print(f"map: {note}")
 
 
 def main() -> None:
@@ -320,6 +348,7 @@ def main() -> None:
     parser.add_argument("--calibration", choices=CALIBRATIONS, nargs="+", default=list(CALIBRATIONS))
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--set", nargs="*", default=[], help="setting overrides, e.g. track_min_hits=2")
+    parser.add_argument("--explain", action="store_true", help="name each map duplicate, miss and unexplained entry")
     args = parser.parse_args()
     overrides = {key: float(value) for key, value in (item.split("=", 1) for item in args.set)}
     for group, seeds in (("tuning", args.tuning_seeds), ("held-out", args.seeds)):
@@ -328,7 +357,7 @@ def main() -> None:
         started = time.monotonic()
         scores = asyncio.run(evaluate(seeds, args.fps, overrides, args.calibration))
         for calibration, score in scores.items():
-            report(f"{group}, calibration {calibration}", seeds, score, time.monotonic() - started)
+            report(f"{group}, calibration {calibration}", seeds, score, time.monotonic() - started, args.explain)
 
 
 if __name__ == "__main__":
