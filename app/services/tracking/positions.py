@@ -46,6 +46,10 @@ MIN_ESTIMATE_TRACKS = 3
 MIN_ESTIMATE_SIGHTINGS = 4  # per track
 MIN_ESTIMATE_TRAVEL_M = 2.0  # per track
 FIT_WEIGHT_POWER = 4  # var(1 / (y - horizon)) grows as (y - horizon)^-4 for a fixed pixel error
+# A box this close to the image's left, right or bottom edge is cut by it: its bottom centre is not where the hazard
+# touches the road (pulled towards the middle, or up to the last row), and the nearest views, which weigh most, are
+# the ones the frame cuts. Such views place nothing while the track has others.
+EDGE_MARGIN_PX = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,12 +166,30 @@ def _weighted_mean(views: Sequence[_View]) -> tuple[float, float, float, float]:
     return lat, lon, ahead, total
 
 
+def cut_by_frame(sighting: Sighting) -> bool:
+    """The view's box touches the image's left, right or bottom edge (unknown without its size: not cut)."""
+    if sighting.width is None or sighting.height is None or sighting.box_width is None:
+        return False
+    half = sighting.box_width / 2
+    return (
+        sighting.u - half <= EDGE_MARGIN_PX
+        or sighting.u + half >= sighting.width - EDGE_MARGIN_PX
+        or sighting.v >= sighting.height - EDGE_MARGIN_PX
+    )
+
+
+def in_order(sightings: Sequence[Sighting]) -> list[Sighting]:
+    return sorted(sightings, key=lambda s: (s.at, s.v, s.u))
+
+
 def fuse(sightings: Sequence[Sighting], calibration: Calibration, params: PositionParams) -> LocatedAt | None:
-    """The track's views as one position, near views weighing more, views beyond OUTLIER_SIGMAS of the rest dropped;
-    None when no view can be projected (no image size, fix, heading or course, or all above the horizon)."""
-    ordered = sorted(sightings, key=lambda s: (s.at, s.v, s.u))
-    course = course_deg(ordered)
-    views = [v for v in (_view(s, calibration.camera, course) for s in ordered) if v is not None]
+    """The track's views as one position, near views weighing more, views the frame cut and views beyond
+    OUTLIER_SIGMAS of the rest dropped; None when no view can be projected (no image size, fix, heading or course, or
+    all above the horizon)."""
+    ordered = in_order(sightings)
+    course = course_deg(ordered)  # every fix gives the course, cut or not
+    whole = [s for s in ordered if not cut_by_frame(s)] or ordered
+    views = [v for v in (_view(s, calibration.camera, course) for s in whole) if v is not None]
     if not views:
         return None
     lat, lon, _, _ = _weighted_mean(views)
@@ -224,7 +246,7 @@ Series = list[tuple[float, float]]  # (metres travelled, image row of the ground
 
 
 def _series(sightings: Sequence[Sighting]) -> Series | None:
-    ordered = sorted(sightings, key=lambda s: (s.at, s.v, s.u))
+    ordered = [s for s in in_order(sightings) if not cut_by_frame(s)]  # a cut box's row is not its ground point
     if len(ordered) < MIN_ESTIMATE_SIGHTINGS:
         return None
     travelled = _travel(ordered)

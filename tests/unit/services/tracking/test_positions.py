@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -85,6 +86,26 @@ def test_near_views_weigh_more_and_a_view_far_from_the_rest_is_dropped() -> None
     position = fuse(views, Calibration(CAMERA, PROFILE), PARAMS)
     assert position is not None
     assert distance_m(position.lat, position.lon, *truth) < 0.15
+
+
+def framed(sighting: Sighting, box_px: float) -> Sighting:
+    """The view as a detector boxes it: `box_px` wide around its point, cut by the image's edges (the box's bottom
+    centre is then the visible part's)."""
+    left, right = max(sighting.u - box_px / 2, 0.0), min(sighting.u + box_px / 2, float(WIDTH))
+    return replace(sighting, u=(left + right) / 2, v=min(sighting.v, float(HEIGHT)), box_width=right - left)
+
+
+def test_views_the_frame_cuts_place_nothing_while_whole_ones_exist() -> None:
+    """Driving past a hazard 1.5 m to the right, the nearest views' boxes run off the right edge (and their bottoms
+    off the last row): their bottom centres are pulled towards the middle, and they weigh most."""
+    truth = moved(*ORIGIN, HEADING, 20.0, 1.5)
+    views = [framed(s, 60.0) for s in approach(20.0, 1.5, frames=36)]
+    cut = [s for s in views if s.u + s.box_width / 2 >= WIDTH - 2 or s.v >= HEIGHT - 2]  # type: ignore[operator]
+    assert 3 <= len(cut) < len(views)
+    position = fuse(views, Calibration(CAMERA, PROFILE), PARAMS)
+    assert position is not None and distance_m(position.lat, position.lon, *truth) < 0.01  # the cut ones: 0.13 m
+    only_cut = fuse(cut, Calibration(CAMERA, PROFILE), PARAMS)  # all cut: used, for want of better
+    assert only_cut is not None and distance_m(only_cut.lat, only_cut.lon, *truth) > 0.3
 
 
 def test_without_a_heading_the_course_between_the_track_s_fixes_is_used() -> None:
