@@ -5,7 +5,7 @@
 
 1. A generated drive (`scripts/drive_video.py`: `scenes.drive` past hazards, 1280x720, 8 Mbit/s H.264) rendered to
    drive.mp4 on the camera's clock and drive.gpx on GPS time, OFFSET_S later.
-2. Per sampling (every frame: `--fps` the video's rate; and `--every-m 5`), the frames `hazard ingest drive.mp4`
+2. Per sampling (every frame: `--fps` the video's rate; and `--every-m` at the command's default), the frames `hazard ingest drive.mp4`
    sends, extracted with the command's own sampling to a folder of JPEGs (the same bytes).
 3. `hazard ingest drive.mp4 --offset OFFSET_S ...` (decoding and sampling a few frames ahead of the uploads) and
    `hazard ingest FOLDER`, each as its own process, alternately `--repeat` times against one API whose result cache
@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.ingest import run_ingest
 from bench.jobs import Stack, redis_server
+from hazard_client.drives.command import DEFAULT_EVERY_M
 from hazard_client.drives.drive import DriveOptions, sample_drive
 from hazard_client.drives.readers import read_track
 from hazard_client.drives.video import Video
@@ -127,7 +128,10 @@ def main() -> None:
         )  # fmt: skip
         samplings = {
             f"fps{args.fps}": (["--fps", str(args.fps)], DriveOptions(fps=float(args.fps), offset=OFFSET_S)),
-            "every5m": (["--every-m", "5"], DriveOptions(every_m=5.0, offset=OFFSET_S)),
+            f"every{DEFAULT_EVERY_M:g}m": (  # the command's default
+                ["--every-m", f"{DEFAULT_EVERY_M:g}"],
+                DriveOptions(every_m=DEFAULT_EVERY_M, offset=OFFSET_S),
+            ),
         }
         for name, (sampling, options) in samplings.items():
             folder = work / name

@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drives.add_argument("--start", help="the video's first frame on its own clock (ISO-8601), over its creation_time")
     sampling = drives.add_mutually_exclusive_group()
-    sampling.add_argument("--every-m", type=float, help="one frame every this many metres travelled (default 5)")
+    sampling.add_argument("--every-m", type=float, help="one frame every this many metres travelled (default 2)")
     sampling.add_argument("--fps", type=float, help="frames per second of video instead")
     drives.add_argument(
         "--geojson",
