@@ -5,8 +5,8 @@
 
 1. A generated drive (`scripts/drive_video.py`: `scenes.drive` past hazards, 1280x720, 8 Mbit/s H.264) rendered to
    drive.mp4 on the camera's clock and drive.gpx on GPS time, OFFSET_S later.
-2. Per sampling (every frame: `--fps` the video's rate; and `--every-m` at the command's default), the frames `hazard ingest drive.mp4`
-   sends, extracted with the command's own sampling to a folder of JPEGs (the same bytes).
+2. Per sampling (every frame: `--fps` the video's rate; and `--every-m` at the command's default), the frames
+   `hazard ingest drive.mp4` sends, extracted with the command's own sampling to a folder of JPEGs (the same bytes).
 3. `hazard ingest drive.mp4 --offset OFFSET_S ...` (decoding and sampling a few frames ahead of the uploads) and
    `hazard ingest FOLDER`, each as its own process, alternately `--repeat` times against one API whose result cache
    forgets within a second (every run's frames are inferred: `cached` is checked to be 0). End to end = frames /

@@ -41,7 +41,7 @@ def test_a_sampled_frame_is_the_jpeg_of_its_pixels_as_pillow_sees_them(tmp_path:
     path = write_video(tmp_path / "drive.mp4", seconds=1, fps=10, creation_time=START, size=(width, 360))
     video = Video(path)
     _, frame = next(iter(video.frames(Decoding())))
-    picture = frame.to_image()
+    picture = frame.to_image()  # type: ignore[no-untyped-call]
     video.close()
     written = Image.open(io.BytesIO(jpeg(frame)))
     assert written.size == picture.size == (width, 360)
