@@ -329,6 +329,23 @@ async def test_a_job_with_gps_exports_each_hazard_once_as_geojson(jobs_api: Runn
     assert (await client.get("/jobs/" + "B" * 22 + "/hazards.geojson")).status_code == 404
 
 
+async def test_a_drive_sampled_every_few_metres_still_counts_its_hazards(jobs_api: RunningApp) -> None:
+    """Every third frame of the drive (0.3 s and 2.4 m apart, as `hazard ingest --every-m` sends a dashcam's): each
+    hazard is in 3-4 of them, fewer than TRACK_MIN_HITS, which counted none; as many seconds of views confirm it."""
+    client = jobs_api.client
+    job_id = (await client.post("/jobs", json={"name": "sampled.mp4"})).json()["job_id"]
+    sampled = drive_frames()[::3]
+    added = await client.post(f"/jobs/{job_id}/frames", files=files([b for b, _ in sampled], [m for _, m in sampled]))
+    assert added.status_code == 202, added.text
+    await client.post(f"/jobs/{job_id}/close")
+    job = await wait_finished(client, job_id)
+    assert job["status"] == "completed" and job["done"] == len(sampled)
+    assert job["hazards"] == len(ROAD.hazards)
+    exported = (await client.get(f"/jobs/{job_id}/hazards.geojson")).json()["features"]
+    assert len(exported) == job["hazards"]
+    assert all(2 <= feature["properties"]["frames"] < 5 for feature in exported)
+
+
 async def test_a_drive_counts_each_hazard_once_and_every_box_however_many_workers_take_its_frames(
     start_app: StartApp, make_settings: Callable[..., Settings]
 ) -> None:

@@ -3,6 +3,7 @@ both through this one rule for its time and place."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from app.services.tracking.service import frame_input
 from app.services.tracking.types import FrameInput, FrameMeta
 
 NOMINAL_FPS = 15.0  # a dash camera's rate: the spacing of job frames that carry no capture time
+MIN_SPARSE_HITS = 2  # a hazard is never confirmed on one frame, however sparse the job's frames
 
 
 def job_frame_input(
@@ -26,15 +28,45 @@ def job_frame_input(
     """The frame's time is its `captured_at`, else NOMINAL_FPS after the frame before it (from the job's start), so
     the tracker's time gap works for frames that carry no time. `image_size` (width, height) lets its boxes be
     projected onto the road, as a session's are."""
+    frame_meta = _frame_meta(meta)
+    received_at = job_created_at + index / NOMINAL_FPS
+    return frame_input(
+        frame_id(index), detections, frame_meta, received_at=received_at, model=model, image_size=image_size
+    )
+
+
+def job_frame_time(job_created_at: float, index: int, meta: dict[str, Any]) -> float:
+    """When the job's frame was taken, as the tracker times it (see `job_frame_input`)."""
+    captured = _frame_meta(meta).captured_at
+    return captured if captured is not None else job_created_at + index / NOMINAL_FPS
+
+
+def seconds_apart(
+    job_created_at: float, index: int, meta: dict[str, Any], meta_before: dict[str, Any] | None
+) -> float | None:
+    """How long after the job's frame before it the frame was taken; None for the first frame."""
+    if index == 0 or meta_before is None:
+        return None
+    return job_frame_time(job_created_at, index, meta) - job_frame_time(job_created_at, index - 1, meta_before)
+
+
+def hits_needed(min_hits: int, seconds_apart: float | None) -> int:
+    """Frames that confirm a hazard in a job whose frames are `seconds_apart` (from the frame before): TRACK_MIN_HITS
+    is meant for a dash camera's NOMINAL_FPS, so sparser frames (a drive sampled every few metres, photos) each stand
+    for several and need as many seconds of views, never fewer than MIN_SPARSE_HITS frames (nor more than
+    `min_hits`). A hazard is in view for ~10-15 m: sampled every 3-5 m it is seen in 2-4 frames, which `min_hits`
+    (5) never confirmed."""
+    if seconds_apart is None or seconds_apart * NOMINAL_FPS <= 1:
+        return min_hits
+    return max(min(MIN_SPARSE_HITS, min_hits), min(min_hits, math.ceil(min_hits / (seconds_apart * NOMINAL_FPS))))
+
+
+def _frame_meta(meta: dict[str, Any]) -> FrameMeta:
     captured = meta.get("captured_at")
-    frame_meta = FrameMeta(
+    return FrameMeta(
         lat=meta.get("lat"),
         lon=meta.get("lon"),
         heading=meta.get("heading"),
         speed_mps=meta.get("speed_mps"),
         captured_at=datetime.fromisoformat(captured).timestamp() if captured else None,
-    )
-    received_at = job_created_at + index / NOMINAL_FPS
-    return frame_input(
-        frame_id(index), detections, frame_meta, received_at=received_at, model=model, image_size=image_size
     )

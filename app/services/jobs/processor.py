@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -31,7 +32,7 @@ from app.services.core.errors import (
 from app.services.detection.detectors import Detector
 from app.services.inference.codec import detection_json, result_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
-from app.services.jobs.frames import job_frame_input
+from app.services.jobs.frames import hits_needed, job_frame_input, seconds_apart
 from app.services.jobs.queue import error_json
 from app.services.jobs.store import ClaimedFrame, JobStore, frame_id
 from app.services.observability.metrics import Metrics
@@ -130,8 +131,11 @@ class FrameProcessor:
         if not result.detections:
             return []  # nothing to associate; stale tracks are closed by the next frame's time
         size = (result.width, result.height)
-        frame = job_frame_input(claimed.job_created_at, index, claimed.meta or {}, result.detections, model, size)
-        return await self._store.track(job_id, frame, self._track_params)
+        meta = claimed.meta or {}
+        frame = job_frame_input(claimed.job_created_at, index, meta, result.detections, model, size)
+        apart = seconds_apart(claimed.job_created_at, index, meta, claimed.meta_before)
+        params = replace(self._track_params, min_hits=hits_needed(self._track_params.min_hits, apart))
+        return await self._store.track(job_id, frame, params)
 
     async def _finish(
         self, job_id: str, index: int, item: dict[str, Any], *, failed: bool, result: DetectionResult | None = None

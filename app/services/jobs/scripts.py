@@ -22,9 +22,9 @@ for i = 1, #KEYS do if i ~= 2 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end en
 return first
 """
 
-# ARGV: index, now. -> {state, bytes, meta, job created_at}; state: 'run', 'done' (a result exists: a retry after it was
-# written), 'cancelled' (bytes dropped; their size is returned so the caller can release it), 'expired' (the
-# frame waited past JOB_FRAME_TTL_SECONDS), 'gone' (the job itself expired).
+# ARGV: index, now. -> {state, bytes, meta, job created_at, the frame before's meta ('' for none)}; state: 'run',
+# 'done' (a result exists: a retry after it was written), 'cancelled' (bytes dropped; their size is returned so the
+# caller can release it), 'expired' (the frame waited past JOB_FRAME_TTL_SECONDS), 'gone' (the job itself expired).
 CLAIM_FRAME = """
 local index = ARGV[1]
 if redis.call('HEXISTS', KEYS[4], index) == 1 then return {'done', '', ''} end
@@ -38,7 +38,8 @@ end
 local frame = redis.call('HGET', KEYS[2], index)
 if not frame then return {'expired', '', redis.call('HGET', KEYS[3], index) or '{}'} end
 if status == 'open' then redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[2]) end
-return {'run', frame, redis.call('HGET', KEYS[3], index) or '{}', redis.call('HGET', KEYS[1], 'created_at')}
+local before = redis.call('HGET', KEYS[3], tostring(tonumber(index) - 1)) or ''
+return {'run', frame, redis.call('HGET', KEYS[3], index) or '{}', redis.call('HGET', KEYS[1], 'created_at'), before}
 """
 
 # A closed job whose every frame has a result is finished: failed when no frame succeeded, else completed.

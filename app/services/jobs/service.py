@@ -22,7 +22,7 @@ from app.services.core.redis_client import REDIS_FAILURES
 from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
-from app.services.jobs.frames import job_frame_input
+from app.services.jobs.frames import hits_needed, job_frame_input, seconds_apart
 from app.services.jobs.processor import failed_json
 from app.services.jobs.queue import FrameQueue, queue_errors
 from app.services.jobs.store import JobStore, NewFrame, frame_id
@@ -136,15 +136,19 @@ class JobService:
         them)."""
         job = await self.status(job_id, owner)
         tracker = Tracker(params)
+        before: tuple[int, dict[str, Any]] | None = None  # the frame before: how far apart they were taken
         async for item in self.iter_results(job_id, owner):
+            index, meta = item["index"], item.get("meta") or {}
+            meta_before = before[1] if before is not None and before[0] == index - 1 else None
+            before = index, meta
             if item["status"] != "done":
                 continue
             detections = [detection_from_json(d) for d in item["detections"]]
             image = item.get("image")
             size = (image["width"], image["height"]) if image else None
-            tracker.update(
-                job_frame_input(job["created_at"], item["index"], item["meta"], detections, item["model"]["name"], size)
-            )
+            frame = job_frame_input(job["created_at"], index, meta, detections, item["model"]["name"], size)
+            apart = seconds_apart(job["created_at"], index, meta, meta_before)
+            tracker.update(frame, min_hits=hits_needed(params.min_hits, apart))
         return geojson.job_collection(job_id, tracker.hazards())
 
     async def recent(self, limit: int, tenant: str | None = None) -> list[dict[str, Any]]:

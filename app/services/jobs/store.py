@@ -59,6 +59,7 @@ class ClaimedFrame:
     meta: dict[str, Any] | None = None
     released_bytes: int = 0
     job_created_at: float = 0.0  # the job's start: job frames without a capture time are timed from it
+    meta_before: dict[str, Any] | None = None  # the job's frame before this one: how far apart they were taken
 
 
 def frame_id(index: int) -> str:
@@ -154,7 +155,14 @@ class JobStore:
         reply = await self._claim(keys=self._keys(job_id), args=[index, repr(time.time())])
         state, data, meta = _text(reply[0]), reply[1], reply[2]
         if state == "run":
-            return ClaimedFrame("run", bytes(data), json.loads(meta), job_created_at=float(reply[3]))
+            before = _text(reply[4])
+            return ClaimedFrame(
+                "run",
+                bytes(data),
+                json.loads(meta),
+                job_created_at=float(reply[3]),
+                meta_before=json.loads(before) if before else None,
+            )
         if state == "cancelled":
             return ClaimedFrame("cancelled", released_bytes=int(data or 0))
         if state == "expired":

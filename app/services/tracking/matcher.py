@@ -14,7 +14,7 @@ compete, which is what hazards a few metres apart produce; it is also what a Lua
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.services.tracking.positions import ESTIMATED, Calibration, PositionParams, estimate_camera, locate
 from app.services.tracking.types import (
@@ -194,8 +194,10 @@ class Tracker:
         self._open: list[Track] = []
         self._confirmed: dict[str, Track] = {}
 
-    def update(self, frame: FrameInput) -> list[Assignment]:
-        result = associate(self._open, frame, self.params)
+    def update(self, frame: FrameInput, min_hits: int | None = None) -> list[Assignment]:
+        """`min_hits`: this frame's, when it is not the params' (a job's sparse frames, `jobs.frames.hits_needed`)."""
+        params = self.params if min_hits is None else replace(self.params, min_hits=min_hits)
+        result = associate(self._open, frame, params)
         self._open = result.open_tracks
         for track in result.changed:
             self._confirmed[track.hazard_id] = track
