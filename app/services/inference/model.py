@@ -14,6 +14,7 @@ import structlog
 import yaml
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
+from app.services.inference.signal_stack import signal_stack_kept
 from app.services.inference.types import ModelInfo, ModelLoadError, OutputFormat
 
 log = structlog.get_logger(__name__)
@@ -130,10 +131,11 @@ def load_model(
         config["CACHE_DIR"] = str(cache_dir)
     adaptive = performance_hint == ADAPTIVE
     try:
-        compiled = core.compile_model(
-            model, device, {**config, "PERFORMANCE_HINT": THROUGHPUT if adaptive else performance_hint}
-        )
-        solo = core.compile_model(model, device, {**config, "PERFORMANCE_HINT": LATENCY}) if adaptive else None
+        with signal_stack_kept():  # the compile's own signal stack would outlive nothing (signal_stack.py)
+            compiled = core.compile_model(
+                model, device, {**config, "PERFORMANCE_HINT": THROUGHPUT if adaptive else performance_hint}
+            )
+            solo = core.compile_model(model, device, {**config, "PERFORMANCE_HINT": LATENCY}) if adaptive else None
         compile_seconds = time.perf_counter() - started
     except RuntimeError as exc:
         raise ModelLoadError(f"OpenVINO could not compile {xml} for {device}: {exc}") from exc

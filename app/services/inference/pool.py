@@ -32,6 +32,7 @@ from contextlib import asynccontextmanager, contextmanager
 import numpy as np
 import numpy.typing as npt
 import openvino as ov
+import structlog
 
 from app.services.core.errors import DeadlineExceeded, Overloaded
 from app.services.inference.types import PoolStats, Priority
@@ -46,12 +47,14 @@ SERVICE_TIME_SMOOTHING = 0.2
 SOLO_AFTER_OVERLAP_SECONDS = 0.05
 # How long a pool is kept after its last request called back. The OpenVINO thread returns from the callback and
 # finishes the request's bookkeeping (its queue's idle list, its promise) after handing the output to the loop; the
-# queues and compiled model must not be destroyed under it (seen: the suite aborted). Microseconds in practice.
+# queues and compiled model must not be destroyed under it (seen: the suite aborted). Microseconds in practice; the
+# pool is let go only after `wait_for_callbacks` all the same.
 KEEP_AFTER_LAST_CALLBACK_SECONDS = 1.0
 # Pools with requests running or called back less than KEEP_AFTER_LAST_CALLBACK_SECONDS ago: a frame cancelled
 # mid-inference lets its pool go while OpenVINO still runs its request, and an engine let go (a swap, an unload)
 # may hold the last reference. Touched on the loop only.
 _RUNNING: set[InferencePool] = set()
+log = structlog.get_logger(__name__)
 
 
 class SlotScheduler:
@@ -346,13 +349,32 @@ class InferencePool:
 
     def _let_go_if_idle(self) -> None:
         if self._in_flight == 0:
+            self.wait_for_callbacks()
             _RUNNING.discard(self)
+
+    def wait_for_callbacks(self) -> None:
+        """Until OpenVINO's threads are out of every callback of this pool's queues. After our callback returns and
+        the GIL is let go, the thread still takes the queue's lock and pushes the request onto its idle list; a
+        request's `wait()` returns only once its callback is done, so `wait_all` is the barrier before the queues
+        may be freed. Idle, it returns at once."""
+        for queue in (self._requests, self._solo_requests):
+            if queue is None:
+                continue
+            try:
+                queue.wait_all()
+            except RuntimeError as exc:  # a callback's error kept by the queue (its loop closed): nothing to wait for
+                log.warning("inference_callback_failed", error=str(exc))
 
 
 def let_go_of_idle_pools() -> None:
     """At shutdown, once the frames have drained: the idle pools kept for their last callback are freed now, on the
-    loop, rather than by the interpreter's finalization, when OpenVINO's threads can no longer take the GIL."""
-    _RUNNING.difference_update([pool for pool in _RUNNING if pool.stats().in_flight == 0])
+    loop, rather than by the interpreter's finalization, when OpenVINO's threads can no longer take the GIL. Each is
+    freed only once OpenVINO's threads are out of its callbacks (without the wait, the suite died once with a
+    segmentation fault: a pool let go right after its last frame)."""
+    idle = [pool for pool in _RUNNING if pool.stats().in_flight == 0]
+    for pool in idle:
+        pool.wait_for_callbacks()
+    _RUNNING.difference_update(idle)
 
 
 def _calling_back(pool: weakref.ref[InferencePool]) -> Callable[[ov.InferRequest, Userdata], None]:
