@@ -28,26 +28,30 @@ def job_frame_input(
     """The frame's time is its `captured_at`, else NOMINAL_FPS after the frame before it (from the job's start), so
     the tracker's time gap works for frames that carry no time. `image_size` (width, height) lets its boxes be
     projected onto the road, as a session's are."""
-    frame_meta = _frame_meta(meta)
-    received_at = job_created_at + index / NOMINAL_FPS
+    received_at = _nominal_time(job_created_at, index)
     return frame_input(
-        frame_id(index), detections, frame_meta, received_at=received_at, model=model, image_size=image_size
+        frame_id(index), detections, _frame_meta(meta), received_at=received_at, model=model, image_size=image_size
     )
 
 
-def job_frame_time(job_created_at: float, index: int, meta: dict[str, Any]) -> float:
-    """When the job's frame was taken, as the tracker times it (see `job_frame_input`)."""
-    captured = _frame_meta(meta).captured_at
-    return captured if captured is not None else job_created_at + index / NOMINAL_FPS
-
-
-def seconds_apart(
-    job_created_at: float, index: int, meta: dict[str, Any], meta_before: dict[str, Any] | None
-) -> float | None:
-    """How long after the job's frame before it the frame was taken; None for the first frame."""
+def tracked_job_frame(
+    job_created_at: float,
+    index: int,
+    meta: dict[str, Any],
+    meta_before: dict[str, Any] | None,
+    detections: Sequence[Detection],
+    model: str,
+    min_hits: int,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[FrameInput, int]:
+    """The frame as the tracker sees it (`job_frame_input`), and the hits that confirm a hazard at it: `hits_needed`
+    for how long after the job's frame before it (`meta_before`; None: unknown, or the first) it was taken."""
+    frame = job_frame_input(job_created_at, index, meta, detections, model, image_size)
     if index == 0 or meta_before is None:
-        return None
-    return job_frame_time(job_created_at, index, meta) - job_frame_time(job_created_at, index - 1, meta_before)
+        return frame, min_hits
+    before = _frame_meta(meta_before).captured_at
+    taken_before = before if before is not None else _nominal_time(job_created_at, index - 1)
+    return frame, hits_needed(min_hits, frame.at - taken_before)
 
 
 def hits_needed(min_hits: int, seconds_apart: float | None) -> int:
@@ -59,6 +63,10 @@ def hits_needed(min_hits: int, seconds_apart: float | None) -> int:
     if seconds_apart is None or seconds_apart * NOMINAL_FPS <= 1:
         return min_hits
     return max(min(MIN_SPARSE_HITS, min_hits), min(min_hits, math.ceil(min_hits / (seconds_apart * NOMINAL_FPS))))
+
+
+def _nominal_time(job_created_at: float, index: int) -> float:
+    return job_created_at + index / NOMINAL_FPS
 
 
 def _frame_meta(meta: dict[str, Any]) -> FrameMeta:

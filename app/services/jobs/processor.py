@@ -32,7 +32,7 @@ from app.services.core.errors import (
 from app.services.detection.detectors import Detector
 from app.services.inference.codec import detection_json, result_json
 from app.services.inference.types import DetectionResult, DetectOptions, ModelInfo
-from app.services.jobs.frames import hits_needed, job_frame_input, seconds_apart
+from app.services.jobs.frames import tracked_job_frame
 from app.services.jobs.queue import error_json
 from app.services.jobs.store import ClaimedFrame, JobStore, frame_id
 from app.services.observability.metrics import Metrics
@@ -131,11 +131,17 @@ class FrameProcessor:
         if not result.detections:
             return []  # nothing to associate; stale tracks are closed by the next frame's time
         size = (result.width, result.height)
-        meta = claimed.meta or {}
-        frame = job_frame_input(claimed.job_created_at, index, meta, result.detections, model, size)
-        apart = seconds_apart(claimed.job_created_at, index, meta, claimed.meta_before)
-        params = replace(self._track_params, min_hits=hits_needed(self._track_params.min_hits, apart))
-        return await self._store.track(job_id, frame, params)
+        frame, min_hits = tracked_job_frame(
+            claimed.job_created_at,
+            index,
+            claimed.meta or {},
+            claimed.meta_before,
+            result.detections,
+            model,
+            self._track_params.min_hits,
+            size,
+        )
+        return await self._store.track(job_id, frame, replace(self._track_params, min_hits=min_hits))
 
     async def _finish(
         self, job_id: str, index: int, item: dict[str, Any], *, failed: bool, result: DetectionResult | None = None

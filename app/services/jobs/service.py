@@ -22,7 +22,7 @@ from app.services.core.redis_client import REDIS_FAILURES
 from app.services.identity.principal import LOCAL_TENANT
 from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
-from app.services.jobs.frames import hits_needed, job_frame_input, seconds_apart
+from app.services.jobs.frames import tracked_job_frame
 from app.services.jobs.processor import failed_json
 from app.services.jobs.queue import FrameQueue, queue_errors
 from app.services.jobs.store import JobStore, NewFrame, frame_id
@@ -146,9 +146,10 @@ class JobService:
             detections = [detection_from_json(d) for d in item["detections"]]
             image = item.get("image")
             size = (image["width"], image["height"]) if image else None
-            frame = job_frame_input(job["created_at"], index, meta, detections, item["model"]["name"], size)
-            apart = seconds_apart(job["created_at"], index, meta, meta_before)
-            tracker.update(frame, min_hits=hits_needed(params.min_hits, apart))
+            frame, min_hits = tracked_job_frame(
+                job["created_at"], index, meta, meta_before, detections, item["model"]["name"], params.min_hits, size
+            )
+            tracker.update(frame, min_hits=min_hits)
         return geojson.job_collection(job_id, tracker.hazards())
 
     async def recent(self, limit: int, tenant: str | None = None) -> list[dict[str, Any]]:

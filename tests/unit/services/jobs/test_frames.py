@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.jobs.frames import NOMINAL_FPS, hits_needed, seconds_apart
+from app.services.jobs.frames import NOMINAL_FPS, hits_needed, tracked_job_frame
 
 
 @pytest.mark.parametrize(
@@ -29,8 +29,15 @@ def test_a_setting_of_one_or_two_is_kept() -> None:
     assert hits_needed(1, 0.5) == 1 and hits_needed(2, 0.5) == 2 and hits_needed(2, 0.01) == 2
 
 
-def test_frames_apart_by_capture_time_else_by_the_nominal_rate() -> None:
+def test_a_frame_s_hits_follow_how_long_after_the_frame_before_it_was_taken() -> None:
+    """By capture time, else by the nominal rate; the first frame, or one whose neighbour is unknown, needs
+    TRACK_MIN_HITS."""
+
+    def hits(index: int, meta: dict[str, str], before: dict[str, str] | None) -> int:
+        return tracked_job_frame(100.0, index, meta, before, [], "m", 5)[1]
+
     taken = {"captured_at": "2026-03-01T10:00:00.300Z"}
-    assert seconds_apart(0.0, 4, taken, {"captured_at": "2026-03-01T10:00:00Z"}) == pytest.approx(0.3)
-    assert seconds_apart(100.0, 4, {}, {}) == pytest.approx(1 / NOMINAL_FPS)
-    assert seconds_apart(100.0, 0, taken, None) is None
+    assert hits(4, taken, {"captured_at": "2026-03-01T10:00:00Z"}) == 2  # 0.3 s after
+    assert hits(4, {"captured_at": "2026-03-01T10:00:00.100Z"}, {"captured_at": "2026-03-01T10:00:00Z"}) == 4
+    assert hits(4, {}, {}) == 5  # 1/15 s apart by the nominal rate
+    assert hits(0, taken, None) == hits(4, taken, None) == 5

@@ -134,6 +134,17 @@ def test_the_horizon_and_focal_height_are_estimated_from_a_few_tracks() -> None:
     assert distance_m(position.lat, position.lon, *moved(*ORIGIN, HEADING, 20.0, 1.0)) < 0.3
 
 
+def test_views_the_frame_cuts_feed_no_estimate() -> None:
+    """Tracks followed until their points leave the bottom of the image: those last rows are the image's edge, not
+    the ground point's, and would bend the fit of row against travel."""
+    tracks = [[framed(s, 40.0) for s in approach(d, r, frames=26)] for d, r in [(14.0, -1.0), (13.0, 0.5), (14.5, 1.4)]]
+    assert all(any(s.v >= HEIGHT - 2 for s in track) for track in tracks)
+    camera = estimate_camera(tracks, PARAMS)
+    assert camera is not None
+    assert camera.pitch_deg == pytest.approx(CAMERA.pitch_deg, abs=0.3)
+    assert camera.height_m == pytest.approx(CAMERA.height_m, rel=0.03)
+
+
 def test_too_few_tracks_estimate_nothing() -> None:
     assert estimate_camera([approach(14.0, 0.0), approach(13.0, 1.0)], PARAMS) is None
     assert estimate_camera([approach(14.0, 0.0, frames=3)] * 3, PARAMS) is None
