@@ -111,7 +111,9 @@ async def test_two_streams_of_one_session_at_two_replicas_keep_one_hazard_id_per
     per_stream = [{d["hazard_id"] for answer in answers for d in answer["detections"]} for answers in halves]
     most = max(len(answer["detections"]) for answers in halves for answer in answers)
     assert most >= 1 and per_stream[0] == per_stream[1] and len(per_stream[0]) == most  # no hazard split in two
-    alerts = Counter(
-        d["hazard_id"] for answers in halves for answer in answers for d in answer["detections"] if d["new_hazard"]
-    )
-    assert alerts == Counter(dict.fromkeys(per_stream[0], 1))  # each confirmed exactly once, by one of the replicas
+    detections = [d for answers in halves for answer in answers for d in answer["detections"]]
+    frames_of = Counter(d["hazard_id"] for d in detections)
+    alerts = Counter(d["hazard_id"] for d in detections if d["new_hazard"])
+    # Each hazard seen in TRACK_MIN_HITS frames confirmed exactly once, by one of the replicas; one seen in fewer (a
+    # detection near the threshold, in a frame or two) never.
+    assert alerts and alerts == Counter({hazard: 1 for hazard, frames in frames_of.items() if frames >= 3}), frames_of
