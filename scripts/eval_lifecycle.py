@@ -14,8 +14,8 @@ Then each registry hazard is matched to the placed hazard of its class nearest i
   goal                  met when every repaired one is flagged and no unrepaired one is
 
 Seeds (`--seeds`, the tracking eval's held-out 9101-9110 by default) were not looked at when the pass rule was made.
-Known miss: a repaired hazard whose same-class twin stays beside it (the roads' side-by-side pairs, 1-3 m apart) is
-seen in every pass through the twin (closer than the pass rule's SEEN_WITHIN_M: GPS cannot tell them apart).
+Known misses: a repaired hazard whose same-class twin stays a metre beside it (the registry's two positions and the
+detections of the one left are not that precise), and one the registry holds duplicate records of.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from app.services.registry.passes import FrameSeen, PassWatcher
 from app.services.registry.pending import SightingBuffer
 from app.services.registry.records import Sighting
 from app.services.tracking.hazard_map import MapHazard
+from app.services.tracking.positions import Camera, ground_offset
 from app.services.tracking.types import Box, FrameInput
 from app.services.tracking.types import HazardRecord as TrackedHazard
 
@@ -36,6 +37,18 @@ ReadEntry = Callable[[str, float, float, str], Awaitable[MapHazard | None]]
 def across_image(box: Box, width: int) -> float:
     """Where the box's centre is across the image: -1 at the left edge, 0 in the middle, 1 at the right edge."""
     return ((box[0] + box[2]) / 2 - width / 2) / (width / 2)
+
+
+def on_ground(frame: FrameInput, camera: Camera | None) -> tuple[tuple[str, float, float], ...] | None:
+    """Each detection's label and where its box touches the road, metres ahead and right (None without a camera);
+    a box whose bottom is at or above the horizon is left out."""
+    if camera is None or not frame.width or not frame.height:
+        return None
+    spots = (
+        (o.label, ground_offset((o.box[0] + o.box[2]) / 2, o.box[3], frame.width, frame.height, camera))
+        for o in frame.observations
+    )
+    return tuple((label, *spot) for label, spot in spots if spot is not None)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class RegistryFeed:
 
     # TrackingObserver: called on the request path, so only a queue append each
 
-    def framed(self, session_id: str, frame: FrameInput, tenant: str) -> None:
+    def framed(self, session_id: str, frame: FrameInput, tenant: str, camera: Camera | None = None) -> None:
         if frame.lat is not None and frame.lon is not None:
             labels = frozenset(o.label for o in frame.observations)
             across = (
@@ -69,7 +82,10 @@ class RegistryFeed:
                 if not frame.width
                 else tuple((o.label, across_image(o.box, frame.width)) for o in frame.observations)
             )
-            self._put(FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant, frame.heading, across))
+            ground = on_ground(frame, camera)
+            self._put(
+                FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant, frame.heading, across, ground)
+            )
 
     def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
         self._put(Mapped(source_id, map_id, record, tenant))

@@ -2,21 +2,29 @@
 first located frame within `range_m` and is closed when the session's frames leave the range (or go quiet for
 `gap_s`). It counts only if the camera covered the hazard: some frame had it in view (ahead, no more than `range_m`,
 inside the field of view, widened by `VIEW_MARGIN_M` for GPS error) and a later frame had it behind (the vehicle
-drove past it). `saw_it` is true when a frame that had it in view detected its class in its direction (within
-`SEEN_WITHIN_M` of it at its distance, the box's column read through the field of view). A pass that saw it always
-counts (it is a sighting); one that neither saw nor covered it is dropped (`uncovered`): a session that ended or
-turned off before the hazard, started past it or drove away from it says nothing about it. The store counts clean
+drove past it). `saw_it` is true when a frame that had it in view detected its class there. A pass that saw it
+always counts (it is a sighting); one that neither saw nor covered it is dropped (`uncovered`): a session that ended
+or turned off before the hazard, started past it or drove away from it says nothing about it. The store counts clean
 passes.
 
-The camera looks along the frame's heading, else along the course from the session's previous fix (at least
-`MIN_COURSE_M` away); a frame with neither cannot have anything in view.
+Where a detection is: with the session's camera known (the key's device profile), where its box touches the road
+(`positions.ground_offset`). The pass keeps those of the hazard's class near it, and decides when it ends: a
+detection, less the session's offset, within `SEEN_WITHIN_M` of it and nearer it than any other hazard of its
+class. The offset is how far, north and east, the session's detections sit from hazards they clearly are (no other
+of the class near), the median of the latest: the vehicle's GPS bias against the one the registry's positions carry.
+Once it is off, a repaired pothole whose twin stays 1-3 m beside it, or one further along the same bearing, is not
+seen in the twin's detections; the hazards passed after it count too (the pass is decided at its end). Until the
+session has an offset, any detection within `SEEN_WITHIN_M` sees it (twins are both seen: GPS cannot tell them
+apart). Without a camera: a detection of the class in the hazard's direction (within `SEEN_WITHIN_M` of it at its
+distance, the box's column read through the field of view).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +44,9 @@ VIEW_MARGIN_M = 2.0  # a hazard this far outside the field of view's edge may st
 # GPS bias (~1.5 m) and the hazard's own position error. Same-class hazards closer together than this are one here.
 SEEN_WITHIN_M = 4.0
 MIN_COURSE_M = 2.0  # fixes closer than this give no course to look along
+CLEAR_OF_M = 2 * SEEN_WITHIN_M  # a detection with no other hazard of its class this near is clearly its nearest's
+OFFSET_SAMPLES = 30  # the session's offset is the median of its latest clear detections' ...
+MIN_OFFSET_SAMPLES = 5  # ... once it has this many
 CELL_DEGREES = 0.01  # hazards are read from the registry per cell of about 1 km, cached for `cache_s`
 MAX_CELLS = 1024
 MAX_SESSIONS = 10_000
@@ -56,20 +67,40 @@ class FrameSeen:
     # Per detection, its label and where its box's centre is across the image (-1 left edge, 0 centre, 1 right);
     # None when the frame's width is not known (then any detection of the label counts).
     across: tuple[tuple[str, float], ...] | None = None
+    # Per detection placed on the road (the session's camera known), its label and metres ahead and to the right.
+    ground: tuple[tuple[str, float, float], ...] | None = None
+
+
+Offset = tuple[float, float]  # metres north and east
 
 
 @dataclass
 class OpenPass:
     started_at: float
     last_at: float
-    saw_it: bool
+    saw_it: bool  # a detection in its direction (no camera known), or placed on it (decided at the end: `saw`)
     tenant: str = LOCAL_TENANT
     in_view: bool = False  # some frame had it ahead, in the field of view
     passed: bool = False  # a frame after that had it behind: the camera drove past it
+    # Detections of its class placed on the road in frames that had it in view, as offsets from it; and the other
+    # hazards of its class in range, as offsets from it (kept to the pass's end: the session's offset may come later)
+    placed: list[Offset] = field(default_factory=list)
+    rivals: dict[str, Offset] = field(default_factory=dict)
 
-    @property
-    def counts(self) -> bool:
-        return self.saw_it or (self.in_view and self.passed)
+    def saw(self, offset: Offset | None) -> bool:
+        """Whether the pass saw it: a detection in its direction, or one placed on it, less the session's `offset`,
+        that is nearer it than any rival; without an offset, any placed within SEEN_WITHIN_M (twins both seen)."""
+        if self.saw_it:
+            return True
+        offset_north, offset_east = offset or (0.0, 0.0)
+        for placed_north, placed_east in self.placed:
+            north, east = placed_north - offset_north, placed_east - offset_east
+            apart = math.hypot(north, east)
+            if apart <= SEEN_WITHIN_M and (
+                offset is None or all(apart <= math.hypot(north - n, east - e) for n, e in self.rivals.values())
+            ):
+                return True
+        return False
 
 
 @dataclass
@@ -77,14 +108,49 @@ class SessionPasses:
     passes: dict[str, OpenPass] = field(default_factory=dict)  # map key -> its pass
     fix: tuple[float, float] | None = None  # the last frame's position: the course to the next one
     course: float | None = None
+    # Clear detections' offsets from the hazards they are (see the module's docstring)
+    offsets: deque[Offset] = field(default_factory=lambda: deque(maxlen=OFFSET_SAMPLES))
+
+    def offset(self) -> Offset | None:
+        """The session's GPS against the registry's positions; None until MIN_OFFSET_SAMPLES clear detections."""
+        if len(self.offsets) < MIN_OFFSET_SAMPLES:
+            return None
+        return statistics.median(n for n, _ in self.offsets), statistics.median(e for _, e in self.offsets)
+
+
+def north_east(lat: float, lon: float, to_lat: float, to_lon: float) -> tuple[float, float]:
+    """(lat, lon) -> (to_lat, to_lon) in metres north and east (flat earth over metres)."""
+    return (to_lat - lat) * METRES_PER_DEGREE, (to_lon - lon) * METRES_PER_DEGREE * math.cos(math.radians(lat))
 
 
 def ahead_right(lat: float, lon: float, heading: float, to_lat: float, to_lon: float) -> tuple[float, float]:
     """(lat, lon) -> (to_lat, to_lon) in metres along `heading` and to its right (flat earth over metres)."""
-    north = (to_lat - lat) * METRES_PER_DEGREE
-    east = (to_lon - lon) * METRES_PER_DEGREE * math.cos(math.radians(lat))
+    north, east = north_east(lat, lon, to_lat, to_lon)
     bearing = math.radians(heading)
     return north * math.cos(bearing) + east * math.sin(bearing), east * math.cos(bearing) - north * math.sin(bearing)
+
+
+def clear_offsets(frame: FrameSeen, placed: list[tuple[str, Offset]], hazards: dict[str, HazardRecord]) -> list[Offset]:
+    """The offsets of the frame's placed detections from the hazards they clearly are: the one of its class within
+    CLEAR_OF_M of it (with two or more, it could be either)."""
+    offsets = []
+    for label, (north, east) in placed:
+        near = [
+            (north - h_north, east - h_east)
+            for hazard in hazards.values()
+            if hazard.label == label
+            for h_north, h_east in [north_east(frame.lat, frame.lon, hazard.lat, hazard.lon)]
+            if math.hypot(north - h_north, east - h_east) <= CLEAR_OF_M
+        ]
+        if len(near) == 1:
+            offsets.append(near[0])
+    return offsets
+
+
+def rotated(heading: float, ahead: float, right: float) -> tuple[float, float]:
+    """Metres `ahead` along `heading` and `right` of it, as metres north and east."""
+    bearing = math.radians(heading)
+    return ahead * math.cos(bearing) - right * math.sin(bearing), ahead * math.sin(bearing) + right * math.cos(bearing)
 
 
 def course_between(start: tuple[float, float], end: tuple[float, float]) -> float | None:
@@ -130,7 +196,12 @@ class PassWatcher:
         for map_key, open_pass in list(passes.items()):
             if map_key not in in_range or frame.at - open_pass.last_at > self._gap_s:
                 del passes[map_key]
-                await self._record(frame.session_id, map_key, open_pass)
+                await self._record(frame.session_id, map_key, open_pass, session.offset())
+        if heading is None:
+            placed: list[tuple[str, Offset]] = []
+        else:
+            placed = [(label, rotated(heading, ahead, right)) for label, ahead, right in frame.ground or ()]
+            session.offsets.extend(clear_offsets(frame, placed, in_range))
         for map_key, hazard in in_range.items():
             open_pass = passes.setdefault(map_key, OpenPass(frame.at, frame.at, False, frame.tenant))
             open_pass.last_at = max(open_pass.last_at, frame.at)
@@ -139,7 +210,10 @@ class PassWatcher:
             ahead, right = ahead_right(frame.lat, frame.lon, heading, hazard.lat, hazard.lon)
             if ahead > 0 and abs(right) <= ahead * self._half_view + VIEW_MARGIN_M:
                 open_pass.in_view = True
-                open_pass.saw_it = open_pass.saw_it or self._detected(frame, hazard.label, ahead, right)
+                if frame.ground is None:
+                    open_pass.saw_it = open_pass.saw_it or self._detected(frame, hazard.label, ahead, right)
+                else:
+                    self._place(open_pass, frame, hazard, placed, in_range)
             elif ahead <= 0 and open_pass.in_view:
                 open_pass.passed = True
 
@@ -148,7 +222,25 @@ class PassWatcher:
         while self._open:
             session_id, session = self._open.popitem(last=False)
             for map_key, open_pass in session.passes.items():
-                await self._record(session_id, map_key, open_pass)
+                await self._record(session_id, map_key, open_pass, session.offset())
+
+    @staticmethod
+    def _place(
+        open_pass: OpenPass,
+        frame: FrameSeen,
+        hazard: HazardRecord,
+        placed: list[tuple[str, Offset]],
+        in_range: dict[str, HazardRecord],
+    ) -> None:
+        """Keep the frame's detections of the hazard's class near it, and its rivals, as offsets from it."""
+        north, east = north_east(frame.lat, frame.lon, hazard.lat, hazard.lon)
+        for label, (placed_north, placed_east) in placed:
+            if label == hazard.label and math.hypot(placed_north - north, placed_east - east) <= CLEAR_OF_M:
+                open_pass.placed.append((placed_north - north, placed_east - east))
+        for key, rival in in_range.items():
+            if rival.label == hazard.label and key != hazard.map_key:
+                rival_north, rival_east = north_east(frame.lat, frame.lon, rival.lat, rival.lon)
+                open_pass.rivals[key] = (rival_north - north, rival_east - east)
 
     def _detected(self, frame: FrameSeen, label: str, ahead: float, right: float) -> bool:
         """The frame detected `label` in the hazard's direction (`ahead`, `right` of the camera)."""
@@ -181,15 +273,14 @@ class PassWatcher:
             self.lost += len(forgotten.passes)
         return session
 
-    async def _record(self, session_id: str, map_key: str, open_pass: OpenPass) -> None:
-        if not open_pass.counts:
+    async def _record(self, session_id: str, map_key: str, open_pass: OpenPass, offset: Offset | None) -> None:
+        saw_it = open_pass.saw(offset)
+        if not (saw_it or (open_pass.in_view and open_pass.passed)):
             self.uncovered += 1
             return
         at = datetime.fromtimestamp(open_pass.last_at, UTC)
         try:
-            await self._registry.record_pass(
-                open_pass.tenant, map_key, session_id=session_id, at=at, saw_it=open_pass.saw_it
-            )
+            await self._registry.record_pass(open_pass.tenant, map_key, session_id=session_id, at=at, saw_it=saw_it)
         except HazardNotFound:
             return
         except RegistryUnavailable:

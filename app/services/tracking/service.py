@@ -110,8 +110,9 @@ class Tracked:
 class TrackingObserver(Protocol):
     """Told what tracking did, without waiting on it (e.g. the hazard registry's feed): both must return at once."""
 
-    def framed(self, session_id: str, frame: FrameInput, tenant: str) -> None:
-        """A frame of the tenant's session, with or without detections (a camera that saw nothing is news too)."""
+    def framed(self, session_id: str, frame: FrameInput, tenant: str, camera: Camera | None = None) -> None:
+        """A frame of the tenant's session, with or without detections (a camera that saw nothing is news too);
+        `camera`: the session's, when its key's device profile gives one."""
 
     def mapped(self, source_id: str, map_id: str, record: HazardRecord, tenant: str) -> None:
         """`record` of `source_id` was merged into the entry `map_id` of `tenant`'s map."""
@@ -145,7 +146,8 @@ class TrackingService:
         whose map its hazards go on; `device_profile`: the client key's camera, which projects the session's
         positions before anything else."""
         if self._observer is not None:
-            self._observer.framed(session_id, frame, tenant)
+            calibration = profile_calibration(device_profile)
+            self._observer.framed(session_id, frame, tenant, None if calibration is None else calibration.camera)
         if not frame.observations:
             return Tracked([])  # nothing to associate; stale tracks are closed by the next frame's time
         fields: dict[str, object] = {"update_id": secrets.token_hex(8), "frame": frame.as_json(), "tenant": tenant}

@@ -102,3 +102,69 @@ async def test_a_drive_that_detects_it_in_view_is_not_clean(registry: HazardRegi
     assert await status(registry) is Status.OPEN
     await drive(watcher, "f", range(-30, 30))
     assert await status(registry) is Status.SUSPECTED_FIXED
+
+
+# Detections placed on the road (the session's camera known): hazards by name, metres east and north of HAZARD,
+# which is the registry's "m1" (A, the repaired one, in each test below).
+TWIN_B, FURTHER = (0.0, -2.0), (13.0, 0.0)
+CLEAR_BEFORE, CLEAR_AFTER = (-30.0, 0.0), (20.0, 0.0)
+
+
+async def registry_of(registry: HazardRegistry, hazards: dict[str, tuple[float, float]]) -> None:
+    for key, (east, north) in hazards.items():
+        await registry.apply_sighting(
+            Sighting(LOCAL_TENANT, key, "pothole", *offset_position(*HAZARD, north, east), 1.0, T0)
+        )
+
+
+async def drive_on_ground(
+    watcher: PassWatcher, session: str, on_road: dict[str, tuple[float, float]], gps_bias_north: float = 0.0
+) -> None:
+    """One session driving east 1 m north of HAZARD, a metre a second, its GPS `gps_bias_north` metres off; each
+    frame detects the `on_road` hazards 3-14 m ahead of it, placed on the road where they really are."""
+    start = T0.timestamp() + 600 * ord(session[0])
+    for second, metre in enumerate(range(-60, 30)):
+        ground = tuple(
+            ("pothole", east - metre, 1.0 - north) for east, north in on_road.values() if 3 <= east - metre <= 14
+        )
+        lat, lon = offset_position(*HAZARD, 1.0 + gps_bias_north, metre)
+        labels = frozenset(label for label, _, _ in ground)
+        await watcher.observe(FrameSeen(session, start + second, lat, lon, labels, heading=HEADING, ground=ground))
+    await watcher.observe(FrameSeen(session, start + 90, HAZARD[0] + 0.01, HAZARD[1], frozenset()))
+
+
+async def statuses(registry: HazardRegistry) -> dict[str, Status]:
+    return {hazard.map_key: hazard.status for hazard in (await registry.query(HazardFilter())).items}
+
+
+@pytest.mark.parametrize("clear", [CLEAR_BEFORE, CLEAR_AFTER])
+async def test_a_repaired_twin_is_told_from_the_one_beside_it_once_the_sessions_gps_offset_is_known(
+    registry: HazardRegistry, clear: tuple[float, float]
+) -> None:
+    """Twins 2 m apart, A repaired; the vehicles' GPS is 2 m north, so B's detections land where A is. A clear
+    pothole passed before them, or soon after (a pass is decided at its end), tells the session its offset, and
+    B's detections are B's: A is suspected fixed, B not."""
+    await registry_of(registry, {"B": TWIN_B, "C": clear})
+    watcher = PassWatcher(registry, range_m=14.0)
+    for session in ("a", "b", "c"):
+        await drive_on_ground(watcher, session, {"B": TWIN_B, "C": clear}, gps_bias_north=2.0)
+    found = await statuses(registry)
+    assert found == {"m1": Status.SUSPECTED_FIXED, "B": Status.OPEN, "C": Status.OPEN}
+
+
+async def test_without_a_clear_hazard_to_learn_the_offset_from_twins_are_both_seen(registry: HazardRegistry) -> None:
+    await registry_of(registry, {"B": TWIN_B})
+    watcher = PassWatcher(registry, range_m=14.0)
+    for session in ("a", "b", "c"):
+        await drive_on_ground(watcher, session, {"B": TWIN_B}, gps_bias_north=2.0)
+    found = await statuses(registry)
+    assert found == {"m1": Status.OPEN, "B": Status.OPEN}  # GPS alone cannot tell them apart: neither is flagged
+
+
+async def test_a_hazard_further_along_the_same_bearing_is_not_the_repaired_one(registry: HazardRegistry) -> None:
+    await registry_of(registry, {"D": FURTHER})
+    watcher = PassWatcher(registry, range_m=14.0)
+    for session in ("a", "b", "c"):
+        await drive_on_ground(watcher, session, {"D": FURTHER})
+    found = await statuses(registry)
+    assert found == {"m1": Status.SUSPECTED_FIXED, "D": Status.OPEN}
