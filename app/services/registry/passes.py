@@ -47,6 +47,9 @@ MIN_COURSE_M = 2.0  # fixes closer than this give no course to look along
 CLEAR_OF_M = 2 * SEEN_WITHIN_M  # a detection with no other hazard of its class this near is clearly its nearest's
 OFFSET_SAMPLES = 30  # the session's offset is the median of its latest clear detections' ...
 MIN_OFFSET_SAMPLES = 5  # ... once it has this many
+PLACED_KEPT = (
+    64  # a pass keeps its latest placed detections: a car waiting in view of a hazard sends frames for minutes
+)
 CELL_DEGREES = 0.01  # hazards are read from the registry per cell of about 1 km, cached for `cache_s`
 MAX_CELLS = 1024
 MAX_SESSIONS = 10_000
@@ -84,7 +87,7 @@ class OpenPass:
     passed: bool = False  # a frame after that had it behind: the camera drove past it
     # Detections of its class placed on the road in frames that had it in view, as offsets from it; and the other
     # hazards of its class in range, as offsets from it (kept to the pass's end: the session's offset may come later)
-    placed: list[Offset] = field(default_factory=list)
+    placed: deque[Offset] = field(default_factory=lambda: deque(maxlen=PLACED_KEPT))
     rivals: dict[str, Offset] = field(default_factory=dict)
 
     def saw(self, offset: Offset | None) -> bool:

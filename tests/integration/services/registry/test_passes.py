@@ -15,7 +15,7 @@ import pytest
 from app.services.identity.principal import LOCAL_TENANT
 from app.services.registry.lifecycle import Status
 from app.services.registry.migrate import open_engine, upgrade
-from app.services.registry.passes import FrameSeen, PassWatcher, ahead_right
+from app.services.registry.passes import PLACED_KEPT, FrameSeen, PassWatcher, ahead_right
 from app.services.registry.records import HazardFilter, Sighting
 from app.services.registry.store import HazardRegistry
 from hazard_client.drives.geo import offset_position
@@ -168,3 +168,19 @@ async def test_a_hazard_further_along_the_same_bearing_is_not_the_repaired_one(r
         await drive_on_ground(watcher, session, {"D": FURTHER})
     found = await statuses(registry)
     assert found == {"m1": Status.SUSPECTED_FIXED, "D": Status.OPEN}
+
+
+async def test_a_car_waiting_in_view_keeps_a_bounded_pass(registry: HazardRegistry) -> None:
+    """Frames for minutes from one spot 10 m short of the hazard, each detecting it: the pass keeps its latest
+    PLACED_KEPT placements, not one per frame, and still saw it."""
+    watcher = PassWatcher(registry, range_m=14.0)
+    lat, lon = offset_position(*HAZARD, 1.0, -10.0)
+    for second in range(2_000):
+        ground = (("pothole", 10.0, 1.0),)
+        await watcher.observe(
+            FrameSeen(
+                "a", T0.timestamp() + second / 15, lat, lon, frozenset({"pothole"}), heading=HEADING, ground=ground
+            )
+        )
+    [open_pass] = watcher._open["a"].passes.values()
+    assert len(open_pass.placed) == PLACED_KEPT and open_pass.saw(None)
