@@ -29,7 +29,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from eval_tracking import HELD_OUT_SEEDS, Score, Session, drive_session, eval_settings, nearest_truth, redis_server
+from eval_tracking import (
+    CALIBRATIONS,
+    HELD_OUT_SEEDS,
+    Score,
+    Session,
+    drive_session,
+    eval_settings,
+    nearest_truth,
+    redis_server,
+)
 from scenes import VISIBLE_TO_M, Road, generate_road
 
 from app.services.registry.lifecycle import Status
@@ -77,12 +86,13 @@ async def settle(parts: Parts) -> None:
     await asyncio.sleep(0.5)  # the event taken off the queue last is being written
 
 
-async def one_drive(parts: Parts, road: Road, vehicle: int, fps: float, score: LifecycleScore) -> None:
+async def one_drive(
+    parts: Parts, road: Road, vehicle: int, fps: float, score: LifecycleScore, calibration: str = "profile"
+) -> None:
     created = await parts.sessions.create({"vehicle": f"lifecycle-{vehicle}"}, None)
     tracked = Score()
-    await drive_session(
-        parts, road, vehicle, fps, {"profile": Session("profile", created.session_id, parts.tracking, tracked)}
-    )
+    session = Session(calibration, created.session_id, parts.tracking, tracked)
+    await drive_session(parts, road, vehicle, fps, {calibration: session})
     score.frames += tracked.frames
     await settle(parts)
 
@@ -132,7 +142,9 @@ def score_road(road: Road, repaired: set[int], records: list[HazardRecord], scor
                 score.misfires.append(f"{name}: still there, flagged")
 
 
-async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) -> LifecycleScore:
+async def evaluate(
+    seeds: list[int], fps: float, overrides: dict[str, float], calibration: str = "profile"
+) -> LifecycleScore:
     score = LifecycleScore()
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as work:
         settings = eval_settings(redis_url, Path(work), overrides)
@@ -146,10 +158,10 @@ async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) ->
                 road = generate_road(seed)
                 road = replace(road, length_m=road.length_m + run_out)
                 repaired = repaired_of(road)
-                await one_drive(parts, road, 0, fps, score)  # the hazards reported
+                await one_drive(parts, road, 0, fps, score, calibration)  # the hazards reported
                 left = replace(road, hazards=tuple(h for h in road.hazards if h.hazard_id not in repaired))
                 for vehicle in range(1, settings.registry.passes_to_fix + 1):  # later passes, repaired ones gone
-                    await one_drive(parts, left, vehicle, fps, score)
+                    await one_drive(parts, left, vehicle, fps, score, calibration)
                 score_road(road, repaired, await registry_hazards(parts, road), score)
                 print(
                     f"seed {seed}: {len(road.hazards)} hazards, {len(repaired)} repaired, {score.frames} frames so far",
@@ -160,8 +172,8 @@ async def evaluate(seeds: list[int], fps: float, overrides: dict[str, float]) ->
     return score
 
 
-def report(seeds: list[int], score: LifecycleScore, seconds: float) -> None:
-    print(f"== lifecycle: seeds {' '.join(map(str, seeds))}, {score.passes} passes after the repairs")
+def report(seeds: list[int], score: LifecycleScore, seconds: float, calibration: str) -> None:
+    print(f"== lifecycle ({calibration}): seeds {' '.join(map(str, seeds))}, {score.passes} passes after the repairs")
     for misfire in score.misfires:
         print(f"misfire: {misfire}")
     print(
@@ -179,14 +191,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="*", default=list(HELD_OUT_SEEDS))
     parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument(
+        "--calibration",
+        choices=CALIBRATIONS,
+        default="profile",
+        help="the road's camera as the key's device profile, or none (the sessions' own estimates)",
+    )
     parser.add_argument("--set", nargs="*", default=[], help="setting overrides, e.g. registry_pass_range_m=30")
     args = parser.parse_args()
     # REGISTRY_PASS_RANGE_M is how far ahead the camera sees a hazard: the generated drives' camera sees VISIBLE_TO_M.
     overrides = {"registry_pass_range_m": VISIBLE_TO_M}
     overrides |= {key: float(value) for key, value in (item.split("=", 1) for item in args.set)}
     started = time.monotonic()
-    score = asyncio.run(evaluate(args.seeds, args.fps, overrides))
-    report(args.seeds, score, time.monotonic() - started)
+    score = asyncio.run(evaluate(args.seeds, args.fps, overrides, args.calibration))
+    report(args.seeds, score, time.monotonic() - started, args.calibration)
     if not score.met:
         raise SystemExit(1)
 

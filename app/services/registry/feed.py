@@ -28,6 +28,7 @@ from app.services.tracking.types import HazardRecord as TrackedHazard
 
 log = structlog.get_logger(__name__)
 REMEMBERED_SIGHTINGS = 10_000
+REMEMBERED_CAMERAS = 10_000  # sessions whose camera tracking has told (the latest)
 
 # The map entry `map_id` of a tenant's map as it is now (fused position, best photo), looked up near a report of it:
 # (map_id, lat, lon, tenant).
@@ -67,6 +68,7 @@ class RegistryFeed:
         self._queue_limit = queue_limit
         self._wake = asyncio.Event()
         self._sent: OrderedDict[tuple[str, str, float, str | None], None] = OrderedDict()  # skip repeats of a report
+        self._cameras: OrderedDict[str, Camera] = OrderedDict()
         self.dropped = 0  # events past `queue_limit`: the map keeps the hazard, its next report brings it back
 
     def __len__(self) -> int:
@@ -75,6 +77,8 @@ class RegistryFeed:
     # TrackingObserver: called on the request path, so only a queue append each
 
     def framed(self, session_id: str, frame: FrameInput, tenant: str, camera: Camera | None = None) -> None:
+        """`camera`: the key's device profile's; else the one tracking last told for the session (`calibrated`)."""
+        camera = camera or self._cameras.get(session_id)
         if frame.lat is not None and frame.lon is not None:
             labels = frozenset(o.label for o in frame.observations)
             across = (
@@ -89,6 +93,12 @@ class RegistryFeed:
 
     def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
         self._put(Mapped(source_id, map_id, record, tenant))
+
+    def calibrated(self, session_id: str, camera: Camera) -> None:
+        self._cameras[session_id] = camera
+        self._cameras.move_to_end(session_id)
+        while len(self._cameras) > REMEMBERED_CAMERAS:
+            self._cameras.popitem(last=False)
 
     def _put(self, event: Mapped | FrameSeen) -> None:
         if len(self._queue) >= self._queue_limit:

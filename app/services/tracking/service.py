@@ -57,6 +57,10 @@ log = structlog.get_logger(__name__)
 HAZARD_ID_BYTES = 8
 DEFAULT_NEAR_RADIUS_M = 100.0
 ESTIMATE_SETTLED_TRACKS = 8  # a session's estimate from this many tracks is not redone
+# The observer is told a session's camera only when its distances are this good (a profile's or the metadata's, or
+# an estimate from ESTIMATE_SETTLED_TRACKS tracks: 0.18): the registry's passes place detections on the road with it,
+# and an estimate from 3 tracks (~30 % off) would place a hazard 14 m ahead 4 m away from where it is.
+PLACING_MAX_ERROR = 0.18
 
 
 def new_hazard_id() -> str:
@@ -117,6 +121,9 @@ class TrackingObserver(Protocol):
     def mapped(self, source_id: str, map_id: str, record: HazardRecord, tenant: str) -> None:
         """`record` of `source_id` was merged into the entry `map_id` of `tenant`'s map."""
 
+    def calibrated(self, session_id: str, camera: Camera) -> None:
+        """The camera the session's positions are projected with (its profile's, its metadata's or estimated)."""
+
 
 class TrackingService:
     def __init__(
@@ -169,6 +176,8 @@ class TrackingService:
         calibration = await self._calibration(
             session_id, associated, Calibration(profile, PROFILE) if profile is not None else None, tenant
         )
+        if calibration is not None and calibration.relative_error <= PLACING_MAX_ERROR and self._observer is not None:
+            self._observer.calibrated(session_id, calibration.camera)
         await self._merge(session_id, associated.changed, calibration, tenant)
         return associated.assignments
 

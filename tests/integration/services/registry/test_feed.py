@@ -1,0 +1,90 @@
+"""The feed places a session's detections on the road with the camera tracking told it (`calibrated`: the session's
+metadata camera, or a settled estimate), as with a key's device profile: twins 2 m apart, one repaired, seen by
+vehicles whose GPS puts the other's detections on it. Told the camera, the repaired twin is found fixed; not told,
+its frames keep the bearing rule and neither twin is flagged. Real registry (SQLite), real pass watcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.services.identity.principal import LOCAL_TENANT
+from app.services.registry.feed import RegistryFeed
+from app.services.registry.lifecycle import Status
+from app.services.registry.migrate import open_engine, upgrade
+from app.services.registry.passes import PassWatcher
+from app.services.registry.pending import SightingBuffer
+from app.services.registry.records import HazardFilter, Sighting
+from app.services.registry.store import HazardRegistry
+from app.services.tracking.hazard_map import MapHazard
+from app.services.tracking.positions import Camera
+from app.services.tracking.types import FrameInput, Observation
+from hazard_client.drives.geo import offset_position
+from tests.integration.services.registry.conftest import T0
+from tests.unit.services.tracking.test_positions import HEIGHT, WIDTH, image_point
+
+CAMERA = Camera(height_m=1.4, pitch_deg=6.0, hfov_deg=60.0)
+START = (52.5, 13.4)
+HAZARDS = {"A": (0.0, 0.0), "B": (0.0, -2.0), "C": (-30.0, 0.0)}  # metres east, north of START; A is repaired
+BOX_PX = 30.0
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[HazardRegistry]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/registry.db"
+    await upgrade(url)
+    engine = open_engine(url)
+    registry = HazardRegistry(engine, passes_to_fix=3, max_page_size=50)
+    for key, (east, north) in HAZARDS.items():
+        lat, lon = offset_position(*START, north, east)
+        await registry.apply_sighting(Sighting(LOCAL_TENANT, key, "pothole", lat, lon, 1.0, T0))
+    yield registry
+    await engine.dispose()
+
+
+def frame(metre: int, gps_bias_north: float) -> FrameInput:
+    """The camera 1 m north of START's latitude, `metre` east, heading east; B and C boxed where they are."""
+    observations = []
+    for key in ("B", "C"):
+        east, north = HAZARDS[key]
+        ahead, right = east - metre, 1.0 - north
+        if 3 <= ahead <= 14:
+            u, v = image_point(CAMERA, ahead, right)
+            box = (u - BOX_PX / 2, v - BOX_PX / 2, u + BOX_PX / 2, v)
+            observations.append(Observation("pothole", 0, 0.8, box, f"{key}{metre}"))
+    lat, lon = offset_position(*START, 1.0 + gps_bias_north, metre)
+    return FrameInput(
+        f"r{metre}",
+        T0.timestamp() + 60 + metre,
+        tuple(observations),
+        lat,
+        lon,
+        heading=90.0,
+        width=WIDTH,
+        height=HEIGHT,
+    )
+
+
+async def no_entry(map_id: str, lat: float, lon: float, tenant: str) -> MapHazard | None:
+    return None  # the feed reads map entries for sightings only; these frames report none
+
+
+async def statuses(registry: HazardRegistry) -> dict[str, Status]:
+    return {hazard.map_key: hazard.status for hazard in (await registry.query(HazardFilter())).items}
+
+
+@pytest.mark.parametrize(("told", "expected_a"), [(True, Status.SUSPECTED_FIXED), (False, Status.OPEN)])
+async def test_a_camera_tracking_told_places_the_sessions_detections(
+    registry: HazardRegistry, told: bool, expected_a: Status
+) -> None:
+    feed = RegistryFeed(SightingBuffer(registry.apply_sighting), PassWatcher(registry, range_m=14.0))
+    for session in ("a", "b", "c"):
+        if told:
+            feed.calibrated(session, CAMERA)
+        for metre in range(-60, 30):
+            feed.framed(session, frame(metre, gps_bias_north=2.0), LOCAL_TENANT)
+        await feed.drain(no_entry)
+        await feed.passes.flush()
+    assert await statuses(registry) == {"A": expected_a, "B": Status.OPEN, "C": Status.OPEN}
