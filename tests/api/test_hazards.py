@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from app.services.core.redis_client import REDIS_FAILURES, create_redis
 from app.services.identity.device_profile import DeviceProfile
 from app.services.identity.principal import LOCAL_TENANT, Scope
 from app.services.tracking.hazard_map import HazardMap, Near, distance_m
+from app.services.tracking.positions import Camera
 from app.services.tracking.types import HazardRecord
 from app.settings import Settings
 from tests.conftest import RunningApp, both_redis_backends, redis_settings
@@ -133,6 +135,9 @@ async def test_a_session_s_camera_places_its_hazards_where_they_are(api: Running
         lat, lon = record["location"]["lat"], record["location"]["lon"]
         nearest = min(distance_m(lat, lon, h.lat, h.lon) for h in ROAD.hazards if h.label == record["label"])
         assert nearest < 3 * record["position_uncertainty_m"]  # the vehicle's GPS bias is most of what is left
+    # ... and the registry's passes place the session's detections on the road with it.
+    told = api.app.state.parts.registry.feed.camera_of(session_id)
+    assert told is not None and astuple(told) == pytest.approx(astuple(Camera(**metadata["camera"])))  # via Redis' JSON
     found = (await api.client.get("/hazards", params={"near": f"{ROAD.hazards[0].lat},{ROAD.hazards[0].lon}"})).json()
     assert found["features"][0]["properties"]["position_method"] == "session"
     assert found["features"][0]["properties"]["position_uncertainty_m"] > 0

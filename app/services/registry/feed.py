@@ -78,7 +78,7 @@ class RegistryFeed:
 
     def framed(self, session_id: str, frame: FrameInput, tenant: str, camera: Camera | None = None) -> None:
         """`camera`: the key's device profile's; else the one tracking last told for the session (`calibrated`)."""
-        camera = camera or self._cameras.get(session_id)
+        camera = camera or self.camera_of(session_id)
         if frame.lat is not None and frame.lon is not None:
             labels = frozenset(o.label for o in frame.observations)
             across = (
@@ -93,6 +93,10 @@ class RegistryFeed:
 
     def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
         self._put(Mapped(source_id, map_id, record, tenant))
+
+    def camera_of(self, session_id: str) -> Camera | None:
+        """The camera tracking last told for the session, if it still remembers one."""
+        return self._cameras.get(session_id)
 
     def calibrated(self, session_id: str, camera: Camera) -> None:
         self._cameras[session_id] = camera

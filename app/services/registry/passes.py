@@ -7,7 +7,11 @@ always counts (it is a sighting); one that neither saw nor covered it is dropped
 or turned off before the hazard, started past it or drove away from it says nothing about it. The store counts clean
 passes.
 
-Where a detection is: with the session's camera known (the key's device profile), where its box touches the road
+The camera looks along the frame's heading, else along the course from the session's previous fix (at least
+`MIN_COURSE_M` away); a frame with neither cannot have anything in view.
+
+Where a detection is: with the session's camera known (the key's device profile, or the one tracking told the feed),
+where its box touches the road
 (`positions.ground_offset`). The pass keeps those of the hazard's class near it, and decides when it ends: a
 detection, less the session's offset, within `SEEN_WITHIN_M` of it and nearer it than any other hazard of its
 class. The offset is how far, north and east, the session's detections sit from hazards they clearly are (no other
@@ -47,9 +51,8 @@ MIN_COURSE_M = 2.0  # fixes closer than this give no course to look along
 CLEAR_OF_M = 2 * SEEN_WITHIN_M  # a detection with no other hazard of its class this near is clearly its nearest's
 OFFSET_SAMPLES = 30  # the session's offset is the median of its latest clear detections' ...
 MIN_OFFSET_SAMPLES = 5  # ... once it has this many
-PLACED_KEPT = (
-    64  # a pass keeps its latest placed detections: a car waiting in view of a hazard sends frames for minutes
-)
+# A pass keeps its latest placed detections: a car waiting in view of a hazard sends frames for minutes.
+PLACED_KEPT = 64
 CELL_DEGREES = 0.01  # hazards are read from the registry per cell of about 1 km, cached for `cache_s`
 MAX_CELLS = 1024
 MAX_SESSIONS = 10_000

@@ -97,6 +97,11 @@ def profile_calibration(profile: DeviceProfile | None) -> Calibration | None:
     return Calibration(Camera(profile.height_m, profile.pitch_deg, profile.hfov_deg), PROFILE)
 
 
+def places_detections(calibration: Calibration) -> bool:
+    """Whether the calibration's distances are good enough to place detections on the road (PLACING_MAX_ERROR)."""
+    return calibration.relative_error <= PLACING_MAX_ERROR
+
+
 @dataclass(frozen=True)
 class Tracked:
     """`assignments` per detection, in order; None when Redis could not take the update now and `kept` holds it
@@ -176,7 +181,7 @@ class TrackingService:
         calibration = await self._calibration(
             session_id, associated, Calibration(profile, PROFILE) if profile is not None else None, tenant
         )
-        if calibration is not None and calibration.relative_error <= PLACING_MAX_ERROR and self._observer is not None:
+        if calibration is not None and places_detections(calibration) and self._observer is not None:
             self._observer.calibrated(session_id, calibration.camera)
         await self._merge(session_id, associated.changed, calibration, tenant)
         return associated.assignments

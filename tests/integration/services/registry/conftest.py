@@ -55,3 +55,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def registry(engine: AsyncEngine) -> HazardRegistry:
     return HazardRegistry(engine, passes_to_fix=3, max_page_size=50)
+
+
+@pytest.fixture
+async def sqlite_registry(tmp_path: Path) -> AsyncIterator[HazardRegistry]:
+    """A registry on a migrated SQLite file alone: for tests of the rules above the database, not of databases."""
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path}/registry.db")
+    await upgrade(engine)
+    yield HazardRegistry(engine, passes_to_fix=3, max_page_size=50)
+    await engine.dispose()

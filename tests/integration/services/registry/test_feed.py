@@ -5,15 +5,11 @@ its frames keep the bearing rule and neither twin is flagged. Real registry (SQL
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from app.services.identity.principal import LOCAL_TENANT
 from app.services.registry.feed import RegistryFeed
 from app.services.registry.lifecycle import Status
-from app.services.registry.migrate import open_engine, upgrade
 from app.services.registry.passes import PassWatcher
 from app.services.registry.pending import SightingBuffer
 from app.services.registry.records import HazardFilter, Sighting
@@ -32,16 +28,11 @@ BOX_PX = 30.0
 
 
 @pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[HazardRegistry]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/registry.db"
-    await upgrade(url)
-    engine = open_engine(url)
-    registry = HazardRegistry(engine, passes_to_fix=3, max_page_size=50)
+async def registry(sqlite_registry: HazardRegistry) -> HazardRegistry:
     for key, (east, north) in HAZARDS.items():
         lat, lon = offset_position(*START, north, east)
-        await registry.apply_sighting(Sighting(LOCAL_TENANT, key, "pothole", lat, lon, 1.0, T0))
-    yield registry
-    await engine.dispose()
+        await sqlite_registry.apply_sighting(Sighting(LOCAL_TENANT, key, "pothole", lat, lon, 1.0, T0))
+    return sqlite_registry
 
 
 def frame(metre: int, gps_bias_north: float) -> FrameInput:

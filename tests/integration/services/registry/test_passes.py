@@ -7,14 +7,11 @@ suspected_fixed, and a same-class hazard anywhere in the frame counted as seeing
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from app.services.identity.principal import LOCAL_TENANT
 from app.services.registry.lifecycle import Status
-from app.services.registry.migrate import open_engine, upgrade
 from app.services.registry.passes import PLACED_KEPT, FrameSeen, PassWatcher, ahead_right
 from app.services.registry.records import HazardFilter, Sighting
 from app.services.registry.store import HazardRegistry
@@ -26,14 +23,9 @@ HEADING = 90.0  # the vehicles drive east, past the hazard 1 m to their right
 
 
 @pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[HazardRegistry]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/registry.db"
-    await upgrade(url)
-    engine = open_engine(url)
-    registry = HazardRegistry(engine, passes_to_fix=3, max_page_size=50)
-    await registry.apply_sighting(Sighting(LOCAL_TENANT, "m1", "pothole", *HAZARD, 1.0, T0))
-    yield registry
-    await engine.dispose()
+async def registry(sqlite_registry: HazardRegistry) -> HazardRegistry:
+    await sqlite_registry.apply_sighting(Sighting(LOCAL_TENANT, "m1", "pothole", *HAZARD, 1.0, T0))
+    return sqlite_registry
 
 
 async def drive(
