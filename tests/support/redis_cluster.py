@@ -173,6 +173,30 @@ class RedisCluster:
                     masters.append(index)
         return masters
 
+    def wait_replicated(self, index: int, within: float = READY_WITHIN_SECONDS) -> None:
+        """Until every replica of master `index` has what the master wrote: replication is asynchronous, so a write
+        the master acknowledged a moment before it died may never reach the replica that takes over (Redis' own
+        caveat). WAIT would not do here: it waits for the writes of its own connection only."""
+        with self.node(index) as master:
+            written = int(cast(dict[str, int], master.info("replication"))["master_repl_offset"])
+        replicas = [other for other in range(self.nodes) if other != index and self._replicates(other, index)]
+        if not replicas:
+            raise AssertionError(f"node {index} has no replica")
+        self._wait(
+            lambda: all(self._offset(other) >= written for other in replicas),
+            time.monotonic() + within,
+            f"the replicas of node {index} did not catch up within {within} s",
+        )
+
+    def _replicates(self, replica: int, master: int) -> bool:
+        with self.node(replica) as node:
+            role = node.role()
+            return bool(role[0] == "slave" and int(role[2]) == self.ports[master])
+
+    def _offset(self, replica: int) -> int:
+        with self.node(replica) as node:
+            return int(cast(dict[str, int], node.info("replication"))["slave_repl_offset"])
+
     def kill_node(self, index: int) -> None:
         """kill -9 one node, as a host that dies."""
         self.processes[index].kill()

@@ -35,6 +35,7 @@ async def test_a_script_runs_on_the_replica_that_took_over(replicated_cluster: R
     increment = register_script(client, "return redis.call('INCR', KEYS[1])")
     try:
         assert await increment(keys=[key]) == 1
+        replicated_cluster.wait_replicated(master)  # else the takeover may rightly lose the write: replication is async
         replicated_cluster.kill_node(master)  # and calls go on meanwhile, as a service's do
         answers: list[int] = []
 
