@@ -14,14 +14,14 @@ from typing import Any
 import geojson
 import httpx
 import pytest
-from scenes import drive, drive_camera, generate_road
+from scenes import Road, drive, drive_camera, generate_road
 
 from app.services.core.breakers import AsyncBreaker
 from app.services.core.redis_client import REDIS_FAILURES, create_redis
 from app.services.identity.device_profile import DeviceProfile
 from app.services.identity.principal import LOCAL_TENANT, Scope
 from app.services.tracking.hazard_map import HazardMap, Near, distance_m
-from app.services.tracking.positions import Camera
+from app.services.tracking.positions import Camera, moved
 from app.services.tracking.types import HazardRecord
 from app.settings import Settings
 from tests.conftest import RunningApp, both_redis_backends, redis_settings
@@ -35,6 +35,7 @@ SCENE, FRAME = scene_with_hazards(seed=5, size=(640, 360))
 JPEG = {"content-type": "image/jpeg"}
 START = 1_760_000_000.0
 ROAD = generate_road(42, length_m=70.0, hazards=3, neighbours=0.0)
+LONGER_ROAD = generate_road(42, length_m=130.0, hazards=6, neighbours=0.0)  # ROAD's and two more hazards
 # A drive (88 frames) is sent as fast as the app answers, ~10 ms a frame in process: past the default per-session
 # limit (30/s after a burst of 60) once frames take under ~10.6 ms, so it got 429s on a fast hour. The limit is
 # tested on its own; here it must not cut a drive short.
@@ -45,21 +46,27 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def drive_frames(road_seed: int = 42, vehicle: int = 0) -> list[tuple[bytes, dict[str, Any]]]:
-    """A short drive past ROAD's hazards at 10 frames/s: JPEG bodies and their GPS/time query parameters."""
+def drive_frames(
+    road_seed: int = 42, vehicle: int = 0, gps_right_m: float = 0.0, road: Road = ROAD
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """A short drive past a road's hazards at 10 frames/s: JPEG bodies and their GPS/time query parameters (the GPS
+    off by the vehicle's own bias, and `gps_right_m` more across the road)."""
     frames = []
-    for frame in drive(ROAD, speed_mps=8.0, fps=10.0, seed=road_seed * 10 + vehicle):
+    for frame in drive(road, speed_mps=8.0, fps=10.0, seed=road_seed * 10 + vehicle):
         buffer = io.BytesIO()
         frame.image.save(buffer, format="JPEG", quality=90)
-        params: dict[str, Any] = {"lat": frame.lat, "lon": frame.lon, "heading": frame.heading}
+        lat, lon = moved(frame.lat, frame.lon, frame.heading, 0.0, gps_right_m)
+        params: dict[str, Any] = {"lat": lat, "lon": lon, "heading": frame.heading}
         params |= {"speed_mps": frame.speed_mps, "captured_at": rfc3339(START + vehicle * 100 + frame.seconds)}
         frames.append((buffer.getvalue(), params))
     return frames
 
 
-async def send_drive(api: RunningApp, session_id: str, vehicle: int = 0) -> list[dict[str, Any]]:
+async def send_drive(
+    api: RunningApp, session_id: str, vehicle: int = 0, gps_right_m: float = 0.0, road: Road = ROAD
+) -> list[dict[str, Any]]:
     answers = []
-    for body, params in drive_frames(vehicle=vehicle):
+    for body, params in drive_frames(vehicle=vehicle, gps_right_m=gps_right_m, road=road):
         response = await api.client.post(f"/detect/{session_id}", params=params, content=body, headers=JPEG)
         assert response.status_code == 200, response.text
         answers.append(response.json())
@@ -228,6 +235,24 @@ async def test_three_sessions_passing_the_same_hazards_make_one_map_hazard_each(
     assert far["features"] == []
 
 
+async def test_a_vehicle_whose_gps_is_metres_off_the_fleets_reports_each_hazard_once(
+    start_app: StartApp, make_settings: MakeSettings
+) -> None:
+    """Two vehicles' GPS ~6.5 m apart (their biases, and 2.5 m more across the road), past a merge radius of 5 m:
+    the second's first reports cannot join the first's. Its third hazard gives its GPS offset against the map a
+    third sample: from then on the offset is subtracted, and its earlier hazards are merged again, each into the
+    first's entry."""
+    api = await start_app(make_settings(**DRIVE_RATE, hazard_merge_meters=5.0))
+    camera = drive_camera(ROAD.seed)
+    metadata = {"camera": {"height_m": camera.height_m, "pitch_deg": camera.pitch_deg, "hfov_deg": camera.hfov_deg}}
+    await send_drive(api, await api.new_session(metadata=metadata), vehicle=0, road=LONGER_ROAD)
+    await send_drive(api, await api.new_session(metadata=metadata), vehicle=1, gps_right_m=2.5, road=LONGER_ROAD)
+    lats, lons = [h.lat for h in LONGER_ROAD.hazards], [h.lon for h in LONGER_ROAD.hazards]
+    bbox = f"{min(lons) - 0.001},{min(lats) - 0.001},{max(lons) + 0.001},{max(lats) + 0.001}"
+    found = assert_valid_geojson(await api.client.get("/hazards", params={"bbox": bbox}))
+    assert sorted(f["properties"]["reports"] for f in found["features"]) == [2] * len(LONGER_ROAD.hazards)
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -299,15 +324,15 @@ async def test_map_hazards_expire_without_a_new_report(make_settings: MakeSettin
         return HazardRecord(hazard_id, "pothole", 1.0, 2.0, 5, 0.9, "m", lat, 13.0, "r", None)
 
     try:
-        first = await hazard_map.merge("session-a", record("a", 52.0))
-        same = await hazard_map.merge("session-b", record("b", 52.00003))  # ~3 m north: the same pothole
-        other = await hazard_map.merge("session-c", record("c", 52.001))  # ~110 m away: another one
+        first = (await hazard_map.merge("session-a", record("a", 52.0))).entry_id
+        same = (await hazard_map.merge("session-b", record("b", 52.00003))).entry_id  # ~3 m north: the same pothole
+        other = (await hazard_map.merge("session-c", record("c", 52.001))).entry_id  # ~110 m away: another one
         assert first == same != other
         (entry, *_) = await hazard_map.near(Near(52.0, 13.0, 50), 10)
         assert entry.hazard_id == first and entry.reports == 2
         now[0] += ttl_days * 86400 + 1
         assert await hazard_map.near(Near(52.0, 13.0, 500), 10) == []  # expired, even before a purge
-        renewed = await hazard_map.merge("session-d", record("d", 52.0))
+        renewed = (await hazard_map.merge("session-d", record("d", 52.0))).entry_id
         assert renewed not in (first, other)  # a new entry: the expired ones were purged, not extended
         assert await client.exists(f"{hazard_map.keys(LOCAL_TENANT).entry_prefix}{first}") == 0
     finally:

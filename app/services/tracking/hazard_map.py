@@ -3,7 +3,8 @@ class and distance; one tenant's reports never merge into another's entries.
 
 A tenant's keys share the hash tag `{<fleet>:<tenant>}`, apart from every session's: `hazards:{<fleet>:<tenant>}:geo`
 (GEO set of map ids), `...:expiry` (zset: map id -> when it expires), `...:sources` (hash: `<session>/<hazard>` -> map
-id), and per entry `...:entry:<id>` (hash) with its `:reports` (hash: source -> that session's report). Merging is one
+id), `...:offsets` (hash: session -> its GPS offset's samples), and per entry `...:entry:<id>` (hash) with its
+`:reports` (hash: source -> that session's report). Merging is one
 MERGE_INTO_MAP call, separate from the session's association. `hazards:{<fleet>}:tenants` (set) names the tenants
 that have a map, for the readers of every tenant's (an admin key, an operator).
 """
@@ -59,6 +60,16 @@ class MapKeys:
     expiry: str
     sources: str
     entry_prefix: str
+    offsets: str
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The map entry a report is now part of; `realigned`: this report established its session's GPS offset, so the
+    session's earlier reports, matched without it, are to be merged again."""
+
+    entry_id: str
+    realigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,18 +162,18 @@ class HazardMap:
 
     def keys(self, tenant: str) -> MapKeys:
         base = f"hazards:{{{self._fleet}:{tenant}}}"
-        return MapKeys(f"{base}:geo", f"{base}:expiry", f"{base}:sources", f"{base}:entry:")
+        return MapKeys(f"{base}:geo", f"{base}:expiry", f"{base}:sources", f"{base}:entry:", f"{base}:offsets")
 
-    async def merge(self, session_id: str, record: HazardRecord, tenant: str = LOCAL_TENANT) -> str:
-        """Report a session's located hazard to its tenant's map; returns the map entry it became part of. A record
-        without an uncertainty is the camera's GPS (`positions.camera_gps`)."""
+    async def merge(self, session_id: str, record: HazardRecord, tenant: str = LOCAL_TENANT) -> Merged:
+        """Report a session's located hazard to its tenant's map: the map entry it became part of. A record without
+        an uncertainty is the camera's GPS (`positions.camera_gps`)."""
         if record.lat is None or record.lon is None:
             raise ValueError("only located hazards go on the map")
         uncertainty = record.position_uncertainty_m
         if uncertainty is None:
             uncertainty = CAMERA_GPS_UNCERTAINTY_M
         if abs(record.lat) > GEO_MAX_LAT:
-            return ""  # no roads there, and Redis GEO cannot store it: the session keeps its record
+            return Merged("")  # no roads there, and Redis GEO cannot store it: the session keeps its record
         if tenant not in self._known_tenants:  # once per tenant and process: the hot path keeps its round trips
             await self._guarded("map_tenant", lambda: cast(Awaitable[int], self._redis.sadd(self._tenants, tenant)))
             self._known_tenants.add(tenant)
@@ -187,8 +198,9 @@ class HazardMap:
             repr(self.merge_sigmas),
             str(record.frames),
         ]
-        keys = [map_keys.geo, map_keys.expiry, map_keys.sources]
-        return str(await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args)))
+        keys = [map_keys.geo, map_keys.expiry, map_keys.sources, map_keys.offsets]
+        entry_id, realigned = await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args))
+        return Merged(str(entry_id), bool(realigned))
 
     async def near(self, where: Near, limit: int, tenant: str | None = LOCAL_TENANT) -> list[MapHazard]:
         """Entries of `tenant`'s map (None: every tenant's) within `radius_m` of a point, nearest first."""

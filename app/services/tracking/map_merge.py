@@ -8,7 +8,8 @@ apart). An entry's position
 is the mean of its reports weighted by 1 / u^2, its uncertainty 1 / sqrt(sum of weights), its method that of its
 most precise report. One object that one session saw as two classes at once (debris also detected as a crack),
 projected within SAME_OBJECT_M, is shown once: the report of fewer frames (then the greater source) gives way and
-leaves the map. Numbers are kept as Redis keeps them (14 significant digits), so both decide alike.
+leaves the map. A session's GPS bias against the map (`SessionOffset`) is subtracted before its report is matched.
+Numbers are kept as Redis keeps them (14 significant digits), so both decide alike.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.services.tracking.hazard_map import distance_m
+from app.services.tracking.hazard_map import EARTH_RADIUS_M, distance_m
 
 LEGACY_UNCERTAINTY_M = 6.2  # as the script reads a report stored before positions had one
 SAME_OBJECT_M = 0.75
+OFFSET_CLEAR_M = 8.0  # a report with one entry of its class that others placed this near is an offset sample
+OFFSET_MIN_SAMPLES = 3
+OFFSET_KEPT = 30
+RADIANS = math.pi / 180
 
 
 def stored(value: float) -> float:
@@ -70,15 +75,48 @@ class MapEntry:
         self.uncertainty_m, self.method = stored(1 / math.sqrt(sum_w)), sharpest[1]
 
 
+@dataclass
+class SessionOffset:
+    """How far a session's positions sit from the fleet's map (metres north and east: its vehicle's GPS bias against
+    the other vehicles'). A report with exactly one entry of its class within OFFSET_CLEAR_M of it, as other sessions
+    placed that entry (their reports' weighted mean, the camera's GPS left out), is a sample: that position less the
+    report's. The offset is the median of the latest OFFSET_KEPT samples (one per hazard), in use from
+    OFFSET_MIN_SAMPLES on; `established` once it was."""
+
+    samples: list[tuple[str, float, float]] = field(default_factory=list)  # (source, north, east)
+    established: bool = False
+
+    def sample(self, source: str, report: tuple[float, float], others: tuple[float, float] | None) -> None:
+        self.samples = [s for s in self.samples if s[0] != source]
+        if others is not None:
+            north = stored((others[0] - report[0]) * RADIANS * EARTH_RADIUS_M)
+            east = stored((others[1] - report[1]) * RADIANS * EARTH_RADIUS_M * math.cos(report[0] * RADIANS))
+            self.samples = [*self.samples, (source, north, east)][-OFFSET_KEPT:]
+
+    def aligned(self, lat: float, lon: float) -> tuple[float, float]:
+        """(lat, lon) less the offset, once it rests on enough samples."""
+        if len(self.samples) < OFFSET_MIN_SAMPLES:
+            return lat, lon
+        north, east = _median([s[1] for s in self.samples]), _median([s[2] for s in self.samples])
+        return lat + north / EARTH_RADIUS_M / RADIANS, lon + east / (EARTH_RADIUS_M * math.cos(lat * RADIANS)) / RADIANS
+
+
+def _median(values: list[float]) -> float:
+    ordered, middle = sorted(values), len(values) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 class FleetMap:
     def __init__(self, merge_meters: float, merge_sigmas: float) -> None:
         self.merge_meters = merge_meters
         self.merge_sigmas = merge_sigmas
         self.entries: dict[str, MapEntry] = {}
         self.sources: dict[str, str] = {}
+        self.offsets: dict[str, SessionOffset] = {}
 
-    def merge(self, report: MapReport, new_id: Callable[[], str]) -> str:
-        """Report (or re-report) a source's hazard; returns the entry it is now part of."""
+    def merge(self, report: MapReport, new_id: Callable[[], str]) -> tuple[str, bool]:
+        """Report (or re-report) a source's hazard: the entry it is now part of, and whether this report established
+        its session's offset (`hazard_map.Merged`)."""
         kept = MapReport(
             report.source,
             report.label,
@@ -93,23 +131,28 @@ class FleetMap:
         current = self.sources.get(report.source)
         if current is not None and current not in self.entries:
             current = None
+        offset = self.offsets.setdefault(report.session, SessionOffset())
+        if report.method != "camera_gps":
+            offset.sample(report.source, (report.lat, report.lon), self._clear_of(report))
+        realigned = len(offset.samples) >= OFFSET_MIN_SAMPLES and not offset.established
+        offset.established = offset.established or realigned
         winner, lesser = self._same_object(report)
         if winner is not None:
             if current is not None:
                 self._remove(current, report.source)
             self.sources.pop(report.source, None)
-            return winner
+            return winner, realigned
         for entry_id, source in lesser:
             self._remove(entry_id, source)
             self.sources.pop(source, None)
-        chosen = self._agreeing(report) or current or new_id()
+        chosen = self._agreeing(report, *offset.aligned(report.lat, report.lon)) or current or new_id()
         if current is not None and current != chosen:
             self._remove(current, report.source)
         entry = self.entries.setdefault(chosen, MapEntry(chosen, report.label))
         entry.reports[report.source] = kept
         entry.recompute()
         self.sources[report.source] = chosen
-        return chosen
+        return chosen, realigned
 
     def _remove(self, entry_id: str, source: str) -> None:
         entry = self.entries[entry_id]
@@ -141,12 +184,25 @@ class FleetMap:
                     lesser.append((entry.entry_id, other.source))
         return (winner[2] if winner else None), lesser
 
-    def _agreeing(self, report: MapReport) -> str | None:
+    def _clear_of(self, report: MapReport) -> tuple[float, float] | None:
+        """Where other sessions placed the one entry of the report's class within OFFSET_CLEAR_M of it (None: none,
+        or more than one)."""
+        near = []
+        for entry in self.entries.values():
+            others = [r for r in entry.reports.values() if r.session != report.session and r.method != "camera_gps"]
+            if entry.label == report.label and others:
+                position = _weighted_mean(others)
+                if distance_m(report.lat, report.lon, *position) <= OFFSET_CLEAR_M:
+                    near.append(position)
+        return near[0] if len(near) == 1 else None
+
+    def _agreeing(self, report: MapReport, lat: float, lon: float) -> str | None:
+        """(lat, lon): the report's position less its session's offset."""
         best: tuple[float, str] | None = None
         for entry in self.entries.values():
             if entry.label != report.label:
                 continue
-            apart = distance_m(report.lat, report.lon, entry.lat, entry.lon)
+            apart = distance_m(lat, lon, entry.lat, entry.lon)
             gate = self.merge_sigmas * math.sqrt(
                 report.uncertainty_m * report.uncertainty_m + entry.uncertainty_m * entry.uncertainty_m
             )
@@ -155,6 +211,16 @@ class FleetMap:
             if not _holds_session(entry, report):
                 best = (apart, entry.entry_id)
         return None if best is None else best[1]
+
+
+def _weighted_mean(reports: list[MapReport]) -> tuple[float, float]:
+    """(lat, lon) weighted by 1 / u^2, summed in source order as the script does."""
+    sum_w = sum_lat = sum_lon = 0.0
+    for report in sorted(reports, key=lambda r: r.source):
+        u = max(report.uncertainty_m, 0.01)
+        w = 1 / (u * u)
+        sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * report.lat, sum_lon + w * report.lon
+    return sum_lat / sum_w, sum_lon / sum_w
 
 
 def _holds_session(entry: MapEntry, report: MapReport) -> bool:

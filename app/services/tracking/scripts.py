@@ -176,8 +176,11 @@ return cjson.encode({status = 'ok', assignments = assignments, changed = changed
 # difference two positions may be apart and still be one hazard, and the hazard's frames so far. Each source is one
 # report of one entry (a session re-reporting a better position replaces its report, and may move it to another
 # entry); the entry's position is the uncertainty-weighted mean of its reports (weights 1 / u^2, its uncertainty
-# 1 / sqrt of their sum), `reports` the number of distinct sessions. `map_merge.FleetMap` is this rule in Python; a
-# test holds them equal. Expired entries are purged first (bounded).
+# 1 / sqrt of their sum), `reports` the number of distinct sessions. A session's GPS bias (its `offset`, KEYS[4]:
+# session -> its samples) is learned against other sessions' entries and subtracted before the report is matched
+# (the stored report keeps the position as measured: entries average their vehicles' biases). `map_merge.FleetMap`
+# is this rule in Python; a test holds them equal. Expired entries are purged first (bounded). Returns {map id,
+# 1 when this report established the session's offset (its earlier reports are to be matched again), else 0}.
 MERGE_INTO_MAP = """
 local prefix, now, ttl, radius = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local source, label = ARGV[5], ARGV[6]
@@ -281,6 +284,75 @@ local id, nearest
 local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS', radius + 1, 'm',
   'ASC', 'COUNT', 32)
 
+-- The session's GPS offset against the map (`map_merge.SessionOffset`): a report with exactly one entry of its class
+-- that other sessions placed within OFFSET_CLEAR_M (their reports' weighted mean, the camera's GPS left out) is a
+-- sample of how far this vehicle's positions sit from the fleet's; the offset is the median of the session's latest
+-- OFFSET_KEPT samples (one per hazard), applied once it rests on OFFSET_MIN_SAMPLES. Two vehicles whose GPS disagree
+-- by more than the merge gate then still report one pothole once.
+local OFFSET_CLEAR_M, OFFSET_MIN_SAMPLES, OFFSET_KEPT = 8.0, 3, 30
+local RADIANS, EARTH_M = math.pi / 180, 6372797.560856
+local session = session_of(source)
+local offsets = {samples = {}, established = false}
+local offsets_raw = redis.call('HGET', KEYS[4], session)
+if offsets_raw then offsets = cjson.decode(offsets_raw) end
+local function others_position(id)
+  local raw = redis.call('HGETALL', prefix .. id .. ':reports')
+  local order = {}
+  for i = 1, #raw, 2 do table.insert(order, i) end
+  table.sort(order, function(a, b) return raw[a] < raw[b] end)  -- sums in source order, as the twin does
+  local sum_w, sum_lat, sum_lon = 0, 0, 0
+  for _, i in ipairs(order) do
+    local r = cjson.decode(raw[i + 1])
+    if session_of(raw[i]) ~= session and r.method ~= 'camera_gps' then
+      local u = math.max(r.u or LEGACY_UNCERTAINTY, 0.01)
+      local w = 1 / (u * u)
+      sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * r.lat, sum_lon + w * r.lon
+    end
+  end
+  if sum_w == 0 then return nil end
+  return sum_lat / sum_w, sum_lon / sum_w
+end
+if method ~= 'camera_gps' then
+  local clear, count = nil, 0
+  for _, candidate in ipairs(redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'BYRADIUS',
+      OFFSET_CLEAR_M + radius + 1, 'm', 'ASC')) do
+    if redis.call('HGET', prefix .. candidate, 'label') == label then
+      local o_lat, o_lon = others_position(candidate)
+      if o_lat and distance(lat, lon, o_lat, o_lon) <= OFFSET_CLEAR_M then
+        clear, count = {o_lat, o_lon}, count + 1
+      end
+    end
+  end
+  for i = #offsets.samples, 1, -1 do
+    if offsets.samples[i][1] == source then table.remove(offsets.samples, i) end
+  end
+  if count == 1 then
+    local north = tonumber(string.format('%.14g', (clear[1] - lat) * RADIANS * EARTH_M))
+    local east = tonumber(string.format('%.14g', (clear[2] - lon) * RADIANS * EARTH_M * math.cos(lat * RADIANS)))
+    table.insert(offsets.samples, {source, north, east})
+    while #offsets.samples > OFFSET_KEPT do table.remove(offsets.samples, 1) end
+  end
+end
+local function median(index)
+  local values = {}
+  for _, sample in ipairs(offsets.samples) do table.insert(values, sample[index]) end
+  table.sort(values)
+  local middle = math.floor(#values / 2)
+  if #values % 2 == 1 then return values[middle + 1] end
+  return (values[middle] + values[middle + 1]) / 2
+end
+local realigned = 0
+local alat, alon, matchable = lat, lon, near
+if #offsets.samples >= OFFSET_MIN_SAMPLES then
+  if not offsets.established then realigned = 1 end
+  offsets.established = true
+  alat = lat + median(2) / EARTH_M / RADIANS
+  alon = lon + median(3) / (EARTH_M * math.cos(lat * RADIANS)) / RADIANS
+  matchable = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', alon, alat, 'BYRADIUS', radius + 1, 'm', 'ASC',
+    'COUNT', 32)
+end
+redis.call('HSET', KEYS[4], session, cjson.encode(offsets))
+
 -- One object that one session saw as two classes at once (debris also detected as a crack), projected to the same
 -- place: one hazard, shown once. The report of fewer frames (then the greater source) gives way: it leaves the map,
 -- and this call answers the entry of the one it gave way to.
@@ -314,17 +386,17 @@ if yield_to then
     recompute(current, label)
   end
   redis.call('HDEL', KEYS[3], source)
-  return yield_to
+  return {yield_to, realigned}
 end
 for _, gone in ipairs(lesser) do
   redis.call('HDEL', prefix .. gone[1] .. ':reports', gone[2])
   redis.call('HDEL', KEYS[3], gone[2])
   recompute(gone[1], gone[3])
 end
-for _, candidate in ipairs(near) do
+for _, candidate in ipairs(matchable) do
   local e = redis.call('HMGET', prefix .. candidate, 'label', 'lon', 'lat', 'position_uncertainty_m')
   if e[1] == label then
-    local d = distance(lat, lon, tonumber(e[3]), tonumber(e[2]))
+    local d = distance(alat, alon, tonumber(e[3]), tonumber(e[2]))
     local u = tonumber(e[4]) or LEGACY_UNCERTAINTY
     if d <= radius and d <= sigmas * math.sqrt(uncertainty * uncertainty + u * u) and
         (nearest == nil or d < nearest or (d == nearest and candidate < id)) and not holds_session(candidate) then
@@ -348,6 +420,6 @@ redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = lon, 
   url = url, model = ARGV[14], u = uncertainty, method = method, label = label, frames = frames}))
 recompute(id, label)
 redis.call('ZADD', KEYS[2], now + ttl, id)
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], keep_for) end
-return id
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], keep_for) end
+return {id, realigned}
 """

@@ -230,21 +230,17 @@ class TrackingService:
         if not record.located:
             return
         try:
-            await self._merge_one(session_id, record, tenant)
+            if await self._merge_one(session_id, record, tenant):
+                await self._remerge(session_id, tenant)  # once per session: its GPS offset is known from now on
         except HazardMapUnavailable as exc:  # the next better view of it merges again
             log.warning("hazard_map_merge_failed", session_id=session_id, hazard_id=record.hazard_id, **exc.details)
 
-    async def report_to_map(self, source_id: str, records: Sequence[HazardRecord], tenant: str = LOCAL_TENANT) -> None:
-        """Put hazards tracked elsewhere (a batch job's `Tracker`) on the fleet's map, as one source (a session id or
-        e.g. `job-<id>`): the located ones, each merged like a session's."""
-        for record in records:
-            if record.located:
-                await self._merge_one(source_id, record, tenant)
-
-    async def _merge_one(self, source_id: str, record: HazardRecord, tenant: str) -> None:
-        map_id = await self._map.merge(source_id, record, tenant)
-        if map_id and self._observer is not None:
-            self._observer.mapped(source_id, map_id, record, tenant)
+    async def _merge_one(self, source_id: str, record: HazardRecord, tenant: str) -> bool:
+        """Whether this merge established the source's GPS offset (`Merged.realigned`)."""
+        merged = await self._map.merge(source_id, record, tenant)
+        if merged.entry_id and self._observer is not None:
+            self._observer.mapped(source_id, merged.entry_id, record, tenant)
+        return merged.realigned
 
     async def session_hazards(self, session_id: str, owner: str | None = None) -> list[HazardRecord]:
         """`owner`: the tenant that must own the session (None: any); another tenant's is SESSION_NOT_FOUND."""
