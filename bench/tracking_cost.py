@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import json
 import sys
 import time
@@ -42,13 +43,14 @@ EPOCH = 1_780_000_000.0
 Frame = tuple[bytes, dict[str, Any]]
 
 
-def drive_frames(road_seed: int, vehicles: int) -> list[list[Frame]]:
-    """Per vehicle, its frames: JPEG bytes and the query parameters of `/detect`."""
+def drive_frames(road_seed: int, vehicles: int, limit: int | None = None) -> list[list[Frame]]:
+    """Per vehicle, its frames (the first `limit`): JPEG bytes and the query parameters of `/detect`."""
     road = generate_road(road_seed)
     drives = []
     for vehicle in range(vehicles):
         frames = []
-        for frame in drive(road, speed_mps=8.0, fps=10.0, seed=road_seed * 100 + vehicle, size=(1280, 720)):
+        drawn = drive(road, speed_mps=8.0, fps=10.0, seed=road_seed * 100 + vehicle, size=(1280, 720))
+        for frame in itertools.islice(drawn, limit):
             buffer = io.BytesIO()
             frame.image.save(buffer, format="JPEG", quality=85)
             captured = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(EPOCH + vehicle * 1000 + frame.seconds))
