@@ -16,7 +16,8 @@ Then each registry hazard is matched to the placed hazard of its class nearest i
 Seeds (`--seeds`): the tracking eval's held-out 9201-9210 by default, not looked at when the pass rule was made
 (9101-9110, the default before, have been looked at since).
 Known misses: a repaired hazard whose same-class twin stays a metre beside it (the registry's two positions and the
-detections of the one left are not that precise), and one the registry holds duplicate records of.
+detections of the one left are not that precise). Closed records are left out: no operator closes any here, so they
+are duplicates the map folded into another record (a map entry whose last report moved into another's).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ async def registry_hazards(parts: Parts, road: Road) -> list[HazardRecord]:
 def score_road(road: Road, repaired: set[int], records: list[HazardRecord], score: LifecycleScore) -> None:
     statuses: dict[int, list[Status]] = defaultdict(list)
     for record in records:
+        if record.status is Status.CLOSED:  # no operator closes here: a duplicate folded into another record
+            continue
         nearest = nearest_truth(road, record.label, record.lat, record.lon)
         if nearest is None:
             score.unmatched += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import astuple
 from datetime import UTC, datetime
@@ -251,6 +252,16 @@ async def test_a_vehicle_whose_gps_is_metres_off_the_fleets_reports_each_hazard_
     bbox = f"{min(lons) - 0.001},{min(lats) - 0.001},{max(lons) + 0.001},{max(lats) + 0.001}"
     found = assert_valid_geojson(await api.client.get("/hazards", params={"bbox": bbox}))
     assert sorted(f["properties"]["reports"] for f in found["features"]) == [2] * len(LONGER_ROAD.hazards)
+    # The registry, written off the request path (polled): a record per hazard, and the second vehicle's records of
+    # the two it had placed apart closed as their duplicates.
+    statuses: Counter[str] = Counter()
+
+    async def folded() -> bool:
+        nonlocal statuses
+        statuses = Counter(h["status"] for h in (await api.client.get("/hazards/registry")).json()["hazards"])
+        return statuses == {"open": len(LONGER_ROAD.hazards), "closed": 2}
+
+    await wait_for(folded, "a record per hazard and two closed duplicates", within=30)
 
 
 @pytest.mark.parametrize(

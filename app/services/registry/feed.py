@@ -58,6 +58,7 @@ class Mapped:
     map_id: str
     record: TrackedHazard
     tenant: str
+    emptied: tuple[str, ...] = ()  # map entries gone into `map_id`: their records are folded into its
 
 
 class RegistryFeed:
@@ -91,8 +92,10 @@ class RegistryFeed:
                 FrameSeen(session_id, frame.at, frame.lat, frame.lon, labels, tenant, frame.heading, across, ground)
             )
 
-    def mapped(self, source_id: str, map_id: str, record: TrackedHazard, tenant: str) -> None:
-        self._put(Mapped(source_id, map_id, record, tenant))
+    def mapped(
+        self, source_id: str, map_id: str, record: TrackedHazard, tenant: str, emptied: tuple[str, ...] = ()
+    ) -> None:
+        self._put(Mapped(source_id, map_id, record, tenant, emptied))
 
     def camera_of(self, session_id: str) -> Camera | None:
         """The camera tracking last told for the session, if it still remembers one."""
@@ -137,7 +140,7 @@ class RegistryFeed:
     async def _sight(self, event: Mapped, read_entry: ReadEntry) -> None:
         record = event.record
         key = (event.tenant, event.map_id, record.first_seen, record.best_frame_url)
-        if key in self._sent or record.lat is None or record.lon is None:
+        if (key in self._sent and not event.emptied) or record.lat is None or record.lon is None:
             return
         entry = await self._entry(read_entry, event, record.lat, record.lon)
         sighting = Sighting(
@@ -150,9 +153,10 @@ class RegistryFeed:
             uncertainty_m=getattr(entry, "uncertainty_m", None),
             at=datetime.fromtimestamp(record.first_seen, UTC),
             photo_url=(entry.best_frame_url if entry is not None else None) or record.best_frame_url,
+            absorbs=event.emptied,
         )
         outcome = await self.buffer.report(sighting)  # written now, or kept and replayed: the buffer's either way
-        if outcome in ("created", "reopened"):
+        if outcome in ("created", "reopened") or event.emptied:
             self.passes.forget(sighting.lat, sighting.lon, event.tenant)
         self._sent[key] = None
         while len(self._sent) > REMEMBERED_SIGHTINGS:

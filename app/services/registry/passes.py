@@ -37,6 +37,7 @@ import structlog
 
 from app.services.core.errors import HazardNotFound, RegistryUnavailable
 from app.services.identity.principal import LOCAL_TENANT
+from app.services.registry.lifecycle import Status
 from app.services.registry.queries import around, distance_m
 from app.services.registry.records import HazardFilter, HazardRecord
 from app.services.registry.store import HazardRegistry
@@ -309,7 +310,8 @@ class PassWatcher:
         return hazards
 
     async def _read_cell(self, cell: tuple[str, int, int]) -> list[HazardRecord]:
-        """The cell's hazards of its tenant and those within range of its edges."""
+        """The cell's hazards of its tenant and those within range of its edges; not the closed ones (repaired, or a
+        duplicate of another): nothing to pass, and no rival of what is there."""
         tenant, south, west = cell[0], cell[1] * CELL_DEGREES, cell[2] * CELL_DEGREES
         low, high = around(south, west, self.range_m), around(south + CELL_DEGREES, west + CELL_DEGREES, self.range_m)
         where = HazardFilter(tenant=tenant, bbox=(low[0], low[1], high[2], high[3]))
@@ -317,7 +319,7 @@ class PassWatcher:
         cursor: str | None = None
         for _ in range(MAX_PAGES_PER_CELL):
             page = await self._registry.query(where, cursor=cursor)
-            hazards += page.items
+            hazards += [hazard for hazard in page.items if hazard.status is not Status.CLOSED]
             cursor = page.next_cursor
             if cursor is None:
                 break

@@ -32,6 +32,8 @@ class Sighting:
     uncertainty_m: float | None
     at: datetime
     photo_url: str | None = None
+    # Map entries gone into this one (their last report moved here): their records are folded into this one's.
+    absorbs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

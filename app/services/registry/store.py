@@ -94,19 +94,47 @@ class HazardRegistry:
 
     async def _apply_sighting(self, sighting: Sighting) -> SightingOutcome:
         async with transaction(self._engine) as connection:
-            row = (
-                await connection.execute(
-                    sa.select(hazards)
-                    .where(hazards.c.tenant == sighting.tenant, hazards.c.map_key == sighting.map_key)
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
+            for gone in sighting.absorbs:
+                await self._absorb(connection, sighting, gone)
+            record = await self._by_key(connection, sighting.tenant, sighting.map_key)
+            if record is None:
                 if await self._silenced_near(connection, sighting):
                     return "silenced"
                 await self._create(connection, sighting)
                 return "created"
-            return await self._count(connection, HazardRecord.from_row(row), sighting)
+            return await self._count(connection, record, sighting)
+
+    @staticmethod
+    async def _by_key(connection: AsyncConnection, tenant: str, map_key: str) -> HazardRecord | None:
+        """The record of a map entry, locked for this transaction."""
+        row = (
+            await connection.execute(
+                sa.select(hazards).where(hazards.c.tenant == tenant, hazards.c.map_key == map_key).with_for_update()
+            )
+        ).first()
+        return None if row is None else HazardRecord.from_row(row)
+
+    async def _absorb(self, connection: AsyncConnection, sighting: Sighting, gone_key: str) -> None:
+        """The map entry `gone_key` is gone into the sighting's (its last report moved there: one hazard). Its record
+        carries on as that entry's; or, when that entry has a record already, an open or suspected_fixed one is
+        closed as its duplicate, its reports added to it. An operator's verified or rejected record stays as it is."""
+        gone = await self._by_key(connection, sighting.tenant, gone_key)
+        if gone is None:
+            return
+        into = await self._by_key(connection, sighting.tenant, sighting.map_key)
+        if into is None:
+            await connection.execute(hazards.update().where(hazards.c.id == gone.id).values(map_key=sighting.map_key))
+            return
+        if gone.status not in (Status.OPEN, Status.SUSPECTED_FIXED):
+            return
+        first = min(into.first_reported_at, gone.first_reported_at)
+        await connection.execute(
+            hazards.update()
+            .where(hazards.c.id == into.id)
+            .values(reports=hazards.c.reports + gone.reports, first_reported_at=first)
+        )
+        note = f"a duplicate of hazard {into.id}: the fleet map merged the two"
+        await self._move(connection, gone, Move.CLOSE, SYSTEM_ACTOR, sighting.at, note=note)
 
     async def _silenced_near(self, connection: AsyncConnection, sighting: Sighting) -> bool:
         rejected = HazardFilter(
@@ -254,14 +282,9 @@ class HazardRegistry:
         """A session's camera covered the hazard's position; after `passes_to_fix` passes later than its last
         sighting that saw nothing, an open or verified hazard becomes suspected_fixed. Returns its status."""
         async with transaction(self._engine) as connection:
-            row = (
-                await connection.execute(
-                    sa.select(hazards).where(hazards.c.tenant == tenant, hazards.c.map_key == map_key).with_for_update()
-                )
-            ).first()
-            if row is None:
+            record = await self._by_key(connection, tenant, map_key)
+            if record is None:
                 raise HazardNotFound(details={"tenant": tenant, "map_key": map_key})
-            record = HazardRecord.from_row(row)
             await self._insert_pass(connection, record.id, session_id, at, saw_it)
             if record.status in (Status.OPEN, Status.VERIFIED):
                 clean = await self._clean_passes(connection, record)

@@ -66,10 +66,12 @@ class MapKeys:
 @dataclass(frozen=True)
 class Merged:
     """The map entry a report is now part of; `realigned`: this report established its session's GPS offset, so the
-    session's earlier reports, matched without it, are to be merged again."""
+    session's earlier reports, matched without it, are to be merged again; `emptied`: entries whose last report
+    this one moved into `entry_id` (or that gave way to it): gone from the map, one hazard with it."""
 
     entry_id: str
     realigned: bool = False
+    emptied: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,8 @@ class HazardMap:
             str(record.frames),
         ]
         keys = [map_keys.geo, map_keys.expiry, map_keys.sources, map_keys.offsets]
-        entry_id, realigned = await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args))
-        return Merged(str(entry_id), bool(realigned))
+        entry_id, realigned, emptied = await self._guarded("map_merge", lambda: self._merge(keys=keys, args=args))
+        return Merged(str(entry_id), bool(realigned), tuple(str(gone) for gone in emptied))
 
     async def near(self, where: Near, limit: int, tenant: str | None = LOCAL_TENANT) -> list[MapHazard]:
         """Entries of `tenant`'s map (None: every tenant's) within `radius_m` of a point, nearest first."""

@@ -114,9 +114,9 @@ class FleetMap:
         self.sources: dict[str, str] = {}
         self.offsets: dict[str, SessionOffset] = {}
 
-    def merge(self, report: MapReport, new_id: Callable[[], str]) -> tuple[str, bool]:
-        """Report (or re-report) a source's hazard: the entry it is now part of, and whether this report established
-        its session's offset (`hazard_map.Merged`)."""
+    def merge(self, report: MapReport, new_id: Callable[[], str]) -> tuple[str, bool, tuple[str, ...]]:
+        """Report (or re-report) a source's hazard: the entry it is now part of, whether this report established its
+        session's offset, and the entries it emptied (`hazard_map.Merged`)."""
         kept = MapReport(
             report.source,
             report.label,
@@ -137,30 +137,33 @@ class FleetMap:
         realigned = len(offset.samples) >= OFFSET_MIN_SAMPLES and not offset.established
         offset.established = offset.established or realigned
         winner, lesser = self._same_object(report)
+        emptied: list[str] = []
         if winner is not None:
             if current is not None:
-                self._remove(current, report.source)
+                emptied += self._remove(current, report.source)
             self.sources.pop(report.source, None)
-            return winner, realigned
+            return winner, realigned, tuple(emptied)
         for entry_id, source in lesser:
-            self._remove(entry_id, source)
+            emptied += self._remove(entry_id, source)
             self.sources.pop(source, None)
         chosen = self._agreeing(report, *offset.aligned(report.lat, report.lon)) or current or new_id()
         if current is not None and current != chosen:
-            self._remove(current, report.source)
+            emptied += self._remove(current, report.source)
         entry = self.entries.setdefault(chosen, MapEntry(chosen, report.label))
         entry.reports[report.source] = kept
         entry.recompute()
         self.sources[report.source] = chosen
-        return chosen, realigned
+        return chosen, realigned, tuple(emptied)
 
-    def _remove(self, entry_id: str, source: str) -> None:
+    def _remove(self, entry_id: str, source: str) -> list[str]:
+        """[entry_id] when that was its last report (the entry is gone), else []."""
         entry = self.entries[entry_id]
         del entry.reports[source]
         if entry.reports:
             entry.recompute()
-        else:
-            del self.entries[entry_id]
+            return []
+        del self.entries[entry_id]
+        return [entry_id]
 
     def _near(self, report: MapReport) -> list[MapEntry]:
         return [

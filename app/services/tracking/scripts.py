@@ -180,7 +180,8 @@ return cjson.encode({status = 'ok', assignments = assignments, changed = changed
 # session -> its samples) is learned against other sessions' entries and subtracted before the report is matched
 # (the stored report keeps the position as measured: entries average their vehicles' biases). `map_merge.FleetMap`
 # is this rule in Python; a test holds them equal. Expired entries are purged first (bounded). Returns {map id,
-# 1 when this report established the session's offset (its earlier reports are to be matched again), else 0}.
+# 1 when this report established the session's offset (its earlier reports are to be matched again) else 0, the
+# entries it emptied (their last report moved into the map id's)}.
 MERGE_INTO_MAP = """
 local prefix, now, ttl, radius = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local source, label = ARGV[5], ARGV[6]
@@ -210,7 +211,7 @@ local function distance(lat1, lon1, lat2, lon2)
   return 2 * 6372797.560856 * math.asin(math.min(1, math.sqrt(a)))
 end
 
--- An entry's position and summary from its reports (deleted when none is left).
+-- An entry's position and summary from its reports (deleted when none is left: then true).
 local function recompute(id, entry_label)
   local entry, reports_key = prefix .. id, prefix .. id .. ':reports'
   local raw = redis.call('HGETALL', reports_key)
@@ -218,7 +219,7 @@ local function recompute(id, entry_label)
     redis.call('DEL', entry, reports_key)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    return
+    return true
   end
   local order = {}
   for i = 1, #raw, 2 do table.insert(order, i) end
@@ -380,18 +381,21 @@ if method ~= 'camera_gps' then
     end
   end
 end
+-- Entries this report emptied (their last report moved to, or gave way to, the entry answered): the registry folds
+-- their records into that entry's.
+local emptied = {}
 if yield_to then
   if current then
     redis.call('HDEL', prefix .. current .. ':reports', source)
-    recompute(current, label)
+    if recompute(current, label) then table.insert(emptied, current) end
   end
   redis.call('HDEL', KEYS[3], source)
-  return {yield_to, realigned}
+  return {yield_to, realigned, emptied}
 end
 for _, gone in ipairs(lesser) do
   redis.call('HDEL', prefix .. gone[1] .. ':reports', gone[2])
   redis.call('HDEL', KEYS[3], gone[2])
-  recompute(gone[1], gone[3])
+  if recompute(gone[1], gone[3]) then table.insert(emptied, gone[1]) end
 end
 for _, candidate in ipairs(matchable) do
   local e = redis.call('HMGET', prefix .. candidate, 'label', 'lon', 'lat', 'position_uncertainty_m')
@@ -412,7 +416,7 @@ if url == '' and current then  -- a newer best frame still uploading: the report
 end
 if current and current ~= id then
   redis.call('HDEL', prefix .. current .. ':reports', source)
-  recompute(current, label)
+  if recompute(current, label) then table.insert(emptied, current) end
 end
 redis.call('HSET', KEYS[3], source, id)
 redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = lon, lat = lat,
@@ -421,5 +425,5 @@ redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = lon, 
 recompute(id, label)
 redis.call('ZADD', KEYS[2], now + ttl, id)
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], keep_for) end
-return {id, realigned}
+return {id, realigned, emptied}
 """

@@ -123,8 +123,11 @@ class TrackingObserver(Protocol):
         """A frame of the tenant's session, with or without detections (a camera that saw nothing is news too);
         `camera`: the session's, when its key's device profile gives one."""
 
-    def mapped(self, source_id: str, map_id: str, record: HazardRecord, tenant: str) -> None:
-        """`record` of `source_id` was merged into the entry `map_id` of `tenant`'s map."""
+    def mapped(
+        self, source_id: str, map_id: str, record: HazardRecord, tenant: str, emptied: tuple[str, ...] = ()
+    ) -> None:
+        """`record` of `source_id` was merged into the entry `map_id` of `tenant`'s map; the entries `emptied` are
+        gone into it (`Merged.emptied`)."""
 
     def calibrated(self, session_id: str, camera: Camera) -> None:
         """The camera the session's positions are projected with (its profile's, its metadata's or estimated)."""
@@ -239,7 +242,7 @@ class TrackingService:
         """Whether this merge established the source's GPS offset (`Merged.realigned`)."""
         merged = await self._map.merge(source_id, record, tenant)
         if merged.entry_id and self._observer is not None:
-            self._observer.mapped(source_id, merged.entry_id, record, tenant)
+            self._observer.mapped(source_id, merged.entry_id, record, tenant, merged.emptied)
         return merged.realigned
 
     async def session_hazards(self, session_id: str, owner: str | None = None) -> list[HazardRecord]:

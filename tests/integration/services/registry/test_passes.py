@@ -176,3 +176,16 @@ async def test_a_car_waiting_in_view_keeps_a_bounded_pass(registry: HazardRegist
         )
     [open_pass] = watcher._open["a"].passes.values()
     assert len(open_pass.placed) == PLACED_KEPT and open_pass.saw(None)
+
+
+async def test_a_closed_duplicate_beside_a_hazard_is_no_rival_of_it(registry: HazardRegistry) -> None:
+    """B, 2 m from the pothole's record A, is a closed duplicate of it (the map merged the two). The vehicles'
+    detections of the pothole land 1.2 m from A towards B: nearer B. Were B a rival, A would go unseen and be
+    suspected fixed while it is there; a closed record is not on the road."""
+    await registry_of(registry, {"B": TWIN_B, "C": CLEAR_BEFORE})
+    duplicate = next(h for h in (await registry.query(HazardFilter())).items if h.map_key == "B")
+    await registry.close(duplicate.id, actor="system", note="a duplicate of m1")
+    watcher = PassWatcher(registry, range_m=14.0)
+    for session in ("a", "b", "c"):
+        await drive_on_ground(watcher, session, {"A": (0.0, -1.2), "C": CLEAR_BEFORE})
+    assert await statuses(registry) == {"m1": Status.OPEN, "B": Status.CLOSED, "C": Status.OPEN}

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services.core.errors import HazardNotFound, TransitionNotAllowed, ValidationFailed
 from app.services.registry.lifecycle import Status
-from app.services.registry.records import HazardFilter
+from app.services.registry.records import HazardFilter, Sighting
 from app.services.registry.store import HazardRegistry
 from app.services.registry.tables import hazard_events, hazards
 from tests.integration.services.registry.conftest import at
@@ -176,3 +176,45 @@ async def test_pages_follow_the_cursor_and_an_oversized_page_is_422(registry: Ha
     assert refused.value.details == {"limit": 50}
     with pytest.raises(ValidationFailed):
         await registry.query(HazardFilter(bbox=(5.0, 50.0, 4.0, 51.0)))
+
+
+async def absorbing(registry: HazardRegistry, key: str, minutes: float, *gone: str) -> str:
+    """A report of map entry `key` into which the entries `gone` merged (`Merged.emptied`)."""
+    return await registry.apply_sighting(
+        Sighting("city", key, "pothole", 50.85, 4.35, 3.0, at(minutes), None, absorbs=gone)
+    )
+
+
+async def test_a_map_entry_gone_into_one_without_a_record_carries_its_record_on(registry: HazardRegistry) -> None:
+    await report(registry, "early", 0)
+    [early] = (await registry.query(HazardFilter())).items
+    assert await absorbing(registry, "fleet", 5, "early") == "counted"  # the same record, under its new entry
+    [hazard] = (await registry.query(HazardFilter())).items
+    assert (hazard.id, hazard.map_key, hazard.reports, hazard.status) == (early.id, "fleet", 2, Status.OPEN)
+    assert await absorbing(registry, "fleet", 5, "early") == "duplicate"  # a replay finds nothing left to fold
+
+
+async def test_a_map_entry_gone_into_one_with_a_record_is_closed_as_its_duplicate(registry: HazardRegistry) -> None:
+    await report(registry, "fleet", 0)
+    await report(registry, "early", 1)
+    await report(registry, "early", 2)
+    by_key = {h.map_key: h for h in (await registry.query(HazardFilter())).items}
+    assert await absorbing(registry, "fleet", 5, "early") == "counted"
+    fleet, early = await registry.get(by_key["fleet"].id), await registry.get(by_key["early"].id)
+    assert (fleet.status, fleet.reports, fleet.first_reported_at) == (Status.OPEN, 1 + 2 + 1, at(0))
+    assert early.status is Status.CLOSED
+    last = (await registry.history(early.id))[-1]
+    assert (last.move, last.actor, last.to_status) == ("close", "system", Status.CLOSED)
+    assert last.note is not None and f"hazard {fleet.id}" in last.note
+    assert await absorbing(registry, "fleet", 6, "early") == "counted"  # a replay: closed already, nothing more
+    assert (await registry.get(fleet.id)).reports == 5
+
+
+async def test_an_operators_verified_record_is_not_folded_away(registry: HazardRegistry) -> None:
+    await report(registry, "fleet", 0)
+    await report(registry, "early", 1)
+    by_key = {h.map_key: h for h in (await registry.query(HazardFilter())).items}
+    await registry.give_verdict(by_key["early"].id, actor="inspector-1", category="pothole")
+    await absorbing(registry, "fleet", 5, "early")
+    assert (await registry.get(by_key["early"].id)).status is Status.VERIFIED
+    assert (await registry.get(by_key["fleet"].id)).reports == 2

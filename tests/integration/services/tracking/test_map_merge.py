@@ -99,17 +99,17 @@ async def test_the_lua_merge_decides_exactly_as_its_python_twin(
 ) -> None:
     hazard_map, client = fleet
     twin = FleetMap(merge_meters=8.0, merge_sigmas=3.0)
-    realigned = 0
+    realigned = emptied = 0
     for report in random_reports(seed):
         session, _ = report.source.split("/", 1)
         merged = await hazard_map.merge(session, record_of(report))
-        # the script's new id, if one is new
-        assert twin.merge(report, functools.partial(str, merged.entry_id)) == (merged.entry_id, merged.realigned)
-        realigned += merged.realigned
+        decided = (merged.entry_id, merged.realigned, merged.emptied)
+        assert twin.merge(report, functools.partial(str, merged.entry_id)) == decided  # the script's new id, if new
+        realigned, emptied = realigned + merged.realigned, emptied + len(merged.emptied)
     in_redis = await entries(hazard_map, client)
     assert set(in_redis) == set(twin.entries)
     assert len(in_redis) >= 8  # the reports do exercise merging and keeping apart
-    assert realigned >= 3  # ... and sessions' offsets
+    assert realigned >= 3 and emptied >= 3  # ... sessions' offsets, and reports moving out of entries
     for entry_id, entry in twin.entries.items():
         assert in_redis[entry_id] == (entry.lat, entry.lon, entry.uncertainty_m, entry.method)
 
@@ -193,8 +193,9 @@ async def test_a_vehicle_whose_gps_is_off_by_metres_reports_the_fleets_hazards_o
     assert not {m.entry_id for m in first_b} & set(a_entries)  # 6 m apart: two more potholes, for now
     third = await hazard_map.merge("b", record_of(b_reports[2]))
     assert third.realigned and third.entry_id == a_entries[2]
-    for earlier in b_reports[:2]:  # as the service does on `realigned`
-        assert await hazard_map.merge("b", record_of(earlier)) == Merged(a_entries[b_reports.index(earlier)])
+    for earlier, alone in zip(b_reports[:2], first_b, strict=True):  # as the service does on `realigned`
+        number = b_reports.index(earlier)  # b's entry of it is emptied: one hazard, the registry is told
+        assert await hazard_map.merge("b", record_of(earlier)) == Merged(a_entries[number], emptied=(alone.entry_id,))
     assert await hazard_map.merge("b", record_of(b_reports[3])) == Merged(a_entries[3])  # established once only
     found = await hazard_map.near(Near(*ORIGIN, 1000), 20)
     assert sorted(e.hazard_id for e in found) == sorted(a_entries) and {e.reports for e in found} == {2}
