@@ -15,7 +15,8 @@ Numbers are kept as Redis keeps them (14 significant digits), so both decide ali
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from app.services.tracking.hazard_map import EARTH_RADIUS_M, distance_m
@@ -61,18 +62,10 @@ class MapEntry:
     reports: dict[str, MapReport] = field(default_factory=dict)
 
     def recompute(self) -> None:
-        sum_w = sum_lon = sum_lat = 0.0
-        sharpest: tuple[float, str] | None = None
-        for source in sorted(self.reports):  # the script sums in source order too
-            report = self.reports[source]
-            u = max(report.uncertainty_m, 0.01)
-            w = 1 / (u * u)
-            sum_w, sum_lon, sum_lat = sum_w + w, sum_lon + w * report.lon, sum_lat + w * report.lat
-            if sharpest is None or u < sharpest[0]:
-                sharpest = (u, report.method)
-        assert sharpest is not None
+        sum_w, sum_lat, sum_lon = _weighted_sums(self.reports.values())
+        sharpest = min(sorted(self.reports.values(), key=lambda r: r.source), key=_weight_u)  # the first of equals
         self.lon, self.lat = stored(sum_lon / sum_w), stored(sum_lat / sum_w)
-        self.uncertainty_m, self.method = stored(1 / math.sqrt(sum_w)), sharpest[1]
+        self.uncertainty_m, self.method = stored(1 / math.sqrt(sum_w)), sharpest.method
 
 
 @dataclass
@@ -97,13 +90,8 @@ class SessionOffset:
         """(lat, lon) less the offset, once it rests on enough samples."""
         if len(self.samples) < OFFSET_MIN_SAMPLES:
             return lat, lon
-        north, east = _median([s[1] for s in self.samples]), _median([s[2] for s in self.samples])
+        north, east = statistics.median(s[1] for s in self.samples), statistics.median(s[2] for s in self.samples)
         return lat + north / EARTH_RADIUS_M / RADIANS, lon + east / (EARTH_RADIUS_M * math.cos(lat * RADIANS)) / RADIANS
-
-
-def _median(values: list[float]) -> float:
-    ordered, middle = sorted(values), len(values) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 class FleetMap:
@@ -216,13 +204,21 @@ class FleetMap:
         return None if best is None else best[1]
 
 
-def _weighted_mean(reports: list[MapReport]) -> tuple[float, float]:
-    """(lat, lon) weighted by 1 / u^2, summed in source order as the script does."""
+def _weight_u(report: MapReport) -> float:
+    return max(report.uncertainty_m, 0.01)
+
+
+def _weighted_sums(reports: Iterable[MapReport]) -> tuple[float, float, float]:
+    """(sum of weights 1 / u^2, of weighted lat, of weighted lon), summed in source order as the script does."""
     sum_w = sum_lat = sum_lon = 0.0
     for report in sorted(reports, key=lambda r: r.source):
-        u = max(report.uncertainty_m, 0.01)
-        w = 1 / (u * u)
+        w = 1 / (_weight_u(report) * _weight_u(report))
         sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * report.lat, sum_lon + w * report.lon
+    return sum_w, sum_lat, sum_lon
+
+
+def _weighted_mean(reports: list[MapReport]) -> tuple[float, float]:
+    sum_w, sum_lat, sum_lon = _weighted_sums(reports)
     return sum_lat / sum_w, sum_lon / sum_w
 
 

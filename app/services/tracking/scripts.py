@@ -293,7 +293,7 @@ local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'B
 local OFFSET_CLEAR_M, OFFSET_MIN_SAMPLES, OFFSET_KEPT = 8.0, 3, 30
 local RADIANS, EARTH_M = math.pi / 180, 6372797.560856
 local session = session_of(source)
-local offsets = {samples = {}, established = false}
+local offsets, offsets_changed = {samples = {}, established = false}, false
 local offsets_raw = redis.call('HGET', KEYS[4], session)
 if offsets_raw then offsets = cjson.decode(offsets_raw) end
 local function others_position(id)
@@ -325,13 +325,17 @@ if method ~= 'camera_gps' then
     end
   end
   for i = #offsets.samples, 1, -1 do
-    if offsets.samples[i][1] == source then table.remove(offsets.samples, i) end
+    if offsets.samples[i][1] == source then
+      table.remove(offsets.samples, i)
+      offsets_changed = true
+    end
   end
   if count == 1 then
     local north = tonumber(string.format('%.14g', (clear[1] - lat) * RADIANS * EARTH_M))
     local east = tonumber(string.format('%.14g', (clear[2] - lon) * RADIANS * EARTH_M * math.cos(lat * RADIANS)))
     table.insert(offsets.samples, {source, north, east})
     while #offsets.samples > OFFSET_KEPT do table.remove(offsets.samples, 1) end
+    offsets_changed = true
   end
 end
 local function median(index)
@@ -345,14 +349,14 @@ end
 local realigned = 0
 local alat, alon, matchable = lat, lon, near
 if #offsets.samples >= OFFSET_MIN_SAMPLES then
-  if not offsets.established then realigned = 1 end
+  if not offsets.established then realigned, offsets_changed = 1, true end
   offsets.established = true
   alat = lat + median(2) / EARTH_M / RADIANS
   alon = lon + median(3) / (EARTH_M * math.cos(lat * RADIANS)) / RADIANS
   matchable = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', alon, alat, 'BYRADIUS', radius + 1, 'm', 'ASC',
     'COUNT', 32)
 end
-redis.call('HSET', KEYS[4], session, cjson.encode(offsets))
+if offsets_changed then redis.call('HSET', KEYS[4], session, cjson.encode(offsets)) end  -- most merges: no write
 
 -- One object that one session saw as two classes at once (debris also detected as a crack), projected to the same
 -- place: one hazard, shown once. The report of fewer frames (then the greater source) gives way: it leaves the map,

@@ -17,6 +17,7 @@ from app.services.registry.store import HazardRegistry
 from app.services.tracking.hazard_map import MapHazard
 from app.services.tracking.positions import Camera
 from app.services.tracking.types import FrameInput, Observation
+from app.services.tracking.types import HazardRecord as TrackedHazard
 from hazard_client.drives.geo import offset_position
 from tests.integration.services.registry.conftest import T0
 from tests.unit.services.tracking.test_positions import HEIGHT, WIDTH, image_point
@@ -79,3 +80,17 @@ async def test_a_camera_tracking_told_places_the_sessions_detections(
         await feed.drain(no_entry)
         await feed.passes.flush()
     assert await statuses(registry) == {"A": expected_a, "B": Status.OPEN, "C": Status.OPEN}
+
+
+async def test_a_report_sent_before_is_not_skipped_when_it_empties_another_entry(registry: HazardRegistry) -> None:
+    """The feed skips a report it has written (same entry, same track, same photo); the same report that now also
+    emptied another entry into its own (`Merged.emptied`: another class's report gave way to it) must still reach
+    the registry, which closes the emptied entry's record as a duplicate."""
+    feed = RegistryFeed(SightingBuffer(registry.apply_sighting), PassWatcher(registry, range_m=14.0))
+    lat, lon = offset_position(*START, -2.0, 0.0)
+    record = TrackedHazard("h1", "pothole", T0.timestamp() + 60, T0.timestamp() + 61, 5, 0.8, "m", lat, lon, "r", None)
+    feed.mapped("a", "B", record, LOCAL_TENANT)
+    await feed.drain(no_entry)
+    feed.mapped("a", "B", record, LOCAL_TENANT, emptied=("A",))
+    await feed.drain(no_entry)
+    assert await statuses(registry) == {"A": Status.CLOSED, "B": Status.OPEN, "C": Status.OPEN}
