@@ -149,8 +149,7 @@ class RegistryFeed:
             label=record.label,
             lat=record.lat if entry is None else entry.lat,
             lon=record.lon if entry is None else entry.lon,
-            # the map's position estimate carries its uncertainty once the map has one
-            uncertainty_m=getattr(entry, "uncertainty_m", None),
+            uncertainty_m=record.position_uncertainty_m if entry is None else entry.position_uncertainty_m,
             at=datetime.fromtimestamp(record.first_seen, UTC),
             photo_url=(entry.best_frame_url if entry is not None else None) or record.best_frame_url,
             absorbs=event.emptied,

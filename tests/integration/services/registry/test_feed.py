@@ -94,3 +94,37 @@ async def test_a_report_sent_before_is_not_skipped_when_it_empties_another_entry
     feed.mapped("a", "B", record, LOCAL_TENANT, emptied=("A",))
     await feed.drain(no_entry)
     assert await statuses(registry) == {"A": Status.CLOSED, "B": Status.OPEN, "C": Status.OPEN}
+
+
+async def test_a_sighting_is_recorded_where_the_map_entry_is_with_its_uncertainty(registry: HazardRegistry) -> None:
+    """The registry's record is the map entry's estimate (every vehicle's reports), not the one report's; its
+    uncertainty goes with it (the CSV's and GeoJSON's `uncertainty_m`). Without the entry: the report's own."""
+    feed = RegistryFeed(SightingBuffer(registry.apply_sighting), PassWatcher(registry, range_m=14.0))
+    lat, lon = offset_position(*START, 40.0, 0.0)
+    record = TrackedHazard(
+        "h1",
+        "crack",
+        T0.timestamp() + 60,
+        T0.timestamp() + 61,
+        5,
+        0.8,
+        "m",
+        lat,
+        lon,
+        "r",
+        None,
+        position_uncertainty_m=1.7,
+        position_method="profile",
+    )
+    entry_lat, entry_lon = offset_position(*START, 40.5, 0.3)
+
+    async def the_entry(map_id: str, lat: float, lon: float, tenant: str) -> MapHazard | None:
+        return MapHazard(map_id, "crack", entry_lat, entry_lon, 3, 0.0, 0.0, 0.8, None, "m", 0.9, "profile")
+
+    feed.mapped("a", "D", record, LOCAL_TENANT)
+    await feed.drain(the_entry)
+    feed.mapped("b", "E", record, LOCAL_TENANT)
+    await feed.drain(no_entry)
+    found = {hazard.map_key: hazard for hazard in (await registry.query(HazardFilter(label="crack"))).items}
+    assert (found["D"].lat, found["D"].lon, found["D"].uncertainty_m) == (entry_lat, entry_lon, 0.9)
+    assert (found["E"].lat, found["E"].lon, found["E"].uncertainty_m) == (lat, lon, 1.7)
