@@ -40,17 +40,20 @@ from eval_tracking import (
     eval_settings,
     nearest_truth,
     redis_server,
+    road_frame,
 )
-from scenes import VISIBLE_TO_M, Road, generate_road
+from scenes import VISIBLE_TO_M, PlacedHazard, Road, generate_road
 
 from app.services.registry.lifecycle import Status
 from app.services.registry.records import HazardFilter, HazardRecord
+from app.services.tracking.hazard_map import distance_m
 from app.wiring.lifecycle import Lifecycle
 from app.wiring.parts import Parts, build_parts
 
 REPAIRED_SHARE = 0.4
 MARGIN_DEGREES = 0.002  # ~200 m around a road: its registry hazards, and no other road's
 SETTLE_TIMEOUT_S = 60.0
+EXPLAIN_M = 8.0  # --explain: the hazards and records of a misfire's class this near it
 
 
 @dataclass
@@ -116,7 +119,9 @@ async def registry_hazards(parts: Parts, road: Road) -> list[HazardRecord]:
             return found
 
 
-def score_road(road: Road, repaired: set[int], records: list[HazardRecord], score: LifecycleScore) -> None:
+def score_road(
+    road: Road, repaired: set[int], records: list[HazardRecord], score: LifecycleScore, explain: bool = False
+) -> None:
     statuses: dict[int, list[Status]] = defaultdict(list)
     for record in records:
         if record.status is Status.CLOSED:  # no operator closes here: a duplicate folded into another record
@@ -138,16 +143,34 @@ def score_road(road: Road, repaired: set[int], records: list[HazardRecord], scor
             score.repaired += 1
             score.repaired_flagged += all(flagged)
             if not all(flagged):
-                score.misfires.append(f"{name}: repaired, not flagged")
+                score.misfires.append(f"{name}: repaired, not flagged" + (explained(road, hazard, records, repaired) if explain else ""))
         else:
             score.unrepaired += 1
             score.unrepaired_flagged += any(flagged)
             if any(flagged):
-                score.misfires.append(f"{name}: still there, flagged")
+                score.misfires.append(f"{name}: still there, flagged" + (explained(road, hazard, records, repaired) if explain else ""))
+
+
+def explained(road: Road, hazard: PlacedHazard, records: list[HazardRecord], repaired: set[int]) -> str:
+    """The misfire's neighbourhood: the hazards of its class and the registry's records within EXPLAIN_M of it, each
+    in the road's frame (metres along it and to its right)."""
+    lines = []
+    for other in road.hazards:
+        if other.label == hazard.label and distance_m(hazard.lat, hazard.lon, other.lat, other.lon) <= EXPLAIN_M:
+            state = "repaired" if other.hazard_id in repaired else "on the road"
+            lines.append(f"  hazard {other.hazard_id}: {other.distance_m:.1f} m along, {other.lateral_m:+.1f} m, {state}")
+    for record in records:
+        if record.label == hazard.label and distance_m(hazard.lat, hazard.lon, record.lat, record.lon) <= EXPLAIN_M:
+            along, right = road_frame(road, record.lat, record.lon)
+            lines.append(
+                f"  record {record.id} ({record.map_key}): {along:.1f} m along, {right:+.1f} m, {record.status.value}, "
+                f"{record.reports} reports, +-{record.uncertainty_m} m"
+            )
+    return "\n" + "\n".join(lines)
 
 
 async def evaluate(
-    seeds: list[int], fps: float, overrides: dict[str, float], calibration: str = "profile"
+    seeds: list[int], fps: float, overrides: dict[str, float], calibration: str = "profile", explain: bool = False
 ) -> LifecycleScore:
     score = LifecycleScore()
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as work:
@@ -166,7 +189,7 @@ async def evaluate(
                 left = replace(road, hazards=tuple(h for h in road.hazards if h.hazard_id not in repaired))
                 for vehicle in range(1, settings.registry.passes_to_fix + 1):  # later passes, repaired ones gone
                     await one_drive(parts, left, vehicle, fps, score, calibration)
-                score_road(road, repaired, await registry_hazards(parts, road), score)
+                score_road(road, repaired, await registry_hazards(parts, road), score, explain)
                 print(
                     f"seed {seed}: {len(road.hazards)} hazards, {len(repaired)} repaired, {score.frames} frames so far",
                     flush=True,
@@ -201,13 +224,14 @@ def main() -> None:
         default="profile",
         help="the road's camera as the key's device profile, or none (the sessions' own estimates)",
     )
+    parser.add_argument("--explain", action="store_true", help="show each misfire's hazards and records near it")
     parser.add_argument("--set", nargs="*", default=[], help="setting overrides, e.g. registry_pass_range_m=30")
     args = parser.parse_args()
     # REGISTRY_PASS_RANGE_M is how far ahead the camera sees a hazard: the generated drives' camera sees VISIBLE_TO_M.
     overrides = {"registry_pass_range_m": VISIBLE_TO_M}
     overrides |= {key: float(value) for key, value in (item.split("=", 1) for item in args.set)}
     started = time.monotonic()
-    score = asyncio.run(evaluate(args.seeds, args.fps, overrides, args.calibration))
+    score = asyncio.run(evaluate(args.seeds, args.fps, overrides, args.calibration, args.explain))
     report(args.seeds, score, time.monotonic() - started, args.calibration)
     if not score.met:
         raise SystemExit(1)

@@ -241,15 +241,17 @@ async def score_map(tracking: TrackingService, road: Road, score: Score) -> None
             score.map_notes.append(f"seed {road.seed}: true {hazard.label} #{hazard.hazard_id} ({where}): {shown}")
 
 
+def road_frame(road: Road, lat: float, lon: float) -> tuple[float, float]:
+    """(lat, lon) in the road's frame: metres along it and to its right."""
+    north = (lat - road.origin[0]) * METRES_PER_DEGREE
+    east = (lon - road.origin[1]) * METRES_PER_DEGREE * math.cos(math.radians(road.origin[0]))
+    bearing = math.radians(road.bearing_deg)
+    return north * math.cos(bearing) + east * math.sin(bearing), east * math.cos(bearing) - north * math.sin(bearing)
+
+
 def on_road(road: Road, entry: MapHazard) -> str:
     """A map entry in the road's frame: metres along it and to its right, with how its position was made."""
-    north = (entry.lat - road.origin[0]) * METRES_PER_DEGREE
-    east = (entry.lon - road.origin[1]) * METRES_PER_DEGREE * math.cos(math.radians(road.origin[0]))
-    bearing = math.radians(road.bearing_deg)
-    along, right = (
-        north * math.cos(bearing) + east * math.sin(bearing),
-        east * math.cos(bearing) - north * math.sin(bearing),
-    )
+    along, right = road_frame(road, entry.lat, entry.lon)
     return (
         f"{along:.1f} m along, {right:+.1f} m (+-{entry.position_uncertainty_m} m, {entry.position_method}, "
         f"{entry.reports} reports)"

@@ -153,6 +153,7 @@ class RegistryFeed:
             at=datetime.fromtimestamp(record.first_seen, UTC),
             photo_url=(entry.best_frame_url if entry is not None else None) or record.best_frame_url,
             absorbs=event.emptied,
+            session_id=event.source_id,
         )
         outcome = await self.buffer.report(sighting)  # written now, or kept and replayed: the buffer's either way
         if outcome in ("created", "reopened") or event.emptied:

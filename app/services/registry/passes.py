@@ -11,16 +11,19 @@ The camera looks along the frame's heading, else along the course from the sessi
 `MIN_COURSE_M` away); a frame with neither cannot have anything in view.
 
 Where a detection is: with the session's camera known (the key's device profile, or the one tracking told the feed),
-where its box touches the road
-(`positions.ground_offset`). The pass keeps those of the hazard's class near it, and decides when it ends: a
-detection, less the session's offset, within `SEEN_WITHIN_M` of it and nearer it than any other hazard of its
-class. The offset is how far, north and east, the session's detections sit from hazards they clearly are (no other
-of the class near), the median of the latest: the vehicle's GPS bias against the one the registry's positions carry.
-Once it is off, a repaired pothole whose twin stays 1-3 m beside it, or one further along the same bearing, is not
-seen in the twin's detections; the hazards passed after it count too (the pass is decided at its end). Until the
-session has an offset, any detection within `SEEN_WITHIN_M` sees it (twins are both seen: GPS cannot tell them
-apart). Without a camera: a detection of the class in the hazard's direction (within `SEEN_WITHIN_M` of it at its
-distance, the box's column read through the field of view).
+where its box touches the road (`positions.ground_offset`). The pass keeps, per frame, those of the hazard's class
+near it, and decides when it ends. Less the session's offset, a detection within `SEEN_WITHIN_M` of it and nearer
+it than any other hazard of its class (a rival) is its. It was seen when one frame had one of its and one of a
+rival's (two objects: both there), or when at least `SEEN_SHARE` of the detections on it or its rivals were its:
+one object beside its repaired twin scatters a few detections nearer the twin, not half. The offset is how far,
+north and east, the session's detections sit from hazards they clearly are (no other of the class near), the median
+of the latest: the vehicle's GPS bias against the one the registry's positions carry. Once it is off, a repaired
+pothole whose twin stays 1-3 m beside it, or one further along the same bearing, is not seen in the twin's
+detections; the hazards passed after it count too. A pass with a rival that ends before the session has an offset
+waits for it (parked, for at most `gap_s` of the session's frames): without one, any detection within
+`SEEN_WITHIN_M` sees it (twins both seen: GPS cannot tell them apart). Without a camera: a detection of the class in
+the hazard's direction (within `SEEN_WITHIN_M` of it at its distance, the box's column read through the field of
+view).
 """
 
 from __future__ import annotations
@@ -49,10 +52,14 @@ VIEW_MARGIN_M = 2.0  # a hazard this far outside the field of view's edge may st
 # GPS bias (~1.5 m) and the hazard's own position error. Same-class hazards closer together than this are one here.
 SEEN_WITHIN_M = 4.0
 MIN_COURSE_M = 2.0  # fixes closer than this give no course to look along
+# One object beside a hazard's twin: its detections scatter, a few nearer the twin. Without a frame showing both, the
+# twin is seen when at least this share of the detections placed on either is nearer it.
+SEEN_SHARE = 0.5
 CLEAR_OF_M = 2 * SEEN_WITHIN_M  # a detection with no other hazard of its class this near is clearly its nearest's
 OFFSET_SAMPLES = 30  # the session's offset is the median of its latest clear detections' ...
 MIN_OFFSET_SAMPLES = 5  # ... once it has this many
-# A pass keeps its latest placed detections: a car waiting in view of a hazard sends frames for minutes.
+MAX_PARKED = 64  # passes a session without an offset yet keeps undecided
+# A pass keeps its latest frames' placed detections: a car waiting in view of a hazard sends frames for minutes.
 PLACED_KEPT = 64
 CELL_DEGREES = 0.01  # hazards are read from the registry per cell of about 1 km, cached for `cache_s`
 MAX_CELLS = 1024
@@ -89,25 +96,45 @@ class OpenPass:
     tenant: str = LOCAL_TENANT
     in_view: bool = False  # some frame had it ahead, in the field of view
     passed: bool = False  # a frame after that had it behind: the camera drove past it
-    # Detections of its class placed on the road in frames that had it in view, as offsets from it; and the other
-    # hazards of its class in range, as offsets from it (kept to the pass's end: the session's offset may come later)
-    placed: deque[Offset] = field(default_factory=lambda: deque(maxlen=PLACED_KEPT))
+    # Per frame that had it in view, its detections of its class placed on the road near it, as offsets from it; and
+    # the other hazards of its class in range, as offsets from it (kept to the pass's end: the session's offset may
+    # come later)
+    placed: deque[tuple[Offset, ...]] = field(default_factory=lambda: deque(maxlen=PLACED_KEPT))
     rivals: dict[str, Offset] = field(default_factory=dict)
 
     def saw(self, offset: Offset | None) -> bool:
-        """Whether the pass saw it: a detection in its direction, or one placed on it, less the session's `offset`,
-        that is nearer it than any rival; without an offset, any placed within SEEN_WITHIN_M (twins both seen)."""
+        """Whether the pass saw it: a detection in its direction, else by its detections placed on the road (less
+        the session's `offset`) within SEEN_WITHIN_M of it: any, without an offset (twins both seen); with one,
+        those nearer it than any rival are its. It was seen when a frame had one of its and one of a rival's (two
+        objects), or when at least SEEN_SHARE of the detections on it or its rivals were its."""
         if self.saw_it:
             return True
-        offset_north, offset_east = offset or (0.0, 0.0)
-        for placed_north, placed_east in self.placed:
-            north, east = placed_north - offset_north, placed_east - offset_east
-            apart = math.hypot(north, east)
-            if apart <= SEEN_WITHIN_M and (
-                offset is None or all(apart <= math.hypot(north - n, east - e) for n, e in self.rivals.values())
-            ):
+        if offset is None:
+            return any(math.hypot(north, east) <= SEEN_WITHIN_M for frame in self.placed for north, east in frame)
+        its = others = 0
+        for frame in self.placed:
+            frame_its, frame_others = self._sort(frame, offset)
+            if frame_its and frame_others:
                 return True
-        return False
+            its, others = its + frame_its, others + frame_others
+        return its > 0 and its >= SEEN_SHARE * (its + others)
+
+    def needs_offset(self) -> bool:
+        """Whether the session's offset could decide it: detections placed near it and a rival to tell apart."""
+        return not self.saw_it and bool(self.rivals) and bool(self.placed)
+
+    def _sort(self, frame: tuple[Offset, ...], offset: Offset) -> tuple[int, int]:
+        """How many of a frame's detections are its, and how many a rival's (within SEEN_WITHIN_M, nearer it)."""
+        its = others = 0
+        for placed_north, placed_east in frame:
+            north, east = placed_north - offset[0], placed_east - offset[1]
+            apart = math.hypot(north, east)
+            nearest_rival = min((math.hypot(north - n, east - e) for n, e in self.rivals.values()), default=math.inf)
+            if apart <= SEEN_WITHIN_M and apart <= nearest_rival:
+                its += 1
+            elif nearest_rival <= SEEN_WITHIN_M:
+                others += 1
+        return its, others
 
 
 @dataclass
@@ -117,6 +144,8 @@ class SessionPasses:
     course: float | None = None
     # Clear detections' offsets from the hazards they are (see the module's docstring)
     offsets: deque[Offset] = field(default_factory=lambda: deque(maxlen=OFFSET_SAMPLES))
+    # Passes ended before the session had an offset that it would decide: recorded once it has one (or after gap_s)
+    parked: list[tuple[str, OpenPass]] = field(default_factory=list)
 
     def offset(self) -> Offset | None:
         """The session's GPS against the registry's positions; None until MIN_OFFSET_SAMPLES clear detections."""
@@ -203,12 +232,21 @@ class PassWatcher:
         for map_key, open_pass in list(passes.items()):
             if map_key not in in_range or frame.at - open_pass.last_at > self._gap_s:
                 del passes[map_key]
-                await self._record(frame.session_id, map_key, open_pass, session.offset())
+                if session.offset() is None and open_pass.needs_offset():
+                    session.parked.append((map_key, open_pass))
+                else:
+                    await self._record(frame.session_id, map_key, open_pass, session.offset())
         if heading is None:
             placed: list[tuple[str, Offset]] = []
         else:
             placed = [(label, rotated(heading, ahead, right)) for label, ahead, right in frame.ground or ()]
             session.offsets.extend(clear_offsets(frame, placed, in_range))
+        if session.parked and (
+            session.offset() is not None
+            or len(session.parked) > MAX_PARKED
+            or frame.at - session.parked[0][1].last_at > self._gap_s
+        ):
+            await self._record_parked(frame.session_id, session)
         for map_key, hazard in in_range.items():
             open_pass = passes.setdefault(map_key, OpenPass(frame.at, frame.at, False, frame.tenant))
             open_pass.last_at = max(open_pass.last_at, frame.at)
@@ -230,6 +268,12 @@ class PassWatcher:
             session_id, session = self._open.popitem(last=False)
             for map_key, open_pass in session.passes.items():
                 await self._record(session_id, map_key, open_pass, session.offset())
+            await self._record_parked(session_id, session)
+
+    async def _record_parked(self, session_id: str, session: SessionPasses) -> None:
+        parked, session.parked = session.parked, []
+        for map_key, open_pass in parked:
+            await self._record(session_id, map_key, open_pass, session.offset())
 
     @staticmethod
     def _place(
@@ -241,9 +285,13 @@ class PassWatcher:
     ) -> None:
         """Keep the frame's detections of the hazard's class near it, and its rivals, as offsets from it."""
         north, east = north_east(frame.lat, frame.lon, hazard.lat, hazard.lon)
-        for label, (placed_north, placed_east) in placed:
-            if label == hazard.label and math.hypot(placed_north - north, placed_east - east) <= CLEAR_OF_M:
-                open_pass.placed.append((placed_north - north, placed_east - east))
+        near = tuple(
+            (placed_north - north, placed_east - east)
+            for label, (placed_north, placed_east) in placed
+            if label == hazard.label and math.hypot(placed_north - north, placed_east - east) <= CLEAR_OF_M
+        )
+        if near:
+            open_pass.placed.append(near)
         for key, rival in in_range.items():
             if rival.label == hazard.label and key != hazard.map_key:
                 rival_north, rival_east = north_east(frame.lat, frame.lon, rival.lat, rival.lon)
@@ -277,7 +325,7 @@ class PassWatcher:
         self._open.move_to_end(session_id)
         while len(self._open) > MAX_SESSIONS:  # a session that stopped sending frames: its open passes go
             _, forgotten = self._open.popitem(last=False)
-            self.lost += len(forgotten.passes)
+            self.lost += len(forgotten.passes) + len(forgotten.parked)
         return session
 
     async def _record(self, session_id: str, map_key: str, open_pass: OpenPass, offset: Offset | None) -> None:

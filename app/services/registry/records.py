@@ -34,6 +34,7 @@ class Sighting:
     photo_url: str | None = None
     # Map entries gone into this one (their last report moved here): their records are folded into this one's.
     absorbs: tuple[str, ...] = ()
+    session_id: str | None = None  # whose report: its next pass may take it back (`evidence.py`)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.services.core.errors import HazardNotFound, RegistryUnavailable, ValidationFailed
+from app.services.registry.evidence import add_sighting, clean_passes, move_sightings
 from app.services.registry.lifecycle import Move, Status, next_status, verdict_move
 from app.services.registry.outbox import enqueue_event
 from app.services.registry.queries import around, check_area, distance_m, select_hazards
@@ -133,6 +134,7 @@ class HazardRegistry:
             .where(hazards.c.id == into.id)
             .values(reports=hazards.c.reports + gone.reports, first_reported_at=first)
         )
+        await move_sightings(connection, gone.id, into.id)
         note = f"a duplicate of hazard {into.id}: the fleet map merged the two"
         await self._move(connection, gone, Move.CLOSE, SYSTEM_ACTOR, sighting.at, note=note)
 
@@ -165,6 +167,7 @@ class HazardRegistry:
         )
         assert result.inserted_primary_key is not None  # one row inserted: its id
         hazard_id = int(result.inserted_primary_key[0])
+        await add_sighting(connection, hazard_id, sighting.session_id, sighting.at)
         await self._log(connection, hazard_id, sighting.at, SYSTEM_ACTOR, "report", None, Status.OPEN, note=None)
 
     async def _count(self, connection: AsyncConnection, record: HazardRecord, sighting: Sighting) -> SightingOutcome:
@@ -188,6 +191,7 @@ class HazardRegistry:
         if sighting.photo_url is not None:
             values["best_photo_url"] = sighting.photo_url
         await connection.execute(hazards.update().where(hazards.c.id == record.id).values(**values))
+        await add_sighting(connection, record.id, sighting.session_id, sighting.at)
         if record.status in (Status.SUSPECTED_FIXED, Status.CLOSED):
             await self._move(connection, record, Move.REOPEN, SYSTEM_ACTOR, sighting.at, note="seen again")
             return "reopened"
@@ -287,7 +291,7 @@ class HazardRegistry:
                 raise HazardNotFound(details={"tenant": tenant, "map_key": map_key})
             await self._insert_pass(connection, record.id, session_id, at, saw_it)
             if record.status in (Status.OPEN, Status.VERIFIED):
-                clean = await self._clean_passes(connection, record)
+                clean = await clean_passes(connection, record)
                 if clean >= self.passes_to_fix:
                     note = f"{clean} passes since the last sighting saw nothing"
                     return await self._move(connection, record, Move.SUSPECT_FIXED, SYSTEM_ACTOR, at, note=note)
@@ -305,19 +309,6 @@ class HazardRegistry:
             await connection.execute(
                 passes.insert().values(hazard_id=hazard_id, session_id=session_id, at=at, saw_it=saw_it)
             )
-
-    async def _clean_passes(self, connection: AsyncConnection, record: HazardRecord) -> int:
-        """Passes that saw nothing, later than both the last sighting and the last pass that saw it."""
-        last_seen = await connection.scalar(
-            sa.select(sa.func.max(passes.c.at)).where(passes.c.hazard_id == record.id, passes.c.saw_it.is_(True))
-        )
-        since = record.last_reported_at if last_seen is None else max(record.last_reported_at, last_seen)
-        count = await connection.scalar(
-            sa.select(sa.func.count())
-            .select_from(passes)
-            .where(passes.c.hazard_id == record.id, passes.c.saw_it.is_(False), passes.c.at > since)
-        )
-        return int(count or 0)
 
     async def get(self, hazard_id: int, *, tenant: str | None = None) -> HazardRecord:
         async with transaction(self._engine) as connection:

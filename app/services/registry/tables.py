@@ -80,6 +80,16 @@ passes = sa.Table(
     sa.UniqueConstraint("hazard_id", "session_id", "at", name="uq_passes_hazard_session_at"),  # replay-safe
 )
 
+sightings = sa.Table(  # each counted report: which session made it (None: a source that does not say), and when
+    "sightings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hazard_id", sa.Integer, sa.ForeignKey("hazards.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("session_id", sa.String(128), nullable=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Index("ix_sightings_hazard_at", "hazard_id", "at"),
+)
+
 webhooks = sa.Table(
     "webhooks",
     metadata,

@@ -126,6 +126,42 @@ async def test_a_hazard_is_suspected_fixed_after_three_clean_passes_and_not_befo
     assert (await registry.history(hazard.id))[-1].actor == "system"
 
 
+async def sighted(registry: HazardRegistry, session: str, minutes: float) -> str:
+    return await registry.apply_sighting(
+        Sighting("city", "m1", "pothole", 50.85, 4.35, 1.0, at(minutes), session_id=session)
+    )
+
+
+async def test_a_sessions_sighting_is_taken_back_by_its_next_pass_that_saw_nothing(registry: HazardRegistry) -> None:
+    """Vehicles b, c and d each report it from afar (the map put their track's first report in its entry and moved
+    it on to a twin's beside it), then pass it seeing nothing: their sightings are taken back, their passes count."""
+    await sighted(registry, "a", 0)
+    await registry.record_pass("city", "m1", session_id="a", at=at(1), saw_it=True)
+    for minute, session in ((10, "b"), (20, "c")):
+        assert await sighted(registry, session, minute) == "counted"
+        assert await registry.record_pass("city", "m1", session_id=session, at=at(minute + 1), saw_it=False) is (
+            Status.OPEN
+        )
+    await sighted(registry, "d", 30)
+    assert await registry.record_pass("city", "m1", session_id="d", at=at(31), saw_it=False) is Status.SUSPECTED_FIXED
+    assert (await registry.query(HazardFilter())).items[0].reports == 4  # taken back from the lifecycle, not the count
+
+
+async def test_a_sighting_no_pass_of_its_session_followed_stands(registry: HazardRegistry) -> None:
+    """A parked camera's report (no pass: it never drove by) holds off the clean passes before it, as does the latest
+    of several; vehicle a's sighting was taken back by its own pass, which changes neither."""
+    await sighted(registry, "a", 0)
+    await registry.record_pass("city", "m1", session_id="a", at=at(1), saw_it=False)
+    await registry.record_pass("city", "m1", session_id="b", at=at(2), saw_it=False)
+    await sighted(registry, "parked", 3)
+    await sighted(registry, "parked", 4)
+    for minute, session in ((5, "c"), (6, "d")):
+        assert await registry.record_pass("city", "m1", session_id=session, at=at(minute), saw_it=False) is (
+            Status.OPEN
+        )
+    assert await registry.record_pass("city", "m1", session_id="e", at=at(7), saw_it=False) is Status.SUSPECTED_FIXED
+
+
 async def test_a_new_sighting_reopens_a_suspected_fixed_or_closed_hazard(registry: HazardRegistry) -> None:
     await report(registry, "m1", 0)
     for minute in (1, 2, 3):
