@@ -7,7 +7,9 @@ session of its own whose frames go through `DetectionService.serve_frame` with t
 device profile, and REGISTRY_PASS_RANGE_M set to how far that camera sees (the scenes' VISIBLE_TO_M, 14 m; the
 default 25 m is measured with `--set registry_pass_range_m=25`). Every drive runs on past the road's end (the range
 and 10 m), so that its passes close as a vehicle's would.
-Then each registry hazard is matched to the placed hazard of its class nearest it (within MAP_MATCH_M). Printed:
+Then each registry hazard is matched to a placed hazard of its class within MAP_MATCH_M: one record per hazard first
+(the pairing nearest in all), then any record left over to its nearest within DUPLICATE_M (a duplicate; farther, it
+matches nothing: `matched`). Printed:
 
   repaired_flagged      repaired hazards (in the registry) whose every record is suspected_fixed / repaired
   unrepaired_flagged    hazards still on the road with a record suspected_fixed (wrongly) / unrepaired
@@ -34,6 +36,7 @@ import numpy as np
 from eval_tracking import (
     CALIBRATIONS,
     HELD_OUT_SEEDS,
+    MAP_MATCH_M,
     Score,
     Session,
     drive_session,
@@ -53,6 +56,7 @@ from app.wiring.parts import Parts, build_parts
 REPAIRED_SHARE = 0.4
 MARGIN_DEGREES = 0.002  # ~200 m around a road: its registry hazards, and no other road's
 SETTLE_TIMEOUT_S = 60.0
+DUPLICATE_M = 5.0  # a record left over is a duplicate of the hazard of its class this near (positions err ~1.5 m)
 EXPLAIN_M = 8.0  # --explain: the hazards and records of a misfire's class this near it
 
 
@@ -119,19 +123,66 @@ async def registry_hazards(parts: Parts, road: Road) -> list[HazardRecord]:
             return found
 
 
+def matched(road: Road, records: list[HazardRecord]) -> list[tuple[HazardRecord, int | None]]:
+    """Each record with the placed hazard it is: first as many records as can be one hazard each (of its class,
+    within MAP_MATCH_M), the pairing nearest in all (`one_each`); then each record left over with its nearest within
+    DUPLICATE_M, as a duplicate; None for the rest. Nearest alone within MAP_MATCH_M gave twins' two records, placed
+    towards one side, both to one twin, and made a record 14 m on (another object) a hazard's duplicate."""
+    first: dict[int, int] = {}
+    for label in {record.label for record in records}:
+        indexes = [i for i, record in enumerate(records) if record.label == label]
+        hazards = [hazard for hazard in road.hazards if hazard.label == label]
+        apart = [
+            [distance_m(records[i].lat, records[i].lon, hazard.lat, hazard.lon) for hazard in hazards] for i in indexes
+        ]
+        for row, column in one_each(apart, MAP_MATCH_M).items():
+            first[indexes[row]] = hazards[column].hazard_id
+    return [
+        (record, first[index] if index in first else duplicate_of(road, record)) for index, record in enumerate(records)
+    ]
+
+
+def duplicate_of(road: Road, record: HazardRecord) -> int | None:
+    """The hazard of its class nearest a record left over, if within DUPLICATE_M: farther, it is another object's
+    (the detector's label for something else) or a false report, not a second record of that hazard."""
+    nearest = nearest_truth(road, record.label, record.lat, record.lon)
+    return None if nearest is None or nearest[0] > DUPLICATE_M else nearest[1]
+
+
+def one_each(apart: list[list[float]], gate: float) -> dict[int, int]:
+    """Rows paired with columns one to one where `apart` <= gate: the most pairs, and of those the least distance
+    in all (exact: dynamic programming over the columns taken; a road has a dozen hazards at most)."""
+    unpaired = gate * len(apart) + 1.0  # a pair more is always worth more than any distance it costs
+    columns = len(apart[0]) if apart else 0
+    best: dict[int, tuple[float, dict[int, int]]] = {0: (0.0, {})}
+    for row, distances in enumerate(apart):
+        step: dict[int, tuple[float, dict[int, int]]] = {}
+        for taken, (cost, pairs) in best.items():
+            options = [(cost + unpaired, taken, pairs)]
+            options += [
+                (cost + distances[column], taken | 1 << column, pairs | {row: column})
+                for column in range(columns)
+                if not taken & 1 << column and distances[column] <= gate
+            ]
+            for total, mask, chosen in options:
+                if mask not in step or total < step[mask][0]:
+                    step[mask] = (total, chosen)
+        best = step
+    return min(best.values(), key=lambda option: option[0])[1] if best else {}
+
+
 def score_road(
     road: Road, repaired: set[int], records: list[HazardRecord], score: LifecycleScore, explain: bool = False
 ) -> None:
     statuses: dict[int, list[Status]] = defaultdict(list)
-    for record in records:
-        if record.status is Status.CLOSED:  # no operator closes here: a duplicate folded into another record
-            continue
-        nearest = nearest_truth(road, record.label, record.lat, record.lon)
-        if nearest is None:
+    kept = [record for record in records if record.status is not Status.CLOSED]  # no operator closes here: duplicates
+    matches = matched(road, kept)
+    for record, hazard_id in matches:
+        if hazard_id is None:
             score.unmatched += 1
             score.unmatched_flagged += record.status is Status.SUSPECTED_FIXED
         else:
-            statuses[nearest[1]].append(record.status)
+            statuses[hazard_id].append(record.status)
     for hazard in road.hazards:
         found = statuses[hazard.hazard_id]
         if not found:  # never in the registry (a miss of the first drive): nothing to flag, nothing to misflag
@@ -139,32 +190,37 @@ def score_road(
             continue
         flagged = [status is Status.SUSPECTED_FIXED for status in found]
         name = f"seed {road.seed} hazard {hazard.hazard_id} ({hazard.label}, {hazard.distance_m:.0f} m): {found}"
+        why = explained(road, hazard, matches, repaired) if explain else ""
         if hazard.hazard_id in repaired:
             score.repaired += 1
             score.repaired_flagged += all(flagged)
             if not all(flagged):
-                score.misfires.append(f"{name}: repaired, not flagged" + (explained(road, hazard, records, repaired) if explain else ""))
+                score.misfires.append(f"{name}: repaired, not flagged{why}")
         else:
             score.unrepaired += 1
             score.unrepaired_flagged += any(flagged)
             if any(flagged):
-                score.misfires.append(f"{name}: still there, flagged" + (explained(road, hazard, records, repaired) if explain else ""))
+                score.misfires.append(f"{name}: still there, flagged{why}")
 
 
-def explained(road: Road, hazard: PlacedHazard, records: list[HazardRecord], repaired: set[int]) -> str:
-    """The misfire's neighbourhood: the hazards of its class and the registry's records within EXPLAIN_M of it, each
-    in the road's frame (metres along it and to its right)."""
+def explained(
+    road: Road, hazard: PlacedHazard, matches: list[tuple[HazardRecord, int | None]], repaired: set[int]
+) -> str:
+    """The misfire's neighbourhood: the hazards of its class within EXPLAIN_M of it, and the registry's records
+    matched to it or that near, each in the road's frame (metres along it and to its right)."""
     lines = []
     for other in road.hazards:
         if other.label == hazard.label and distance_m(hazard.lat, hazard.lon, other.lat, other.lon) <= EXPLAIN_M:
             state = "repaired" if other.hazard_id in repaired else "on the road"
-            lines.append(f"  hazard {other.hazard_id}: {other.distance_m:.1f} m along, {other.lateral_m:+.1f} m, {state}")
-    for record in records:
-        if record.label == hazard.label and distance_m(hazard.lat, hazard.lon, record.lat, record.lon) <= EXPLAIN_M:
+            along, right = road_frame(road, other.lat, other.lon)
+            lines.append(f"  hazard {other.hazard_id}: {along:.1f} m along, {right:+.1f} m, {state}")
+    for record, hazard_id in matches:
+        near = distance_m(hazard.lat, hazard.lon, record.lat, record.lon) <= EXPLAIN_M
+        if record.label == hazard.label and (near or hazard_id == hazard.hazard_id):
             along, right = road_frame(road, record.lat, record.lon)
             lines.append(
                 f"  record {record.id} ({record.map_key}): {along:.1f} m along, {right:+.1f} m, {record.status.value}, "
-                f"{record.reports} reports, +-{record.uncertainty_m} m"
+                f"{record.reports} reports, +-{record.uncertainty_m} m, matched to hazard {hazard_id}"
             )
     return "\n" + "\n".join(lines)
 
