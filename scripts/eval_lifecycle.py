@@ -17,9 +17,9 @@ matches nothing: `matched`). Printed:
 
 Seeds (`--seeds`): the tracking eval's held-out 9201-9210 by default, not looked at when the pass rule was made
 (9101-9110, the default before, have been looked at since).
-Known misses: a repaired hazard whose same-class twin stays a metre beside it (the registry's two positions and the
-detections of the one left are not that precise). Closed records are left out: no operator closes any here, so they
-are duplicates the map folded into another record (a map entry whose last report moved into another's).
+Known misses: same-class twins across the lane whose two records the map placed both on one side (road 9210).
+Closed records are left out: no operator closes any here, so they are duplicates the map folded into another record
+(a map entry whose last report moved into another's).
 """
 
 from __future__ import annotations
