@@ -113,7 +113,7 @@ class OpenPass:
             return any(math.hypot(north, east) <= SEEN_WITHIN_M for frame in self.placed for north, east in frame)
         its = others = 0
         for frame in self.placed:
-            frame_its, frame_others = self._sort(frame, offset)
+            frame_its, frame_others = self._tally(frame, offset)
             if frame_its and frame_others:
                 return True
             its, others = its + frame_its, others + frame_others
@@ -123,7 +123,7 @@ class OpenPass:
         """Whether the session's offset could decide it: detections placed near it and a rival to tell apart."""
         return not self.saw_it and bool(self.rivals) and bool(self.placed)
 
-    def _sort(self, frame: tuple[Offset, ...], offset: Offset) -> tuple[int, int]:
+    def _tally(self, frame: tuple[Offset, ...], offset: Offset) -> tuple[int, int]:
         """How many of a frame's detections are its, and how many a rival's (within SEEN_WITHIN_M, nearer it)."""
         its = others = 0
         for placed_north, placed_east in frame:

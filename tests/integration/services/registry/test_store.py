@@ -254,3 +254,16 @@ async def test_an_operators_verified_record_is_not_folded_away(registry: HazardR
     await absorbing(registry, "fleet", 5, "early")
     assert (await registry.get(by_key["early"].id)).status is Status.VERIFIED
     assert (await registry.get(by_key["fleet"].id)).reports == 2
+
+
+async def test_a_folded_duplicates_sightings_are_the_records_it_was_folded_into(registry: HazardRegistry) -> None:
+    """A parked camera's report of `early` (no pass of its follows: it stands) goes with `early` into `fleet`: the
+    clean passes before it do not count for `fleet`, those after it do."""
+    await sighted(registry, "a", 0)  # entry m1
+    await registry.apply_sighting(Sighting("city", "early", "pothole", 50.85, 4.35, 1.0, at(10), session_id="parked"))
+    await registry.apply_sighting(Sighting("city", "m1", "pothole", 50.85, 4.35, 1.0, at(5), absorbs=("early",)))
+    for minute, session in ((6, "b"), (7, "c"), (11, "d"), (12, "e")):
+        assert await registry.record_pass("city", "m1", session_id=session, at=at(minute), saw_it=False) is (
+            Status.OPEN
+        )
+    assert await registry.record_pass("city", "m1", session_id="f", at=at(13), saw_it=False) is Status.SUSPECTED_FIXED
