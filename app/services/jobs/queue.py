@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+import structlog
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
@@ -25,6 +26,8 @@ from app.services.core.errors import ApiError, DeadlineExceeded, QueueUnavailabl
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.inference.types import DetectOptions
 from app.services.observability.tracing import traceparent
+
+log = structlog.get_logger(__name__)
 
 LIVE_FUNCTION = "live_frame"
 BATCH_FUNCTION = "batch_frame"
@@ -173,7 +176,14 @@ def queue_errors() -> Iterator[None]:
     try:
         yield
     except REDIS_FAILURES as exc:
-        raise QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__}) from exc
+        raise queue_unavailable(exc) from exc
+
+
+def queue_unavailable(exc: BaseException) -> QueueUnavailable:
+    """The answer to a Redis failure; the client gets the failure's kind, the log its words too (which step: connect,
+    read, ...), which the kind alone does not tell an operator."""
+    log.warning("queue_redis_failed", error_type=type(exc).__name__, error=str(exc))
+    return QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__})
 
 
 def options_json(options: DetectOptions) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from app.services.core.errors import (
     IngestDisabled,
     IngestRefused,
     JobNotFound,
-    QueueUnavailable,
 )
 from app.services.core.redis_client import REDIS_FAILURES
 from app.services.identity.principal import LOCAL_TENANT
@@ -24,7 +23,7 @@ from app.services.inference.codec import detection_from_json
 from app.services.inference.types import DetectOptions
 from app.services.jobs.frames import tracked_job_frame
 from app.services.jobs.processor import failed_json
-from app.services.jobs.queue import FrameQueue, queue_errors
+from app.services.jobs.queue import FrameQueue, queue_errors, queue_unavailable
 from app.services.jobs.store import JobStore, NewFrame, frame_id
 from app.services.observability.metrics import Metrics
 from app.services.sessions.store import SessionStore
@@ -87,7 +86,7 @@ class JobService:
             await asyncio.gather(*(self._queue.enqueue_batch(job_id, i, detect, options["model"]) for i in indexes))
         except REDIS_FAILURES as exc:
             # The frames are stored but some may not be queued: record them failed so the job can still finish.
-            unavailable = QueueUnavailable(retry_after=1, details={"reason": type(exc).__name__})
+            unavailable = queue_unavailable(exc)
             for index, frame in zip(indexes, frames, strict=True):
                 item = {"frame_id": frame_id(index), "index": index, "meta": frame.meta, **failed_json(unavailable)}
                 await self._store.record(job_id, index, item, failed=True, cached=False, detections=0)
