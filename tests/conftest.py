@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import secrets
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,6 +18,7 @@ import pytest
 import redis
 import redis.cluster
 from fastapi import FastAPI
+from pwdlib import PasswordHash
 
 from app.main import create_app
 from app.settings import Settings
@@ -181,10 +184,19 @@ def make_settings(
             # Bursts of concurrent frames test concurrency, not admission; the latency budget is tested on its own.
             "live_latency_budget_seconds": LATENCY_BUDGET_FOR_BURSTS,
         }
+        if not {"admin_password", "admin_password_hash", "environment"} & overrides.keys():
+            # An app given no password generates one and hashes it: ~0.14 s of argon2 per app, minutes over the
+            # suite. Apps whose test chooses nothing share one hash instead (of a password nobody logs in with).
+            values["admin_password_hash"] = unused_admin_password_hash()
         values.update(overrides)
         return Settings(**values)
 
     return build
+
+
+@functools.cache
+def unused_admin_password_hash() -> str:
+    return PasswordHash.recommended().hash(secrets.token_urlsafe(24))
 
 
 async def wait_until_ready(client: httpx.AsyncClient, within_seconds: float = 30.0) -> None:
