@@ -37,15 +37,21 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
+# The suite in two parts: every test not marked `serial` spread over TEST_WORKERS processes (pytest-xdist; each
+# starts its own Redis, cluster and PostgreSQL on free ports), then the `serial` ones (timed under load: rates,
+# deadlines, latency gates) alone, so no other test's CPU is beside them. $(1): the tests' marker expression.
+TEST_WORKERS ?= 2
+pytest_in_two_parts = $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "($(1)) and not serial" && $(VENV)/bin/pytest -m "($(1)) and serial"
+
 # Artillery before pytest (tests/system/test_https_front.py runs the smoke scenario with it): its npm install, mostly
 # waiting on the registry, runs beside the lint on a fresh machine.
 test: $(STAMP) system-deps
 	$(MAKE) --no-print-directory -j2 lint artillery-deps
-	$(VENV)/bin/pytest
+	$(call pytest_in_two_parts,unit or integration or api or system)
 
 # Everything but the system tier (processes, browser, deploy files, faults, soak): a few minutes.
 test-fast: $(STAMP) system-deps
-	$(VENV)/bin/pytest -m "not system"
+	$(call pytest_in_two_parts,not system)
 
 # The fault and soak tests at the length of the original findings (the suite runs them short): Redis frozen
 # 20 s under 20 frames/s, and a 10-minute soak over short-lived sessions.

@@ -404,6 +404,7 @@ async def test_the_stream_takes_the_detect_key_of_the_http_routes(
         assert "detections" in await next_answer(ws)
 
 
+@pytest.mark.serial  # a first message due within a window of seconds: timed, so alone
 async def test_a_browser_sends_its_key_in_a_first_message_checked_like_a_header(
     serve: Callable[..., Awaitable[StreamServer]], make_settings: MakeSettings
 ) -> None:

@@ -17,6 +17,9 @@ from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
 
+# Frames at a steady rate through a swap's compile: another test's CPU beside it would shed them.
+pytestmark = pytest.mark.serial
+
 FP16 = "best0408_openvino_model"
 INT8 = "best0408_int8_openvino_model"
 PASSWORD = "fleet-test-password"

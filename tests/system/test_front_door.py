@@ -21,6 +21,9 @@ from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.server import Server
 
+# Bounds in seconds on a flooded server process: timed, so alone.
+pytestmark = pytest.mark.serial
+
 _, FRAME = scene_with_hazards(seed=21, size=(640, 360))
 FLOOD = 1100  # half-open connections: more than a default 1,024-descriptor process can hold
 SERVER_NOFILE = 1024  # the server runs with the limit the attack exhausted

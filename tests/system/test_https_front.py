@@ -31,6 +31,9 @@ from tests.support.redis_process import RedisProcess
 from tests.support.server import ROOT, Server
 from tests.system.deploy.common import load_yaml
 
+# The smoke scenario's own latency gates: timed, so alone.
+pytestmark = pytest.mark.serial
+
 TOKEN = "https-front-test-operator-token-0123"
 PEPPER = "https-front-test-pepper-" + "5" * 24
 KEY_LIMITS = {"sessions_per_minute": 150, "frames_per_second": 50}  # the Artillery scenario headers' key

@@ -23,6 +23,9 @@ from tests.support.images import scene_with_hazards
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_for
 
+# Answers within a deadline under a steady stream of frames: timed, so alone.
+pytestmark = pytest.mark.serial
+
 MakeSettings = Callable[..., Settings]
 StartApp = Callable[..., Awaitable[RunningApp]]
 _, FRAME = scene_with_hazards(seed=17, size=(640, 360))

@@ -7,8 +7,11 @@ that lands just as its inner call completes, and the task then runs on: one `can
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CANCEL_RETRY_SECONDS = 0.1
 CANCEL_GIVE_UP_SECONDS = 5.0
@@ -30,6 +33,19 @@ async def cancel(task: asyncio.Task[None] | None) -> None:
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         await cancel(task)
+
+
+async def gather_bounded(awaitables: Iterable[Awaitable[T]], limit: int) -> list[T]:
+    """`asyncio.gather`, at most `limit` awaited at once: a hundred Redis commands sent together open a hundred
+    connections at once (each with its connect timeout, on a loop busy opening the others); `limit` at a time reuse
+    that many."""
+    permits = asyncio.Semaphore(limit)
+
+    async def bounded(awaitable: Awaitable[T]) -> T:
+        async with permits:
+            return await awaitable
+
+    return await asyncio.gather(*(bounded(awaitable) for awaitable in awaitables))
 
 
 async def wait_set(event: asyncio.Event, seconds: float) -> bool:

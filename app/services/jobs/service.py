@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from app.services.core.asyncio_tasks import gather_bounded
 from app.services.core.errors import (
     ApiError,
     Backpressure,
@@ -34,6 +35,7 @@ from app.services.tracking.types import TrackParams
 log = structlog.get_logger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 RESULTS_PAGE = 200
+ENQUEUES_AT_ONCE = 8  # a call's frames go to the queue over this many connections, not one each
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class JobService:
         options = job["options"]
         detect = DetectOptions(options["conf"], options["iou"], options["max_det"])
         try:
-            await asyncio.gather(*(self._queue.enqueue_batch(job_id, i, detect, options["model"]) for i in indexes))
+            enqueues = (self._queue.enqueue_batch(job_id, i, detect, options["model"]) for i in indexes)
+            await gather_bounded(enqueues, ENQUEUES_AT_ONCE)
         except REDIS_FAILURES as exc:
             # The frames are stored but some may not be queued: record them failed so the job can still finish.
             unavailable = queue_unavailable(exc)
