@@ -38,10 +38,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts of pyproject.toml [tool.importlinter]
 
 # The suite in two parts: every test not marked `serial` spread over TEST_WORKERS processes (pytest-xdist; each
-# starts its own Redis, cluster and PostgreSQL on free ports), then the `serial` ones (timed under load: rates,
-# deadlines, latency gates) alone, so no other test's CPU is beside them. $(1): the tests' marker expression.
-TEST_WORKERS ?= 2
-pytest_in_two_parts = $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "($(1)) and not serial" && $(VENV)/bin/pytest -m "($(1)) and serial"
+# starts its own Redis, cluster and PostgreSQL on free ports; a worker that is free takes a busy one's queued tests),
+# then the `serial` ones (timed under load: rates, deadlines, latency gates) alone, so no other test's CPU is beside
+# them. Three workers on two cores: a third of a test's time is waiting on processes it started. $(1): the tests'
+# marker expression.
+TEST_WORKERS ?= 3
+pytest_in_two_parts = $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal -m "($(1)) and not serial" \
+	&& $(VENV)/bin/pytest -m "($(1)) and serial"
 
 # Artillery before pytest (tests/system/test_https_front.py runs the smoke scenario with it): its npm install, mostly
 # waiting on the registry, runs beside the lint on a fresh machine.

@@ -16,10 +16,7 @@ from tests.support.rehearsal import Plan, Stack, run_rehearsal
 
 SHORT = Plan(rate=8, sessions=2, window_seconds=2, faults=("worker", "master"), job_frames=24, restore=False)
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI and `make test` are)"),
-    pytest.mark.serial,  # frames at a steady rate while hosts fail: another test's CPU beside it would shed them
-]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI and `make test` are)")
 
 
 def test_a_worker_and_a_cluster_master_die_under_load_and_nothing_accepted_is_lost(

@@ -95,11 +95,15 @@ class FleetControl:
         )
 
     async def set_desired(self, active: str, loaded: frozenset[str]) -> DesiredState:
-        generation = int(await cast(Awaitable[int], self.redis.hincrby(self.keys.desired, "generation", 1)))
+        """The new generation and its state in one transaction (one key: cluster-safe). Written apart, an agent
+        could read the new generation with the old state, converge to that, and never look again."""
         mapping = {"active": active, "loaded": json.dumps(sorted(loaded)), "updated_at": repr(time.time())}
-        await cast(Awaitable[int], self.redis.hset(self.keys.desired, mapping=mapping))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(self.keys.desired, "generation", 1)
+            pipe.hset(self.keys.desired, mapping=mapping)
+            generation, _ = await pipe.execute()
         await self.publish("converge")
-        return DesiredState(active, loaded, generation)
+        return DesiredState(active, loaded, int(generation))
 
     async def init_desired(self, active: str) -> None:
         """The first process of a fleet sets the default; later ones find it there."""
@@ -182,10 +186,10 @@ class FleetAgent:
         """Load what is wanted, activate the desired version, unload the rest. Failures are reported, not raised."""
         if not self._holds_models:
             return
-        desired = await self.control.desired()
-        if desired is None or desired.generation == self._generation:
-            return
-        async with self._converging:
+        async with self._converging:  # read inside: a convergence that waited must not apply an older state
+            desired = await self.control.desired()
+            if desired is None or desired.generation == self._generation:
+                return
             self._generation = desired.generation
             log.info(
                 "fleet_converging", active=desired.active, loaded=sorted(desired.loaded), generation=desired.generation

@@ -160,3 +160,30 @@ async def test_a_restart_reaches_the_processes_of_its_role_or_id_and_drains_with
         signal.signal(signal.SIGTERM, previous)
         for agent in agents:
             await agent.stop()
+
+
+async def test_a_reader_never_sees_a_generation_with_another_generations_state(
+    redis_client: Redis, fleet_name: str
+) -> None:
+    """An agent converging on a generation with the state of the one before would never converge again: the
+    generation and the state it names are written together."""
+    writer, reader = control(redis_client, fleet_name), control(redis_client, fleet_name)
+    written: dict[int, frozenset[str]] = {}
+    seen: list[tuple[int, frozenset[str]]] = []
+
+    async def write() -> None:
+        for index in range(200):
+            loaded = frozenset({f"v{index}"})
+            written[(await writer.set_desired("active", loaded)).generation] = loaded
+
+    async def read(done: asyncio.Task[None]) -> None:
+        while not done.done():
+            desired = await reader.desired()
+            if desired is not None:
+                seen.append((desired.generation, desired.loaded))
+
+    writing = asyncio.create_task(write())
+    await asyncio.gather(writing, read(writing))
+    assert len(seen) > 100
+    torn = [(generation, loaded) for generation, loaded in seen if written[generation] != loaded]
+    assert torn == []
