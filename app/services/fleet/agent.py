@@ -23,13 +23,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import structlog
 from redis.typing import EncodableT, FieldT
 
 from app.services.core.asyncio_tasks import cancel_all
-from app.services.core.redis_client import REDIS_FAILURES
+from app.services.core.redis_client import REDIS_FAILURES, register_script
 from app.services.core.types import RedisClient
 from app.services.fleet.restart import ProcessRestart
 from app.services.inference.registry import ModelRegistry, ModelState
@@ -41,6 +41,32 @@ PROCESS_KEY_TTL_SECONDS = 600  # a lost process stays visible (as lost) this lon
 LOST_AFTER_HEARTBEATS = 3
 
 Describe = Callable[[], dict[str, Any]]
+# What an operator's action does to the desired state: load (wanted too), unload (no longer wanted), activate.
+DesiredChange = Literal["load", "unload", "activate"]
+
+# KEYS[1] the desired hash; ARGV: the change, its model, the active version when none is set yet, now.
+# -> {generation, active, loaded as a JSON list}
+CHANGE_DESIRED = """
+local active = redis.call('HGET', KEYS[1], 'active') or ARGV[3]
+local loaded = {}
+for _, name in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'loaded') or '[]')) do loaded[name] = true end
+if ARGV[1] == 'load' then
+  loaded[ARGV[2]] = true
+elseif ARGV[1] == 'unload' then
+  loaded[ARGV[2]] = nil
+else
+  active = ARGV[2]
+  loaded[ARGV[2]] = nil
+end
+local names = {}
+for name in pairs(loaded) do names[#names + 1] = name end
+table.sort(names)
+local encoded = '[]'  -- cjson writes an empty table as {}
+if #names > 0 then encoded = cjson.encode(names) end
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+redis.call('HSET', KEYS[1], 'active', active, 'loaded', encoded, 'updated_at', ARGV[4])
+return {generation, active, encoded}
+"""
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,7 @@ class FleetControl:
         self.redis = redis
         self.keys = FleetKeys(fleet_name)
         self._heartbeat_seconds = heartbeat_seconds
+        self._change = register_script(redis, CHANGE_DESIRED)
 
     async def desired(self) -> DesiredState | None:
         fields = await cast(Awaitable[dict[str, str]], self.redis.hgetall(self.keys.desired))
@@ -94,16 +121,15 @@ class FleetControl:
             fields["active"], frozenset(json.loads(fields.get("loaded", "[]"))), int(fields.get("generation", 0))
         )
 
-    async def set_desired(self, active: str, loaded: frozenset[str]) -> DesiredState:
-        """The new generation and its state in one transaction (one key: cluster-safe). Written apart, an agent
-        could read the new generation with the old state, converge to that, and never look again."""
-        mapping = {"active": active, "loaded": json.dumps(sorted(loaded)), "updated_at": repr(time.time())}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(self.keys.desired, "generation", 1)
-            pipe.hset(self.keys.desired, mapping=mapping)
-            generation, _ = await pipe.execute()
+    async def change_desired(self, change: DesiredChange, model: str, active_when_unset: str) -> DesiredState:
+        """Apply one operator's change to the desired state and give it a new generation, in one script (one key:
+        cluster-safe). Read and written apart, two operators' changes at once would keep only one of them, and an
+        agent could read a new generation with the state before it, converge to that and never look again."""
+        generation, active, loaded = await self._change(
+            keys=[self.keys.desired], args=[change, model, active_when_unset, repr(time.time())]
+        )
         await self.publish("converge")
-        return DesiredState(active, loaded, int(generation))
+        return DesiredState(str(active), frozenset(json.loads(loaded)), int(generation))
 
     async def init_desired(self, active: str) -> None:
         """The first process of a fleet sets the default; later ones find it there."""

@@ -11,15 +11,13 @@ import structlog
 
 from app.services.core.errors import FleetStateUnavailable, ModelLoadFailed, ProcessNotFound
 from app.services.core.redis_client import REDIS_FAILURES
-from app.services.fleet.agent import FleetControl
+from app.services.fleet.agent import DesiredChange, FleetControl
 from app.services.inference.registry import ModelRegistry
 from app.services.inference.types import ModelLoadError
 
 log = structlog.get_logger(__name__)
 
 ROLES = ("api", "worker")
-# (active, loaded) -> (active, loaded): how an action changes the desired state.
-DesiredChange = Callable[[str, frozenset[str]], tuple[str, frozenset[str]]]
 
 
 class ModelControl:
@@ -54,16 +52,16 @@ class ModelControl:
 
     async def load(self, name: str) -> dict[str, Any]:
         await self._locally(self._registry.load, name)
-        return await self._publish(lambda active, loaded: (active, loaded | {name}), name)
+        return await self._publish("load", name)
 
     async def unload(self, name: str) -> dict[str, Any]:
         if self._local:
             await self._registry.unload(name)  # refuses the active version (409) before anything is written
-        return await self._publish(lambda active, loaded: (active, loaded - {name}), name)
+        return await self._publish("unload", name)
 
     async def activate(self, name: str) -> dict[str, Any]:
         await self._locally(self._registry.activate, name)
-        return await self._publish(lambda active, loaded: (name, loaded - {name}), name)
+        return await self._publish("activate", name)
 
     async def fleet(self) -> list[dict[str, Any]]:
         try:
@@ -106,12 +104,7 @@ class ModelControl:
         """Record the change as the fleet's desired state; while Redis is down only this process has changed."""
         version = self._registry.version(name).describe(self._registry.active)
         try:
-            desired = await self._fleet.desired()
-            active, loaded = change(
-                desired.active if desired else self._registry.active or name,
-                desired.loaded if desired else frozenset(),
-            )
-            written = await self._fleet.set_desired(active, loaded)
+            written = await self._fleet.change_desired(change, name, self._registry.active or name)
         except REDIS_FAILURES as exc:
             log.warning("fleet_desired_state_not_written", model=name, error=type(exc).__name__)
             return {"model": version, "fleet": {"synced": False}}

@@ -95,7 +95,7 @@ async def test_a_second_agent_converges_to_the_desired_model_another_process_set
         assert desired is not None and desired.active == DEFAULT_VERSION
         assert registry.active == DEFAULT_VERSION
 
-        await admin.set_desired(OTHER_VERSION, frozenset())
+        await admin.change_desired("activate", OTHER_VERSION, DEFAULT_VERSION)
 
         async def converged() -> bool:
             return registry.active == OTHER_VERSION and registry.loaded() == [OTHER_VERSION]
@@ -168,22 +168,47 @@ async def test_a_reader_never_sees_a_generation_with_another_generations_state(
     """An agent converging on a generation with the state of the one before would never converge again: the
     generation and the state it names are written together."""
     writer, reader = control(redis_client, fleet_name), control(redis_client, fleet_name)
-    written: dict[int, frozenset[str]] = {}
-    seen: list[tuple[int, frozenset[str]]] = []
+    written: dict[int, str] = {}
+    seen: list[tuple[int, str]] = []
 
     async def write() -> None:
         for index in range(200):
-            loaded = frozenset({f"v{index}"})
-            written[(await writer.set_desired("active", loaded)).generation] = loaded
+            desired = await writer.change_desired("activate", f"v{index}", "v")
+            written[desired.generation] = desired.active
 
     async def read(done: asyncio.Task[None]) -> None:
         while not done.done():
             desired = await reader.desired()
             if desired is not None:
-                seen.append((desired.generation, desired.loaded))
+                seen.append((desired.generation, desired.active))
 
     writing = asyncio.create_task(write())
     await asyncio.gather(writing, read(writing))
     assert len(seen) > 100
-    torn = [(generation, loaded) for generation, loaded in seen if written[generation] != loaded]
-    assert torn == []
+    assert [(generation, active) for generation, active in seen if written[generation] != active] == []
+
+
+async def test_changes_from_two_processes_at_once_all_land(redis_client: Redis, fleet_name: str) -> None:
+    """Load, unload and activate from two admins at once: none of them undoes another's."""
+    first, second = control(redis_client, fleet_name), control(redis_client, fleet_name)
+
+    async def load_all(admin: FleetControl, prefix: str) -> None:
+        for index in range(50):
+            await admin.change_desired("load", f"{prefix}{index}", "base")
+
+    await asyncio.gather(load_all(first, "a"), load_all(second, "b"))
+    desired = await first.desired()
+    assert desired is not None and desired.active == "base"
+    assert desired.loaded == {f"{prefix}{index}" for prefix in "ab" for index in range(50)}
+    assert desired.generation == 100
+
+    await asyncio.gather(
+        *(
+            admin.change_desired("unload", f"a{index}", "base")
+            for index, admin in ((i, first if i % 2 else second) for i in range(50))
+        )
+    )
+    await first.change_desired("activate", "b7", "base")
+    desired = await second.desired()
+    assert desired is not None and desired.active == "b7"
+    assert desired.loaded == {f"b{index}" for index in range(50)} - {"b7"}
