@@ -43,6 +43,7 @@ async def timed_post(api: RunningApp, session_id: str, body: bytes, media_type: 
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.serial  # frames at a steady rate, a 1 s request timeout, a median refusal in 0.1 s: timed, so alone
 async def test_decode_cost_bomb_is_refused_cheaply_and_other_sessions_are_served(
     start_app: StartApp, make_settings: MakeSettings
 ) -> None:

@@ -22,7 +22,8 @@ from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_for
 
-pytestmark = both_redis_backends
+# Every frame of a burst answered within a bound while Redis dies: timed, so alone (`serial`).
+pytestmark = [both_redis_backends, pytest.mark.serial]
 MakeSettings = Callable[..., Settings]
 StartApp = Callable[..., Awaitable[RunningApp]]
 _, FRAME = scene_with_hazards(seed=11, size=(640, 360))
