@@ -194,7 +194,11 @@ async def test_breaker_stops_calling_cloudinary_after_repeated_failures(
         service.submit(job)
     await eventually(lambda: service.spooled == 4, what="all spooled")
 
-    assert fake_cloudinary.upload_requests == settings.breakers.fail_max
+    # Four frames spooled on fewer calls than frames: the breaker refused the rest. A call already under way when it
+    # opens still reaches Cloudinary: a new frame's first try and a spooled one's retry run side by side, so one
+    # beyond `fail_max` (seen on a loaded machine).
+    fail_max = settings.breakers.fail_max
+    assert fail_max <= fake_cloudinary.upload_requests <= fail_max + 1 < len(jobs)
     assert service.breaker.state == "open"
     assert metrics.registry.get_sample_value("hazard_breaker_state", {"dependency": "cloudinary"}) == 2
 
