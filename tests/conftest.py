@@ -25,7 +25,7 @@ from app.settings import Settings
 from tests.support.postgres_process import PostgresProcess
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_process import RedisProcess
-from tests.support.server import LATENCY_BUDGET_FOR_BURSTS
+from tests.support.server import LATENCY_BUDGET_FOR_BURSTS, SUITE_REQUEST_TIMEOUT_SECONDS
 
 TEST_PEPPER = "test-pepper-of-the-suite-" + "0" * 16  # at least 32 bytes, as API_KEY_PEPPER must be
 STOP_WITHIN_SECONDS = 30  # a shutdown that hangs must fail the test, not stall the suite
@@ -183,6 +183,7 @@ def make_settings(
             "session_create_ttl_budget_seconds": 10**9,
             # Bursts of concurrent frames test concurrency, not admission; the latency budget is tested on its own.
             "live_latency_budget_seconds": LATENCY_BUDGET_FOR_BURSTS,
+            "request_timeout_seconds": SUITE_REQUEST_TIMEOUT_SECONDS,
         }
         if not {"admin_password", "admin_password_hash", "environment"} & overrides.keys():
             # An app given no password generates one and hashes it: ~0.14 s of argon2 per app, minutes over the

@@ -144,6 +144,7 @@ class Stack:
             FLEET_NAME="rehearsal",
             CLOUDINARY_URL=self.cloudinary.url,
             LIVE_LATENCY_BUDGET_SECONDS="0.1",
+            REQUEST_TIMEOUT_SECONDS="1",  # production's: a frame a killed worker held is answered 504 within it
             LOG_LEVEL="INFO",
             MODEL_INFERENCE_THREADS="1",  # two workers share two cores with everything else
             MODEL_CACHE_DIR=str(self.model_cache),
