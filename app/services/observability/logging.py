@@ -62,3 +62,5 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     access.handlers.clear()
     access.propagate = False
     access.disabled = True
+    # aiosqlite writes two DEBUG lines per SQL call (queued, completed) from its thread: LOG_LEVEL=DEBUG is for ours.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
