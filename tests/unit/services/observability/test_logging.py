@@ -6,18 +6,22 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from app.services.observability.logging import configure_logging
 
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
+    """The process's logging as it was: later tests capture structlog's events at the level they expect."""
+    structlog_config = structlog.get_config()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     aiosqlite_level = logging.getLogger("aiosqlite").level
     yield
     root.handlers[:], root.level = handlers, level
     logging.getLogger("aiosqlite").setLevel(aiosqlite_level)
+    structlog.configure(**structlog_config)
 
 
 @pytest.mark.usefixtures("restored_logging")
