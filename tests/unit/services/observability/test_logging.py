@@ -19,7 +19,8 @@ def restored_logging() -> Iterator[None]:
     handlers, level = root.handlers[:], root.level
     aiosqlite_level = logging.getLogger("aiosqlite").level
     yield
-    root.handlers[:], root.level = handlers, level
+    root.handlers[:] = handlers
+    root.setLevel(level)  # not `root.level =`: setLevel also clears the loggers' cached answers
     logging.getLogger("aiosqlite").setLevel(aiosqlite_level)
     structlog.configure(**structlog_config)
 
