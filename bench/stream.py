@@ -8,7 +8,9 @@ and latency counts from that due time (no coordinated omission), over the stream
 connection, answers matched by frame_id) or over HTTP (POST /detect per frame, as many in flight as it takes, on
 bench.http's lean keep-alive client). Measured, alternating stream and HTTP:
 
-- P50 at `--low-rate` (5 frames/s) on one camera;
+- P50 at `--low-rate` (5 frames/s) on one camera; and the same through the `hazard` client, as an application using
+  it waits: `AsyncHazardClient.detect` (httpx, multipart, the answer read into its model) against
+  `AsyncHazardClient.stream` (one WebSocket), one frame in flight, alternating blocks;
 - the sustainable rate on 1 and on 4 cameras (P95 of the answered frames < 150 ms and < 1 % of the frames not
   answered: dropped late, overloaded or superseded over the stream, any non-200 over HTTP), stepped search as
   bench/load.py's;
@@ -38,6 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.common import machine, percentiles, pid_listening_on, road_frame, rss_mib
 from bench.http import TRANSPORT_ERRORS, LeanClient
 from bench.load import GOAL_ERROR_RATE, GOAL_P95_MS, loopback, open_sessions, search_rate
+from hazard_client.client import AsyncHazardClient
 from hazard_client.stream import frame_message, stream_url
 
 Report = dict[str, Any]
@@ -117,6 +120,54 @@ async def http_camera(
         await until(due)
         tasks.append(asyncio.create_task(one(due)))
     await asyncio.gather(*tasks)
+
+
+async def client_p50(url: str, rate: float, frames: int, frame: bytes, api_key: str | None, blocks: int = 4) -> Report:
+    """P50 (ms, from each frame's due time to its answer) through the `hazard` client, `detect` against `stream`, one
+    session, one frame in flight: `blocks` blocks of `frames / blocks` each way, alternating, after one unrecorded
+    block each (first-call costs). A frame is sent when due, or once the one before is answered if that is later."""
+    waited: dict[str, list[float]] = {mode: [] for mode in MODES}
+    per_block = max(1, frames // blocks)
+    async with AsyncHazardClient(url, api_key=api_key) as client:
+        session_id = (await client.create_session()).session_id
+        for block in range(blocks + 1):
+            for mode in MODES:
+                send = _client_stream if mode == "stream" else _client_http
+                latencies = await send(
+                    client, session_id, frame, _due_times(WARMUP_FRAMES if block == 0 else per_block, rate)
+                )
+                if block:
+                    waited[mode] += latencies
+    p50 = {mode: percentiles(values)["p50"] for mode, values in waited.items()}
+    return {"rate": rate, "frames_each": len(waited["http"]), "p50_ms": p50}
+
+
+def _due_times(count: int, rate: float) -> list[float]:
+    start = time.perf_counter() + 0.05
+    return [start + index / rate for index in range(count)]
+
+
+async def _client_http(client: AsyncHazardClient, session_id: str, frame: bytes, dues: list[float]) -> list[float]:
+    waited = []
+    for due in dues:
+        await until(due)
+        await client.detect(session_id, frame)
+        waited.append((time.perf_counter() - due) * 1000)
+    return waited
+
+
+async def _client_stream(client: AsyncHazardClient, session_id: str, frame: bytes, dues: list[float]) -> list[float]:
+    waited = []
+    async with client.stream(session_id) as stream:
+        shift = time.perf_counter() + 0.05 - dues[0]  # the schedule starts once the stream is open
+        for frame_id, due in enumerate(due + shift for due in dues):
+            await until(due)
+            await stream.send(frame, frame_id)
+            answer = await stream.receive()
+            if answer.get("frame_id") != frame_id or "detections" not in answer:
+                raise RuntimeError(f"frame {frame_id} was not answered: {answer}")
+            waited.append((time.perf_counter() - due) * 1000)
+    return waited
 
 
 def schedule(rate: float, seconds: float, cameras: int, start: float) -> list[list[tuple[int, float]]]:
@@ -240,6 +291,9 @@ def compare(args: argparse.Namespace, frame: bytes) -> Report:
     for mode in MODES:  # first-call costs, unrecorded
         run(mode, 1, WARMUP_FRAMES / args.low_rate)(args.low_rate)
     low = {mode: run(mode, 1, args.seconds)(args.low_rate) for mode in MODES}
+    frames = int(args.low_rate * args.seconds)
+    client_low = asyncio.run(client_p50(args.url, args.low_rate, frames, frame, args.api_key))
+    print(json.dumps({"hazard_client_low_rate": client_low}), flush=True)
     searches = {
         f"{mode}_{cameras}": find_sustainable(run(mode, cameras, args.search_seconds), args)
         for cameras in args.cameras
@@ -248,7 +302,7 @@ def compare(args: argparse.Namespace, frame: bytes) -> Report:
     most = max(args.cameras)
     rate_4 = searches[f"stream_{most}"]["sustainable_rate"] or args.search_start
     overload = run("stream", most, args.seconds)(args.overload_factor * rate_4)
-    report: Report = {"low_rate": low, "searches": searches, "overload": overload}
+    report: Report = {"low_rate": low, "hazard_client_low_rate": client_low, "searches": searches, "overload": overload}
     if args.idle_streams:
         report["idle"] = asyncio.run(idle_cost(args.url, args.idle_streams, args.idle_seconds, args.api_key))
         print(json.dumps({"idle": report["idle"]}), flush=True)
@@ -262,6 +316,9 @@ def summary(report: Report, args: argparse.Namespace, most: int) -> Report:
         f"p50_at_{args.low_rate:g}fps_ms": low,
         "p50_stream_below_http_ms": round(low["http"] - low["stream"], 2),
     }
+    through_client = report["hazard_client_low_rate"]["p50_ms"]
+    out[f"p50_at_{args.low_rate:g}fps_hazard_client_ms"] = through_client
+    out["p50_stream_below_http_hazard_client_ms"] = round(through_client["http"] - through_client["stream"], 2)
     for cameras in args.cameras:
         rates = {mode: report["searches"][f"{mode}_{cameras}"]["sustainable_rate"] for mode in MODES}
         out[f"sustainable_{cameras}_cameras"] = rates

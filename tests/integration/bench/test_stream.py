@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from bench.common import road_frame
-from bench.stream import MODES, idle_cost, run_cameras
+from bench.stream import MODES, client_p50, idle_cost, run_cameras
 from tests.support.server import Server
 
 DROPS = {"dropped_superseded", "dropped_late", "dropped_overloaded", "status_503", "status_504"}
@@ -24,3 +24,9 @@ def test_both_ways_give_every_frame_one_outcome_and_idle_streams_are_weighed(ser
     idle = asyncio.run(idle_cost(server.base_url, 5, 0.5, None))
     assert idle["streams"] == 5 and idle["refused"] == 0, idle
     assert idle["rss_mib_open"] > 0 and idle["cpu_seconds_with_streams"] >= 0
+
+
+def test_the_hazard_clients_wait_is_measured_both_ways_on_answered_frames(server: Server) -> None:
+    measured = asyncio.run(client_p50(server.base_url, 20.0, 4, road_frame(), None, blocks=2))
+    assert measured["frames_each"] == 4, measured
+    assert set(measured["p50_ms"]) == set(MODES) and all(p50 > 0 for p50 in measured["p50_ms"].values()), measured
