@@ -133,9 +133,7 @@ async def client_p50(url: str, rate: float, frames: int, frame: bytes, api_key: 
         for block in range(blocks + 1):
             for mode in MODES:
                 send = _client_stream if mode == "stream" else _client_http
-                latencies = await send(
-                    client, session_id, frame, _due_times(WARMUP_FRAMES if block == 0 else per_block, rate)
-                )
+                latencies = await send(client, session_id, frame, WARMUP_FRAMES if block == 0 else per_block, rate)
                 if block:
                     waited[mode] += latencies
     p50 = {mode: percentiles(values)["p50"] for mode, values in waited.items()}
@@ -143,24 +141,28 @@ async def client_p50(url: str, rate: float, frames: int, frame: bytes, api_key: 
 
 
 def _due_times(count: int, rate: float) -> list[float]:
+    """`count` frames at `rate` from just after now: a sender asks once it is ready to send."""
     start = time.perf_counter() + 0.05
     return [start + index / rate for index in range(count)]
 
 
-async def _client_http(client: AsyncHazardClient, session_id: str, frame: bytes, dues: list[float]) -> list[float]:
+async def _client_http(
+    client: AsyncHazardClient, session_id: str, frame: bytes, count: int, rate: float
+) -> list[float]:
     waited = []
-    for due in dues:
+    for due in _due_times(count, rate):
         await until(due)
         await client.detect(session_id, frame)
         waited.append((time.perf_counter() - due) * 1000)
     return waited
 
 
-async def _client_stream(client: AsyncHazardClient, session_id: str, frame: bytes, dues: list[float]) -> list[float]:
+async def _client_stream(
+    client: AsyncHazardClient, session_id: str, frame: bytes, count: int, rate: float
+) -> list[float]:
     waited = []
     async with client.stream(session_id) as stream:
-        shift = time.perf_counter() + 0.05 - dues[0]  # the schedule starts once the stream is open
-        for frame_id, due in enumerate(due + shift for due in dues):
+        for frame_id, due in enumerate(_due_times(count, rate)):
             await until(due)
             await stream.send(frame, frame_id)
             answer = await stream.receive()
