@@ -154,6 +154,8 @@ class RegistryFeed:
             photo_url=(entry.best_frame_url if entry is not None else None) or record.best_frame_url,
             absorbs=event.emptied,
             session_id=event.source_id,
+            frame_lat=None if entry is None else entry.frame_lat,
+            frame_lon=None if entry is None else entry.frame_lon,
         )
         outcome = await self.buffer.report(sighting)  # written now, or kept and replayed: the buffer's either way
         if outcome in ("created", "reopened") or event.emptied:

@@ -358,8 +358,9 @@ class PassWatcher:
         return hazards
 
     async def _read_cell(self, cell: tuple[str, int, int]) -> list[HazardRecord]:
-        """The cell's hazards of its tenant and those within range of its edges; not the closed ones (repaired, or a
-        duplicate of another): nothing to pass, and no rival of what is there."""
+        """The cell's hazards of its tenant and those within range of its edges, each where the fleet map's frame has
+        it (hazards side by side keep their places there); not the closed ones (repaired, or a duplicate of another):
+        nothing to pass, and no rival of what is there."""
         tenant, south, west = cell[0], cell[1] * CELL_DEGREES, cell[2] * CELL_DEGREES
         low, high = around(south, west, self.range_m), around(south + CELL_DEGREES, west + CELL_DEGREES, self.range_m)
         where = HazardFilter(tenant=tenant, bbox=(low[0], low[1], high[2], high[3]))
@@ -367,7 +368,7 @@ class PassWatcher:
         cursor: str | None = None
         for _ in range(MAX_PAGES_PER_CELL):
             page = await self._registry.query(where, cursor=cursor)
-            hazards += [hazard for hazard in page.items if hazard.status is not Status.CLOSED]
+            hazards += [hazard.in_frame for hazard in page.items if hazard.status is not Status.CLOSED]
             cursor = page.next_cursor
             if cursor is None:
                 break

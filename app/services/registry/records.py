@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -35,6 +35,9 @@ class Sighting:
     # Map entries gone into this one (their last report moved here): their records are folded into this one's.
     absorbs: tuple[str, ...] = ()
     session_id: str | None = None  # whose report: its next pass may take it back (`evidence.py`)
+    # Where the map entry is in the fleet map's frame (`MapHazard.frame_lat`): what passes compare detections with.
+    frame_lat: float | None = None
+    frame_lon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,15 @@ class HazardRecord:
     updated_at: datetime
     reports: int
     best_photo_url: str | None
+    frame_lat: float | None = None  # in the fleet map's frame (`Sighting`); None: as `lat` and `lon`
+    frame_lon: float | None = None
+
+    @property
+    def in_frame(self) -> HazardRecord:
+        """This record placed where the fleet map's frame has it, for comparing with a session's detections."""
+        if self.frame_lat is None or self.frame_lon is None:
+            return self
+        return replace(self, lat=self.frame_lat, lon=self.frame_lon)
 
     @classmethod
     def from_row(cls, row: Any, photo_url: Callable[[str | None], str | None] | None = None) -> HazardRecord:

@@ -163,6 +163,8 @@ class HazardRegistry:
                 updated_at=sighting.at,
                 reports=1,
                 best_photo_url=sighting.photo_url,
+                frame_lat=sighting.frame_lat,
+                frame_lon=sighting.frame_lon,
             )
         )
         assert result.inserted_primary_key is not None  # one row inserted: its id
@@ -187,6 +189,8 @@ class HazardRegistry:
             "lat": sighting.lat,  # the map entry's position is refined as reports fuse: mirror the newest
             "lon": sighting.lon,
             "uncertainty_m": sighting.uncertainty_m,
+            "frame_lat": sighting.frame_lat,
+            "frame_lon": sighting.frame_lon,
         }
         if sighting.photo_url is not None:
             values["best_photo_url"] = sighting.photo_url

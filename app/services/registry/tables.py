@@ -48,6 +48,8 @@ hazards = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),  # last report or status change (Open311 updated_datetime)
     sa.Column("reports", sa.Integer, nullable=False),
     sa.Column("best_photo_url", sa.Text, nullable=True),
+    sa.Column("frame_lat", sa.Double, nullable=True),  # where the fleet map's frame has it (passes compare there)
+    sa.Column("frame_lon", sa.Double, nullable=True),
     sa.UniqueConstraint("tenant", "map_key", name="uq_hazards_tenant_map_key"),
     sa.Index("ix_hazards_lat_lon", "lat", "lon"),
     sa.Index("ix_hazards_tenant_status", "tenant", "status"),

@@ -88,6 +88,10 @@ class MapHazard:
     model: str
     position_uncertainty_m: float | None = None  # None for an entry merged before positions had one
     position_method: str | None = None
+    # Where it is in the map's frame (its reports less their sessions' GPS offsets: `scripts.MERGE_INTO_MAP`): hazards
+    # side by side keep their places there; None for an entry merged before the frame.
+    frame_lat: float | None = None
+    frame_lon: float | None = None
 
 
 def parse_bbox(value: str) -> BBox:
@@ -303,4 +307,6 @@ def _map_hazard(map_id: str, fields: dict[str, str]) -> MapHazard:
         model=fields.get("model", ""),
         position_uncertainty_m=float(fields["position_uncertainty_m"]) if "position_uncertainty_m" in fields else None,
         position_method=fields.get("position_method"),
+        frame_lat=float(fields["frame_lat"]) if "frame_lat" in fields else None,
+        frame_lon=float(fields["frame_lon"]) if "frame_lon" in fields else None,
     )

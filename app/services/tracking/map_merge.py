@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.services.tracking.hazard_map import EARTH_RADIUS_M, distance_m
 
@@ -45,10 +45,18 @@ class MapReport:
     first_seen: float
     last_seen: float
     frames: int = 1
+    frame_lat: float | None = None  # in the map's frame (less the session's offset); None: as measured
+    frame_lon: float | None = None
 
     @property
     def session(self) -> str:
         return self.source.split("/", 1)[0]
+
+    @property
+    def in_frame(self) -> tuple[float, float]:
+        if self.frame_lat is None or self.frame_lon is None:
+            return self.lat, self.lon
+        return self.frame_lat, self.frame_lon
 
 
 @dataclass
@@ -59,12 +67,16 @@ class MapEntry:
     lon: float = 0.0
     uncertainty_m: float = 0.0
     method: str = ""
+    frame_lat: float = 0.0  # where the entry is in the map's frame: matched against, and offsets learned on
+    frame_lon: float = 0.0
     reports: dict[str, MapReport] = field(default_factory=dict)
 
     def recompute(self) -> None:
         sum_w, sum_lat, sum_lon = _weighted_sums(self.reports.values())
+        _, frame_lat, frame_lon = _weighted_sums(self.reports.values(), in_frame=True)
         sharpest = min(sorted(self.reports.values(), key=lambda r: r.source), key=_weight_u)  # the first of equals
         self.lon, self.lat = stored(sum_lon / sum_w), stored(sum_lat / sum_w)
+        self.frame_lon, self.frame_lat = stored(frame_lon / sum_w), stored(frame_lat / sum_w)
         self.uncertainty_m, self.method = stored(1 / math.sqrt(sum_w)), sharpest.method
 
 
@@ -124,6 +136,8 @@ class FleetMap:
             offset.sample(report.source, (report.lat, report.lon), self._clear_of(report))
         realigned = len(offset.samples) >= OFFSET_MIN_SAMPLES and not offset.established
         offset.established = offset.established or realigned
+        aligned = offset.aligned(report.lat, report.lon)
+        kept = replace(kept, frame_lat=stored(aligned[0]), frame_lon=stored(aligned[1]))
         winner, lesser = self._same_object(report)
         emptied: list[str] = []
         if winner is not None:
@@ -134,7 +148,7 @@ class FleetMap:
         for entry_id, source in lesser:
             emptied += self._remove(entry_id, source)
             self.sources.pop(source, None)
-        chosen = self._agreeing(report, *offset.aligned(report.lat, report.lon)) or current or new_id()
+        chosen = self._agreeing(report, *aligned) or current or new_id()
         if current is not None and current != chosen:
             emptied += self._remove(current, report.source)
         entry = self.entries.setdefault(chosen, MapEntry(chosen, report.label))
@@ -176,24 +190,24 @@ class FleetMap:
         return (winner[2] if winner else None), lesser
 
     def _clear_of(self, report: MapReport) -> tuple[float, float] | None:
-        """Where other sessions placed the one entry of the report's class within OFFSET_CLEAR_M of it (None: none,
-        or more than one)."""
+        """Where other sessions placed the one entry of the report's class within OFFSET_CLEAR_M of it, in the map's
+        frame (None: none, or more than one)."""
         near = []
         for entry in self.entries.values():
             others = [r for r in entry.reports.values() if r.session != report.session and r.method != "camera_gps"]
             if entry.label == report.label and others:
-                position = _weighted_mean(others)
+                position = _frame_mean(others)
                 if distance_m(report.lat, report.lon, *position) <= OFFSET_CLEAR_M:
                     near.append(position)
         return near[0] if len(near) == 1 else None
 
     def _agreeing(self, report: MapReport, lat: float, lon: float) -> str | None:
-        """(lat, lon): the report's position less its session's offset."""
+        """(lat, lon): the report's position less its session's offset, matched to entries in the map's frame."""
         best: tuple[float, str] | None = None
         for entry in self.entries.values():
             if entry.label != report.label:
                 continue
-            apart = distance_m(lat, lon, entry.lat, entry.lon)
+            apart = distance_m(lat, lon, entry.frame_lat, entry.frame_lon)
             gate = self.merge_sigmas * math.sqrt(
                 report.uncertainty_m * report.uncertainty_m + entry.uncertainty_m * entry.uncertainty_m
             )
@@ -208,17 +222,19 @@ def _weight_u(report: MapReport) -> float:
     return max(report.uncertainty_m, 0.01)
 
 
-def _weighted_sums(reports: Iterable[MapReport]) -> tuple[float, float, float]:
-    """(sum of weights 1 / u^2, of weighted lat, of weighted lon), summed in source order as the script does."""
+def _weighted_sums(reports: Iterable[MapReport], in_frame: bool = False) -> tuple[float, float, float]:
+    """(sum of weights 1 / u^2, of weighted lat, of weighted lon), summed in source order as the script does; of the
+    positions as measured, or `in_frame`."""
     sum_w = sum_lat = sum_lon = 0.0
     for report in sorted(reports, key=lambda r: r.source):
         w = 1 / (_weight_u(report) * _weight_u(report))
-        sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * report.lat, sum_lon + w * report.lon
+        lat, lon = report.in_frame if in_frame else (report.lat, report.lon)
+        sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * lat, sum_lon + w * lon
     return sum_w, sum_lat, sum_lon
 
 
-def _weighted_mean(reports: list[MapReport]) -> tuple[float, float]:
-    sum_w, sum_lat, sum_lon = _weighted_sums(reports)
+def _frame_mean(reports: list[MapReport]) -> tuple[float, float]:
+    sum_w, sum_lat, sum_lon = _weighted_sums(reports, in_frame=True)
     return sum_lat / sum_w, sum_lon / sum_w
 
 

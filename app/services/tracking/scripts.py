@@ -177,8 +177,11 @@ return cjson.encode({status = 'ok', assignments = assignments, changed = changed
 # report of one entry (a session re-reporting a better position replaces its report, and may move it to another
 # entry); the entry's position is the uncertainty-weighted mean of its reports (weights 1 / u^2, its uncertainty
 # 1 / sqrt of their sum), `reports` the number of distinct sessions. A session's GPS bias (its `offset`, KEYS[4]:
-# session -> its samples) is learned against other sessions' entries and subtracted before the report is matched
-# (the stored report keeps the position as measured: entries average their vehicles' biases). `map_merge.FleetMap`
+# session -> its samples) is learned against other sessions' entries and subtracted before the report is matched.
+# A report keeps both positions: as measured (`lat`, `lon`: the entry's shown position averages its vehicles' biases)
+# and less its session's offset (`flat`, `flon`: the entry's `frame_lat`, `frame_lon` in the map's frame, where
+# reports are matched and offsets learned). Two hazards side by side keep their places in the frame whichever
+# vehicles reported each since; their shown positions average different vehicles. `map_merge.FleetMap`
 # is this rule in Python; a test holds them equal. Expired entries are purged first (bounded). Returns {map id,
 # 1 when this report established the session's offset (its earlier reports are to be matched again) else 0, the
 # entries it emptied (their last report moved into the map id's)}.
@@ -224,7 +227,7 @@ local function recompute(id, entry_label)
   local order = {}
   for i = 1, #raw, 2 do table.insert(order, i) end
   table.sort(order, function(a, b) return raw[a] < raw[b] end)  -- sums in source order: the twin adds alike
-  local sum_w, sum_lon, sum_lat, first, last = 0, 0, 0, nil, nil
+  local sum_w, sum_lon, sum_lat, sum_flon, sum_flat, first, last = 0, 0, 0, 0, 0, nil, nil
   local sessions, session_count = {}, 0
   local best, max_confidence, sharpest
   for _, i in ipairs(order) do
@@ -232,6 +235,7 @@ local function recompute(id, entry_label)
     local u = math.max(r.u or LEGACY_UNCERTAINTY, 0.01)
     local w = 1 / (u * u)
     sum_w, sum_lon, sum_lat = sum_w + w, sum_lon + w * r.lon, sum_lat + w * r.lat
+    sum_flon, sum_flat = sum_flon + w * (r.flon or r.lon), sum_flat + w * (r.flat or r.lat)
     if first == nil or r.first_seen < first then first = r.first_seen end
     if last == nil or r.last_seen > last then last = r.last_seen end
     if max_confidence == nil or r.confidence > max_confidence then max_confidence = r.confidence end
@@ -251,7 +255,8 @@ local function recompute(id, entry_label)
   redis.call('HSET', entry, 'label', entry_label, 'lon', tostring(entry_lon), 'lat', tostring(entry_lat),
     'reports', session_count, 'first_reported', tostring(first), 'last_reported', tostring(last),
     'max_confidence', tostring(max_confidence), 'best_frame_url', best.url, 'model', best.model,
-    'position_uncertainty_m', tostring(1 / math.sqrt(sum_w)), 'position_method', sharpest.method)
+    'position_uncertainty_m', tostring(1 / math.sqrt(sum_w)), 'position_method', sharpest.method,
+    'frame_lon', tostring(sum_flon / sum_w), 'frame_lat', tostring(sum_flat / sum_w))
   redis.call('EXPIRE', entry, keep_for)
   redis.call('EXPIRE', reports_key, keep_for)
 end
@@ -291,6 +296,7 @@ local near = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[7], ARGV[8], 'B
 -- OFFSET_KEPT samples (one per hazard), applied once it rests on OFFSET_MIN_SAMPLES. Two vehicles whose GPS disagree
 -- by more than the merge gate then still report one pothole once.
 local OFFSET_CLEAR_M, OFFSET_MIN_SAMPLES, OFFSET_KEPT = 8.0, 3, 30
+local FRAME_APART_M = OFFSET_CLEAR_M * 1.5  -- an offset is at most OFFSET_CLEAR_M north and east
 local RADIANS, EARTH_M = math.pi / 180, 6372797.560856
 local session = session_of(source)
 local offsets, offsets_changed = {samples = {}, established = false}, false
@@ -307,7 +313,7 @@ local function others_position(id)
     if session_of(raw[i]) ~= session and r.method ~= 'camera_gps' then
       local u = math.max(r.u or LEGACY_UNCERTAINTY, 0.01)
       local w = 1 / (u * u)
-      sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * r.lat, sum_lon + w * r.lon
+      sum_w, sum_lat, sum_lon = sum_w + w, sum_lat + w * (r.flat or r.lat), sum_lon + w * (r.flon or r.lon)
     end
   end
   if sum_w == 0 then return nil end
@@ -347,15 +353,16 @@ local function median(index)
   return (values[middle] + values[middle + 1]) / 2
 end
 local realigned = 0
-local alat, alon, matchable = lat, lon, near
+local alat, alon = lat, lon
 if #offsets.samples >= OFFSET_MIN_SAMPLES then
   if not offsets.established then realigned, offsets_changed = 1, true end
   offsets.established = true
   alat = lat + median(2) / EARTH_M / RADIANS
   alon = lon + median(3) / (EARTH_M * math.cos(lat * RADIANS)) / RADIANS
-  matchable = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', alon, alat, 'BYRADIUS', radius + 1, 'm', 'ASC',
-    'COUNT', 32)
 end
+-- Entries are matched in the map's frame; the geo set holds where they are shown, at most FRAME_APART_M away.
+local matchable = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', alon, alat, 'BYRADIUS', radius + FRAME_APART_M + 1,
+  'm', 'ASC', 'COUNT', 64)
 if offsets_changed then redis.call('HSET', KEYS[4], session, cjson.encode(offsets)) end  -- most merges: no write
 
 -- One object that one session saw as two classes at once (debris also detected as a crack), projected to the same
@@ -402,9 +409,10 @@ for _, gone in ipairs(lesser) do
   if recompute(gone[1], gone[3]) then table.insert(emptied, gone[1]) end
 end
 for _, candidate in ipairs(matchable) do
-  local e = redis.call('HMGET', prefix .. candidate, 'label', 'lon', 'lat', 'position_uncertainty_m')
+  local e = redis.call('HMGET', prefix .. candidate, 'label', 'lon', 'lat', 'position_uncertainty_m', 'frame_lon',
+    'frame_lat')
   if e[1] == label then
-    local d = distance(alat, alon, tonumber(e[3]), tonumber(e[2]))
+    local d = distance(alat, alon, tonumber(e[6] or e[3]), tonumber(e[5] or e[2]))
     local u = tonumber(e[4]) or LEGACY_UNCERTAINTY
     if d <= radius and d <= sigmas * math.sqrt(uncertainty * uncertainty + u * u) and
         (nearest == nil or d < nearest or (d == nearest and candidate < id)) and not holds_session(candidate) then
@@ -425,7 +433,8 @@ end
 redis.call('HSET', KEYS[3], source, id)
 redis.call('HSET', prefix .. id .. ':reports', source, cjson.encode({lon = lon, lat = lat,
   confidence = tonumber(ARGV[9]), first_seen = tonumber(ARGV[10]), last_seen = tonumber(ARGV[11]),
-  url = url, model = ARGV[14], u = uncertainty, method = method, label = label, frames = frames}))
+  url = url, model = ARGV[14], u = uncertainty, method = method, label = label, frames = frames,
+  flon = alon, flat = alat}))
 recompute(id, label)
 redis.call('ZADD', KEYS[2], now + ttl, id)
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], keep_for) end
