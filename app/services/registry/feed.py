@@ -4,7 +4,9 @@ the database); one background task writes them, sightings through the `SightingB
 the database is down).
 
 A sighting is one track's report of a map entry: its time is the track's first frame, so the frames after it
-repeat the same report (counted once), while a photo that lands later still reaches the row.
+repeat the same report (counted once), while a photo that lands later still reaches the row. A report that moves
+on to another entry (a track's first, far-off report put into a twin's entry) changed the entry it left: that
+entry's row takes its position as it is now (`Sighting.position_only`), or the row keeps the far-off report's pull.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class RegistryFeed:
         self._queue_limit = queue_limit
         self._wake = asyncio.Event()
         self._sent: OrderedDict[tuple[str, str, float, str | None], None] = OrderedDict()  # skip repeats of a report
+        self._entry_of: OrderedDict[tuple[str, str, str], str] = OrderedDict()  # (tenant, session, track) -> entry
         self._cameras: OrderedDict[str, Camera] = OrderedDict()
         self.dropped = 0  # events past `queue_limit`: the map keeps the hazard, its next report brings it back
 
@@ -140,9 +143,12 @@ class RegistryFeed:
     async def _sight(self, event: Mapped, read_entry: ReadEntry) -> None:
         record = event.record
         key = (event.tenant, event.map_id, record.first_seen, record.best_frame_url)
-        if (key in self._sent and not event.emptied) or record.lat is None or record.lon is None:
+        if record.lat is None or record.lon is None:
             return
-        entry = await self._entry(read_entry, event, record.lat, record.lon)
+        await self._left(event, record.lat, record.lon, read_entry)
+        if key in self._sent and not event.emptied:
+            return
+        entry = await self._entry(read_entry, event.map_id, event.tenant, record.lat, record.lon)
         sighting = Sighting(
             tenant=event.tenant,
             map_key=event.map_id,
@@ -164,10 +170,37 @@ class RegistryFeed:
         while len(self._sent) > REMEMBERED_SIGHTINGS:
             self._sent.popitem(last=False)
 
+    async def _left(self, event: Mapped, lat: float, lon: float, read_entry: ReadEntry) -> None:
+        """The report's previous entry, when it moved on from one that is still on the map: its row takes the
+        entry's position as it is without the report."""
+        source = (event.tenant, event.source_id, event.record.hazard_id)
+        previous = self._entry_of.pop(source, None)
+        self._entry_of[source] = event.map_id
+        while len(self._entry_of) > REMEMBERED_SIGHTINGS:
+            self._entry_of.popitem(last=False)
+        if previous is None or previous == event.map_id or previous in event.emptied:
+            return
+        entry = await self._entry(read_entry, previous, event.tenant, lat, lon)
+        if entry is not None:
+            await self.buffer.report(
+                Sighting(
+                    event.tenant,
+                    previous,
+                    entry.label,
+                    entry.lat,
+                    entry.lon,
+                    entry.position_uncertainty_m,
+                    datetime.fromtimestamp(event.record.first_seen, UTC),
+                    frame_lat=entry.frame_lat,
+                    frame_lon=entry.frame_lon,
+                    position_only=True,
+                )
+            )
+
     @staticmethod
-    async def _entry(read_entry: ReadEntry, event: Mapped, lat: float, lon: float) -> MapHazard | None:
+    async def _entry(read_entry: ReadEntry, map_id: str, tenant: str, lat: float, lon: float) -> MapHazard | None:
         try:
-            return await read_entry(event.map_id, lat, lon, event.tenant)
+            return await read_entry(map_id, lat, lon, tenant)
         except ApiError as exc:  # the map cannot be read now: the report's own position and photo will do
-            log.warning("registry_map_entry_unread", map_id=event.map_id, error=exc.code)
+            log.warning("registry_map_entry_unread", map_id=map_id, error=exc.code)
             return None

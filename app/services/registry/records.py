@@ -38,6 +38,8 @@ class Sighting:
     # Where the map entry is in the fleet map's frame (`MapHazard.frame_lat`): what passes compare detections with.
     frame_lat: float | None = None
     frame_lon: float | None = None
+    # Not a report: the entry's position changed (a report moved on from it); its row takes it, nothing is counted.
+    position_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,9 @@ class HazardRegistry:
 
     async def _apply_sighting(self, sighting: Sighting) -> SightingOutcome:
         async with transaction(self._engine) as connection:
+            if sighting.position_only:
+                await self._place(connection, sighting)
+                return "duplicate"
             for gone in sighting.absorbs:
                 await self._absorb(connection, sighting, gone)
             record = await self._by_key(connection, sighting.tenant, sighting.map_key)
@@ -138,6 +141,15 @@ class HazardRegistry:
         note = f"a duplicate of hazard {into.id}: the fleet map merged the two"
         await self._move(connection, gone, Move.CLOSE, SYSTEM_ACTOR, sighting.at, note=note)
 
+    @staticmethod
+    async def _place(connection: AsyncConnection, sighting: Sighting) -> None:
+        """The map entry's row, if any, where the entry is now."""
+        await connection.execute(
+            hazards.update()
+            .where(hazards.c.tenant == sighting.tenant, hazards.c.map_key == sighting.map_key)
+            .values(**placed(sighting))
+        )
+
     async def _silenced_near(self, connection: AsyncConnection, sighting: Sighting) -> bool:
         rejected = HazardFilter(
             tenant=sighting.tenant,
@@ -155,16 +167,12 @@ class HazardRegistry:
                 map_key=sighting.map_key,
                 label=sighting.label,
                 status=Status.OPEN.value,
-                lat=sighting.lat,
-                lon=sighting.lon,
-                uncertainty_m=sighting.uncertainty_m,
                 first_reported_at=sighting.at,
                 last_reported_at=sighting.at,
                 updated_at=sighting.at,
                 reports=1,
                 best_photo_url=sighting.photo_url,
-                frame_lat=sighting.frame_lat,
-                frame_lon=sighting.frame_lon,
+                **placed(sighting),
             )
         )
         assert result.inserted_primary_key is not None  # one row inserted: its id
@@ -186,11 +194,7 @@ class HazardRegistry:
             "reports": hazards.c.reports + 1,
             "last_reported_at": sighting.at,
             "updated_at": sighting.at,
-            "lat": sighting.lat,  # the map entry's position is refined as reports fuse: mirror the newest
-            "lon": sighting.lon,
-            "uncertainty_m": sighting.uncertainty_m,
-            "frame_lat": sighting.frame_lat,
-            "frame_lon": sighting.frame_lon,
+            **placed(sighting),  # the map entry's position is refined as reports fuse: mirror the newest
         }
         if sighting.photo_url is not None:
             values["best_photo_url"] = sighting.photo_url
@@ -351,6 +355,17 @@ def parse_cursor(cursor: str) -> int:
         return int(cursor)
     except ValueError:
         raise ValidationFailed("cursor is not one this API handed out.", details={"cursor": cursor}) from None
+
+
+def placed(sighting: Sighting) -> dict[str, float | None]:
+    """A row's position columns as the sighting has its map entry."""
+    return {
+        "lat": sighting.lat,
+        "lon": sighting.lon,
+        "uncertainty_m": sighting.uncertainty_m,
+        "frame_lat": sighting.frame_lat,
+        "frame_lon": sighting.frame_lon,
+    }
 
 
 def event_from_row(row: Any) -> HazardEvent:

@@ -117,9 +117,12 @@ async def test_a_sighting_is_recorded_where_the_map_entry_is_with_its_uncertaint
         position_method="profile",
     )
     entry_lat, entry_lon = offset_position(*START, 40.5, 0.3)
+    frame_lat, frame_lon = offset_position(*START, 41.5, -0.2)  # where the map's frame has it
 
     async def the_entry(map_id: str, lat: float, lon: float, tenant: str) -> MapHazard | None:
-        return MapHazard(map_id, "crack", entry_lat, entry_lon, 3, 0.0, 0.0, 0.8, None, "m", 0.9, "profile")
+        return MapHazard(
+            map_id, "crack", entry_lat, entry_lon, 3, 0.0, 0.0, 0.8, None, "m", 0.9, "profile", frame_lat, frame_lon
+        )
 
     feed.mapped("a", "D", record, LOCAL_TENANT)
     await feed.drain(the_entry)
@@ -127,4 +130,35 @@ async def test_a_sighting_is_recorded_where_the_map_entry_is_with_its_uncertaint
     await feed.drain(no_entry)
     found = {hazard.map_key: hazard for hazard in (await registry.query(HazardFilter(label="crack"))).items}
     assert (found["D"].lat, found["D"].lon, found["D"].uncertainty_m) == (entry_lat, entry_lon, 0.9)
+    assert (found["D"].frame_lat, found["D"].frame_lon) == (frame_lat, frame_lon)  # what its passes compare with
     assert (found["E"].lat, found["E"].lon, found["E"].uncertainty_m) == (lat, lon, 1.7)
+    assert (found["E"].frame_lat, found["E"].frame_lon) == (None, None)
+
+
+async def test_an_entry_a_report_moved_on_from_is_placed_where_it_is_without_it(registry: HazardRegistry) -> None:
+    """A track's first, far-off report joined X (a twin's entry) and pulled it towards itself; as the track came near,
+    the map moved the report on to Y. X's row takes X's position as it is now, and counts no second report; without
+    this, the row kept the pull until X's next report (passes compared detections with a twin placed 1 m off)."""
+    feed = RegistryFeed(SightingBuffer(registry.apply_sighting), PassWatcher(registry, range_m=14.0))
+    lat, lon = offset_position(*START, 60.0, 0.0)
+    record = TrackedHazard("h1", "crack", T0.timestamp() + 60, T0.timestamp() + 61, 5, 0.8, "m", lat, lon, "r", None)
+    entries = {"X": offset_position(*START, 60.0, 1.0), "Y": offset_position(*START, 60.0, 3.0)}
+
+    async def the_entry(map_id: str, lat: float, lon: float, tenant: str) -> MapHazard | None:
+        spot = entries[map_id]
+        return MapHazard(map_id, "crack", *spot, 2, 0.0, 0.0, 0.8, None, "m", 0.9, "profile", spot[0], spot[1] + 1e-5)
+
+    feed.mapped("b", "X", record, LOCAL_TENANT)
+    await feed.drain(the_entry)
+    entries["X"] = offset_position(*START, 61.5, 0.0)  # where X is without b's report
+    feed.mapped("b", "Y", record, LOCAL_TENANT)
+    await feed.drain(the_entry)
+    found = {hazard.map_key: hazard for hazard in (await registry.query(HazardFilter(label="crack"))).items}
+    x_lat, x_lon = entries["X"]
+    assert (found["X"].lat, found["X"].lon, found["X"].frame_lat, found["X"].frame_lon) == (
+        x_lat,
+        x_lon,
+        x_lat,
+        x_lon + 1e-5,
+    )
+    assert found["X"].reports == 1 and found["Y"].reports == 1

@@ -223,6 +223,22 @@ async def test_a_car_waiting_in_view_keeps_a_bounded_pass(registry: HazardRegist
     assert len(open_pass.placed) == PLACED_KEPT and open_pass.saw(None)
 
 
+async def test_twins_are_told_apart_where_the_fleet_maps_frame_has_them(registry: HazardRegistry) -> None:
+    """B, 2 m south of the repaired A, is shown 0.5 m north of A: the fleet map averaged B's reports from vehicles
+    whose GPS sat north of the first one's, while A's position stayed the first vehicle's. The registry keeps where
+    the map's frame has B (its vehicles' offsets taken out): there B's detections are B's, and A goes unseen.
+    Compared at the shown positions, B's detections were nearer A: A seen, B suspected fixed while it is there."""
+    shown, frame = offset_position(*HAZARD, 0.5, 0.0), offset_position(*HAZARD, -2.0, 0.0)
+    await registry.apply_sighting(
+        Sighting(LOCAL_TENANT, "B", "pothole", *shown, 1.0, T0, frame_lat=frame[0], frame_lon=frame[1])
+    )
+    await registry_of(registry, {"C": CLEAR_BEFORE})
+    watcher = PassWatcher(registry, range_m=14.0)
+    for session in ("a", "b", "c"):
+        await drive_on_ground(watcher, session, {"B": TWIN_B, "C": CLEAR_BEFORE})
+    assert await statuses(registry) == {"m1": Status.SUSPECTED_FIXED, "B": Status.OPEN, "C": Status.OPEN}
+
+
 async def test_a_closed_duplicate_beside_a_hazard_is_no_rival_of_it(registry: HazardRegistry) -> None:
     """B, 2 m from the pothole's record A, is a closed duplicate of it (the map merged the two). The vehicles'
     detections of the pothole land 1.2 m from A towards B: nearer B. Were B a rival, A would go unseen and be
