@@ -233,8 +233,9 @@ async def test_twins_keep_their_places_in_the_maps_frame_whichever_vehicles_repo
         assert await entry_of(hazard_map, vehicle, report(f"{vehicle}/left", 95.0, 0.5, 0.9, seen=2000.0)) == left
     found = {e.hazard_id: e for e in await hazard_map.near(Near(*ORIGIN, 1000), 20)}
     assert _along_across(found[left].lat, found[left].lon)[1] == pytest.approx(-0.5 / 3, abs=0.05)
-    assert found[left].frame_lat is not None and found[left].frame_lon is not None
-    assert _along_across(found[left].frame_lat, found[left].frame_lon)[1] == pytest.approx(-1.5, abs=0.05)
+    frame_lat, frame_lon = found[left].frame_lat, found[left].frame_lon
+    assert frame_lat is not None and frame_lon is not None
+    assert _along_across(frame_lat, frame_lon)[1] == pytest.approx(-1.5, abs=0.05)
     assert _along_across(found[right].lat, found[right].lon)[1] == pytest.approx(1.5, abs=0.05)
 
 
