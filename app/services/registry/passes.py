@@ -1,11 +1,11 @@
 """Passes: a session's camera drove past a registry hazard with it in view. One pass per approach: it opens with the
-first located frame within `range_m` and is closed when the session's frames leave the range (or go quiet for
-`gap_s`). It counts only if the camera covered the hazard: some frame had it in view (ahead, no more than `range_m`,
-inside the field of view, widened by `VIEW_MARGIN_M` for GPS error) and a later frame had it behind (the vehicle
-drove past it). `saw_it` is true when a frame that had it in view detected its class there. A pass that saw it
-always counts (it is a sighting); one that neither saw nor covered it is dropped (`uncovered`): a session that ended
-or turned off before the hazard, started past it or drove away from it says nothing about it. The store counts clean
-passes.
+first located frame within `range_m` and is closed when the session's frames leave the range by more than
+`RANGE_MARGIN_M` (or go quiet for `gap_s`). It counts only if the camera covered the hazard: some frame had it in
+view (ahead, no more than `range_m`, inside the field of view, widened by `VIEW_MARGIN_M` for GPS error) and a later
+frame had it behind (the vehicle drove past it). `saw_it` is true when a frame that had it in view detected its class
+there. A pass that saw it always counts (it is a sighting); one that neither saw nor covered it is dropped
+(`uncovered`): a session that ended or turned off before the hazard, started past it or drove away from it says
+nothing about it. The store counts clean passes.
 
 The camera looks along the frame's heading, else along the course from the session's previous fix (at least
 `MIN_COURSE_M` away); a frame with neither cannot have anything in view.
@@ -48,6 +48,9 @@ from app.services.registry.store import HazardRegistry
 log = structlog.get_logger(__name__)
 METRES_PER_DEGREE = 111_320.0
 VIEW_MARGIN_M = 2.0  # a hazard this far outside the field of view's edge may still be in it (GPS error)
+# A pass ends when a frame has the hazard this far past the range: a fix's noise at the range's edge split one
+# approach into a one-frame pass (its one far-off detection, without the rival beside it yet, "saw" the hazard).
+RANGE_MARGIN_M = VIEW_MARGIN_M
 # A detection whose bearing passes this close to the hazard (at the hazard's distance) is of the hazard: the vehicle's
 # GPS bias (~1.5 m) and the hazard's own position error. Same-class hazards closer together than this are one here.
 SEEN_WITHIN_M = 4.0
@@ -225,12 +228,14 @@ class PassWatcher:
             nearby = await self._nearby(frame.tenant, frame.lat, frame.lon)
         except RegistryUnavailable:
             return  # no hazards to pass while the registry is down
-        in_range = {h.map_key: h for h in nearby if distance_m(frame.lat, frame.lon, h.lat, h.lon) <= self.range_m}
+        apart = {h.map_key: distance_m(frame.lat, frame.lon, h.lat, h.lon) for h in nearby}
+        in_range = {h.map_key: h for h in nearby if apart[h.map_key] <= self.range_m}
         session = self._session(frame.session_id)
         heading = self._heading(session, frame)
         passes = session.passes
         for map_key, open_pass in list(passes.items()):
-            if map_key not in in_range or frame.at - open_pass.last_at > self._gap_s:
+            left = apart.get(map_key, math.inf) > self.range_m + RANGE_MARGIN_M
+            if left or frame.at - open_pass.last_at > self._gap_s:
                 del passes[map_key]
                 if session.offset() is None and open_pass.needs_offset():
                     session.parked.append((map_key, open_pass))

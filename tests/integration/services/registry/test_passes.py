@@ -7,7 +7,7 @@ suspected_fixed, and a same-class hazard anywhere in the frame counted as seeing
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -32,7 +32,7 @@ async def registry(sqlite_registry: HazardRegistry) -> HazardRegistry:
 async def drive(
     watcher: PassWatcher,
     session: str,
-    metres: range,
+    metres: Sequence[int],
     *,
     heading: float | None = HEADING,
     seen_at: range = range(0),
@@ -205,6 +205,15 @@ async def test_a_hazard_further_along_the_same_bearing_is_not_the_repaired_one(r
         await drive_on_ground(watcher, session, {"D": FURTHER})
     found = await statuses(registry)
     assert found == {"m1": Status.SUSPECTED_FIXED, "D": Status.OPEN}
+
+
+async def test_one_approach_is_one_pass_however_its_fixes_jitter_at_the_ranges_edge(registry: HazardRegistry) -> None:
+    """The fixes put the pothole 13.0 m away, then 14.04 m (just past the 14 m range: GPS noise), then nearer: one
+    approach, one pass. Ended at the edge, the one-frame pass was dropped (it neither drove past nor saw), or, had
+    that frame a far-off detection near the hazard, and the twin beside it not yet in range, it "saw" it."""
+    watcher = PassWatcher(registry, range_m=14.0)
+    await drive(watcher, "a", [-15, -13, -14, *range(-12, 20)])
+    assert (watcher.recorded, watcher.uncovered) == (1, 0)
 
 
 async def test_a_car_waiting_in_view_keeps_a_bounded_pass(registry: HazardRegistry) -> None:
