@@ -17,7 +17,8 @@ matches nothing: `matched`). Printed:
 
 Seeds (`--seeds`): the tracking eval's held-out 9201-9210 by default, not looked at when the pass rule was made
 (9101-9110, the default before, have been looked at since).
-Known misses: same-class twins across the lane whose two records the map placed both on one side (road 9210).
+Twins across the lane (roads 9202, 9203, 9210) were the misses until the map matched in its own frame, the feed
+placed the rows of entries a report left, and passes ended past the range (README, the hazard registry).
 Closed records are left out: no operator closes any here, so they are duplicates the map folded into another record
 (a map entry whose last report moved into another's).
 """
