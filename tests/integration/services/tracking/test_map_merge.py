@@ -213,11 +213,11 @@ async def test_a_vehicle_whose_gps_is_off_by_metres_reports_the_fleets_hazards_o
 async def test_twins_keep_their_places_in_the_maps_frame_whichever_vehicles_report_each(
     fleet: tuple[HazardMap, RedisClient],
 ) -> None:
-    """a reports twins 3 m apart across the road (and three clear potholes before them). b and c, whose GPS sit 2 m
-    to the right of a's, report only the left twin (the right one was repaired): their reports join it, and where it
-    is shown averages the three vehicles (-1.5, +0.5, +0.5 m: -0.17), 1.7 m from the right twin where a placed it.
-    In the map's frame (each report less its vehicle's offset against the map) the twins stay 3 m apart: what the
-    registry's passes compare detections with."""
+    """a reports twins 3 m apart across the road (and three clear potholes before them). b and c, whose GPS sit 7 m
+    to the right of a's, report only the left twin (the right one was repaired). After b, the left twin is shown at
+    +2.0 m (a's -1.5 and b's +5.5 averaged), past the right one: matched there, c's report (less c's offset, -1.5)
+    would join the right twin. In the map's frame (each report less its vehicle's offset against the map) the twins
+    stay 3 m apart, c's report joins the left one, and that is what the registry's passes compare detections with."""
     hazard_map, _ = fleet
     clear = [20.0, 45.0, 70.0]
     for n, along in enumerate(clear):
@@ -225,14 +225,14 @@ async def test_twins_keep_their_places_in_the_maps_frame_whichever_vehicles_repo
     left = await entry_of(hazard_map, "a", report("a/left", 95.0, -1.5, 0.9))
     right = await entry_of(hazard_map, "a", report("a/right", 95.0, 1.5, 0.9))
     for vehicle in ("b", "c"):
-        reports = [report(f"{vehicle}/{n}", along, 2.0, 0.9, seen=2000.0) for n, along in enumerate(clear)]
+        reports = [report(f"{vehicle}/{n}", along, 7.0, 0.9, seen=2000.0) for n, along in enumerate(clear)]
         for each in reports:
             if (await hazard_map.merge(vehicle, record_of(each))).realigned:  # as the service does: merged again
                 for earlier in reports[:2]:
                     await hazard_map.merge(vehicle, record_of(earlier))
-        assert await entry_of(hazard_map, vehicle, report(f"{vehicle}/left", 95.0, 0.5, 0.9, seen=2000.0)) == left
+        assert await entry_of(hazard_map, vehicle, report(f"{vehicle}/left", 95.0, 5.5, 0.9, seen=2000.0)) == left
     found = {e.hazard_id: e for e in await hazard_map.near(Near(*ORIGIN, 1000), 20)}
-    assert _along_across(found[left].lat, found[left].lon)[1] == pytest.approx(-0.5 / 3, abs=0.05)
+    assert _along_across(found[left].lat, found[left].lon)[1] == pytest.approx(9.5 / 3, abs=0.05)
     frame_lat, frame_lon = found[left].frame_lat, found[left].frame_lon
     assert frame_lat is not None and frame_lon is not None
     assert _along_across(frame_lat, frame_lon)[1] == pytest.approx(-1.5, abs=0.05)
